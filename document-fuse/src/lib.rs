@@ -1,0 +1,1 @@
+//! The document portal. Not built yet.

@@ -1,0 +1,138 @@
+//! Which app is behind a D-Bus sender.
+//!
+//! The bus tells us the sender's process (a pidfd where the bus offers
+//! `ProcessFD`, else a PID that we turn into a pidfd at once). We read
+//! `/proc/PID/root/.flatpak-info` and then check that the pidfd still names a
+//! live process: if the process had died and its PID been reused while we
+//! read, the pidfd reports it and we refuse rather than trust the stranger's
+//! file (xdg-desktop-portal issue 913). The app can never name its own id:
+//! the keyfile sits in a root it cannot write.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use zbus::fdo::DBusProxy;
+use zbus::names::BusName;
+
+use crate::keyfile::KeyFile;
+
+/// The calling app as far as the services care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInfo {
+    /// Empty for a host (unsandboxed) process, as upstream.
+    pub app_id: String,
+    /// The sandbox instance id, when sandboxed.
+    pub instance_id: Option<String>,
+    pub pid: u32,
+}
+
+impl AppInfo {
+    pub fn is_host(&self) -> bool {
+        self.app_id.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallerError {
+    #[error("asking the bus for the credentials of {sender}: {source}")]
+    Credentials { sender: String, source: zbus::fdo::Error },
+    #[error("the bus gave no process id for {0}")]
+    NoProcess(String),
+    #[error("pidfd_open({pid}): {source}")]
+    PidFd { pid: u32, source: std::io::Error },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("process {0} ended while it was being identified")]
+    Gone(u32),
+    #[error("the instance info of process {pid} is malformed: {reason}")]
+    BadInfo { pid: u32, reason: String },
+}
+
+/// Identifies the app behind `sender` on `conn`'s bus.
+pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppInfo, CallerError> {
+    let err = |source| CallerError::Credentials { sender: sender.to_owned(), source };
+    let dbus = DBusProxy::new(conn).await.map_err(|e| err(e.into()))?;
+    let name = BusName::try_from(sender).map_err(|e| err(zbus::fdo::Error::InvalidArgs(e.to_string())))?;
+    let creds = dbus.get_connection_credentials(name).await.map_err(err)?;
+    let pid = creds.process_id().ok_or_else(|| CallerError::NoProcess(sender.to_owned()))?;
+    let pidfd = match creds.process_fd() {
+        Some(fd) => std::os::fd::AsFd::as_fd(fd)
+            .try_clone_to_owned()
+            .map_err(|source| CallerError::PidFd { pid, source })?,
+        None => pidfd_open(pid)?,
+    };
+    identify_pid(pid, &pidfd)
+}
+
+/// Reads the instance info of `pid`, then proves `pidfd` (which names the
+/// same process) is still alive, so the answer belongs to that process.
+pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
+    let path = format!("/proc/{pid}/root/.flatpak-info");
+    let text = match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mut s = String::new();
+            f.read_to_string(&mut s).map_err(|source| CallerError::Read { path: path.clone(), source })?;
+            Some(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(CallerError::Read { path, source }),
+    };
+    if !pidfd_alive(pidfd) {
+        return Err(CallerError::Gone(pid));
+    }
+    let Some(text) = text else {
+        return Ok(AppInfo { app_id: String::new(), instance_id: None, pid });
+    };
+    let kf = KeyFile::parse(&text).map_err(|e| CallerError::BadInfo { pid, reason: e.to_string() })?;
+    let app_id = kf
+        .get("Application", "name")
+        .ok_or_else(|| CallerError::BadInfo { pid, reason: "no [Application] name".into() })?;
+    crate::AppId::parse(&app_id).map_err(|e| CallerError::BadInfo { pid, reason: e.to_string() })?;
+    Ok(AppInfo { app_id, instance_id: kf.get("Instance", "instance-id"), pid })
+}
+
+/// `pidfd_open(2)`: a handle that keeps naming this process even if the PID
+/// is later reused.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd, CallerError> {
+    // SAFETY: pidfd_open takes a pid and flags by value and touches no memory
+    // of ours; a negative return is an error, checked below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(CallerError::PidFd { pid, source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process behind `pidfd` still runs (signal 0 sends nothing).
+fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 only checks the target; null siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    // EPERM still proves the process exists.
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_a_host_app() {
+        let pid = std::process::id();
+        let fd = pidfd_open(pid).unwrap();
+        let info = identify_pid(pid, &fd).unwrap();
+        assert!(info.is_host());
+        assert_eq!(info.pid, pid);
+    }
+
+    #[test]
+    fn a_dead_process_is_refused() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let fd = pidfd_open(pid).unwrap();
+        child.wait().unwrap();
+        assert!(matches!(identify_pid(pid, &fd), Err(CallerError::Gone(p)) if p == pid));
+    }
+}

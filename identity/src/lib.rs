@@ -1,0 +1,14 @@
+//! Who is calling.
+//!
+//! Every Porthole service needs the same three answers: is this string a valid
+//! app id, what does an instance-info keyfile (`/.flatpak-info`) say, and which
+//! app sits behind a D-Bus sender. They live here once so that the launcher that
+//! writes the keyfile and the services that read it can never disagree.
+
+pub mod app_id;
+pub mod caller;
+pub mod keyfile;
+
+pub use app_id::{AppId, AppIdError};
+pub use caller::{AppInfo, CallerError, lookup_caller};
+pub use keyfile::{KeyFile, KeyFileError};

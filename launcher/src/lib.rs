@@ -1,0 +1,1 @@
+//! The launcher. Not built yet: see issue 3.

@@ -1,0 +1,114 @@
+//! `porthole-permission-store`: owns org.freedesktop.impl.portal.PermissionStore
+//! on the session bus, backed by SQLite.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use porthole_permission_store::service::{self, BUS_NAME, Shared};
+use porthole_permission_store::{Store, StoreError, default_db_path};
+use tokio::signal::unix::{SignalKind, signal};
+use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
+
+/// The permission store: remembers what the user approved, per table, id
+/// and app, behind org.freedesktop.impl.portal.PermissionStore.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Replace a running instance that owns the bus name.
+    #[arg(short, long)]
+    replace: bool,
+    /// Log debug messages (RUST_LOG overrides).
+    #[arg(short, long)]
+    verbose: bool,
+    /// The SQLite database [default: $XDG_DATA_HOME/porthole/permissions.db].
+    #[arg(long, env = "PORTHOLE_PERMISSIONS_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(args.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("porthole-permission-store: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("porthole-permission-store: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let path = match args.db {
+        Some(p) => p,
+        None => default_db_path().context("neither XDG_DATA_HOME nor HOME is set; pass --db")?,
+    };
+    let store = match Store::open(&path).await {
+        Ok(s) => s,
+        Err(e @ StoreError::Corrupt { .. }) => {
+            bail!("refusing to start: {e}. The next start begins with an empty store.")
+        }
+        Err(e) => return Err(e).context(format!("opening {}", path.display())),
+    };
+    tracing::info!(db = %path.display(), "store open");
+
+    let conn = zbus::connection::Builder::session()
+        .context("no session bus address")?
+        .build()
+        .await
+        .context("connecting to the session bus")?;
+    let shared = Shared::new(store);
+    service::export(&conn, shared.clone()).await.context("exporting the object")?;
+
+    let dbus = DBusProxy::new(&conn).await?;
+    let mut lost = dbus.receive_name_lost().await?;
+    let mut flags = RequestNameFlags::AllowReplacement | RequestNameFlags::DoNotQueue;
+    if args.replace {
+        flags |= RequestNameFlags::ReplaceExisting;
+    }
+    match dbus.request_name(BUS_NAME.try_into()?, flags).await? {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => {}
+        other => bail!("{BUS_NAME} is already owned ({other:?}); use --replace to take it over"),
+    }
+    tracing::info!("serving {BUS_NAME}");
+    tokio::spawn(service::run_pruner(conn.clone(), shared));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: exiting"); break; }
+            _ = hup.recv() => { tracing::info!("SIGHUP: exiting"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: exiting"); break; }
+            sig = lost.next() => match sig {
+                Some(sig) if sig.args().map(|a| a.name == BUS_NAME).unwrap_or(false) => {
+                    tracing::info!("lost {BUS_NAME} to another instance: exiting");
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    tracing::info!("the bus connection closed: exiting");
+                    break;
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Client proxies for both interfaces, for `permctl` and the tests.
+
+use std::collections::{BTreeMap, HashMap};
+
+use zvariant::OwnedValue;
+
+#[zbus::proxy(
+    interface = "org.freedesktop.impl.portal.PermissionStore",
+    default_service = "org.freedesktop.impl.portal.PermissionStore",
+    default_path = "/org/freedesktop/impl/portal/PermissionStore"
+)]
+pub trait PermissionStore {
+    fn lookup(&self, table: &str, id: &str) -> zbus::Result<(BTreeMap<String, Vec<String>>, OwnedValue)>;
+    fn set(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app_permissions: BTreeMap<&str, Vec<&str>>,
+        data: &zvariant::Value<'_>,
+    ) -> zbus::Result<()>;
+    fn delete(&self, table: &str, id: &str) -> zbus::Result<()>;
+    fn set_value(&self, table: &str, create: bool, id: &str, data: &zvariant::Value<'_>) -> zbus::Result<()>;
+    fn set_permission(&self, table: &str, create: bool, id: &str, app: &str, permissions: &[&str]) -> zbus::Result<()>;
+    fn delete_permission(&self, table: &str, id: &str, app: &str) -> zbus::Result<()>;
+    fn get_permission(&self, table: &str, id: &str, app: &str) -> zbus::Result<Vec<String>>;
+    fn list(&self, table: &str) -> zbus::Result<Vec<String>>;
+    #[zbus(signal)]
+    fn changed(
+        &self,
+        table: String,
+        id: String,
+        deleted: bool,
+        data: OwnedValue,
+        permissions: BTreeMap<String, Vec<String>>,
+    ) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<u32>;
+}
+
+/// One id of a table as `ListEntries` returns it.
+pub type EntryWire = (String, BTreeMap<String, (Vec<String>, i64)>, OwnedValue);
+
+#[zbus::proxy(
+    interface = "org.porthole.PermissionStore1",
+    default_service = "org.freedesktop.impl.portal.PermissionStore",
+    default_path = "/org/freedesktop/impl/portal/PermissionStore"
+)]
+pub trait PortholeStore {
+    fn list_tables(&self) -> zbus::Result<Vec<String>>;
+    fn list_entries(&self, table: &str) -> zbus::Result<Vec<EntryWire>>;
+    fn list_app(&self, app: &str) -> zbus::Result<Vec<(String, String, Vec<String>, i64)>>;
+    fn app_known(&self, app: &str) -> zbus::Result<bool>;
+    #[allow(clippy::too_many_arguments)]
+    fn set_permission_with_expiry(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app: &str,
+        permissions: &[&str],
+        expires: i64,
+    ) -> zbus::Result<()>;
+    fn reset_app(&self, app: &str) -> zbus::Result<u32>;
+    fn history(&self, filter: HashMap<&str, zvariant::Value<'_>>) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<u32>;
+}

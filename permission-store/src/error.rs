@@ -1,0 +1,42 @@
+//! Errors of the store, translated once into D-Bus names in `service`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Upstream's exact message for a missing id in Lookup, Delete,
+    /// DeletePermission and GetPermission.
+    #[error("No entry for {0}")]
+    NoEntry(String),
+    /// Upstream's exact message for a missing id in Set, SetValue and
+    /// SetPermission with `create` false.
+    #[error("Id {0} not found")]
+    IdNotFound(String),
+    #[error("invalid table name {name:?}: {reason}")]
+    BadTable { name: String, reason: &'static str },
+    #[error("invalid data value: {0}")]
+    BadData(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the database {path} is corrupt ({reason}); it was moved aside to {moved_to}")]
+    Corrupt { path: PathBuf, reason: String, moved_to: PathBuf },
+    #[error("the database {path} is corrupt ({reason}) and could not be moved aside: {error}")]
+    CorruptStuck { path: PathBuf, reason: String, error: std::io::Error },
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the write could not be committed: {0}")]
+    CommitFailed(String),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Whether this is the "no such id" answer rather than a failure.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NoEntry(_) | StoreError::IdNotFound(_))
+    }
+}

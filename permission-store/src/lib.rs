@@ -1,0 +1,25 @@
+//! The permission store: what the user approved, per table, id and app.
+//!
+//! The data model is xdg-permission-store's (table -> id -> {app ->
+//! [permission]} plus one data value per id) kept in SQLite, so a change is a
+//! row update rather than a rewrite of the whole table. One writer task owns
+//! the only write connection and commits queued writes together; reads go
+//! through a pool of read-only connections that never wait for it (WAL).
+//!
+//! `service` puts the store on D-Bus; `permctl` uses the same [`Store`] when
+//! no service runs.
+
+pub mod client;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod open;
+pub mod service;
+pub mod store;
+mod writer;
+
+pub use data::Data;
+pub use error::StoreError;
+pub use model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
+pub use open::default_db_path;
+pub use store::Store;

@@ -1,0 +1,447 @@
+//! The store on D-Bus: `org.freedesktop.impl.portal.PermissionStore` exactly
+//! as upstream, and our additions under `org.porthole.PermissionStore1` on
+//! the same object.
+//!
+//! This layer only converts wire types, calls [`Store`] and maps errors. The
+//! caller's app id (for the audit history) comes from the message header via
+//! `porthole_identity`, never from an argument.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zvariant::{OwnedValue, Value};
+
+use crate::data::Data;
+use crate::error::StoreError;
+use crate::model::{Change, HistoryQuery};
+use crate::store::Store;
+
+pub const BUS_NAME: &str = "org.freedesktop.impl.portal.PermissionStore";
+pub const OBJECT_PATH: &str = "/org/freedesktop/impl/portal/PermissionStore";
+pub const INTERFACE: &str = "org.freedesktop.impl.portal.PermissionStore";
+pub const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
+
+/// The standard portal error names (`org.freedesktop.portal.Error.*`).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.freedesktop.portal.Error")]
+pub enum PortalError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    Failed(String),
+    InvalidArgument(String),
+    NotFound(String),
+    NotAllowed(String),
+}
+
+impl From<StoreError> for PortalError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) => PortalError::NotFound(e.to_string()),
+            StoreError::BadTable { .. } | StoreError::BadData(_) | StoreError::InvalidArgument(_) => {
+                PortalError::InvalidArgument(e.to_string())
+            }
+            other => {
+                // Paths and SQL stay in our log, out of the reply.
+                tracing::error!("store failure: {other}");
+                PortalError::Failed("Unable to write db: internal error, see the permission store's log".into())
+            }
+        }
+    }
+}
+
+/// Sender unique name -> app id. Unique names are never reused on a bus, so
+/// an entry can only go stale by growing old; the map is cleared when large.
+#[derive(Default)]
+struct CallerCache(Mutex<HashMap<String, String>>);
+
+const CALLER_CACHE_MAX: usize = 4096;
+
+impl CallerCache {
+    async fn app_id(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> String {
+        let Some(sender) = hdr.sender().map(|s| s.to_string()) else {
+            // A peer-to-peer connection has no bus to vouch for the sender.
+            return String::new();
+        };
+        if let Some(app) = self.0.lock().expect("cache lock").get(&sender) {
+            return app.clone();
+        }
+        let app = match porthole_identity::lookup_caller(conn, &sender).await {
+            Ok(info) => info.app_id,
+            Err(e) => {
+                tracing::warn!(%sender, "could not identify caller: {e}");
+                format!("(unidentified {sender})")
+            }
+        };
+        let mut map = self.0.lock().expect("cache lock");
+        if map.len() >= CALLER_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(sender, app.clone());
+        app
+    }
+}
+
+/// State shared by both interfaces.
+#[derive(Clone)]
+pub struct Shared {
+    store: Store,
+    callers: Arc<CallerCache>,
+    /// Wakes the pruner when a grant with an expiry is written.
+    expiry_changed: Arc<Notify>,
+}
+
+impl Shared {
+    pub fn new(store: Store) -> Self {
+        Self { store, callers: Arc::default(), expiry_changed: Arc::default() }
+    }
+}
+
+/// `org.freedesktop.impl.portal.PermissionStore`, version 2.
+pub struct PermissionStore(pub Shared);
+
+/// `org.porthole.PermissionStore1`: history, expiry, whole-app views.
+pub struct PortholeStore(pub Shared);
+
+fn decode(data: &OwnedValue) -> Result<Data, PortalError> {
+    Ok(Data::from_value(data)?)
+}
+
+fn data_value(data: &Data) -> Result<OwnedValue, PortalError> {
+    Ok(data.to_value()?)
+}
+
+/// Emits `Changed` for one committed write (before the method replies, as
+/// upstream does).
+pub async fn emit_change(emitter: &SignalEmitter<'_>, change: &Change) -> zbus::Result<()> {
+    let data = change.entry.data.to_value().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    PermissionStore::changed(
+        emitter,
+        &change.table,
+        &change.id,
+        change.deleted,
+        &Value::from(data),
+        change.entry.permissions(),
+    )
+    .await
+}
+
+async fn emit_all(emitter: &SignalEmitter<'_>, changes: &[Change]) {
+    for change in changes {
+        if let Err(e) = emit_change(emitter, change).await {
+            tracing::warn!(table = %change.table, id = %change.id, "emitting Changed failed: {e}");
+        }
+    }
+}
+
+#[zbus::interface(name = "org.freedesktop.impl.portal.PermissionStore")]
+impl PermissionStore {
+    #[zbus(out_args("permissions", "data"))]
+    async fn lookup(&self, table: &str, id: &str) -> Result<(BTreeMap<String, Vec<String>>, OwnedValue), PortalError> {
+        let entry = self.0.store.lookup(table, id).await?;
+        Ok((entry.permissions(), data_value(&entry.data)?))
+    }
+
+    async fn set(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app_permissions: BTreeMap<String, Vec<String>>,
+        data: OwnedValue,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), PortalError> {
+        let data = decode(&data)?;
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.set(table, create, id, app_permissions, data, &caller).await?;
+        emit_all(&emitter, &[change]).await;
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), PortalError> {
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.delete(table, id, &caller).await?;
+        emit_all(&emitter, &[change]).await;
+        Ok(())
+    }
+
+    async fn set_value(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        data: OwnedValue,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), PortalError> {
+        let data = decode(&data)?;
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.set_value(table, create, id, data, &caller).await?;
+        emit_all(&emitter, &[change]).await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn set_permission(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app: &str,
+        permissions: Vec<String>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), PortalError> {
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.set_permission(table, create, id, app, permissions, None, &caller).await?;
+        emit_all(&emitter, &[change]).await;
+        Ok(())
+    }
+
+    async fn delete_permission(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), PortalError> {
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.delete_permission(table, id, app, &caller).await?;
+        emit_all(&emitter, &[change]).await;
+        Ok(())
+    }
+
+    #[zbus(out_args("permissions"))]
+    async fn get_permission(&self, table: &str, id: &str, app: &str) -> Result<Vec<String>, PortalError> {
+        Ok(self.0.store.get_permission(table, id, app).await?)
+    }
+
+    #[zbus(out_args("ids"))]
+    async fn list(&self, table: &str) -> Result<Vec<String>, PortalError> {
+        Ok(self.0.store.list(table).await?)
+    }
+
+    #[zbus(signal)]
+    pub async fn changed(
+        emitter: &SignalEmitter<'_>,
+        table: &str,
+        id: &str,
+        deleted: bool,
+        data: &Value<'_>,
+        permissions: BTreeMap<String, Vec<String>>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    async fn version(&self) -> u32 {
+        2
+    }
+}
+
+/// One app's grant on one id, as `(perms, expires)`; expires 0 means never.
+type GrantWire = (Vec<String>, i64);
+
+fn grant_wire(g: &crate::model::Grant) -> GrantWire {
+    (g.permissions.clone(), g.expires.unwrap_or(0))
+}
+
+#[zbus::interface(name = "org.porthole.PermissionStore1")]
+impl PortholeStore {
+    /// Tables holding at least one id.
+    #[zbus(out_args("tables"))]
+    async fn list_tables(&self) -> Result<Vec<String>, PortalError> {
+        Ok(self.0.store.tables().await?)
+    }
+
+    /// Every id of a table: (id, {app: (permissions, expires)}, data).
+    #[zbus(out_args("entries"))]
+    async fn list_entries(
+        &self,
+        table: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, GrantWire>, OwnedValue)>, PortalError> {
+        let entries = self.0.store.entries(table).await?;
+        entries
+            .into_iter()
+            .map(|(id, e)| {
+                let apps = e.apps.iter().map(|(a, g)| (a.clone(), grant_wire(g))).collect();
+                Ok((id, apps, data_value(&e.data)?))
+            })
+            .collect()
+    }
+
+    /// Every live grant of one app: (table, id, permissions, expires).
+    #[zbus(out_args("grants"))]
+    async fn list_app(&self, app: &str) -> Result<Vec<(String, String, Vec<String>, i64)>, PortalError> {
+        let grants = self.0.store.app_grants(app).await?;
+        Ok(grants
+            .into_iter()
+            .map(|(t, id, g)| (t, id, g.permissions, g.expires.unwrap_or(0)))
+            .collect())
+    }
+
+    /// Whether `app` has or had any grant.
+    async fn app_known(&self, app: &str) -> Result<bool, PortalError> {
+        Ok(self.0.store.app_known(app).await?)
+    }
+
+    /// SetPermission with an expiry in Unix seconds (0: never). The grant is
+    /// never returned after that time and is pruned.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_permission_with_expiry(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app: &str,
+        permissions: Vec<String>,
+        expires: i64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), PortalError> {
+        if expires < 0 {
+            return Err(PortalError::InvalidArgument(format!("expiry {expires} is negative")));
+        }
+        let expires = (expires != 0).then_some(expires);
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let change = self.0.store.set_permission(table, create, id, app, permissions, expires, &caller).await?;
+        emit_all(&standard_emitter(conn)?, &[change]).await;
+        self.0.expiry_changed.notify_one();
+        Ok(())
+    }
+
+    /// Removes every grant of `app` in every table; returns how many ids
+    /// changed.
+    async fn reset_app(
+        &self,
+        app: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<u32, PortalError> {
+        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let changes = self.0.store.reset_app(app, &caller).await?;
+        emit_all(&standard_emitter(conn)?, &changes).await;
+        Ok(changes.len() as u32)
+    }
+
+    /// The audit history, newest first. Filter keys: `table` (s), `app` (s),
+    /// `limit` (u, 0 = all). Each record has `seq` (x), `time` (x, µs since
+    /// the epoch), `action` (s), `table`, `id`, `caller` (s), and when they
+    /// apply `app` (s), `old` and `new` (as).
+    #[zbus(out_args("records"))]
+    async fn history(&self, filter: HashMap<String, OwnedValue>) -> Result<Vec<HashMap<String, OwnedValue>>, PortalError> {
+        let text = |key: &str| -> Result<Option<String>, PortalError> {
+            filter
+                .get(key)
+                .map(|v| <&str>::try_from(v).map(str::to_owned))
+                .transpose()
+                .map_err(|_| PortalError::InvalidArgument(format!("filter key {key:?} must be a string")))
+        };
+        let limit = filter
+            .get("limit")
+            .map(|v| u32::try_from(v))
+            .transpose()
+            .map_err(|_| PortalError::InvalidArgument("filter key \"limit\" must be a u32".into()))?
+            .unwrap_or(0);
+        for key in filter.keys() {
+            if !matches!(key.as_str(), "table" | "app" | "limit") {
+                return Err(PortalError::InvalidArgument(format!("unknown filter key {key:?}")));
+            }
+        }
+        let q = HistoryQuery { table: text("table")?, app: text("app")?, limit };
+        let records = self.0.store.history(&q).await?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let mut m: HashMap<String, OwnedValue> = HashMap::new();
+                m.insert("seq".into(), OwnedValue::from(r.seq));
+                m.insert("time".into(), OwnedValue::from(r.time_us));
+                m.insert("action".into(), str_value(&r.action));
+                m.insert("table".into(), str_value(&r.table));
+                m.insert("id".into(), str_value(&r.id));
+                m.insert("caller".into(), str_value(&r.caller));
+                if let Some(app) = &r.app {
+                    m.insert("app".into(), str_value(app));
+                }
+                if let Some(old) = r.old {
+                    m.insert("old".into(), strv_value(old));
+                }
+                if let Some(new) = r.new {
+                    m.insert("new".into(), strv_value(new));
+                }
+                m
+            })
+            .collect())
+    }
+
+    #[zbus(property)]
+    async fn version(&self) -> u32 {
+        1
+    }
+}
+
+fn str_value(s: &str) -> OwnedValue {
+    Value::from(s).try_to_owned().expect("a string has no fds")
+}
+
+fn strv_value(v: Vec<String>) -> OwnedValue {
+    Value::from(v).try_to_owned().expect("strings have no fds")
+}
+
+/// `Changed` belongs to the standard interface; our own methods emit it there.
+fn standard_emitter(conn: &zbus::Connection) -> Result<SignalEmitter<'static>, PortalError> {
+    Ok(SignalEmitter::new(conn, OBJECT_PATH)?.into_owned())
+}
+
+/// Serves both interfaces at [`OBJECT_PATH`] on `conn` (before the caller
+/// claims the bus name, so no call can arrive at a missing object).
+pub async fn export(conn: &zbus::Connection, shared: Shared) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server.at(OBJECT_PATH, PermissionStore(shared.clone())).await?;
+    server.at(OBJECT_PATH, PortholeStore(shared)).await?;
+    Ok(())
+}
+
+/// Prunes expired grants when they fall due (and at start), emitting
+/// `Changed` for each id touched.
+pub async fn run_pruner(conn: zbus::Connection, shared: Shared) {
+    /// Upper bound between checks, in case a grant was written by permctl
+    /// directly to the database while we ran.
+    const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
+    loop {
+        match shared.store.prune_expired().await {
+            Ok(changes) if !changes.is_empty() => {
+                tracing::info!(count = changes.len(), "pruned expired grants");
+                if let Ok(emitter) = standard_emitter(&conn) {
+                    emit_all(&emitter, &changes).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("pruning expired grants: {e}"),
+        }
+        let sleep = match shared.store.next_expiry().await {
+            Ok(Some(at)) => {
+                let now = crate::writer::now_secs();
+                std::time::Duration::from_secs((at - now).clamp(0, MAX_SLEEP.as_secs() as i64) as u64 + 1)
+            }
+            _ => MAX_SLEEP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shared.expiry_changed.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The store's API: reads straight from the read pool, writes through the
+//! writer task.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::data::Data;
+use crate::error::StoreError;
+use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
+use crate::writer::{self, Op, Request, now_secs};
+
+/// Writes waiting for the writer before callers are made to wait.
+const QUEUE: usize = 1024;
+
+/// A handle to an open store. Cheap to clone; the writer stops when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    read: SqlitePool,
+    writer: mpsc::Sender<Request>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Reads one entry with its live (unexpired) grants.
+pub(crate) async fn load_entry(
+    conn: &mut SqliteConnection,
+    table: &str,
+    id: &str,
+    now: i64,
+) -> Result<Option<Entry>, StoreError> {
+    let data: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM entries WHERE tbl = ? AND id = ?")
+        .bind(table)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(data) = data else { return Ok(None) };
+    let rows = sqlx::query("SELECT app, perms, expires FROM grants WHERE tbl = ? AND id = ? AND (expires IS NULL OR expires > ?)")
+        .bind(table)
+        .bind(id)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut entry = Entry::new(Data::from_bytes(data));
+    for row in rows {
+        entry.apps.insert(row.get(0), grant_from(row.get(1), row.get(2))?);
+    }
+    Ok(Some(entry))
+}
+
+fn grant_from(perms: String, expires: Option<i64>) -> Result<Grant, StoreError> {
+    let permissions = serde_json::from_str(&perms)
+        .map_err(|e| StoreError::BadData(format!("stored permissions are not a string list: {e}")))?;
+    Ok(Grant { permissions, expires })
+}
+
+impl Store {
+    /// Opens the database at `path` and starts its writer task (on the
+    /// current tokio runtime).
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let (conn, read) = crate::open::open(path).await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer::run(conn, rx));
+        Ok(Self { read, writer: tx, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, op: Op, caller: &str) -> Result<Vec<Change>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Request { op, caller: caller.to_owned(), reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn one(&self, op: Op, caller: &str) -> Result<Change, StoreError> {
+        let mut changes = self.write(op, caller).await?;
+        Ok(changes.pop().expect("single-id writes report exactly one change"))
+    }
+
+    // ---- reads ----------------------------------------------------------
+
+    /// Upstream `Lookup`: NotFound for a missing id.
+    pub async fn lookup(&self, table: &str, id: &str) -> Result<Entry, StoreError> {
+        validate_table(table)?;
+        let mut conn = self.read.acquire().await?;
+        load_entry(&mut conn, table, id, now_secs())
+            .await?
+            .ok_or_else(|| StoreError::NoEntry(id.to_owned()))
+    }
+
+    /// Upstream `GetPermission`: `[]` for an app without a grant.
+    pub async fn get_permission(&self, table: &str, id: &str, app: &str) -> Result<Vec<String>, StoreError> {
+        let entry = self.lookup(table, id).await?;
+        Ok(entry.apps.get(app).map(|g| g.permissions.clone()).unwrap_or_default())
+    }
+
+    /// Upstream `List`: ids of a table, empty for a table never used.
+    pub async fn list(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        validate_table(table)?;
+        Ok(sqlx::query_scalar("SELECT id FROM entries WHERE tbl = ? ORDER BY id")
+            .bind(table)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    /// Every table that holds at least one id.
+    pub async fn tables(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT tbl FROM entries ORDER BY tbl").fetch_all(&self.read).await?)
+    }
+
+    /// All entries of a table with their grants, ordered by id.
+    pub async fn entries(&self, table: &str) -> Result<Vec<(String, Entry)>, StoreError> {
+        validate_table(table)?;
+        let ids = sqlx::query("SELECT id, data FROM entries WHERE tbl = ? ORDER BY id")
+            .bind(table)
+            .fetch_all(&self.read)
+            .await?;
+        let grants = sqlx::query(
+            "SELECT id, app, perms, expires FROM grants WHERE tbl = ? AND (expires IS NULL OR expires > ?)",
+        )
+        .bind(table)
+        .bind(now_secs())
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: BTreeMap<String, Entry> = ids
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), Entry::new(Data::from_bytes(r.get(1)))))
+            .collect();
+        for r in grants {
+            let id: String = r.get(0);
+            if let Some(e) = out.get_mut(&id) {
+                e.apps.insert(r.get(1), grant_from(r.get(2), r.get(3))?);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Every live grant of one app across all tables: (table, id, grant).
+    pub async fn app_grants(&self, app: &str) -> Result<Vec<(String, String, Grant)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tbl, id, perms, expires FROM grants WHERE app = ? AND (expires IS NULL OR expires > ?) ORDER BY tbl, id",
+        )
+        .bind(app)
+        .bind(now_secs())
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.get(0), r.get(1), grant_from(r.get(2), r.get(3))?)))
+            .collect()
+    }
+
+    /// Whether any table ever held a grant for `app` (live or in history).
+    pub async fn app_known(&self, app: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM grants WHERE app = ?1) + (SELECT COUNT(*) FROM history WHERE app = ?1)",
+        )
+        .bind(app)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The audit history, newest first.
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
+        let limit = if q.limit == 0 { i64::MAX } else { i64::from(q.limit) };
+        let rows = sqlx::query(
+            "SELECT seq, time_us, action, tbl, id, app, old, new, caller FROM history \
+             WHERE (?1 IS NULL OR tbl = ?1) AND (?2 IS NULL OR app = ?2) ORDER BY seq DESC LIMIT ?3",
+        )
+        .bind(&q.table)
+        .bind(&q.app)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let list = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok());
+        Ok(rows
+            .into_iter()
+            .map(|r| HistoryRecord {
+                seq: r.get(0),
+                time_us: r.get(1),
+                action: r.get(2),
+                table: r.get(3),
+                id: r.get(4),
+                app: r.get(5),
+                old: list(r.get(6)),
+                new: list(r.get(7)),
+                caller: r.get(8),
+            })
+            .collect())
+    }
+
+    /// The earliest expiry still pending, so the service knows when to prune.
+    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(expires) FROM grants WHERE expires IS NOT NULL")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    // ---- writes (each answers after its commit) -------------------------
+
+    /// Upstream `Set`: replaces data and every app's grant.
+    pub async fn set(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        apps: BTreeMap<String, Vec<String>>,
+        data: Data,
+        caller: &str,
+    ) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        self.one(Op::Set { table: table.into(), id: id.into(), create, apps, data }, caller).await
+    }
+
+    /// Upstream `SetValue`: replaces only the data.
+    pub async fn set_value(&self, table: &str, create: bool, id: &str, data: Data, caller: &str) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        self.one(Op::SetValue { table: table.into(), id: id.into(), create, data }, caller).await
+    }
+
+    /// Upstream `SetPermission`, with an optional expiry (Unix seconds).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_permission(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app: &str,
+        permissions: Vec<String>,
+        expires: Option<i64>,
+        caller: &str,
+    ) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        let grant = Grant { permissions, expires };
+        self.one(Op::SetPermission { table: table.into(), id: id.into(), create, app: app.into(), grant }, caller).await
+    }
+
+    /// Upstream `DeletePermission`: the id stays, possibly with no apps.
+    pub async fn delete_permission(&self, table: &str, id: &str, app: &str, caller: &str) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        self.one(Op::DeletePermission { table: table.into(), id: id.into(), app: app.into() }, caller).await
+    }
+
+    /// Upstream `Delete`.
+    pub async fn delete(&self, table: &str, id: &str, caller: &str) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        self.one(Op::Delete { table: table.into(), id: id.into() }, caller).await
+    }
+
+    /// Removes every grant of `app` in every table (`flatpak permission-reset`).
+    pub async fn reset_app(&self, app: &str, caller: &str) -> Result<Vec<Change>, StoreError> {
+        self.write(Op::ResetApp { app: app.into() }, caller).await
+    }
+
+    /// Deletes grants whose expiry has passed; returns the ids touched.
+    pub async fn prune_expired(&self) -> Result<Vec<Change>, StoreError> {
+        self.write(Op::PruneExpired, "").await
+    }
+}

@@ -1,0 +1,297 @@
+//! The writer task: the only code that changes the database.
+//!
+//! Requests queue on a channel. The task takes whatever is queued (up to
+//! [`BATCH`]), applies each inside its own savepoint of one transaction, and
+//! commits once: with `synchronous=FULL` a burst of writes shares one fsync,
+//! and each caller still hears back only after its write is on disk. One
+//! writer also gives upstream's ordering: writes apply in arrival order.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::data::Data;
+use crate::error::StoreError;
+use crate::model::{Change, Entry, Grant};
+
+/// Most writes committed in one transaction.
+const BATCH: usize = 256;
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Set { table: String, id: String, create: bool, apps: BTreeMap<String, Vec<String>>, data: Data },
+    SetValue { table: String, id: String, create: bool, data: Data },
+    SetPermission { table: String, id: String, create: bool, app: String, grant: Grant },
+    DeletePermission { table: String, id: String, app: String },
+    Delete { table: String, id: String },
+    ResetApp { app: String },
+    PruneExpired,
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub caller: String,
+    pub reply: oneshot::Sender<Result<Vec<Change>, StoreError>>,
+}
+
+pub(crate) fn now_secs() -> i64 {
+    now_us() / 1_000_000
+}
+
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        commit_batch(&mut conn, &mut batch).await;
+    }
+    tracing::debug!("writer: all senders gone, closing");
+    let _ = sqlx::Connection::close(conn).await;
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
+    let mut results = Vec::with_capacity(batch.len());
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        let msg = e.to_string();
+        for req in batch.drain(..) {
+            let _ = req.reply.send(Err(StoreError::CommitFailed(msg.clone())));
+        }
+        return;
+    }
+    for req in batch.iter() {
+        results.push(apply_in_savepoint(conn, &req.op, &req.caller).await);
+    }
+    let commit = sqlx::query("COMMIT").execute(&mut *conn).await;
+    if let Err(e) = &commit {
+        tracing::error!("commit failed: {e}");
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    for (req, result) in batch.drain(..).zip(results) {
+        let result = match (&commit, result) {
+            (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e.to_string())),
+            (_, r) => r,
+        };
+        let _ = req.reply.send(result);
+    }
+}
+
+async fn apply_in_savepoint(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec<Change>, StoreError> {
+    sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
+    let result = apply(conn, op, caller).await;
+    if result.is_err() {
+        sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
+    }
+    sqlx::query("RELEASE op").execute(&mut *conn).await?;
+    result
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec<Change>, StoreError> {
+    let mut tx = Tx { conn, caller, now_us: now_us() };
+    match op {
+        Op::Set { table, id, create, apps, data } => {
+            let old = tx.load(table, id).await?;
+            if old.is_none() && !create {
+                return Err(StoreError::IdNotFound(id.clone()));
+            }
+            let old = old.unwrap_or_else(|| Entry::new(Data::empty()));
+            tx.put_data(table, id, data, Some(&old.data)).await?;
+            // An empty list is no grant at all, as upstream stores it.
+            let apps: BTreeMap<&String, &Vec<String>> = apps.iter().filter(|(_, p)| !p.is_empty()).collect();
+            for (app, grant) in &old.apps {
+                if !apps.contains_key(app) {
+                    tx.remove_grant(table, id, app, Some(grant), "revoke").await?;
+                }
+            }
+            let mut entry = Entry::new(data.clone());
+            for (app, perms) in apps {
+                let grant = Grant { permissions: perms.clone(), expires: None };
+                tx.put_grant(table, id, app, &grant, old.apps.get(app)).await?;
+                entry.apps.insert(app.clone(), grant);
+            }
+            Ok(vec![changed(table, id, entry)])
+        }
+        Op::SetValue { table, id, create, data } => {
+            let mut entry = match tx.load(table, id).await? {
+                Some(e) => e,
+                None if *create => Entry::new(Data::empty()),
+                None => return Err(StoreError::IdNotFound(id.clone())),
+            };
+            tx.put_data(table, id, data, Some(&entry.data)).await?;
+            entry.data = data.clone();
+            Ok(vec![changed(table, id, entry)])
+        }
+        Op::SetPermission { table, id, create, app, grant } => {
+            let mut entry = match tx.load(table, id).await? {
+                Some(e) => e,
+                None if *create => {
+                    let e = Entry::new(Data::empty());
+                    tx.put_data(table, id, &e.data, None).await?;
+                    e
+                }
+                None => return Err(StoreError::IdNotFound(id.clone())),
+            };
+            if grant.permissions.is_empty() {
+                // Upstream drops an app whose list becomes empty.
+                if let Some(old) = entry.apps.remove(app) {
+                    tx.remove_grant(table, id, app, Some(&old), "revoke").await?;
+                }
+            } else {
+                tx.put_grant(table, id, app, grant, entry.apps.get(app)).await?;
+                entry.apps.insert(app.clone(), grant.clone());
+            }
+            Ok(vec![changed(table, id, entry)])
+        }
+        Op::DeletePermission { table, id, app } => {
+            let mut entry = tx.load(table, id).await?.ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+            if let Some(old) = entry.apps.remove(app) {
+                tx.remove_grant(table, id, app, Some(&old), "revoke").await?;
+            }
+            Ok(vec![changed(table, id, entry)])
+        }
+        Op::Delete { table, id } => {
+            let mut entry = tx.load(table, id).await?.ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+            for (app, grant) in &entry.apps {
+                tx.history("revoke", table, id, Some(app), Some(&grant.permissions), None).await?;
+            }
+            sqlx::query("DELETE FROM entries WHERE tbl = ? AND id = ?")
+                .bind(table)
+                .bind(id)
+                .execute(&mut *tx.conn)
+                .await?;
+            tx.history("delete", table, id, None, None, None).await?;
+            entry.apps.clear();
+            Ok(vec![Change { table: table.clone(), id: id.clone(), deleted: true, entry }])
+        }
+        Op::ResetApp { app } => {
+            let rows = sqlx::query("SELECT tbl, id FROM grants WHERE app = ? ORDER BY tbl, id")
+                .bind(app)
+                .fetch_all(&mut *tx.conn)
+                .await?;
+            tx.drop_grants(rows.iter().map(|r| (r.get(0), r.get(1), app.clone())).collect(), "revoke").await
+        }
+        Op::PruneExpired => {
+            let rows = sqlx::query("SELECT tbl, id, app FROM grants WHERE expires <= ? ORDER BY tbl, id, app")
+                .bind(now_secs())
+                .fetch_all(&mut *tx.conn)
+                .await?;
+            tx.drop_grants(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(), "expire").await
+        }
+    }
+}
+
+fn changed(table: &str, id: &str, entry: Entry) -> Change {
+    Change { table: table.to_owned(), id: id.to_owned(), deleted: false, entry }
+}
+
+/// The statements of one write, with who made it and when.
+struct Tx<'c> {
+    conn: &'c mut SqliteConnection,
+    caller: &'c str,
+    now_us: i64,
+}
+
+impl Tx<'_> {
+    /// The entry as a caller sees it: expired grants are absent.
+    async fn load(&mut self, table: &str, id: &str) -> Result<Option<Entry>, StoreError> {
+        crate::store::load_entry(&mut *self.conn, table, id, self.now_us / 1_000_000).await
+    }
+
+    async fn put_data(&mut self, table: &str, id: &str, data: &Data, old: Option<&Data>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO entries (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
+            .bind(table)
+            .bind(id)
+            .bind(data.as_bytes())
+            .execute(&mut *self.conn)
+            .await?;
+        if old != Some(data) {
+            self.history("data", table, id, None, None, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_grant(&mut self, table: &str, id: &str, app: &str, grant: &Grant, old: Option<&Grant>) -> Result<(), StoreError> {
+        let perms = serde_json::to_string(&grant.permissions).expect("strings serialise");
+        sqlx::query(
+            "INSERT INTO grants (tbl, id, app, perms, expires) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (tbl, id, app) DO UPDATE SET perms = excluded.perms, expires = excluded.expires",
+        )
+        .bind(table)
+        .bind(id)
+        .bind(app)
+        .bind(perms)
+        .bind(grant.expires)
+        .execute(&mut *self.conn)
+        .await?;
+        if old != Some(grant) {
+            let old = old.map(|g| g.permissions.as_slice());
+            self.history("grant", table, id, Some(app), old, Some(&grant.permissions)).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_grant(&mut self, table: &str, id: &str, app: &str, old: Option<&Grant>, action: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM grants WHERE tbl = ? AND id = ? AND app = ?")
+            .bind(table)
+            .bind(id)
+            .bind(app)
+            .execute(&mut *self.conn)
+            .await?;
+        self.history(action, table, id, Some(app), old.map(|g| g.permissions.as_slice()), None).await
+    }
+
+    /// Removes the listed grants (read before removal, including expired ones
+    /// for pruning) and reports one change per touched id.
+    async fn drop_grants(&mut self, rows: Vec<(String, String, String)>, action: &str) -> Result<Vec<Change>, StoreError> {
+        let mut touched: Vec<(String, String)> = Vec::new();
+        for (table, id, app) in rows {
+            let perms: Option<String> = sqlx::query_scalar("SELECT perms FROM grants WHERE tbl = ? AND id = ? AND app = ?")
+                .bind(&table)
+                .bind(&id)
+                .bind(&app)
+                .fetch_optional(&mut *self.conn)
+                .await?;
+            let old = perms.map(|p| Grant { permissions: serde_json::from_str(&p).unwrap_or_default(), expires: None });
+            self.remove_grant(&table, &id, &app, old.as_ref(), action).await?;
+            if touched.last() != Some(&(table.clone(), id.clone())) {
+                touched.push((table, id));
+            }
+        }
+        let mut changes = Vec::with_capacity(touched.len());
+        for (table, id) in touched {
+            if let Some(entry) = self.load(&table, &id).await? {
+                changes.push(changed(&table, &id, entry));
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn history(
+        &mut self,
+        action: &str,
+        table: &str,
+        id: &str,
+        app: Option<&str>,
+        old: Option<&[String]>,
+        new: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let json = |p: Option<&[String]>| p.map(|p| serde_json::to_string(p).expect("strings serialise"));
+        sqlx::query("INSERT INTO history (time_us, action, tbl, id, app, old, new, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(self.now_us)
+            .bind(action)
+            .bind(table)
+            .bind(id)
+            .bind(app)
+            .bind(json(old))
+            .bind(json(new))
+            .bind(self.caller)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+}

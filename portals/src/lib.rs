@@ -1,0 +1,1 @@
+//! The portal frontend. Not built yet.
