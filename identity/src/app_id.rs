@@ -21,7 +21,9 @@ pub enum AppIdError {
     EmptyElement,
     #[error("element {0:?} of the app id starts with a digit")]
     LeadingDigit(String),
-    #[error("character {0:?} is not allowed in an app id (only A-Z a-z 0-9 _ and - in the last element)")]
+    #[error(
+        "character {0:?} is not allowed in an app id (only A-Z a-z 0-9 _ and - in the last element)"
+    )]
     BadChar(char),
     #[error("'-' is only allowed in the last element of an app id")]
     DashNotInLast,
@@ -104,7 +106,13 @@ mod tests {
 
     #[test]
     fn accepts_flatpak_style_ids() {
-        for ok in ["org.example.App", "org.gnome.Maps", "a.b.c", "io.github.foo_bar.Baz-1", "A.B.C"] {
+        for ok in [
+            "org.example.App",
+            "org.gnome.Maps",
+            "a.b.c",
+            "io.github.foo_bar.Baz-1",
+            "A.B.C",
+        ] {
             assert!(AppId::parse(ok).is_ok(), "{ok} should be valid");
         }
     }
@@ -113,13 +121,31 @@ mod tests {
     fn rejects_bad_ids_with_the_reason() {
         assert_eq!(AppId::parse(""), Err(AppIdError::Empty));
         assert_eq!(AppId::parse("org.example"), Err(AppIdError::TooFewElements));
-        assert_eq!(AppId::parse(".org.example.App"), Err(AppIdError::LeadingPeriod));
+        assert_eq!(
+            AppId::parse(".org.example.App"),
+            Err(AppIdError::LeadingPeriod)
+        );
         assert_eq!(AppId::parse("org..App"), Err(AppIdError::EmptyElement));
-        assert_eq!(AppId::parse("org.example.App."), Err(AppIdError::EmptyElement));
-        assert_eq!(AppId::parse("org.1example.App"), Err(AppIdError::LeadingDigit("1example".into())));
-        assert_eq!(AppId::parse("org.ex-ample.App"), Err(AppIdError::DashNotInLast));
-        assert_eq!(AppId::parse("org.example.A/pp"), Err(AppIdError::BadChar('/')));
-        assert_eq!(AppId::parse("org.example.Äpp"), Err(AppIdError::BadChar('Ä')));
+        assert_eq!(
+            AppId::parse("org.example.App."),
+            Err(AppIdError::EmptyElement)
+        );
+        assert_eq!(
+            AppId::parse("org.1example.App"),
+            Err(AppIdError::LeadingDigit("1example".into()))
+        );
+        assert_eq!(
+            AppId::parse("org.ex-ample.App"),
+            Err(AppIdError::DashNotInLast)
+        );
+        assert_eq!(
+            AppId::parse("org.example.A/pp"),
+            Err(AppIdError::BadChar('/'))
+        );
+        assert_eq!(
+            AppId::parse("org.example.Äpp"),
+            Err(AppIdError::BadChar('Ä'))
+        );
         let long = format!("org.example.{}", "a".repeat(250));
         assert_eq!(AppId::parse(&long), Err(AppIdError::TooLong));
         let max = format!("org.example.{}", "a".repeat(MAX_LEN - 12));

@@ -35,13 +35,19 @@ impl AppInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum CallerError {
     #[error("asking the bus for the credentials of {sender}: {source}")]
-    Credentials { sender: String, source: zbus::fdo::Error },
+    Credentials {
+        sender: String,
+        source: zbus::fdo::Error,
+    },
     #[error("the bus gave no process id for {0}")]
     NoProcess(String),
     #[error("pidfd_open({pid}): {source}")]
     PidFd { pid: u32, source: std::io::Error },
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("process {0} ended while it was being identified")]
     Gone(u32),
     #[error("the instance info of process {pid} is malformed: {reason}")]
@@ -50,11 +56,17 @@ pub enum CallerError {
 
 /// Identifies the app behind `sender` on `conn`'s bus.
 pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppInfo, CallerError> {
-    let err = |source| CallerError::Credentials { sender: sender.to_owned(), source };
+    let err = |source| CallerError::Credentials {
+        sender: sender.to_owned(),
+        source,
+    };
     let dbus = DBusProxy::new(conn).await.map_err(|e| err(e.into()))?;
-    let name = BusName::try_from(sender).map_err(|e| err(zbus::fdo::Error::InvalidArgs(e.to_string())))?;
+    let name =
+        BusName::try_from(sender).map_err(|e| err(zbus::fdo::Error::InvalidArgs(e.to_string())))?;
     let creds = dbus.get_connection_credentials(name).await.map_err(err)?;
-    let pid = creds.process_id().ok_or_else(|| CallerError::NoProcess(sender.to_owned()))?;
+    let pid = creds
+        .process_id()
+        .ok_or_else(|| CallerError::NoProcess(sender.to_owned()))?;
     let pidfd = match creds.process_fd() {
         Some(fd) => std::os::fd::AsFd::as_fd(fd)
             .try_clone_to_owned()
@@ -71,7 +83,11 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
     let text = match std::fs::File::open(&path) {
         Ok(mut f) => {
             let mut s = String::new();
-            f.read_to_string(&mut s).map_err(|source| CallerError::Read { path: path.clone(), source })?;
+            f.read_to_string(&mut s)
+                .map_err(|source| CallerError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
             Some(s)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -81,14 +97,31 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
         return Err(CallerError::Gone(pid));
     }
     let Some(text) = text else {
-        return Ok(AppInfo { app_id: String::new(), instance_id: None, pid });
+        return Ok(AppInfo {
+            app_id: String::new(),
+            instance_id: None,
+            pid,
+        });
     };
-    let kf = KeyFile::parse(&text).map_err(|e| CallerError::BadInfo { pid, reason: e.to_string() })?;
+    let kf = KeyFile::parse(&text).map_err(|e| CallerError::BadInfo {
+        pid,
+        reason: e.to_string(),
+    })?;
     let app_id = kf
         .get("Application", "name")
-        .ok_or_else(|| CallerError::BadInfo { pid, reason: "no [Application] name".into() })?;
-    crate::AppId::parse(&app_id).map_err(|e| CallerError::BadInfo { pid, reason: e.to_string() })?;
-    Ok(AppInfo { app_id, instance_id: kf.get("Instance", "instance-id"), pid })
+        .ok_or_else(|| CallerError::BadInfo {
+            pid,
+            reason: "no [Application] name".into(),
+        })?;
+    crate::AppId::parse(&app_id).map_err(|e| CallerError::BadInfo {
+        pid,
+        reason: e.to_string(),
+    })?;
+    Ok(AppInfo {
+        app_id,
+        instance_id: kf.get("Instance", "instance-id"),
+        pid,
+    })
 }
 
 /// `pidfd_open(2)`: a handle that keeps naming this process even if the PID
@@ -98,7 +131,10 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, CallerError> {
     // of ours; a negative return is an error, checked below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(CallerError::PidFd { pid, source: std::io::Error::last_os_error() });
+        return Err(CallerError::PidFd {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -108,7 +144,13 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, CallerError> {
 fn pidfd_alive(pidfd: &OwnedFd) -> bool {
     // SAFETY: signal 0 only checks the target; null siginfo is allowed.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     };
     // EPERM still proves the process exists.
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

@@ -211,9 +211,15 @@ mod tests {
     #[test]
     fn reads_flatpak_info() {
         let kf = KeyFile::parse(INFO).unwrap();
-        assert_eq!(kf.get("Application", "name").as_deref(), Some("org.example.App"));
+        assert_eq!(
+            kf.get("Application", "name").as_deref(),
+            Some("org.example.App")
+        );
         assert_eq!(kf.get("Instance", "instance-id").as_deref(), Some("1234"));
-        assert_eq!(kf.get_list("Context", "sockets").unwrap(), vec!["wayland", "pulseaudio"]);
+        assert_eq!(
+            kf.get_list("Context", "sockets").unwrap(),
+            vec!["wayland", "pulseaudio"]
+        );
         assert_eq!(kf.get("Nope", "name"), None);
     }
 
@@ -224,15 +230,33 @@ mod tests {
         kf.set("Instance", "note", " leading space and\nnewline");
         kf.set_list("Context", "filesystems", &["home", "a;b"]);
         let back = KeyFile::parse(&kf.to_text()).unwrap();
-        assert_eq!(back.get("Application", "name").as_deref(), Some("org.example.App"));
-        assert_eq!(back.get("Instance", "note").as_deref(), Some(" leading space and\nnewline"));
-        assert_eq!(back.get_list("Context", "filesystems").unwrap(), vec!["home", "a;b"]);
+        assert_eq!(
+            back.get("Application", "name").as_deref(),
+            Some("org.example.App")
+        );
+        assert_eq!(
+            back.get("Instance", "note").as_deref(),
+            Some(" leading space and\nnewline")
+        );
+        assert_eq!(
+            back.get_list("Context", "filesystems").unwrap(),
+            vec!["home", "a;b"]
+        );
     }
 
     #[test]
     fn rejects_malformed_lines() {
-        assert!(matches!(KeyFile::parse("name=x\n"), Err(KeyFileError::KeyOutsideGroup { line: 1 })));
-        assert!(matches!(KeyFile::parse("[G]\njunk\n"), Err(KeyFileError::Malformed { line: 2 })));
-        assert!(matches!(KeyFile::parse("[G]\nk=a\\q\n"), Err(KeyFileError::BadEscape { line: 2 })));
+        assert!(matches!(
+            KeyFile::parse("name=x\n"),
+            Err(KeyFileError::KeyOutsideGroup { line: 1 })
+        ));
+        assert!(matches!(
+            KeyFile::parse("[G]\njunk\n"),
+            Err(KeyFileError::Malformed { line: 2 })
+        ));
+        assert!(matches!(
+            KeyFile::parse("[G]\nk=a\\q\n"),
+            Err(KeyFileError::BadEscape { line: 2 })
+        ));
     }
 }

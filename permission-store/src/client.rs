@@ -10,7 +10,11 @@ use zvariant::OwnedValue;
     default_path = "/org/freedesktop/impl/portal/PermissionStore"
 )]
 pub trait PermissionStore {
-    fn lookup(&self, table: &str, id: &str) -> zbus::Result<(BTreeMap<String, Vec<String>>, OwnedValue)>;
+    fn lookup(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> zbus::Result<(BTreeMap<String, Vec<String>>, OwnedValue)>;
     fn set(
         &self,
         table: &str,
@@ -20,8 +24,21 @@ pub trait PermissionStore {
         data: &zvariant::Value<'_>,
     ) -> zbus::Result<()>;
     fn delete(&self, table: &str, id: &str) -> zbus::Result<()>;
-    fn set_value(&self, table: &str, create: bool, id: &str, data: &zvariant::Value<'_>) -> zbus::Result<()>;
-    fn set_permission(&self, table: &str, create: bool, id: &str, app: &str, permissions: &[&str]) -> zbus::Result<()>;
+    fn set_value(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        data: &zvariant::Value<'_>,
+    ) -> zbus::Result<()>;
+    fn set_permission(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        app: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<()>;
     fn delete_permission(&self, table: &str, id: &str, app: &str) -> zbus::Result<()>;
     fn get_permission(&self, table: &str, id: &str, app: &str) -> zbus::Result<Vec<String>>;
     fn list(&self, table: &str) -> zbus::Result<Vec<String>>;
@@ -34,7 +51,7 @@ pub trait PermissionStore {
         data: OwnedValue,
         permissions: BTreeMap<String, Vec<String>>,
     ) -> zbus::Result<()>;
-    #[zbus(property)]
+    #[zbus(property, name = "version")]
     fn version(&self) -> zbus::Result<u32>;
 }
 
@@ -62,7 +79,10 @@ pub trait PortholeStore {
         expires: i64,
     ) -> zbus::Result<()>;
     fn reset_app(&self, app: &str) -> zbus::Result<u32>;
-    fn history(&self, filter: HashMap<&str, zvariant::Value<'_>>) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
-    #[zbus(property)]
+    fn history(
+        &self,
+        filter: HashMap<&str, zvariant::Value<'_>>,
+    ) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    #[zbus(property, name = "version")]
     fn version(&self) -> zbus::Result<u32>;
 }

@@ -32,16 +32,23 @@ impl Data {
     /// Encodes a value. File descriptors are refused: the store outlives them.
     pub fn from_value(value: &Value<'_>) -> Result<Self, StoreError> {
         if value.value_signature().to_string().contains('h') {
-            return Err(StoreError::BadData("file descriptors cannot be stored".into()));
+            return Err(StoreError::BadData(
+                "file descriptors cannot be stored".into(),
+            ));
         }
-        let encoded = zvariant::to_bytes(ctxt(), value).map_err(|e| StoreError::BadData(e.to_string()))?;
+        let encoded =
+            zvariant::to_bytes(ctxt(), value).map_err(|e| StoreError::BadData(e.to_string()))?;
         Ok(Self(encoded.to_vec()))
     }
 
     pub fn to_value(&self) -> Result<OwnedValue, StoreError> {
         let data = Serialized::new(self.0.as_slice(), ctxt());
-        let (value, _): (Value<'_>, usize) = data.deserialize().map_err(|e| StoreError::BadData(e.to_string()))?;
-        value.try_to_owned().map_err(|e| StoreError::BadData(e.to_string()))
+        let (value, _): (Value<'_>, usize) = data
+            .deserialize()
+            .map_err(|e| StoreError::BadData(e.to_string()))?;
+        value
+            .try_to_owned()
+            .map_err(|e| StoreError::BadData(e.to_string()))
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Self {

@@ -19,11 +19,23 @@ pub enum StoreError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("the database {path} is corrupt ({reason}); it was moved aside to {moved_to}")]
-    Corrupt { path: PathBuf, reason: String, moved_to: PathBuf },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        moved_to: PathBuf,
+    },
     #[error("the database {path} is corrupt ({reason}) and could not be moved aside: {error}")]
-    CorruptStuck { path: PathBuf, reason: String, error: std::io::Error },
+    CorruptStuck {
+        path: PathBuf,
+        reason: String,
+        error: std::io::Error,
+    },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration: {0}")]

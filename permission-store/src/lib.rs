@@ -16,6 +16,7 @@ pub mod model;
 pub mod open;
 pub mod service;
 pub mod store;
+mod strict;
 mod writer;
 
 pub use data::Data;

@@ -25,12 +25,18 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(data: Data) -> Self {
-        Self { data, apps: BTreeMap::new() }
+        Self {
+            data,
+            apps: BTreeMap::new(),
+        }
     }
 
     /// The `a{sas}` view of the grants.
     pub fn permissions(&self) -> BTreeMap<String, Vec<String>> {
-        self.apps.iter().map(|(app, g)| (app.clone(), g.permissions.clone())).collect()
+        self.apps
+            .iter()
+            .map(|(app, g)| (app.clone(), g.permissions.clone()))
+            .collect()
     }
 }
 
@@ -80,7 +86,12 @@ pub const MAX_TABLE_LEN: usize = 255;
 /// the names that work as a file name there, so the same valid calls behave
 /// the same, and refuse the rest with InvalidArgument instead of a file error.
 pub fn validate_table(name: &str) -> Result<(), StoreError> {
-    let bad = |reason| Err(StoreError::BadTable { name: name.chars().take(64).collect(), reason });
+    let bad = |reason| {
+        Err(StoreError::BadTable {
+            name: name.chars().take(64).collect(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -106,7 +117,10 @@ mod tests {
             assert!(validate_table(ok).is_ok(), "{ok}");
         }
         for bad in ["", ".", "..", "a/b", &"x".repeat(256)] {
-            assert!(matches!(validate_table(bad), Err(StoreError::BadTable { .. })), "{bad}");
+            assert!(
+                matches!(validate_table(bad), Err(StoreError::BadTable { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -20,7 +20,9 @@ use crate::error::StoreError;
 pub fn default_db_path() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".local/share"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".local/share")
+        }
     };
     Some(base.join("porthole").join("permissions.db"))
 }
@@ -33,7 +35,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS: u32 = 4;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { op, path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -51,7 +57,9 @@ fn options(path: &Path) -> SqliteConnectOptions {
 
 /// SQLite's primary result codes that mean "this file is damaged".
 fn corruption_reason(e: &sqlx::Error) -> Option<String> {
-    let sqlx::Error::Database(db) = e else { return None };
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
     let code = db.code().and_then(|c| i64::from_str(&c).ok())? & 0xff;
     // 11 SQLITE_CORRUPT, 26 SQLITE_NOTADB
     matches!(code, 11 | 26).then(|| db.message().to_owned())
@@ -88,10 +96,17 @@ async fn connect_checked(path: &Path) -> Result<SqliteConnection, Checked> {
         Some(reason) => Checked::Corrupt(reason),
         None => Checked::Other(e.into()),
     };
-    let mut conn = options(path).create_if_missing(true).connect().await.map_err(classify)?;
+    let mut conn = options(path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .map_err(classify)?;
     // quick_check reads every page: O(size), a few ms at 100k grants, and the
     // only way to learn at start-up rather than at the first unlucky query.
-    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check").fetch_all(&mut conn).await.map_err(classify)?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(classify)?;
     if rows.first().map(String::as_str) != Some("ok") {
         let _ = conn.close().await;
         return Err(Checked::Corrupt(rows.join("; ")));
@@ -111,7 +126,11 @@ fn move_aside(path: &Path, reason: String) -> StoreError {
         n += 1;
     }
     if let Err(error) = std::fs::rename(path, &moved_to) {
-        return StoreError::CorruptStuck { path: path.to_owned(), reason, error };
+        return StoreError::CorruptStuck {
+            path: path.to_owned(),
+            reason,
+            error,
+        };
     }
     for suffix in ["-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", path.display()));
@@ -122,7 +141,11 @@ fn move_aside(path: &Path, reason: String) -> StoreError {
             }
         }
     }
-    StoreError::Corrupt { path: path.to_owned(), reason, moved_to }
+    StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+        moved_to,
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
@@ -138,9 +161,18 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 /// the umask, usually 0644). Its -wal and -shm take the main file's mode.
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Io { op: "creating", path: path.to_owned(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            op: "creating",
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }

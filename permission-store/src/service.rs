@@ -18,6 +18,7 @@ use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, HistoryQuery};
 use crate::store::Store;
+use crate::strict::Strict;
 
 pub const BUS_NAME: &str = "org.freedesktop.impl.portal.PermissionStore";
 pub const OBJECT_PATH: &str = "/org/freedesktop/impl/portal/PermissionStore";
@@ -39,14 +40,18 @@ pub enum PortalError {
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) => PortalError::NotFound(e.to_string()),
-            StoreError::BadTable { .. } | StoreError::BadData(_) | StoreError::InvalidArgument(_) => {
-                PortalError::InvalidArgument(e.to_string())
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) => {
+                PortalError::NotFound(e.to_string())
             }
+            StoreError::BadTable { .. }
+            | StoreError::BadData(_)
+            | StoreError::InvalidArgument(_) => PortalError::InvalidArgument(e.to_string()),
             other => {
                 // Paths and SQL stay in our log, out of the reply.
                 tracing::error!("store failure: {other}");
-                PortalError::Failed("Unable to write db: internal error, see the permission store's log".into())
+                PortalError::Failed(
+                    "Unable to write db: internal error, see the permission store's log".into(),
+                )
             }
         }
     }
@@ -95,7 +100,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(store: Store) -> Self {
-        Self { store, callers: Arc::default(), expiry_changed: Arc::default() }
+        Self {
+            store,
+            callers: Arc::default(),
+            expiry_changed: Arc::default(),
+        }
     }
 }
 
@@ -116,7 +125,11 @@ fn data_value(data: &Data) -> Result<OwnedValue, PortalError> {
 /// Emits `Changed` for one committed write (before the method replies, as
 /// upstream does).
 pub async fn emit_change(emitter: &SignalEmitter<'_>, change: &Change) -> zbus::Result<()> {
-    let data = change.entry.data.to_value().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    let data = change
+        .entry
+        .data
+        .to_value()
+        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
     PermissionStore::changed(
         emitter,
         &change.table,
@@ -139,7 +152,11 @@ async fn emit_all(emitter: &SignalEmitter<'_>, changes: &[Change]) {
 #[zbus::interface(name = "org.freedesktop.impl.portal.PermissionStore")]
 impl PermissionStore {
     #[zbus(out_args("permissions", "data"))]
-    async fn lookup(&self, table: &str, id: &str) -> Result<(BTreeMap<String, Vec<String>>, OwnedValue), PortalError> {
+    async fn lookup(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> Result<(BTreeMap<String, Vec<String>>, OwnedValue), PortalError> {
         let entry = self.0.store.lookup(table, id).await?;
         Ok((entry.permissions(), data_value(&entry.data)?))
     }
@@ -157,7 +174,11 @@ impl PermissionStore {
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
         let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.set(table, create, id, app_permissions, data, &caller).await?;
+        let change = self
+            .0
+            .store
+            .set(table, create, id, app_permissions, data, &caller)
+            .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
     }
@@ -188,7 +209,11 @@ impl PermissionStore {
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
         let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.set_value(table, create, id, data, &caller).await?;
+        let change = self
+            .0
+            .store
+            .set_value(table, create, id, data, &caller)
+            .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
     }
@@ -206,7 +231,11 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.set_permission(table, create, id, app, permissions, None, &caller).await?;
+        let change = self
+            .0
+            .store
+            .set_permission(table, create, id, app, permissions, None, &caller)
+            .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
     }
@@ -221,13 +250,22 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.delete_permission(table, id, app, &caller).await?;
+        let change = self
+            .0
+            .store
+            .delete_permission(table, id, app, &caller)
+            .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
     }
 
     #[zbus(out_args("permissions"))]
-    async fn get_permission(&self, table: &str, id: &str, app: &str) -> Result<Vec<String>, PortalError> {
+    async fn get_permission(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+    ) -> Result<Vec<String>, PortalError> {
         Ok(self.0.store.get_permission(table, id, app).await?)
     }
 
@@ -246,7 +284,7 @@ impl PermissionStore {
         permissions: BTreeMap<String, Vec<String>>,
     ) -> zbus::Result<()>;
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"), name = "version")]
     async fn version(&self) -> u32 {
         2
     }
@@ -277,7 +315,11 @@ impl PortholeStore {
         entries
             .into_iter()
             .map(|(id, e)| {
-                let apps = e.apps.iter().map(|(a, g)| (a.clone(), grant_wire(g))).collect();
+                let apps = e
+                    .apps
+                    .iter()
+                    .map(|(a, g)| (a.clone(), grant_wire(g)))
+                    .collect();
                 Ok((id, apps, data_value(&e.data)?))
             })
             .collect()
@@ -285,7 +327,10 @@ impl PortholeStore {
 
     /// Every live grant of one app: (table, id, permissions, expires).
     #[zbus(out_args("grants"))]
-    async fn list_app(&self, app: &str) -> Result<Vec<(String, String, Vec<String>, i64)>, PortalError> {
+    async fn list_app(
+        &self,
+        app: &str,
+    ) -> Result<Vec<(String, String, Vec<String>, i64)>, PortalError> {
         let grants = self.0.store.app_grants(app).await?;
         Ok(grants
             .into_iter()
@@ -313,11 +358,17 @@ impl PortholeStore {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(), PortalError> {
         if expires < 0 {
-            return Err(PortalError::InvalidArgument(format!("expiry {expires} is negative")));
+            return Err(PortalError::InvalidArgument(format!(
+                "expiry {expires} is negative"
+            )));
         }
         let expires = (expires != 0).then_some(expires);
         let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.set_permission(table, create, id, app, permissions, expires, &caller).await?;
+        let change = self
+            .0
+            .store
+            .set_permission(table, create, id, app, permissions, expires, &caller)
+            .await?;
         emit_all(&standard_emitter(conn)?, &[change]).await;
         self.0.expiry_changed.notify_one();
         Ok(())
@@ -342,13 +393,18 @@ impl PortholeStore {
     /// the epoch), `action` (s), `table`, `id`, `caller` (s), and when they
     /// apply `app` (s), `old` and `new` (as).
     #[zbus(out_args("records"))]
-    async fn history(&self, filter: HashMap<String, OwnedValue>) -> Result<Vec<HashMap<String, OwnedValue>>, PortalError> {
+    async fn history(
+        &self,
+        filter: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, PortalError> {
         let text = |key: &str| -> Result<Option<String>, PortalError> {
             filter
                 .get(key)
                 .map(|v| <&str>::try_from(v).map(str::to_owned))
                 .transpose()
-                .map_err(|_| PortalError::InvalidArgument(format!("filter key {key:?} must be a string")))
+                .map_err(|_| {
+                    PortalError::InvalidArgument(format!("filter key {key:?} must be a string"))
+                })
         };
         let limit = filter
             .get("limit")
@@ -358,10 +414,16 @@ impl PortholeStore {
             .unwrap_or(0);
         for key in filter.keys() {
             if !matches!(key.as_str(), "table" | "app" | "limit") {
-                return Err(PortalError::InvalidArgument(format!("unknown filter key {key:?}")));
+                return Err(PortalError::InvalidArgument(format!(
+                    "unknown filter key {key:?}"
+                )));
             }
         }
-        let q = HistoryQuery { table: text("table")?, app: text("app")?, limit };
+        let q = HistoryQuery {
+            table: text("table")?,
+            app: text("app")?,
+            limit,
+        };
         let records = self.0.store.history(&q).await?;
         Ok(records
             .into_iter()
@@ -387,7 +449,7 @@ impl PortholeStore {
             .collect())
     }
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"), name = "version")]
     async fn version(&self) -> u32 {
         1
     }
@@ -410,8 +472,12 @@ fn standard_emitter(conn: &zbus::Connection) -> Result<SignalEmitter<'static>, P
 /// claims the bus name, so no call can arrive at a missing object).
 pub async fn export(conn: &zbus::Connection, shared: Shared) -> zbus::Result<()> {
     let server = conn.object_server();
-    server.at(OBJECT_PATH, PermissionStore(shared.clone())).await?;
-    server.at(OBJECT_PATH, PortholeStore(shared)).await?;
+    server
+        .at(OBJECT_PATH, Strict::new(PermissionStore(shared.clone())))
+        .await?;
+    server
+        .at(OBJECT_PATH, Strict::new(PortholeStore(shared)))
+        .await?;
     Ok(())
 }
 
@@ -435,7 +501,9 @@ pub async fn run_pruner(conn: zbus::Connection, shared: Shared) {
         let sleep = match shared.store.next_expiry().await {
             Ok(Some(at)) => {
                 let now = crate::writer::now_secs();
-                std::time::Duration::from_secs((at - now).clamp(0, MAX_SLEEP.as_secs() as i64) as u64 + 1)
+                std::time::Duration::from_secs(
+                    (at - now).clamp(0, MAX_SLEEP.as_secs() as i64) as u64 + 1,
+                )
             }
             _ => MAX_SLEEP,
         };

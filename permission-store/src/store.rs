@@ -37,11 +37,12 @@ pub(crate) async fn load_entry(
     id: &str,
     now: i64,
 ) -> Result<Option<Entry>, StoreError> {
-    let data: Option<Vec<u8>> = sqlx::query_scalar("SELECT data FROM entries WHERE tbl = ? AND id = ?")
-        .bind(table)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let data: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM entries WHERE tbl = ? AND id = ?")
+            .bind(table)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(data) = data else { return Ok(None) };
     let rows = sqlx::query("SELECT app, perms, expires FROM grants WHERE tbl = ? AND id = ? AND (expires IS NULL OR expires > ?)")
         .bind(table)
@@ -51,15 +52,21 @@ pub(crate) async fn load_entry(
         .await?;
     let mut entry = Entry::new(Data::from_bytes(data));
     for row in rows {
-        entry.apps.insert(row.get(0), grant_from(row.get(1), row.get(2))?);
+        entry
+            .apps
+            .insert(row.get(0), grant_from(row.get(1), row.get(2))?);
     }
     Ok(Some(entry))
 }
 
 fn grant_from(perms: String, expires: Option<i64>) -> Result<Grant, StoreError> {
-    let permissions = serde_json::from_str(&perms)
-        .map_err(|e| StoreError::BadData(format!("stored permissions are not a string list: {e}")))?;
-    Ok(Grant { permissions, expires })
+    let permissions = serde_json::from_str(&perms).map_err(|e| {
+        StoreError::BadData(format!("stored permissions are not a string list: {e}"))
+    })?;
+    Ok(Grant {
+        permissions,
+        expires,
+    })
 }
 
 impl Store {
@@ -69,7 +76,11 @@ impl Store {
         let (conn, read) = crate::open::open(path).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(writer::run(conn, rx));
-        Ok(Self { read, writer: tx, path: path.to_owned() })
+        Ok(Self {
+            read,
+            writer: tx,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -79,7 +90,11 @@ impl Store {
     async fn write(&self, op: Op, caller: &str) -> Result<Vec<Change>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Request { op, caller: caller.to_owned(), reply })
+            .send(Request {
+                op,
+                caller: caller.to_owned(),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -87,7 +102,9 @@ impl Store {
 
     async fn one(&self, op: Op, caller: &str) -> Result<Change, StoreError> {
         let mut changes = self.write(op, caller).await?;
-        Ok(changes.pop().expect("single-id writes report exactly one change"))
+        Ok(changes
+            .pop()
+            .expect("single-id writes report exactly one change"))
     }
 
     // ---- reads ----------------------------------------------------------
@@ -102,23 +119,38 @@ impl Store {
     }
 
     /// Upstream `GetPermission`: `[]` for an app without a grant.
-    pub async fn get_permission(&self, table: &str, id: &str, app: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn get_permission(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let entry = self.lookup(table, id).await?;
-        Ok(entry.apps.get(app).map(|g| g.permissions.clone()).unwrap_or_default())
+        Ok(entry
+            .apps
+            .get(app)
+            .map(|g| g.permissions.clone())
+            .unwrap_or_default())
     }
 
     /// Upstream `List`: ids of a table, empty for a table never used.
     pub async fn list(&self, table: &str) -> Result<Vec<String>, StoreError> {
         validate_table(table)?;
-        Ok(sqlx::query_scalar("SELECT id FROM entries WHERE tbl = ? ORDER BY id")
-            .bind(table)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM entries WHERE tbl = ? ORDER BY id")
+                .bind(table)
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     /// Every table that holds at least one id.
     pub async fn tables(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT tbl FROM entries ORDER BY tbl").fetch_all(&self.read).await?)
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT tbl FROM entries ORDER BY tbl")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     /// All entries of a table with their grants, ordered by id.
@@ -137,7 +169,12 @@ impl Store {
         .await?;
         let mut out: BTreeMap<String, Entry> = ids
             .into_iter()
-            .map(|r| (r.get::<String, _>(0), Entry::new(Data::from_bytes(r.get(1)))))
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    Entry::new(Data::from_bytes(r.get(1))),
+                )
+            })
             .collect();
         for r in grants {
             let id: String = r.get(0);
@@ -175,7 +212,11 @@ impl Store {
 
     /// The audit history, newest first.
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
-        let limit = if q.limit == 0 { i64::MAX } else { i64::from(q.limit) };
+        let limit = if q.limit == 0 {
+            i64::MAX
+        } else {
+            i64::from(q.limit)
+        };
         let rows = sqlx::query(
             "SELECT seq, time_us, action, tbl, id, app, old, new, caller FROM history \
              WHERE (?1 IS NULL OR tbl = ?1) AND (?2 IS NULL OR app = ?2) ORDER BY seq DESC LIMIT ?3",
@@ -204,9 +245,11 @@ impl Store {
 
     /// The earliest expiry still pending, so the service knows when to prune.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MIN(expires) FROM grants WHERE expires IS NOT NULL")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT MIN(expires) FROM grants WHERE expires IS NOT NULL")
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     // ---- writes (each answers after its commit) -------------------------
@@ -222,13 +265,39 @@ impl Store {
         caller: &str,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
-        self.one(Op::Set { table: table.into(), id: id.into(), create, apps, data }, caller).await
+        self.one(
+            Op::Set {
+                table: table.into(),
+                id: id.into(),
+                create,
+                apps,
+                data,
+            },
+            caller,
+        )
+        .await
     }
 
     /// Upstream `SetValue`: replaces only the data.
-    pub async fn set_value(&self, table: &str, create: bool, id: &str, data: Data, caller: &str) -> Result<Change, StoreError> {
+    pub async fn set_value(
+        &self,
+        table: &str,
+        create: bool,
+        id: &str,
+        data: Data,
+        caller: &str,
+    ) -> Result<Change, StoreError> {
         validate_table(table)?;
-        self.one(Op::SetValue { table: table.into(), id: id.into(), create, data }, caller).await
+        self.one(
+            Op::SetValue {
+                table: table.into(),
+                id: id.into(),
+                create,
+                data,
+            },
+            caller,
+        )
+        .await
     }
 
     /// Upstream `SetPermission`, with an optional expiry (Unix seconds).
@@ -244,20 +313,54 @@ impl Store {
         caller: &str,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
-        let grant = Grant { permissions, expires };
-        self.one(Op::SetPermission { table: table.into(), id: id.into(), create, app: app.into(), grant }, caller).await
+        let grant = Grant {
+            permissions,
+            expires,
+        };
+        self.one(
+            Op::SetPermission {
+                table: table.into(),
+                id: id.into(),
+                create,
+                app: app.into(),
+                grant,
+            },
+            caller,
+        )
+        .await
     }
 
     /// Upstream `DeletePermission`: the id stays, possibly with no apps.
-    pub async fn delete_permission(&self, table: &str, id: &str, app: &str, caller: &str) -> Result<Change, StoreError> {
+    pub async fn delete_permission(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+        caller: &str,
+    ) -> Result<Change, StoreError> {
         validate_table(table)?;
-        self.one(Op::DeletePermission { table: table.into(), id: id.into(), app: app.into() }, caller).await
+        self.one(
+            Op::DeletePermission {
+                table: table.into(),
+                id: id.into(),
+                app: app.into(),
+            },
+            caller,
+        )
+        .await
     }
 
     /// Upstream `Delete`.
     pub async fn delete(&self, table: &str, id: &str, caller: &str) -> Result<Change, StoreError> {
         validate_table(table)?;
-        self.one(Op::Delete { table: table.into(), id: id.into() }, caller).await
+        self.one(
+            Op::Delete {
+                table: table.into(),
+                id: id.into(),
+            },
+            caller,
+        )
+        .await
     }
 
     /// Removes every grant of `app` in every table (`flatpak permission-reset`).

@@ -20,12 +20,38 @@ const BATCH: usize = 256;
 
 #[derive(Debug)]
 pub(crate) enum Op {
-    Set { table: String, id: String, create: bool, apps: BTreeMap<String, Vec<String>>, data: Data },
-    SetValue { table: String, id: String, create: bool, data: Data },
-    SetPermission { table: String, id: String, create: bool, app: String, grant: Grant },
-    DeletePermission { table: String, id: String, app: String },
-    Delete { table: String, id: String },
-    ResetApp { app: String },
+    Set {
+        table: String,
+        id: String,
+        create: bool,
+        apps: BTreeMap<String, Vec<String>>,
+        data: Data,
+    },
+    SetValue {
+        table: String,
+        id: String,
+        create: bool,
+        data: Data,
+    },
+    SetPermission {
+        table: String,
+        id: String,
+        create: bool,
+        app: String,
+        grant: Grant,
+    },
+    DeletePermission {
+        table: String,
+        id: String,
+        app: String,
+    },
+    Delete {
+        table: String,
+        id: String,
+    },
+    ResetApp {
+        app: String,
+    },
     PruneExpired,
 }
 
@@ -81,7 +107,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
     }
 }
 
-async fn apply_in_savepoint(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec<Change>, StoreError> {
+async fn apply_in_savepoint(
+    conn: &mut SqliteConnection,
+    op: &Op,
+    caller: &str,
+) -> Result<Vec<Change>, StoreError> {
     sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
     let result = apply(conn, op, caller).await;
     if result.is_err() {
@@ -91,10 +121,24 @@ async fn apply_in_savepoint(conn: &mut SqliteConnection, op: &Op, caller: &str) 
     result
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec<Change>, StoreError> {
-    let mut tx = Tx { conn, caller, now_us: now_us() };
+async fn apply(
+    conn: &mut SqliteConnection,
+    op: &Op,
+    caller: &str,
+) -> Result<Vec<Change>, StoreError> {
+    let mut tx = Tx {
+        conn,
+        caller,
+        now_us: now_us(),
+    };
     match op {
-        Op::Set { table, id, create, apps, data } => {
+        Op::Set {
+            table,
+            id,
+            create,
+            apps,
+            data,
+        } => {
             let old = tx.load(table, id).await?;
             if old.is_none() && !create {
                 return Err(StoreError::IdNotFound(id.clone()));
@@ -102,21 +146,32 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec
             let old = old.unwrap_or_else(|| Entry::new(Data::empty()));
             tx.put_data(table, id, data, Some(&old.data)).await?;
             // An empty list is no grant at all, as upstream stores it.
-            let apps: BTreeMap<&String, &Vec<String>> = apps.iter().filter(|(_, p)| !p.is_empty()).collect();
+            let apps: BTreeMap<&String, &Vec<String>> =
+                apps.iter().filter(|(_, p)| !p.is_empty()).collect();
             for (app, grant) in &old.apps {
                 if !apps.contains_key(app) {
-                    tx.remove_grant(table, id, app, Some(grant), "revoke").await?;
+                    tx.remove_grant(table, id, app, Some(grant), "revoke")
+                        .await?;
                 }
             }
             let mut entry = Entry::new(data.clone());
             for (app, perms) in apps {
-                let grant = Grant { permissions: perms.clone(), expires: None };
-                tx.put_grant(table, id, app, &grant, old.apps.get(app)).await?;
+                let grant = Grant {
+                    permissions: perms.clone(),
+                    expires: None,
+                };
+                tx.put_grant(table, id, app, &grant, old.apps.get(app))
+                    .await?;
                 entry.apps.insert(app.clone(), grant);
             }
             Ok(vec![changed(table, id, entry)])
         }
-        Op::SetValue { table, id, create, data } => {
+        Op::SetValue {
+            table,
+            id,
+            create,
+            data,
+        } => {
             let mut entry = match tx.load(table, id).await? {
                 Some(e) => e,
                 None if *create => Entry::new(Data::empty()),
@@ -126,12 +181,19 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec
             entry.data = data.clone();
             Ok(vec![changed(table, id, entry)])
         }
-        Op::SetPermission { table, id, create, app, grant } => {
+        Op::SetPermission {
+            table,
+            id,
+            create,
+            app,
+            grant,
+        } => {
             let mut entry = match tx.load(table, id).await? {
                 Some(e) => e,
                 None if *create => {
                     let e = Entry::new(Data::empty());
-                    tx.put_data(table, id, &e.data, None).await?;
+                    // The default value is no data change worth a history row.
+                    tx.put_data(table, id, &e.data, Some(&e.data)).await?;
                     e
                 }
                 None => return Err(StoreError::IdNotFound(id.clone())),
@@ -139,25 +201,42 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec
             if grant.permissions.is_empty() {
                 // Upstream drops an app whose list becomes empty.
                 if let Some(old) = entry.apps.remove(app) {
-                    tx.remove_grant(table, id, app, Some(&old), "revoke").await?;
+                    tx.remove_grant(table, id, app, Some(&old), "revoke")
+                        .await?;
                 }
             } else {
-                tx.put_grant(table, id, app, grant, entry.apps.get(app)).await?;
+                tx.put_grant(table, id, app, grant, entry.apps.get(app))
+                    .await?;
                 entry.apps.insert(app.clone(), grant.clone());
             }
             Ok(vec![changed(table, id, entry)])
         }
         Op::DeletePermission { table, id, app } => {
-            let mut entry = tx.load(table, id).await?.ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+            let mut entry = tx
+                .load(table, id)
+                .await?
+                .ok_or_else(|| StoreError::NoEntry(id.clone()))?;
             if let Some(old) = entry.apps.remove(app) {
-                tx.remove_grant(table, id, app, Some(&old), "revoke").await?;
+                tx.remove_grant(table, id, app, Some(&old), "revoke")
+                    .await?;
             }
             Ok(vec![changed(table, id, entry)])
         }
         Op::Delete { table, id } => {
-            let mut entry = tx.load(table, id).await?.ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+            let mut entry = tx
+                .load(table, id)
+                .await?
+                .ok_or_else(|| StoreError::NoEntry(id.clone()))?;
             for (app, grant) in &entry.apps {
-                tx.history("revoke", table, id, Some(app), Some(&grant.permissions), None).await?;
+                tx.history(
+                    "revoke",
+                    table,
+                    id,
+                    Some(app),
+                    Some(&grant.permissions),
+                    None,
+                )
+                .await?;
             }
             sqlx::query("DELETE FROM entries WHERE tbl = ? AND id = ?")
                 .bind(table)
@@ -166,27 +245,51 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, caller: &str) -> Result<Vec
                 .await?;
             tx.history("delete", table, id, None, None, None).await?;
             entry.apps.clear();
-            Ok(vec![Change { table: table.clone(), id: id.clone(), deleted: true, entry }])
+            Ok(vec![Change {
+                table: table.clone(),
+                id: id.clone(),
+                deleted: true,
+                entry,
+            }])
         }
         Op::ResetApp { app } => {
             let rows = sqlx::query("SELECT tbl, id FROM grants WHERE app = ? ORDER BY tbl, id")
                 .bind(app)
                 .fetch_all(&mut *tx.conn)
                 .await?;
-            tx.drop_grants(rows.iter().map(|r| (r.get(0), r.get(1), app.clone())).collect(), "revoke").await
+            tx.drop_grants(
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), app.clone()))
+                    .collect(),
+                "revoke",
+            )
+            .await
         }
         Op::PruneExpired => {
-            let rows = sqlx::query("SELECT tbl, id, app FROM grants WHERE expires <= ? ORDER BY tbl, id, app")
-                .bind(now_secs())
-                .fetch_all(&mut *tx.conn)
-                .await?;
-            tx.drop_grants(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(), "expire").await
+            let rows = sqlx::query(
+                "SELECT tbl, id, app FROM grants WHERE expires <= ? ORDER BY tbl, id, app",
+            )
+            .bind(now_secs())
+            .fetch_all(&mut *tx.conn)
+            .await?;
+            tx.drop_grants(
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect(),
+                "expire",
+            )
+            .await
         }
     }
 }
 
 fn changed(table: &str, id: &str, entry: Entry) -> Change {
-    Change { table: table.to_owned(), id: id.to_owned(), deleted: false, entry }
+    Change {
+        table: table.to_owned(),
+        id: id.to_owned(),
+        deleted: false,
+        entry,
+    }
 }
 
 /// The statements of one write, with who made it and when.
@@ -202,7 +305,13 @@ impl Tx<'_> {
         crate::store::load_entry(&mut *self.conn, table, id, self.now_us / 1_000_000).await
     }
 
-    async fn put_data(&mut self, table: &str, id: &str, data: &Data, old: Option<&Data>) -> Result<(), StoreError> {
+    async fn put_data(
+        &mut self,
+        table: &str,
+        id: &str,
+        data: &Data,
+        old: Option<&Data>,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO entries (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
             .bind(table)
             .bind(id)
@@ -215,7 +324,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    async fn put_grant(&mut self, table: &str, id: &str, app: &str, grant: &Grant, old: Option<&Grant>) -> Result<(), StoreError> {
+    async fn put_grant(
+        &mut self,
+        table: &str,
+        id: &str,
+        app: &str,
+        grant: &Grant,
+        old: Option<&Grant>,
+    ) -> Result<(), StoreError> {
         let perms = serde_json::to_string(&grant.permissions).expect("strings serialise");
         sqlx::query(
             "INSERT INTO grants (tbl, id, app, perms, expires) VALUES (?, ?, ?, ?, ?) \
@@ -230,34 +346,59 @@ impl Tx<'_> {
         .await?;
         if old != Some(grant) {
             let old = old.map(|g| g.permissions.as_slice());
-            self.history("grant", table, id, Some(app), old, Some(&grant.permissions)).await?;
+            self.history("grant", table, id, Some(app), old, Some(&grant.permissions))
+                .await?;
         }
         Ok(())
     }
 
-    async fn remove_grant(&mut self, table: &str, id: &str, app: &str, old: Option<&Grant>, action: &str) -> Result<(), StoreError> {
+    async fn remove_grant(
+        &mut self,
+        table: &str,
+        id: &str,
+        app: &str,
+        old: Option<&Grant>,
+        action: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM grants WHERE tbl = ? AND id = ? AND app = ?")
             .bind(table)
             .bind(id)
             .bind(app)
             .execute(&mut *self.conn)
             .await?;
-        self.history(action, table, id, Some(app), old.map(|g| g.permissions.as_slice()), None).await
+        self.history(
+            action,
+            table,
+            id,
+            Some(app),
+            old.map(|g| g.permissions.as_slice()),
+            None,
+        )
+        .await
     }
 
     /// Removes the listed grants (read before removal, including expired ones
     /// for pruning) and reports one change per touched id.
-    async fn drop_grants(&mut self, rows: Vec<(String, String, String)>, action: &str) -> Result<Vec<Change>, StoreError> {
+    async fn drop_grants(
+        &mut self,
+        rows: Vec<(String, String, String)>,
+        action: &str,
+    ) -> Result<Vec<Change>, StoreError> {
         let mut touched: Vec<(String, String)> = Vec::new();
         for (table, id, app) in rows {
-            let perms: Option<String> = sqlx::query_scalar("SELECT perms FROM grants WHERE tbl = ? AND id = ? AND app = ?")
-                .bind(&table)
-                .bind(&id)
-                .bind(&app)
-                .fetch_optional(&mut *self.conn)
+            let perms: Option<String> =
+                sqlx::query_scalar("SELECT perms FROM grants WHERE tbl = ? AND id = ? AND app = ?")
+                    .bind(&table)
+                    .bind(&id)
+                    .bind(&app)
+                    .fetch_optional(&mut *self.conn)
+                    .await?;
+            let old = perms.map(|p| Grant {
+                permissions: serde_json::from_str(&p).unwrap_or_default(),
+                expires: None,
+            });
+            self.remove_grant(&table, &id, &app, old.as_ref(), action)
                 .await?;
-            let old = perms.map(|p| Grant { permissions: serde_json::from_str(&p).unwrap_or_default(), expires: None });
-            self.remove_grant(&table, &id, &app, old.as_ref(), action).await?;
             if touched.last() != Some(&(table.clone(), id.clone())) {
                 touched.push((table, id));
             }
@@ -280,7 +421,8 @@ impl Tx<'_> {
         old: Option<&[String]>,
         new: Option<&[String]>,
     ) -> Result<(), StoreError> {
-        let json = |p: Option<&[String]>| p.map(|p| serde_json::to_string(p).expect("strings serialise"));
+        let json =
+            |p: Option<&[String]>| p.map(|p| serde_json::to_string(p).expect("strings serialise"));
         sqlx::query("INSERT INTO history (time_us, action, tbl, id, app, old, new, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(self.now_us)
             .bind(action)

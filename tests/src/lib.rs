@@ -25,7 +25,10 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash>
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
 }
 
 /// Path of one of our binaries; panics with the command to run if missing.
@@ -59,7 +62,9 @@ pub fn pid_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -140,7 +145,10 @@ impl Bus {
     /// Starts a session-type `dbus-daemon` listening on a unix socket in a
     /// new temporary directory.
     pub fn start() -> Bus {
-        let dir = tempfile::Builder::new().prefix("porthole-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("porthole-test-")
+            .tempdir()
+            .expect("temp dir");
         let root = dir.path().to_owned();
         for sub in ["services", "home", "data", "config", "runtime", "logs"] {
             fs::create_dir_all(root.join(sub)).expect("mkdir");
@@ -179,10 +187,15 @@ impl Bus {
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
         Self::apply_env(&root, &mut cmd, &format!("unix:path={}", socket.display()));
-        let daemon = cmd.spawn().expect("dbus-daemon must be installed (package dbus-daemon)");
+        let daemon = cmd
+            .spawn()
+            .expect("dbus-daemon must be installed (package dbus-daemon)");
         let deadline = Instant::now() + START_TIMEOUT;
         while !socket.exists() {
-            assert!(Instant::now() < deadline, "dbus-daemon did not create its socket in time");
+            assert!(
+                Instant::now() < deadline,
+                "dbus-daemon did not create its socket in time"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         Bus {
@@ -233,9 +246,17 @@ impl Bus {
     pub fn spawn(&self, name: &str, mut cmd: Command) -> Service {
         let log = self.root.join("logs").join(format!("{name}.log"));
         let file = File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("log fd")).stderr(file);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Service { name: name.to_owned(), child: Some(child), log }
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Service {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
     }
 
     /// Starts `cmd` and waits until `bus_name` has an owner on this bus.
@@ -253,9 +274,16 @@ impl Bus {
                 return service;
             }
             if let Some(status) = service.wait_timeout(Duration::from_millis(0)) {
-                panic!("{name} exited with {status} before owning {bus_name}:\n{}", service.log_text());
+                panic!(
+                    "{name} exited with {status} before owning {bus_name}:\n{}",
+                    service.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "{name} did not own {bus_name} in time:\n{}", service.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not own {bus_name} in time:\n{}",
+                service.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -263,7 +291,10 @@ impl Bus {
     /// Makes `bus_name` activatable: the daemon starts `exec` (with this
     /// bus's environment) on the first message to it.
     pub fn add_activatable(&mut self, bus_name: &str, exec: &str) {
-        let file = self.root.join("services").join(format!("{bus_name}.service"));
+        let file = self
+            .root
+            .join("services")
+            .join(format!("{bus_name}.service"));
         let mut f = File::create(file).expect("service file");
         writeln!(f, "[D-BUS Service]\nName={bus_name}\nExec={exec}").expect("write service file");
         self.activatable.push(bus_name.to_owned());
@@ -286,15 +317,28 @@ impl Bus {
         }
         for name in &self.activatable {
             let out = Command::new("gdbus")
-                .args(["call", "--address", &self.address, "--dest", "org.freedesktop.DBus"])
+                .args([
+                    "call",
+                    "--address",
+                    &self.address,
+                    "--dest",
+                    "org.freedesktop.DBus",
+                ])
                 .args(["--object-path", "/org/freedesktop/DBus"])
-                .args(["--method", "org.freedesktop.DBus.GetConnectionUnixProcessID", name])
+                .args([
+                    "--method",
+                    "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                    name,
+                ])
                 .stderr(Stdio::null())
                 .output();
             let Ok(out) = out else { continue };
             let text = String::from_utf8_lossy(&out.stdout);
             // "(uint32 1234,)"
-            let pid = text.split_whitespace().nth(1).and_then(|s| s.trim_end_matches(",)").parse::<u32>().ok());
+            let pid = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.trim_end_matches(",)").parse::<u32>().ok());
             if let Some(pid) = pid
                 && !signal_and_wait(pid, libc::SIGTERM, Duration::from_secs(3))
             {
@@ -339,8 +383,13 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// Runs `cmd` to completion with a hard timeout; returns (status, stdout, stderr).
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (std::process::ExitStatus, String, String) {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let deadline = Instant::now() + timeout;
     loop {
@@ -359,5 +408,9 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (std::process::
         std::thread::sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().expect("output");
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

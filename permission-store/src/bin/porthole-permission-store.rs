@@ -30,7 +30,11 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("porthole-permission-store: cannot start the async runtime: {e}");
@@ -51,7 +55,10 @@ fn init_tracing(verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -74,7 +81,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting to the session bus")?;
     let shared = Shared::new(store);
-    service::export(&conn, shared.clone()).await.context("exporting the object")?;
+    service::export(&conn, shared.clone())
+        .await
+        .context("exporting the object")?;
 
     let dbus = DBusProxy::new(&conn).await?;
     let mut lost = dbus.receive_name_lost().await?;

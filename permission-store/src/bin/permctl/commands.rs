@@ -1,0 +1,400 @@
+//! One function per subcommand.
+
+use porthole_identity::AppId;
+use porthole_permission_store::{Grant, HistoryQuery, validate_table};
+
+use crate::backend::{Backend, CliError, Row};
+use crate::{Cli, Cmd, exit, table};
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    // Check arguments before touching the store, so a typo never opens
+    // (or activates) anything.
+    match &cli.command {
+        Cmd::List { table, .. } | Cmd::Grant { table, .. } | Cmd::Revoke { table, .. } => {
+            check_table(table)?
+        }
+        Cmd::History {
+            table: Some(table), ..
+        } => check_table(table)?,
+        _ => {}
+    }
+    match &cli.command {
+        Cmd::Show { app }
+        | Cmd::Grant { app, .. }
+        | Cmd::Revoke { app, .. }
+        | Cmd::Reset { app } => check_app(app)?,
+        Cmd::History { app: Some(app), .. } => check_app(app)?,
+        _ => {}
+    }
+    let backend = Backend::connect(cli.db.as_deref()).await?;
+    let json = cli.json;
+    match cli.command {
+        Cmd::Tables => tables(&backend, json).await,
+        Cmd::List { table, id } => list(&backend, &table, id.as_deref(), json).await,
+        Cmd::Show { app } => show(&backend, &app, json).await,
+        Cmd::Grant {
+            table,
+            id,
+            app,
+            permissions,
+            expires_in,
+        } => {
+            let expires = expires_in.map(|s| now() + s as i64);
+            backend
+                .set_permission(&table, true, &id, &app, &permissions, expires)
+                .await?;
+            let until = expires
+                .map(|e| format!(" until {}", format_time(e)))
+                .unwrap_or_default();
+            println!(
+                "granted {} to {} on {table}/{id}{until}",
+                permissions.join(","),
+                display_app(&app)
+            );
+            Ok(())
+        }
+        Cmd::Revoke {
+            table,
+            id,
+            app,
+            permissions,
+        } => revoke(&backend, &table, &id, &app, &permissions).await,
+        Cmd::Reset { app } => {
+            let n = backend.reset(&app).await?;
+            if n == 0 && !backend.app_known(&app).await? {
+                return Err(CliError::new(
+                    exit::NOT_FOUND,
+                    format!(
+                        "no grants for {}: the store does not know this app",
+                        display_app(&app)
+                    ),
+                ));
+            }
+            println!("removed the grants of {} from {n} id(s)", display_app(&app));
+            Ok(())
+        }
+        Cmd::History { table, app, limit } => {
+            history(&backend, HistoryQuery { table, app, limit }, json).await
+        }
+    }
+}
+
+fn check_table(t: &str) -> Result<(), CliError> {
+    validate_table(t).map_err(|e| CliError::new(exit::USAGE, e.to_string()))
+}
+
+/// App ids follow Flatpak's rules; "" names host (unsandboxed) apps, as upstream.
+fn check_app(app: &str) -> Result<(), CliError> {
+    if app.is_empty() {
+        return Ok(());
+    }
+    AppId::parse(app)
+        .map(|_| ())
+        .map_err(|e| CliError::new(exit::USAGE, format!("invalid app id {app:?}: {e}")))
+}
+
+fn display_app(app: &str) -> String {
+    if app.is_empty() {
+        "\"\" (host apps)".into()
+    } else {
+        app.to_owned()
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    let text =
+        serde_json::to_string_pretty(v).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+async fn tables(b: &Backend, json: bool) -> Result<(), CliError> {
+    let names = b.tables().await?;
+    if json {
+        return print_json(&names);
+    }
+    let mut rows = Vec::new();
+    for t in &names {
+        rows.push(vec![t.clone(), b.entries(t).await?.len().to_string()]);
+    }
+    table::print(&["TABLE", "IDS"], &rows);
+    Ok(())
+}
+
+async fn list(b: &Backend, t: &str, id: Option<&str>, json: bool) -> Result<(), CliError> {
+    let mut rows = b.entries(t).await?;
+    if rows.is_empty() {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("no table named {t:?} (see `permctl tables`)"),
+        ));
+    }
+    if let Some(id) = id {
+        rows.retain(|r| r.id == id);
+        if rows.is_empty() {
+            return Err(CliError::new(
+                exit::NOT_FOUND,
+                format!("no id {id:?} in table {t:?}"),
+            ));
+        }
+    }
+    if json {
+        return print_json(&rows);
+    }
+    table::print(
+        &["ID", "APP", "PERMISSIONS", "EXPIRES", "DATA"],
+        &entry_rows(&rows),
+    );
+    Ok(())
+}
+
+fn entry_rows(rows: &[Row]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for r in rows {
+        if r.apps.is_empty() {
+            out.push(vec![
+                r.id.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                r.data.clone(),
+            ]);
+        }
+        for (app, g) in &r.apps {
+            let app = if app.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                app.clone()
+            };
+            out.push(vec![r.id.clone(), app, perms(g), expiry(g), r.data.clone()]);
+        }
+    }
+    out
+}
+
+fn perms(g: &Grant) -> String {
+    if g.permissions.is_empty() {
+        "-".into()
+    } else {
+        g.permissions.join(",")
+    }
+}
+
+fn expiry(g: &Grant) -> String {
+    g.expires.map(format_time).unwrap_or_else(|| "never".into())
+}
+
+async fn show(b: &Backend, app: &str, json: bool) -> Result<(), CliError> {
+    let grants = b.app_grants(app).await?;
+    if grants.is_empty() && !b.app_known(app).await? {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!(
+                "no grants for {}: the store does not know this app",
+                display_app(app)
+            ),
+        ));
+    }
+    if json {
+        #[derive(serde::Serialize)]
+        struct G<'a> {
+            table: &'a str,
+            id: &'a str,
+            permissions: &'a [String],
+            expires: Option<i64>,
+        }
+        let list: Vec<G<'_>> = grants
+            .iter()
+            .map(|(t, id, g)| G {
+                table: t,
+                id,
+                permissions: &g.permissions,
+                expires: g.expires,
+            })
+            .collect();
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|(t, id, g)| vec![t.clone(), id.clone(), perms(g), expiry(g)])
+        .collect();
+    table::print(&["TABLE", "ID", "PERMISSIONS", "EXPIRES"], &rows);
+    Ok(())
+}
+
+async fn revoke(
+    b: &Backend,
+    t: &str,
+    id: &str,
+    app: &str,
+    remove: &[String],
+) -> Result<(), CliError> {
+    let rows = b.entries(t).await?;
+    let row = rows
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| CliError::new(exit::NOT_FOUND, format!("no id {id:?} in table {t:?}")))?;
+    let grant = row.apps.get(app).ok_or_else(|| {
+        CliError::new(
+            exit::NOT_FOUND,
+            format!("{} has no grant on {t}/{id}", display_app(app)),
+        )
+    })?;
+    if remove.is_empty() {
+        b.delete_permission(t, id, app).await?;
+        println!(
+            "revoked every permission of {} on {t}/{id}",
+            display_app(app)
+        );
+        return Ok(());
+    }
+    if let Some(missing) = remove.iter().find(|p| !grant.permissions.contains(p)) {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("{} does not hold {missing:?} on {t}/{id}", display_app(app)),
+        ));
+    }
+    let keep: Vec<String> = grant
+        .permissions
+        .iter()
+        .filter(|p| !remove.contains(p))
+        .cloned()
+        .collect();
+    if keep.is_empty() {
+        b.delete_permission(t, id, app).await?;
+    } else {
+        b.set_permission(t, false, id, app, &keep, grant.expires)
+            .await?;
+    }
+    println!(
+        "revoked {} from {} on {t}/{id}",
+        remove.join(","),
+        display_app(app)
+    );
+    Ok(())
+}
+
+async fn history(b: &Backend, q: HistoryQuery, json: bool) -> Result<(), CliError> {
+    let records = b.history(&q).await?;
+    if json {
+        return print_json(&records);
+    }
+    let list = |p: &Option<Vec<String>>| match p {
+        None => "-".to_owned(),
+        Some(p) if p.is_empty() => "[]".to_owned(),
+        Some(p) => p.join(","),
+    };
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                format_time(r.time_us / 1_000_000),
+                r.action.clone(),
+                r.table.clone(),
+                r.id.clone(),
+                r.app
+                    .as_deref()
+                    .map(|a| if a.is_empty() { "\"\"" } else { a })
+                    .unwrap_or("-")
+                    .to_owned(),
+                list(&r.old),
+                list(&r.new),
+                if r.caller.is_empty() {
+                    "host".into()
+                } else {
+                    r.caller.clone()
+                },
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "TIME (UTC)",
+            "ACTION",
+            "TABLE",
+            "ID",
+            "APP",
+            "OLD",
+            "NEW",
+            "CALLER",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// "90s", "30m", "12h", "7d", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 12h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err("a grant that expires at once is no grant; use revoke".into()),
+        Some(v) if v <= 100 * 365 * 86400 => Ok(v),
+        _ => Err(format!("{s:?} is more than 100 years")),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (days-from-civil, Howard Hinnant's algorithm).
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("12h"), Ok(43200));
+        assert_eq!(parse_duration("7d"), Ok(604800));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("99999999999d").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_795_000_000), "2026-11-18 10:26:40");
+    }
+}

@@ -1,0 +1,931 @@
+//! The permission store over a real dbus-daemon: every method and the
+//! signal with zbus, `gdbus` as an independent client, bad input, a corrupt
+//! database, crash safety, expiry, history and activation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
+use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
+use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use zvariant::Value;
+
+async fn start_store(bus: &Bus) -> Service {
+    let mut cmd = bus.command(bin("porthole-permission-store"));
+    cmd.arg("-v");
+    bus.spawn_owning("permission-store", cmd, BUS_NAME).await
+}
+
+fn db_path(bus: &Bus) -> std::path::PathBuf {
+    bus.data_home().join("porthole/permissions.db")
+}
+
+fn perms(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    pairs
+        .iter()
+        .map(|(a, p)| (a.to_string(), p.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
+fn method_error(e: zbus::Error) -> (String, String) {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => (name.to_string(), msg.unwrap_or_default()),
+        other => panic!("expected a D-Bus error reply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_and_the_changed_signal() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let mut changed = ps.receive_changed().await.unwrap();
+
+    assert_eq!(ps.version().await.unwrap(), 2);
+
+    // SetPermission creates the id with upstream's default data (byte 0).
+    ps.set_permission("devices", true, "camera", "org.example.App", &["yes"])
+        .await
+        .unwrap();
+    // Changed is emitted before the reply, so it is already here.
+    let sig = changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed arrives before the reply");
+    let args = sig.args().unwrap();
+    assert_eq!(
+        (args.table.as_str(), args.id.as_str(), args.deleted),
+        ("devices", "camera", false)
+    );
+    assert_eq!(args.permissions, perms(&[("org.example.App", &["yes"])]));
+    assert_eq!(Value::from(args.data.try_clone().unwrap()), Value::U8(0));
+
+    let (p, data) = ps.lookup("devices", "camera").await.unwrap();
+    assert_eq!(p, perms(&[("org.example.App", &["yes"])]));
+    assert_eq!(Value::from(data), Value::U8(0));
+    assert_eq!(
+        ps.get_permission("devices", "camera", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
+    assert_eq!(
+        ps.get_permission("devices", "camera", "org.example.Other")
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Set replaces the whole entry: data and every app.
+    let data = Value::from((1u32, "s", vec![3u8]));
+    let apps: BTreeMap<&str, Vec<&str>> = [("", vec!["z"]), ("a.b.c", vec!["x", "y"])].into();
+    ps.set("devices", false, "camera", apps, &data)
+        .await
+        .unwrap();
+    let sig = changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed for Set");
+    assert_eq!(
+        sig.args().unwrap().permissions,
+        perms(&[("", &["z"]), ("a.b.c", &["x", "y"])])
+    );
+    let (p, d) = ps.lookup("devices", "camera").await.unwrap();
+    assert_eq!(p, perms(&[("", &["z"]), ("a.b.c", &["x", "y"])]));
+    assert_eq!(Value::from(d), data);
+
+    // SetValue keeps the apps.
+    ps.set_value("devices", false, "camera", &Value::from("new"))
+        .await
+        .unwrap();
+    let (p, d) = ps.lookup("devices", "camera").await.unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(Value::from(d), Value::from("new"));
+    changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed for SetValue");
+
+    // SetValue with create makes a new id with no apps.
+    ps.set_value("devices", true, "mic", &Value::from(7u64))
+        .await
+        .unwrap();
+    changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed for SetValue create");
+    let mut ids = ps.list("devices").await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["camera", "mic"]);
+    assert_eq!(ps.list("never-used").await.unwrap(), Vec::<String>::new());
+
+    // DeletePermission removes one app; the id stays.
+    ps.delete_permission("devices", "camera", "a.b.c")
+        .await
+        .unwrap();
+    let sig = changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed for DeletePermission");
+    assert_eq!(sig.args().unwrap().permissions, perms(&[("", &["z"])]));
+    // An empty list through SetPermission drops the app, as upstream.
+    ps.set_permission("devices", false, "camera", "", &[])
+        .await
+        .unwrap();
+    changed.next().now_or_never().flatten().expect("Changed");
+    let (p, _) = ps.lookup("devices", "camera").await.unwrap();
+    assert!(p.is_empty(), "{p:?}");
+
+    // Delete: deleted=true, the last data, and an empty permission dict.
+    ps.set_permission("devices", false, "camera", "x.y.z", &["p"])
+        .await
+        .unwrap();
+    changed.next().now_or_never().flatten().expect("Changed");
+    ps.delete("devices", "camera").await.unwrap();
+    let sig = changed
+        .next()
+        .now_or_never()
+        .flatten()
+        .expect("Changed for Delete");
+    let args = sig.args().unwrap();
+    assert!(args.deleted);
+    assert!(args.permissions.is_empty());
+    assert_eq!(
+        Value::from(args.data.try_clone().unwrap()),
+        Value::from("new")
+    );
+    assert_eq!(ps.list("devices").await.unwrap(), vec!["mic"]);
+
+    // Errors: upstream's names and messages.
+    let cases: Vec<(zbus::Error, &str)> = vec![
+        (
+            ps.lookup("devices", "camera").await.unwrap_err(),
+            "No entry for camera",
+        ),
+        (
+            ps.delete("devices", "camera").await.unwrap_err(),
+            "No entry for camera",
+        ),
+        (
+            ps.delete_permission("devices", "camera", "a.b.c")
+                .await
+                .unwrap_err(),
+            "No entry for camera",
+        ),
+        (
+            ps.get_permission("devices", "camera", "a.b.c")
+                .await
+                .unwrap_err(),
+            "No entry for camera",
+        ),
+        (
+            ps.set_permission("devices", false, "camera", "a.b.c", &["x"])
+                .await
+                .unwrap_err(),
+            "Id camera not found",
+        ),
+        (
+            ps.set_value("devices", false, "camera", &Value::from(1u8))
+                .await
+                .unwrap_err(),
+            "Id camera not found",
+        ),
+        (
+            ps.set(
+                "devices",
+                false,
+                "camera",
+                BTreeMap::new(),
+                &Value::from(1u8),
+            )
+            .await
+            .unwrap_err(),
+            "Id camera not found",
+        ),
+    ];
+    for (err, msg) in cases {
+        assert_eq!(
+            method_error(err),
+            (
+                "org.freedesktop.portal.Error.NotFound".to_owned(),
+                msg.to_owned()
+            )
+        );
+    }
+    assert!(
+        changed.next().now_or_never().is_none(),
+        "failed calls emit nothing"
+    );
+}
+
+/// `gdbus` (GLib) as an independent client: its text output is what a user
+/// sees, and it must read the same as with the upstream store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdbus_as_a_client() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let call = |method: &str, args: &[&str]| {
+        let mut cmd = bus.command("gdbus");
+        cmd.args([
+            "call",
+            "--session",
+            "--dest",
+            BUS_NAME,
+            "--object-path",
+            OBJECT_PATH,
+        ])
+        .arg("--method")
+        .arg(format!(
+            "org.freedesktop.impl.portal.PermissionStore.{method}"
+        ))
+        .args(args);
+        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(10));
+        (
+            status.success(),
+            out.trim().to_owned(),
+            err.trim().to_owned(),
+        )
+    };
+    assert_eq!(
+        call("SetPermission", &["t", "true", "id1", "app1", "['a','b']"]),
+        (true, "()".into(), "".into())
+    );
+    assert_eq!(
+        call("Lookup", &["t", "id1"]).1,
+        "({'app1': ['a', 'b']}, <byte 0x00>)"
+    );
+    assert_eq!(call("GetPermission", &["t", "id1", "app2"]).1, "(@as [],)");
+    assert_eq!(
+        call(
+            "Set",
+            &[
+                "t",
+                "true",
+                "id2",
+                "{'b':['x'],'a':['y'],'':['z']}",
+                "<(1,'s',[byte 3])>"
+            ]
+        )
+        .0,
+        true
+    );
+    assert_eq!(
+        call("Lookup", &["t", "id2"]).1,
+        "({'': ['z'], 'a': ['y'], 'b': ['x']}, <(1, 's', [byte 0x03])>)"
+    );
+    assert_eq!(call("List", &["t"]).1, "(['id1', 'id2'],)");
+    let (ok, _, err) = call("Lookup", &["t", "nope"]);
+    assert!(!ok);
+    assert!(
+        err.contains("GDBus.Error:org.freedesktop.portal.Error.NotFound: No entry for nope"),
+        "{err}"
+    );
+
+    let mut cmd = bus.command("gdbus");
+    cmd.args([
+        "introspect",
+        "--session",
+        "--dest",
+        BUS_NAME,
+        "--object-path",
+        OBJECT_PATH,
+    ]);
+    let (_, xml, _) = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    for sig in [
+        "Lookup(in  s table,\n             in  s id,\n             out a{sas} permissions,\n             out v data);",
+        "GetPermission(in  s table,",
+        "Changed(s table,\n              s id,\n              b deleted,\n              v data,\n              a{sas} permissions);",
+        "readonly u version = 2;",
+        "interface org.porthole.PermissionStore1",
+    ] {
+        assert!(xml.contains(sig), "introspection lacks {sig:?}:\n{xml}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_errors_and_the_service_keeps_serving() {
+    let bus = Bus::start();
+    let mut store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+
+    // Wrong argument types: the bus-level error, as GDBus gives.
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            OBJECT_PATH,
+            Some("org.freedesktop.impl.portal.PermissionStore"),
+            "Lookup",
+            &(1u32, true),
+        )
+        .await;
+    assert_eq!(
+        method_error(reply.unwrap_err()).0,
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            OBJECT_PATH,
+            Some("org.freedesktop.impl.portal.PermissionStore"),
+            "SetPermission",
+            &("t", "notabool", "id", "app", vec!["x"]),
+        )
+        .await;
+    assert_eq!(
+        method_error(reply.unwrap_err()).0,
+        "org.freedesktop.DBus.Error.InvalidArgs"
+    );
+    let reply = conn
+        .call_method(
+            Some(BUS_NAME),
+            OBJECT_PATH,
+            Some("org.freedesktop.impl.portal.PermissionStore"),
+            "NoSuchMethod",
+            &(),
+        )
+        .await;
+    assert_eq!(
+        method_error(reply.unwrap_err()).0,
+        "org.freedesktop.DBus.Error.UnknownMethod"
+    );
+
+    // Table names that cannot be upstream file names: InvalidArgument.
+    for table in ["", "..", "a/b", &"t".repeat(300)] {
+        let err = ps
+            .set_permission(table, true, "id", "app", &["x"])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            method_error(err).0,
+            "org.freedesktop.portal.Error.InvalidArgument",
+            "table {table:?}"
+        );
+        let err = ps.lookup(table, "id").await.unwrap_err();
+        assert_eq!(
+            method_error(err).0,
+            "org.freedesktop.portal.Error.InvalidArgument"
+        );
+    }
+
+    // Huge and odd ids round-trip exactly.
+    let huge = "x".repeat(1 << 20);
+    for id in [
+        huge.as_str(),
+        "",
+        "id with spaces\nand newline",
+        "ünïcødé/../..",
+        "'; DROP TABLE entries; --",
+    ] {
+        ps.set_permission("odd", true, id, "a.b.c", &["p"])
+            .await
+            .unwrap();
+        let (p, _) = ps.lookup("odd", id).await.unwrap();
+        assert_eq!(p, perms(&[("a.b.c", &["p"])]), "id of {} bytes", id.len());
+    }
+    assert_eq!(ps.list("odd").await.unwrap().len(), 5);
+
+    // A second client is served throughout, and the service is still alive.
+    let conn2 = bus.connection().await;
+    let ps2 = PermissionStoreProxy::new(&conn2).await.unwrap();
+    assert_eq!(
+        ps2.get_permission("odd", "", "a.b.c").await.unwrap(),
+        vec!["p"]
+    );
+    assert!(
+        store.wait_timeout(Duration::from_millis(50)).is_none(),
+        "the service died:\n{}",
+        store.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_database_is_moved_aside_not_wiped() {
+    let bus = Bus::start();
+    let db = db_path(&bus);
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&db, &garbage).unwrap();
+
+    let mut cmd = bus.command(bin("porthole-permission-store"));
+    let (status, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains("moved aside to"),
+        "{err}"
+    );
+    let moved: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("permissions.db.corrupt-")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "exactly one file moved aside");
+    assert_eq!(
+        std::fs::read(moved[0].path()).unwrap(),
+        garbage,
+        "the bytes are kept as they were"
+    );
+    assert!(
+        err.contains(&moved[0].path().display().to_string()),
+        "the message names the new path: {err}"
+    );
+
+    // The next start begins empty and works.
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.set_permission("t", true, "i", "a.b.c", &["x"])
+        .await
+        .unwrap();
+    assert_eq!(ps.list("t").await.unwrap(), vec!["i"]);
+}
+
+/// kill -9 during a stream of writes, many times: every acknowledged write
+/// survives and the database passes `PRAGMA integrity_check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    const ROUNDS: usize = 12;
+    let bus = Bus::start();
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut store = start_store(&bus).await;
+        let conn = bus.connection().await;
+        let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+        // Several writers at once, so the kill lands inside batched commits.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let ps = ps.clone();
+            let tx = tx.clone();
+            writers.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let id = format!("r{round}-w{w}-{n}");
+                    match ps
+                        .set_permission("crash", true, &id, "org.example.App", &["yes"])
+                        .await
+                    {
+                        Ok(()) => {
+                            if tx.send(id).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let kill_after = 20 + round * 13;
+        let mut this_round = 0;
+        while this_round < kill_after {
+            acked.push(rx.recv().await.expect("writers run until the kill"));
+            this_round += 1;
+        }
+        store.stop_with(libc::SIGKILL);
+        for w in writers {
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
+        while let Ok(id) = rx.try_recv() {
+            acked.push(id);
+        }
+    }
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let stored: std::collections::HashSet<String> =
+        ps.list("crash").await.unwrap().into_iter().collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(acked.len() >= (0..ROUNDS).map(|r| 20 + r * 13).sum::<usize>());
+
+    let (status, out, err) = run_with_timeout(
+        std::process::Command::new("sqlite3")
+            .arg(db_path(&bus))
+            .arg("PRAGMA integrity_check;"),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_hides_then_prunes_a_grant_and_history_records_it() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let ours = PortholeStoreProxy::new(&conn).await.unwrap();
+    let mut changed = ps.receive_changed().await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    ours.set_permission_with_expiry(
+        "network",
+        true,
+        "example.org:443",
+        "org.example.App",
+        &["allow"],
+        now + 2,
+    )
+    .await
+    .unwrap();
+    ps.set_permission(
+        "network",
+        false,
+        "example.org:443",
+        "org.example.Keep",
+        &["allow"],
+    )
+    .await
+    .unwrap();
+    changed.next().await.unwrap();
+    changed.next().await.unwrap();
+    let (p, _) = ps.lookup("network", "example.org:443").await.unwrap();
+    assert_eq!(p.len(), 2);
+    let listed = ours.list_app("org.example.App").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![(
+            "network".into(),
+            "example.org:443".into(),
+            vec!["allow".into()],
+            now + 2
+        )]
+    );
+
+    // Once due, the pruner removes it and says so with Changed.
+    let sig = tokio::time::timeout(Duration::from_secs(10), changed.next())
+        .await
+        .expect("Changed from pruning")
+        .unwrap();
+    assert_eq!(
+        sig.args().unwrap().permissions,
+        perms(&[("org.example.Keep", &["allow"])])
+    );
+    let (p, _) = ps.lookup("network", "example.org:443").await.unwrap();
+    assert_eq!(p, perms(&[("org.example.Keep", &["allow"])]));
+    assert!(ours.list_app("org.example.App").await.unwrap().is_empty());
+
+    // An expiry already in the past is never visible; negative is refused.
+    ours.set_permission_with_expiry(
+        "network",
+        false,
+        "example.org:443",
+        "org.example.Past",
+        &["allow"],
+        now - 10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ps.get_permission("network", "example.org:443", "org.example.Past")
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    let err = ours
+        .set_permission_with_expiry("network", false, "example.org:443", "a.b.c", &["x"], -5)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        method_error(err).0,
+        "org.freedesktop.portal.Error.InvalidArgument"
+    );
+
+    // History: newest first, with the caller's app id ("" for a host process).
+    let mut filter = std::collections::HashMap::new();
+    filter.insert("app", Value::from("org.example.App"));
+    let records = ours.history(filter).await.unwrap();
+    let actions: Vec<String> = records
+        .iter()
+        .map(|r| <&str>::try_from(&r["action"]).unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, vec!["expire", "grant"]);
+    let grant = &records[1];
+    assert_eq!(<&str>::try_from(&grant["caller"]).unwrap(), "");
+    assert_eq!(
+        Vec::<String>::try_from(grant["new"].try_clone().unwrap()).unwrap(),
+        vec!["allow"]
+    );
+    assert!(!grant.contains_key("old"), "a first grant has no old value");
+    let mut bad = std::collections::HashMap::new();
+    bad.insert("colour", Value::from("red"));
+    assert_eq!(
+        method_error(ours.history(bad).await.unwrap_err()).0,
+        "org.freedesktop.portal.Error.InvalidArgument"
+    );
+}
+
+fn permctl(bus: &Bus, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = bus.command(bin("permctl"));
+    cmd.args(args);
+    let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
+    (status.code().unwrap_or(-1), out, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permctl_talks_to_the_running_service_so_changed_fires() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let mut changed = ps.receive_changed().await.unwrap();
+
+    let (code, out, err) = permctl(
+        &bus,
+        &[
+            "grant",
+            "devices",
+            "camera",
+            "org.example.App",
+            "yes",
+            "--expires-in",
+            "1h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("granted yes to org.example.App on devices/camera until"),
+        "{out}"
+    );
+    let sig = tokio::time::timeout(Duration::from_secs(5), changed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.args().unwrap().id, "camera");
+    assert_eq!(
+        ps.get_permission("devices", "camera", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
+
+    ps.set_permission(
+        "notifications",
+        true,
+        "org.example.App",
+        "org.example.App",
+        &["yes", "banner"],
+    )
+    .await
+    .unwrap();
+    let (code, out, _) = permctl(&bus, &["show", "org.example.App"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["TABLE", "ID", "PERMISSIONS", "EXPIRES"]
+    );
+    assert!(
+        lines[1].starts_with("devices        camera           yes"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("notifications  org.example.App  yes,banner   never"),
+        "{out}"
+    );
+
+    let (code, out, _) = permctl(&bus, &["show", "org.example.App", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[1]["permissions"], serde_json::json!(["yes", "banner"]));
+    assert!(v[0]["expires"].as_i64().unwrap() > 0);
+
+    let (code, out, _) = permctl(&bus, &["tables", "--json"]);
+    assert_eq!(
+        (code, serde_json::from_str::<Vec<String>>(&out).unwrap()),
+        (0, vec!["devices".into(), "notifications".into()])
+    );
+    let (code, out, _) = permctl(&bus, &["list", "notifications", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v[0]["apps"]["org.example.App"]["permissions"],
+        serde_json::json!(["yes", "banner"])
+    );
+
+    // Revoke one permission, then the rest.
+    assert_eq!(
+        permctl(
+            &bus,
+            &[
+                "revoke",
+                "notifications",
+                "org.example.App",
+                "org.example.App",
+                "banner"
+            ]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        ps.get_permission("notifications", "org.example.App", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
+    assert_eq!(
+        permctl(
+            &bus,
+            &[
+                "revoke",
+                "notifications",
+                "org.example.App",
+                "org.example.App"
+            ]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        ps.get_permission("notifications", "org.example.App", "org.example.App")
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Reset removes the app everywhere.
+    let (code, out, _) = permctl(&bus, &["reset", "org.example.App"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("from 1 id(s)"), "{out}");
+    let (code, out, _) = permctl(&bus, &["show", "org.example.App", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+
+    let (code, out, _) = permctl(&bus, &["history", "--app", "org.example.App", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["revoke", "revoke", "grant", "grant", "grant"]);
+
+    // Clear errors and distinct exit codes.
+    let (code, _, err) = permctl(&bus, &["list", "nosuch"]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        err.trim(),
+        "permctl: no table named \"nosuch\" (see `permctl tables`)"
+    );
+    let (code, _, err) = permctl(&bus, &["show", "org.example.Unknown"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = permctl(&bus, &["grant", "devices", "camera", "not-an-app", "yes"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid app id \"not-an-app\""), "{err}");
+    let (code, _, err) = permctl(&bus, &["revoke", "devices", "nosuch", "org.example.App"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("no id \"nosuch\" in table \"devices\""),
+        "{err}"
+    );
+    let (code, _, _) = permctl(
+        &bus,
+        &[
+            "grant",
+            "devices",
+            "camera",
+            "org.example.App",
+            "yes",
+            "--expires-in",
+            "3w",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(permctl(&bus, &["frobnicate"]).0, 2);
+    assert_eq!(permctl(&bus, &["list", "a/b"]).0, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permctl_opens_the_database_itself_when_no_service_runs() {
+    let bus = Bus::start();
+    let (code, _, err) = permctl(
+        &bus,
+        &["grant", "devices", "camera", "org.example.App", "yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(db_path(&bus).exists(), "permctl wrote the default database");
+    let (code, out, _) = permctl(&bus, &["list", "devices"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("camera  org.example.App  yes"), "{out}");
+
+    // The service started later sees what permctl wrote.
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    assert_eq!(
+        ps.get_permission("devices", "camera", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
+
+    // --db always means that file.
+    let other = bus.root().join("other.db");
+    let (code, _, _) = permctl(
+        &bus,
+        &[
+            "--db",
+            other.to_str().unwrap(),
+            "grant",
+            "t",
+            "i",
+            "a.b.c",
+            "p",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        ps.list("t").await.unwrap().is_empty(),
+        "--db did not touch the service's store"
+    );
+    let (code, _, err) = permctl(&bus, &["--db", "/proc/nonexistent/x.db", "tables"]);
+    assert_eq!(code, 4, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_bus_activation_starts_the_service() {
+    let mut bus = Bus::start();
+    bus.add_activatable(
+        BUS_NAME,
+        &bin("porthole-permission-store").display().to_string(),
+    );
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.set_permission("t", true, "i", "a.b.c", &["x"])
+        .await
+        .unwrap();
+    assert_eq!(
+        ps.get_permission("t", "i", "a.b.c").await.unwrap(),
+        vec!["x"]
+    );
+    assert!(
+        db_path(&bus).exists(),
+        "the activated service used the bus's XDG_DATA_HOME"
+    );
+    // permctl also finds it through activation.
+    let (code, out, _) = permctl(&bus, &["list", "t"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("a.b.c"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_sigterm_end_the_service_cleanly_within_a_second() {
+    for sig in [libc::SIGHUP, libc::SIGTERM] {
+        let bus = Bus::start();
+        let mut store = start_store(&bus).await;
+        let start = std::time::Instant::now();
+        let status = store.stop_with(sig).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(status.code(), Some(0), "signal {sig}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_refuses_unless_replace() {
+    let bus = Bus::start();
+    let mut first = start_store(&bus).await;
+    let mut cmd = bus.command(bin("porthole-permission-store"));
+    cmd.env("PORTHOLE_PERMISSIONS_DB", bus.root().join("second.db"));
+    let (status, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("already owned") && err.contains("--replace"),
+        "{err}"
+    );
+
+    let mut cmd = bus.command(bin("porthole-permission-store"));
+    cmd.arg("--replace");
+    let _second = bus.spawn("second", cmd);
+    let status = first
+        .wait_timeout(Duration::from_secs(5))
+        .expect("the first instance exits when replaced");
+    assert_eq!(status.code(), Some(0));
+}
