@@ -180,23 +180,30 @@ impl Bus {
         fs::write(&conf_path, config).expect("write bus config");
         let log = File::create(root.join("logs/dbus-daemon.log")).expect("log");
         let mut cmd = Command::new("dbus-daemon");
+        // The daemon prints its address once it accepts connections; the
+        // socket file alone appears before listen(2) and would race.
         cmd.arg("--nofork")
             .arg("--nopidfile")
+            .arg("--print-address=1")
             .arg(format!("--config-file={}", conf_path.display()))
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
+            .stdout(Stdio::piped())
             .stderr(log);
         Self::apply_env(&root, &mut cmd, &format!("unix:path={}", socket.display()));
-        let daemon = cmd
+        let mut daemon = cmd
             .spawn()
             .expect("dbus-daemon must be installed (package dbus-daemon)");
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "dbus-daemon did not create its socket in time"
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        let stdout = daemon.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = std::io::BufReader::new(stdout);
+            let _ = std::io::BufRead::read_line(&mut reader, &mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.starts_with("unix:") => {}
+            other => panic!("dbus-daemon did not start: {other:?}"),
         }
         Bus {
             dir: Some(dir),

@@ -1,0 +1,240 @@
+//! Executes a [`crate::plan`] inside the new mount namespace and pivots into
+//! the result.
+//!
+//! Order matters: every bind source is opened and cloned first, while the
+//! host tree is still complete (the root tmpfs is then attached over `/tmp`,
+//! which would hide sources below it). Destinations are created by us on
+//! file systems that nobody else can see yet, and opened with
+//! `RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS` so that a symlink inside a granted
+//! host directory can never redirect a mount.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use crate::mount::{self, MountError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::plan::{FsKind, Op};
+
+/// Errors while building the root.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn nix_err(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> RootfsError + '_ {
+    move |e| RootfsError::Io {
+        op,
+        path: path.to_owned(),
+        source: e.into(),
+    }
+}
+
+/// Path relative to a root fd ("/usr/bin" -> "usr/bin").
+fn rel(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap_or(p)
+}
+
+fn open_dir_fd(path: &str) -> Result<OwnedFd, RootfsError> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(nix_err("open", Path::new(path)))?;
+    Ok(fd)
+}
+
+/// `mkdir -p` below `root`, one component at a time, never following a
+/// symlink; returns an `O_PATH` fd of the final directory.
+fn mkdir_all(root: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<OwnedFd, RootfsError> {
+    let mut cur = mount::open_path(root, Path::new("."))?;
+    let mut walked = PathBuf::from("/");
+    for comp in rel(dest).components() {
+        let Component::Normal(name) = comp else {
+            continue;
+        };
+        walked.push(name);
+        match nix::sys::stat::mkdirat(cur.as_fd(), name, nix::sys::stat::Mode::from_bits_truncate(mode)) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(nix_err("mkdir", &walked)(e)),
+        }
+        cur = mount::open_path(cur.as_fd(), Path::new(name))?;
+    }
+    Ok(cur)
+}
+
+fn parent_and_name(dest: &Path) -> (&Path, &std::ffi::OsStr) {
+    (
+        dest.parent().unwrap_or(Path::new("/")),
+        dest.file_name().unwrap_or_else(|| std::ffi::OsStr::new(".")),
+    )
+}
+
+/// Creates an empty regular file to serve as a mount point.
+fn touch(root: BorrowedFd<'_>, dest: &Path) -> Result<(), RootfsError> {
+    let (parent, name) = parent_and_name(dest);
+    let dir = mkdir_all(root, parent, 0o755)?;
+    match nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o444),
+    ) {
+        Ok(_fd) => Ok(()),
+        Err(e) => Err(nix_err("create mount point", dest)(e)),
+    }
+}
+
+fn write_file(root: BorrowedFd<'_>, dest: &Path, contents: &[u8], mode: u32) -> Result<(), RootfsError> {
+    let (parent, name) = parent_and_name(dest);
+    let dir = mkdir_all(root, parent, 0o755)?;
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_EXCL
+            | nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )
+    .map_err(nix_err("create", dest))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(contents).map_err(io_err("write", dest))?;
+    // The umask may have narrowed the mode.
+    nix::sys::stat::fchmod(file.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode)).map_err(nix_err("chmod", dest))?;
+    Ok(())
+}
+
+fn symlink(root: BorrowedFd<'_>, target: &Path, dest: &Path) -> Result<(), RootfsError> {
+    let (parent, name) = parent_and_name(dest);
+    let dir = mkdir_all(root, parent, 0o755)?;
+    nix::unistd::symlinkat(target, dir.as_fd(), name).map_err(nix_err("symlink", dest))
+}
+
+fn fs_of(kind: FsKind, dest: &Path, attrs: u64) -> Result<OwnedFd, RootfsError> {
+    let fd = match kind {
+        FsKind::Tmpfs { mode } => {
+            let m = CString::new(format!("{mode:o}")).expect("octal digits");
+            mount::new_fs(c"tmpfs", &[(c"mode", Some(m.as_c_str()))], attrs, dest)?
+        }
+        FsKind::Proc => mount::new_fs(c"proc", &[], attrs, dest)?,
+        FsKind::Devpts => mount::new_fs(
+            c"devpts",
+            &[
+                (c"newinstance", None),
+                (c"ptmxmode", Some(c"0666")),
+                (c"mode", Some(c"620")),
+            ],
+            attrs,
+            dest,
+        )?,
+    };
+    Ok(fd)
+}
+
+/// A bind source, cloned before the root is assembled.
+struct Source {
+    tree: OwnedFd,
+    is_dir: bool,
+}
+
+fn clone_source(host_root: BorrowedFd<'_>, src: &Path, attrs: u64) -> Result<Source, RootfsError> {
+    let fd = mount::open_path(host_root, rel(src))?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(nix_err("stat", src))?;
+    let is_dir = (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
+    let tree = mount::clone_tree(fd.as_fd(), src)?;
+    // Flags are set while the copy is detached, recursively: the mount is
+    // never visible with weaker flags, and submounts cannot escape them.
+    mount::set_attr(tree.as_fd(), attrs, 0, true, src)?;
+    Ok(Source { tree, is_dir })
+}
+
+/// Builds the new root from `ops` and makes it `/`. Must run in a fresh mount
+/// namespace with CAP_SYS_ADMIN over it (inside our user namespace).
+pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
+    mount::make_rslave_root()?;
+    let host_root = open_dir_fd("/")?;
+
+    let mut sources: Vec<Option<Source>> = Vec::with_capacity(ops.len());
+    for op in ops {
+        sources.push(match op {
+            Op::Bind { src, attrs, .. } => Some(clone_source(host_root.as_fd(), src, *attrs)?),
+            _ => None,
+        });
+    }
+
+    // The new root: a tmpfs attached over /tmp of this (private) namespace.
+    let root = mount::new_fs(c"tmpfs", &[(c"mode", Some(c"0755"))], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, Path::new("/"))?;
+    let base = open_dir_fd("/tmp")?;
+    mount::attach(root.as_fd(), base.as_fd(), Path::new("/tmp"))?;
+    drop(base);
+    let r = root.as_fd();
+
+    for (op, source) in ops.iter().zip(sources) {
+        match op {
+            Op::Dir { dest } => {
+                mkdir_all(r, dest, 0o755)?;
+            }
+            Op::Symlink { target, dest } => symlink(r, target, dest)?,
+            Op::File { dest, contents, mode } => write_file(r, dest, contents, *mode)?,
+            Op::Mount { kind, dest, attrs } => {
+                let target = mkdir_all(r, dest, 0o755)?;
+                let m = fs_of(*kind, dest, *attrs)?;
+                mount::attach(m.as_fd(), target.as_fd(), dest)?;
+            }
+            Op::Bind { dest, .. } => {
+                let source = source.expect("cloned above for every bind");
+                let target = if source.is_dir {
+                    mkdir_all(r, dest, 0o755)?
+                } else {
+                    touch(r, dest)?;
+                    mount::open_path(r, rel(dest))?
+                };
+                mount::attach(source.tree.as_fd(), target.as_fd(), dest)?;
+            }
+            Op::ReadOnlyIfExists { dest } => {
+                let target = match mount::open_path(r, rel(dest)) {
+                    Ok(fd) => fd,
+                    Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let tree = mount::clone_tree(target.as_fd(), dest)?;
+                mount::set_attr(
+                    tree.as_fd(),
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    0,
+                    true,
+                    dest,
+                )?;
+                mount::attach(tree.as_fd(), target.as_fd(), dest)?;
+            }
+        }
+    }
+    drop(host_root);
+
+    mount::pivot_into(r)?;
+    drop(root);
+    // The root tmpfs itself (not its submounts) becomes read-only: the
+    // identity file and /etc cannot be changed from inside.
+    let slash = open_dir_fd("/")?;
+    mount::set_attr(slash.as_fd(), MOUNT_ATTR_RDONLY, 0, false, Path::new("/"))?;
+    Ok(())
+}
