@@ -80,6 +80,9 @@ pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreEr
     sqlx::migrate!("./migrations").run(&mut conn).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(READERS)
+        // The default pings each connection on checkout: a second round
+        // trip to the SQLite thread for every Lookup.
+        .test_before_acquire(false)
         .min_connections(1)
         .connect_with(options(path).read_only(true))
         .await?;

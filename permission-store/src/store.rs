@@ -30,31 +30,30 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Reads one entry with its live (unexpired) grants.
+/// Reads one entry with its live (unexpired) grants, in one query: Lookup is
+/// the hot path, and each statement costs a round trip to sqlx's worker.
 pub(crate) async fn load_entry(
     conn: &mut SqliteConnection,
     table: &str,
     id: &str,
     now: i64,
 ) -> Result<Option<Entry>, StoreError> {
-    let data: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM entries WHERE tbl = ? AND id = ?")
-            .bind(table)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(data) = data else { return Ok(None) };
-    let rows = sqlx::query("SELECT app, perms, expires FROM grants WHERE tbl = ? AND id = ? AND (expires IS NULL OR expires > ?)")
-        .bind(table)
-        .bind(id)
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut entry = Entry::new(Data::from_bytes(data));
-    for row in rows {
-        entry
-            .apps
-            .insert(row.get(0), grant_from(row.get(1), row.get(2))?);
+    let rows = sqlx::query(
+        "SELECT e.data, g.app, g.perms, g.expires FROM entries e \
+         LEFT JOIN grants g ON g.tbl = e.tbl AND g.id = e.id AND (g.expires IS NULL OR g.expires > ?3) \
+         WHERE e.tbl = ?1 AND e.id = ?2",
+    )
+    .bind(table)
+    .bind(id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let mut entry = Entry::new(Data::from_bytes(first.get(0)));
+    for row in &rows {
+        if let Some(app) = row.get::<Option<String>, _>(1) {
+            entry.apps.insert(app, grant_from(row.get(2), row.get(3))?);
+        }
     }
     Ok(Some(entry))
 }

@@ -170,7 +170,11 @@ impl Bus {
     <allow own="*"/>
   </policy>
   <limit name="max_message_size">134217728</limit>
-  <limit name="reply_timeout">60000</limit>
+  <limit name="reply_timeout">300000</limit>
+  <limit name="max_replies_per_connection">50000</limit>
+  <limit name="max_incoming_bytes">1000000000</limit>
+  <limit name="max_outgoing_bytes">1000000000</limit>
+  <limit name="max_connections_per_user">100000</limit>
 </busconfig>
 "#,
             socket = socket.display(),

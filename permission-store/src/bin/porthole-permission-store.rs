@@ -30,8 +30,9 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_tracing(args.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the work per call is small and SQLite runs on sqlx's own
+    // threads, so a single scheduler saves cross-thread wake-ups per call.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
