@@ -9,6 +9,7 @@
 //! `service` puts the store on D-Bus; `permctl` uses the same [`Store`] when
 //! no service runs.
 
+mod cache;
 pub mod client;
 pub mod data;
 pub mod error;

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::Cache;
 use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
@@ -20,6 +22,7 @@ const QUEUE: usize = 1024;
 #[derive(Clone)]
 pub struct Store {
     read: SqlitePool,
+    cache: Arc<Cache>,
     writer: mpsc::Sender<Request>,
     path: PathBuf,
 }
@@ -48,7 +51,9 @@ pub(crate) async fn load_entry(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let Some(first) = rows.first() else { return Ok(None) };
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
     let mut entry = Entry::new(Data::from_bytes(first.get(0)));
     for row in &rows {
         if let Some(app) = row.get::<Option<String>, _>(1) {
@@ -74,9 +79,11 @@ impl Store {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let (conn, read) = crate::open::open(path).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer::run(conn, rx));
+        let cache = Arc::new(Cache::default());
+        tokio::spawn(writer::run(conn, rx, cache.clone()));
         Ok(Self {
             read,
+            cache,
             writer: tx,
             path: path.to_owned(),
         })
@@ -111,10 +118,81 @@ impl Store {
     /// Upstream `Lookup`: NotFound for a missing id.
     pub async fn lookup(&self, table: &str, id: &str) -> Result<Entry, StoreError> {
         validate_table(table)?;
-        let mut conn = self.read.acquire().await?;
-        load_entry(&mut conn, table, id, now_secs())
-            .await?
-            .ok_or_else(|| StoreError::NoEntry(id.to_owned()))
+        let now = now_secs();
+        let entry = match self.cache.get(table, id) {
+            Ok(entry) => entry,
+            Err(generation) => {
+                let mut conn = self.read.acquire().await?;
+                let entry = load_entry(&mut conn, table, id, now)
+                    .await?
+                    .ok_or_else(|| StoreError::NoEntry(id.to_owned()))?;
+                let entry = Arc::new(entry);
+                self.cache
+                    .insert_if_current(generation, table, id, entry.clone());
+                entry
+            }
+        };
+        let mut entry = Entry::clone(&entry);
+        entry
+            .apps
+            .retain(|_, g| g.expires.is_none_or(|at| at > now));
+        Ok(entry)
+    }
+
+    /// Reads entries into the cache in id order until it is full, so
+    /// Lookups are answered from memory from the start. Runs beside normal
+    /// service; a page that raced a write is read again. Returns how many
+    /// entries were cached.
+    pub async fn warm_cache(&self) -> Result<usize, StoreError> {
+        const PAGE: i64 = 512;
+        let mut after = (String::new(), String::new());
+        let mut cached = 0;
+        loop {
+            let generation = self.cache.generation();
+            let rows = sqlx::query(
+                "WITH page AS (SELECT tbl, id, data FROM entries WHERE (tbl, id) > (?1, ?2) ORDER BY tbl, id LIMIT ?3) \
+                 SELECT p.tbl, p.id, p.data, g.app, g.perms, g.expires FROM page p \
+                 LEFT JOIN grants g ON g.tbl = p.tbl AND g.id = p.id AND (g.expires IS NULL OR g.expires > ?4) \
+                 ORDER BY p.tbl, p.id",
+            )
+            .bind(&after.0)
+            .bind(&after.1)
+            .bind(PAGE)
+            .bind(now_secs())
+            .fetch_all(&self.read)
+            .await?;
+            if rows.is_empty() {
+                return Ok(cached);
+            }
+            let mut page: Vec<(String, String, Entry)> = Vec::new();
+            for row in &rows {
+                let (table, id): (String, String) = (row.get(0), row.get(1));
+                if page.last().is_none_or(|(t, i, _)| *t != table || *i != id) {
+                    page.push((table, id, Entry::new(Data::from_bytes(row.get(2)))));
+                }
+                if let Some(app) = row.get::<Option<String>, _>(3) {
+                    let entry = &mut page.last_mut().expect("pushed above").2;
+                    entry.apps.insert(app, grant_from(row.get(4), row.get(5))?);
+                }
+            }
+            let last = page
+                .last()
+                .map(|(t, i, _)| (t.clone(), i.clone()))
+                .expect("rows were not empty");
+            let n = page.len();
+            let page = page
+                .into_iter()
+                .map(|(t, i, e)| (t, i, Arc::new(e)))
+                .collect();
+            match self.cache.insert_page(generation, page) {
+                Ok(()) => {
+                    cached += n;
+                    after = last;
+                }
+                Err(true) => continue,
+                Err(false) => return Ok(cached),
+            }
+        }
     }
 
     /// Upstream `GetPermission`: `[]` for an app without a grant.

@@ -9,7 +9,11 @@
 use std::collections::BTreeMap;
 
 use sqlx::{Row, SqliteConnection};
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::Cache;
 
 use crate::data::Data;
 use crate::error::StoreError;
@@ -72,16 +76,50 @@ pub(crate) fn now_us() -> i64 {
         .unwrap_or_default()
 }
 
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
+/// How often the writer asks SQLite whether another process committed.
+const FOREIGN_WRITE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Request>,
+    cache: Arc<Cache>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        commit_batch(&mut conn, &mut batch).await;
+    let mut tick = tokio::time::interval(FOREIGN_WRITE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // data_version on this connection moves only when another connection
+    // (another process: our readers never write) commits.
+    let mut version = data_version(&mut conn).await;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                commit_batch(&mut conn, &mut batch, &cache).await;
+            }
+            _ = tick.tick() => {
+                let now = data_version(&mut conn).await;
+                if now != version {
+                    tracing::info!("another process changed the database; dropping cached entries");
+                    cache.clear();
+                    version = now;
+                }
+            }
+        }
     }
     tracing::debug!("writer: all senders gone, closing");
     let _ = sqlx::Connection::close(conn).await;
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
+async fn data_version(conn: &mut SqliteConnection) -> i64 {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or(-1)
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>, cache: &Cache) {
     let mut results = Vec::with_capacity(batch.len());
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         let msg = e.to_string();
@@ -97,6 +135,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
     if let Err(e) = &commit {
         tracing::error!("commit failed: {e}");
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    // The cache learns of the commit before any caller hears of it.
+    match &commit {
+        Ok(_) => {
+            let changes: Vec<Change> = results.iter().flatten().flatten().cloned().collect();
+            cache.apply(&changes);
+        }
+        Err(_) => cache.clear(),
     }
     for (req, result) in batch.drain(..).zip(results) {
         let result = match (&commit, result) {

@@ -25,7 +25,10 @@ const ANCHOR: &str = "/usr/libexec/xdg-permission-store";
 const WINDOW: usize = 2048;
 
 fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -43,7 +46,10 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -58,9 +64,15 @@ struct Side {
 
 async fn measure(anchor: bool, size: u64) -> Side {
     let bus = Bus::start();
-    let mut cmd = if anchor { bus.command(ANCHOR) } else { bus.command(bin("porthole-permission-store")) };
+    let mut cmd = if anchor {
+        bus.command(ANCHOR)
+    } else {
+        bus.command(bin("porthole-permission-store"))
+    };
     cmd.arg("--replace");
-    let service = bus.spawn_owning(if anchor { "anchor" } else { "ours" }, cmd, BUS_NAME).await;
+    let service = bus
+        .spawn_owning(if anchor { "anchor" } else { "ours" }, cmd, BUS_NAME)
+        .await;
     let pid = service.pid();
     let conn = bus.connection().await;
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
@@ -72,8 +84,10 @@ async fn measure(anchor: bool, size: u64) -> Side {
             async move {
                 let id = format!("id-{i:07}");
                 let app = format!("org.example.App{}", i % 7);
-                let apps: BTreeMap<&str, Vec<&str>> = [(app.as_str(), vec!["read", "write"])].into();
-                ps.set("bench", true, &id, apps, &Value::from(i as u32)).await
+                let apps: BTreeMap<&str, Vec<&str>> =
+                    [(app.as_str(), vec!["read", "write"])].into();
+                ps.set("bench", true, &id, apps, &Value::from(i as u32))
+                    .await
             }
         })
         .buffer_unordered(WINDOW);
@@ -90,7 +104,15 @@ async fn measure(anchor: bool, size: u64) -> Side {
     for _ in 0..lookups {
         let id = format!("id-{:07}", rng.next(size));
         if std::env::var_os("BENCH_PING").is_some() {
-            conn.call_method(Some(BUS_NAME), "/org/freedesktop/impl/portal/PermissionStore", Some("org.freedesktop.DBus.Peer"), "Ping", &()).await.expect("Ping");
+            conn.call_method(
+                Some(BUS_NAME),
+                "/org/freedesktop/impl/portal/PermissionStore",
+                Some("org.freedesktop.DBus.Peer"),
+                "Ping",
+                &(),
+            )
+            .await
+            .expect("Ping");
         } else {
             ps.lookup("bench", &id).await.expect("Lookup");
         }
@@ -107,7 +129,9 @@ async fn measure(anchor: bool, size: u64) -> Side {
     for n in 0..probes {
         let id = format!("id-{:07}", rng.next(size));
         let perm = format!("p{n}");
-        ps.set_permission("bench", false, &id, "org.example.Probe", &[perm.as_str()]).await.expect("SetPermission");
+        ps.set_permission("bench", false, &id, "org.example.Probe", &[perm.as_str()])
+            .await
+            .expect("SetPermission");
         setperm_n += 1;
         if start.elapsed() > cap {
             break;
@@ -116,7 +140,13 @@ async fn measure(anchor: bool, size: u64) -> Side {
     let setperm_per_s = setperm_n as f64 / start.elapsed().as_secs_f64();
     let peak_rss_kib = rss_kib(pid, "VmHWM:");
     drop(service);
-    Side { load_s, lookup_per_s, setperm_per_s, setperm_n, peak_rss_kib }
+    Side {
+        load_s,
+        lookup_per_s,
+        setperm_per_s,
+        setperm_n,
+        peak_rss_kib,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -929,3 +929,52 @@ async fn a_second_instance_refuses_unless_replace() {
         .expect("the first instance exits when replaced");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Another process writing to the live database file (permctl --db) is seen
+/// by the running service within a couple of seconds, despite its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_notices_writes_by_another_process() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.set_permission("t", true, "i", "org.example.App", &["old"])
+        .await
+        .unwrap();
+    // Read it so the service caches the entry.
+    assert_eq!(
+        ps.get_permission("t", "i", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["old"]
+    );
+    let db = db_path(&bus);
+    let (code, _, err) = permctl(
+        &bus,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "grant",
+            "t",
+            "i",
+            "org.example.App",
+            "new",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = ps
+            .get_permission("t", "i", "org.example.App")
+            .await
+            .unwrap();
+        if now == vec!["new"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service still answers {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -81,6 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .await
         .context("connecting to the session bus")?;
+    let store_for_cache = store.clone();
     let shared = Shared::new(store);
     service::export(&conn, shared.clone())
         .await
@@ -98,6 +99,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("serving {BUS_NAME}");
     tokio::spawn(service::run_pruner(conn.clone(), shared));
+    tokio::spawn(async move {
+        match store_for_cache.warm_cache().await {
+            Ok(n) => tracing::debug!(entries = n, "cache warmed"),
+            Err(e) => tracing::warn!("warming the cache: {e}"),
+        }
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
