@@ -25,3 +25,4 @@ pub use error::StoreError;
 pub use model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
 pub use open::default_db_path;
 pub use store::Store;
+pub use writer::Caller;

@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use crate::model::{Change, HistoryQuery};
 use crate::store::Store;
 use crate::strict::Strict;
+use crate::writer::Caller;
 
 pub const BUS_NAME: &str = "org.freedesktop.impl.portal.PermissionStore";
 pub const OBJECT_PATH: &str = "/org/freedesktop/impl/portal/PermissionStore";
@@ -65,27 +66,36 @@ struct CallerCache(Mutex<HashMap<String, String>>);
 const CALLER_CACHE_MAX: usize = 4096;
 
 impl CallerCache {
-    async fn app_id(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> String {
+    /// The caller's app id, or a promise of it: never awaits, so the handler
+    /// can queue its write at once (see [`Caller`]).
+    fn caller(self: &Arc<Self>, conn: &zbus::Connection, hdr: &Header<'_>) -> Caller {
         let Some(sender) = hdr.sender().map(|s| s.to_string()) else {
             // A peer-to-peer connection has no bus to vouch for the sender.
-            return String::new();
+            return Caller::Known(String::new());
         };
         if let Some(app) = self.0.lock().expect("cache lock").get(&sender) {
-            return app.clone();
+            return Caller::Known(app.clone());
         }
-        let app = match porthole_identity::lookup_caller(conn, &sender).await {
-            Ok(info) => info.app_id,
-            Err(e) => {
-                tracing::warn!(%sender, "could not identify caller: {e}");
-                format!("(unidentified {sender})")
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (cache, conn) = (self.clone(), conn.clone());
+        tokio::spawn(async move {
+            let app = match porthole_identity::lookup_caller(&conn, &sender).await {
+                Ok(info) => info.app_id,
+                Err(e) => {
+                    tracing::warn!(%sender, "could not identify caller: {e}");
+                    format!("(unidentified {sender})")
+                }
+            };
+            {
+                let mut map = cache.0.lock().expect("cache lock");
+                if map.len() >= CALLER_CACHE_MAX {
+                    map.clear();
+                }
+                map.insert(sender, app.clone());
             }
-        };
-        let mut map = self.0.lock().expect("cache lock");
-        if map.len() >= CALLER_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(sender, app.clone());
-        app
+            let _ = tx.send(app);
+        });
+        Caller::Pending(rx)
     }
 }
 
@@ -173,11 +183,11 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
-        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let caller = self.0.callers.caller(conn, &hdr);
         let change = self
             .0
             .store
-            .set(table, create, id, app_permissions, data, &caller)
+            .set(table, create, id, app_permissions, data, caller)
             .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
@@ -191,8 +201,8 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.app_id(conn, &hdr).await;
-        let change = self.0.store.delete(table, id, &caller).await?;
+        let caller = self.0.callers.caller(conn, &hdr);
+        let change = self.0.store.delete(table, id, caller).await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
     }
@@ -208,11 +218,11 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
-        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let caller = self.0.callers.caller(conn, &hdr);
         let change = self
             .0
             .store
-            .set_value(table, create, id, data, &caller)
+            .set_value(table, create, id, data, caller)
             .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
@@ -230,11 +240,11 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let caller = self.0.callers.caller(conn, &hdr);
         let change = self
             .0
             .store
-            .set_permission(table, create, id, app, permissions, None, &caller)
+            .set_permission(table, create, id, app, permissions, None, caller)
             .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
@@ -249,11 +259,11 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let caller = self.0.callers.caller(conn, &hdr);
         let change = self
             .0
             .store
-            .delete_permission(table, id, app, &caller)
+            .delete_permission(table, id, app, caller)
             .await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
@@ -363,11 +373,11 @@ impl PortholeStore {
             )));
         }
         let expires = (expires != 0).then_some(expires);
-        let caller = self.0.callers.app_id(conn, &hdr).await;
+        let caller = self.0.callers.caller(conn, &hdr);
         let change = self
             .0
             .store
-            .set_permission(table, create, id, app, permissions, expires, &caller)
+            .set_permission(table, create, id, app, permissions, expires, caller)
             .await?;
         emit_all(&standard_emitter(conn)?, &[change]).await;
         self.0.expiry_changed.notify_one();
@@ -382,8 +392,8 @@ impl PortholeStore {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<u32, PortalError> {
-        let caller = self.0.callers.app_id(conn, &hdr).await;
-        let changes = self.0.store.reset_app(app, &caller).await?;
+        let caller = self.0.callers.caller(conn, &hdr);
+        let changes = self.0.store.reset_app(app, caller).await?;
         emit_all(&standard_emitter(conn)?, &changes).await;
         Ok(changes.len() as u32)
     }

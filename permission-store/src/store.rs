@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -12,10 +13,7 @@ use crate::cache::Cache;
 use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
-use crate::writer::{self, Op, Request, now_secs};
-
-/// Writes waiting for the writer before callers are made to wait.
-const QUEUE: usize = 1024;
+use crate::writer::{self, Caller, Op, Reply, Request, now_secs};
 
 /// A handle to an open store. Cheap to clone; the writer stops when the last
 /// handle is dropped.
@@ -23,7 +21,10 @@ const QUEUE: usize = 1024;
 pub struct Store {
     read: SqlitePool,
     cache: Arc<Cache>,
-    writer: mpsc::Sender<Request>,
+    writer: mpsc::UnboundedSender<Request>,
+    /// Requests queued and not yet answered; while any are, reads go through
+    /// the queue too.
+    pending: Arc<AtomicUsize>,
     path: PathBuf,
 }
 
@@ -78,13 +79,17 @@ impl Store {
     /// current tokio runtime).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let (conn, read) = crate::open::open(path).await?;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        // Unbounded so that queueing never awaits (order is decided at the
+        // send); the bus bounds a client's outstanding calls.
+        let (tx, rx) = mpsc::unbounded_channel();
         let cache = Arc::new(Cache::default());
-        tokio::spawn(writer::run(conn, rx, cache.clone()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(writer::run(conn, rx, cache.clone(), pending.clone()));
         Ok(Self {
             read,
             cache,
             writer: tx,
+            pending,
             path: path.to_owned(),
         })
     }
@@ -93,20 +98,34 @@ impl Store {
         &self.path
     }
 
-    async fn write(&self, op: Op, caller: &str) -> Result<Vec<Change>, StoreError> {
+    /// Queues a request without awaiting anything, so requests queue in
+    /// the order the calls arrived.
+    fn submit(&self, op: Op, caller: Caller) -> oneshot::Receiver<Result<Reply, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(Request {
-                op,
-                caller: caller.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.writer.send(Request { op, caller, reply }).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        rx
+    }
+
+    async fn ask(&self, op: Op, caller: Caller) -> Result<Reply, StoreError> {
+        let rx = self.submit(op, caller);
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    async fn one(&self, op: Op, caller: &str) -> Result<Change, StoreError> {
+    async fn write(&self, op: Op, caller: impl Into<Caller>) -> Result<Vec<Change>, StoreError> {
+        match self.ask(op, caller.into()).await? {
+            Reply::Changes(c) => Ok(c),
+            other => unreachable!("a write answered {other:?}"),
+        }
+    }
+
+    fn queue_busy(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) > 0
+    }
+
+    async fn one(&self, op: Op, caller: impl Into<Caller>) -> Result<Change, StoreError> {
         let mut changes = self.write(op, caller).await?;
         Ok(changes
             .pop()
@@ -119,6 +138,22 @@ impl Store {
     pub async fn lookup(&self, table: &str, id: &str) -> Result<Entry, StoreError> {
         validate_table(table)?;
         let now = now_secs();
+        if self.queue_busy() {
+            return match self
+                .ask(
+                    Op::Lookup {
+                        table: table.into(),
+                        id: id.into(),
+                    },
+                    Caller::from(""),
+                )
+                .await?
+            {
+                Reply::Entry(Some(e)) => Ok(e),
+                Reply::Entry(None) => Err(StoreError::NoEntry(id.to_owned())),
+                other => unreachable!("Lookup answered {other:?}"),
+            };
+        }
         let entry = match self.cache.get(table, id) {
             Ok(entry) => entry,
             Err(generation) => {
@@ -213,12 +248,22 @@ impl Store {
     /// Upstream `List`: ids of a table, empty for a table never used.
     pub async fn list(&self, table: &str) -> Result<Vec<String>, StoreError> {
         validate_table(table)?;
-        Ok(
-            sqlx::query_scalar("SELECT id FROM entries WHERE tbl = ? ORDER BY id")
-                .bind(table)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        if self.queue_busy() {
+            return match self
+                .ask(
+                    Op::List {
+                        table: table.into(),
+                    },
+                    Caller::from(""),
+                )
+                .await?
+            {
+                Reply::Ids(ids) => Ok(ids),
+                other => unreachable!("List answered {other:?}"),
+            };
+        }
+        let mut conn = self.read.acquire().await?;
+        writer::list_ids(&mut conn, table).await
     }
 
     /// Every table that holds at least one id.
@@ -339,7 +384,7 @@ impl Store {
         id: &str,
         apps: BTreeMap<String, Vec<String>>,
         data: Data,
-        caller: &str,
+        caller: impl Into<Caller>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -362,7 +407,7 @@ impl Store {
         create: bool,
         id: &str,
         data: Data,
-        caller: &str,
+        caller: impl Into<Caller>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -387,7 +432,7 @@ impl Store {
         app: &str,
         permissions: Vec<String>,
         expires: Option<i64>,
-        caller: &str,
+        caller: impl Into<Caller>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         let grant = Grant {
@@ -413,7 +458,7 @@ impl Store {
         table: &str,
         id: &str,
         app: &str,
-        caller: &str,
+        caller: impl Into<Caller>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -428,7 +473,12 @@ impl Store {
     }
 
     /// Upstream `Delete`.
-    pub async fn delete(&self, table: &str, id: &str, caller: &str) -> Result<Change, StoreError> {
+    pub async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        caller: impl Into<Caller>,
+    ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
             Op::Delete {
@@ -441,12 +491,16 @@ impl Store {
     }
 
     /// Removes every grant of `app` in every table (`flatpak permission-reset`).
-    pub async fn reset_app(&self, app: &str, caller: &str) -> Result<Vec<Change>, StoreError> {
+    pub async fn reset_app(
+        &self,
+        app: &str,
+        caller: impl Into<Caller>,
+    ) -> Result<Vec<Change>, StoreError> {
         self.write(Op::ResetApp { app: app.into() }, caller).await
     }
 
     /// Deletes grants whose expiry has passed; returns the ids touched.
     pub async fn prune_expired(&self) -> Result<Vec<Change>, StoreError> {
-        self.write(Op::PruneExpired, "").await
+        self.write(Op::PruneExpired, Caller::from("")).await
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{Row, SqliteConnection};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,6 +54,16 @@ pub(crate) enum Op {
         table: String,
         id: String,
     },
+    /// Reads that arrive while writes are queued go through the queue, so a
+    /// client that sent a write and then a read sees its write (upstream
+    /// answers everything in arrival order).
+    Lookup {
+        table: String,
+        id: String,
+    },
+    List {
+        table: String,
+    },
     ResetApp {
         app: String,
     },
@@ -61,8 +72,47 @@ pub(crate) enum Op {
 
 pub(crate) struct Request {
     pub op: Op,
-    pub caller: String,
-    pub reply: oneshot::Sender<Result<Vec<Change>, StoreError>>,
+    pub caller: Caller,
+    pub reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+/// What the writer answers.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Changes(Vec<Change>),
+    Entry(Option<Entry>),
+    Ids(Vec<String>),
+}
+
+/// The app id of whoever asked for a write, or the promise of it.
+///
+/// A D-Bus handler must queue its write before it awaits anything, or two
+/// calls from one client could reach the queue in the wrong order; so an
+/// unidentified caller is looked up beside the queue, and the writer waits
+/// for the answer only when it applies that write.
+#[derive(Debug)]
+pub enum Caller {
+    Known(String),
+    Pending(oneshot::Receiver<String>),
+}
+
+impl From<&str> for Caller {
+    fn from(s: &str) -> Self {
+        Caller::Known(s.to_owned())
+    }
+}
+
+impl Caller {
+    async fn resolve(&mut self) -> String {
+        match self {
+            Caller::Known(s) => s.clone(),
+            Caller::Pending(rx) => {
+                let s = rx.await.unwrap_or_else(|_| "(unidentified)".to_owned());
+                *self = Caller::Known(s.clone());
+                s
+            }
+        }
+    }
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -81,8 +131,9 @@ const FOREIGN_WRITE_CHECK: std::time::Duration = std::time::Duration::from_secs(
 
 pub(crate) async fn run(
     mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     cache: Arc<Cache>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut tick = tokio::time::interval(FOREIGN_WRITE_CHECK);
@@ -96,7 +147,7 @@ pub(crate) async fn run(
                 if n == 0 {
                     break;
                 }
-                commit_batch(&mut conn, &mut batch, &cache).await;
+                commit_batch(&mut conn, &mut batch, &cache, &pending).await;
             }
             _ = tick.tick() => {
                 let now = data_version(&mut conn).await;
@@ -119,17 +170,38 @@ async fn data_version(conn: &mut SqliteConnection) -> i64 {
         .unwrap_or(-1)
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>, cache: &Cache) {
-    let mut results = Vec::with_capacity(batch.len());
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Request>,
+    cache: &Cache,
+    pending: &AtomicUsize,
+) {
+    let mut results: Vec<Result<Reply, StoreError>> = Vec::with_capacity(batch.len());
+    let begin = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+    if let Err(e) = begin {
         let msg = e.to_string();
         for req in batch.drain(..) {
+            pending.fetch_sub(1, Ordering::SeqCst);
             let _ = req.reply.send(Err(StoreError::CommitFailed(msg.clone())));
         }
         return;
     }
-    for req in batch.iter() {
-        results.push(apply_in_savepoint(conn, &req.op, &req.caller).await);
+    let now = now_secs();
+    for req in batch.iter_mut() {
+        let result = match &req.op {
+            // Reads inside the transaction see the writes queued before them.
+            Op::Lookup { table, id } => crate::store::load_entry(conn, table, id, now)
+                .await
+                .map(Reply::Entry),
+            Op::List { table } => list_ids(conn, table).await.map(Reply::Ids),
+            op => {
+                let caller = req.caller.resolve().await;
+                apply_in_savepoint(conn, op, &caller)
+                    .await
+                    .map(Reply::Changes)
+            }
+        };
+        results.push(result);
     }
     let commit = sqlx::query("COMMIT").execute(&mut *conn).await;
     if let Err(e) = &commit {
@@ -139,7 +211,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>, cac
     // The cache learns of the commit before any caller hears of it.
     match &commit {
         Ok(_) => {
-            let changes: Vec<Change> = results.iter().flatten().flatten().cloned().collect();
+            let changes: Vec<Change> = results
+                .iter()
+                .filter_map(|r| match r {
+                    Ok(Reply::Changes(c)) => Some(c.iter().cloned()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
             cache.apply(&changes);
         }
         Err(_) => cache.clear(),
@@ -149,8 +228,21 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>, cac
             (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e.to_string())),
             (_, r) => r,
         };
+        pending.fetch_sub(1, Ordering::SeqCst);
         let _ = req.reply.send(result);
     }
+}
+
+pub(crate) async fn list_ids(
+    conn: &mut SqliteConnection,
+    table: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM entries WHERE tbl = ? ORDER BY id")
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 async fn apply_in_savepoint(
@@ -178,6 +270,7 @@ async fn apply(
         now_us: now_us(),
     };
     match op {
+        Op::Lookup { .. } | Op::List { .. } => unreachable!("reads are answered in commit_batch"),
         Op::Set {
             table,
             id,

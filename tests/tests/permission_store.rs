@@ -978,3 +978,107 @@ async fn the_service_notices_writes_by_another_process() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Sends method calls back to back on one connection without waiting, then
+/// returns each reply: the body signature and text on success, the error
+/// name on failure.
+async fn pipelined(
+    conn: &zbus::Connection,
+    calls: Vec<zbus::Message>,
+) -> Vec<Result<String, String>> {
+    let mut stream = zbus::MessageStream::from(conn);
+    let serials: Vec<_> = calls
+        .iter()
+        .map(|m| m.primary_header().serial_num())
+        .collect();
+    for m in &calls {
+        conn.send(m).await.unwrap();
+    }
+    let mut replies: Vec<Option<Result<String, String>>> = vec![None; calls.len()];
+    while replies.iter().any(Option::is_none) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("reply in time")
+            .unwrap()
+            .unwrap();
+        let hdr = msg.header();
+        let Some(pos) = hdr
+            .reply_serial()
+            .and_then(|r| serials.iter().position(|s| *s == r))
+        else {
+            continue;
+        };
+        replies[pos] = Some(match msg.message_type() {
+            zbus::message::Type::Error => {
+                Err(hdr.error_name().map(|e| e.to_string()).unwrap_or_default())
+            }
+            _ => Ok(format!(
+                "{:?}",
+                msg.body()
+                    .deserialize::<zvariant::Structure<'_>>()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )),
+        });
+    }
+    replies.into_iter().map(Option::unwrap).collect()
+}
+
+fn call<B: serde::Serialize + zvariant::DynamicType>(method: &str, body: &B) -> zbus::Message {
+    zbus::Message::method_call(OBJECT_PATH, method)
+        .unwrap()
+        .destination(BUS_NAME)
+        .unwrap()
+        .interface("org.freedesktop.impl.portal.PermissionStore")
+        .unwrap()
+        .build(body)
+        .unwrap()
+}
+
+/// Calls from one client are answered in the order it sent them, as
+/// upstream does: a Delete or Lookup sent right behind a SetPermission (no
+/// wait for its reply) sees that write, also from a brand-new connection
+/// whose caller identity is still being looked up (upstream's
+/// test_delete_race relies on this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_from_one_client_apply_in_order() {
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    for round in 0..60 {
+        let conn = bus.connection().await;
+        let id = format!("id{round}");
+        let replies = pipelined(
+            &conn,
+            vec![
+                call(
+                    "SetPermission",
+                    &("race", true, &id, "org.example.App", vec!["yes"]),
+                ),
+                call("Delete", &("race", &id)),
+                call(
+                    "SetPermission",
+                    &("race", true, &id, "org.example.App", vec!["again"]),
+                ),
+                call("GetPermission", &("race", &id, "org.example.App")),
+                call(
+                    "SetValue",
+                    &("race", true, "listed", Value::from(round as u32)),
+                ),
+                call("List", &("race",)),
+            ],
+        )
+        .await;
+        assert!(
+            replies[..3].iter().all(Result::is_ok),
+            "round {round}: {replies:?}"
+        );
+        assert!(
+            replies[3].as_ref().unwrap().contains("again"),
+            "round {round}: Lookup overtook SetPermission: {replies:?}"
+        );
+        assert!(
+            replies[5].as_ref().unwrap().contains("listed"),
+            "round {round}: List overtook SetValue: {replies:?}"
+        );
+    }
+}
