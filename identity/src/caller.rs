@@ -37,7 +37,7 @@ pub enum CallerError {
     #[error("asking the bus for the credentials of {sender}: {source}")]
     Credentials {
         sender: String,
-        source: zbus::fdo::Error,
+        source: Box<zbus::fdo::Error>,
     },
     #[error("the bus gave no process id for {0}")]
     NoProcess(String),
@@ -56,9 +56,9 @@ pub enum CallerError {
 
 /// Identifies the app behind `sender` on `conn`'s bus.
 pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppInfo, CallerError> {
-    let err = |source| CallerError::Credentials {
+    let err = |source: zbus::fdo::Error| CallerError::Credentials {
         sender: sender.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let dbus = DBusProxy::new(conn).await.map_err(|e| err(e.into()))?;
     let name =

@@ -82,7 +82,7 @@ mod tests {
             Value::from("text"),
             Value::from((1i32, "s", vec![3u8])),
             Value::from(dict),
-            Value::from(Value::from(7u64)),
+            Value::Value(Box::new(Value::from(7u64))),
             Value::from(Vec::<String>::new()),
         ];
         for v in values {

@@ -171,6 +171,7 @@ impl PermissionStore {
         Ok((entry.permissions(), data_value(&entry.data)?))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn set(
         &self,
         table: &str,
@@ -207,6 +208,7 @@ impl PermissionStore {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn set_value(
         &self,
         table: &str,
@@ -418,7 +420,7 @@ impl PortholeStore {
         };
         let limit = filter
             .get("limit")
-            .map(|v| u32::try_from(v))
+            .map(u32::try_from)
             .transpose()
             .map_err(|_| PortalError::InvalidArgument("filter key \"limit\" must be a u32".into()))?
             .unwrap_or(0);

@@ -262,20 +262,17 @@ async fn gdbus_as_a_client() {
         "({'app1': ['a', 'b']}, <byte 0x00>)"
     );
     assert_eq!(call("GetPermission", &["t", "id1", "app2"]).1, "(@as [],)");
-    assert_eq!(
-        call(
-            "Set",
-            &[
-                "t",
-                "true",
-                "id2",
-                "{'b':['x'],'a':['y'],'':['z']}",
-                "<(1,'s',[byte 3])>"
-            ]
-        )
-        .0,
-        true
+    let (ok, _, err) = call(
+        "Set",
+        &[
+            "t",
+            "true",
+            "id2",
+            "{'b':['x'],'a':['y'],'':['z']}",
+            "<(1,'s',[byte 3])>",
+        ],
     );
+    assert!(ok, "{err}");
     assert_eq!(
         call("Lookup", &["t", "id2"]).1,
         "({'': ['z'], 'a': ['y'], 'b': ['x']}, <(1, 's', [byte 0x03])>)"

@@ -183,7 +183,7 @@ async fn script(conn: &zbus::Connection) -> Vec<String> {
         out.push(lookup_text(ps.lookup("odd", id).await).replace(&huge, "<huge>"));
     }
     let mut dict: std::collections::HashMap<&str, Value<'_>> = std::collections::HashMap::new();
-    dict.insert("k", Value::from(Value::from(2.5f64)));
+    dict.insert("k", Value::from(2.5f64));
     let path = ObjectPath::try_from("/a/b").unwrap();
     let sig = Signature::try_from("a{sv}").unwrap();
     for data in [
@@ -191,7 +191,7 @@ async fn script(conn: &zbus::Connection) -> Vec<String> {
         Value::from(Vec::<String>::new()),
         Value::from((true, -3i16, u64::MAX, path)),
         Value::from(sig),
-        Value::from(Value::from("nested")),
+        Value::Value(Box::new(Value::from("nested"))),
     ] {
         out.push(outcome(ps.set_value("data", true, "d", &data).await));
         out.push(lookup_text(ps.lookup("data", "d").await));
