@@ -1079,3 +1079,101 @@ async fn pipelined_calls_from_one_client_apply_in_order() {
         );
     }
 }
+
+/// The history records the caller's app id as `porthole-identity` resolves
+/// it from the sender's process: here `gdbus` runs in a bubblewrap sandbox
+/// whose root holds a `.flatpak-info` naming the app. (Our own launcher
+/// gives a sandboxed app no bus until the filtered proxy exists.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_names_the_sandboxed_caller() {
+    if !std::path::Path::new("/usr/bin/bwrap").exists() {
+        assert!(
+            std::env::var_os("PORTHOLE_SKIP_ANCHORS").is_some(),
+            "bubblewrap is not installed"
+        );
+        eprintln!("skipped: no bwrap");
+        return;
+    }
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let info = bus.root().join("flatpak-info");
+    std::fs::write(
+        &info,
+        "[Application]\nname=org.example.Sandboxed\n\n[Instance]\ninstance-id=42\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("bwrap");
+    cmd.args([
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ])
+    .args([
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ])
+    .arg("--ro-bind")
+    .arg(bus.root())
+    .arg(bus.root())
+    .arg("--ro-bind")
+    .arg(&info)
+    .arg("/.flatpak-info")
+    .args([
+        "gdbus",
+        "call",
+        "--address",
+        bus.address(),
+        "--dest",
+        BUS_NAME,
+        "--object-path",
+        OBJECT_PATH,
+    ])
+    .args([
+        "--method",
+        "org.freedesktop.impl.portal.PermissionStore.SetPermission",
+    ])
+    .args([
+        "devices",
+        "true",
+        "camera",
+        "org.example.Sandboxed",
+        "['yes']",
+    ]);
+    let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
+    assert!(status.success(), "{out}{err}");
+
+    let conn = bus.connection().await;
+    let ours = PortholeStoreProxy::new(&conn).await.unwrap();
+    let records = ours
+        .history(std::collections::HashMap::new())
+        .await
+        .unwrap();
+    let callers: Vec<&str> = records
+        .iter()
+        .map(|r| <&str>::try_from(&r["caller"]).unwrap())
+        .collect();
+    assert_eq!(callers, ["org.example.Sandboxed"], "{records:?}");
+    // A host process is recorded as "".
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.delete_permission("devices", "camera", "org.example.Sandboxed")
+        .await
+        .unwrap();
+    let records = ours
+        .history(std::collections::HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(<&str>::try_from(&records[0]["caller"]).unwrap(), "");
+}
