@@ -14,7 +14,10 @@ use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 /// The permission store: remembers what the user approved, per table, id
 /// and app, behind org.freedesktop.impl.portal.PermissionStore.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "The permission store: remembers what the user approved, per table, id and app, behind org.freedesktop.impl.portal.PermissionStore on the session bus. Started by D-Bus activation or systemd --user; exits on SIGTERM or SIGHUP."
+)]
 struct Args {
     /// Replace a running instance that owns the bus name.
     #[arg(short, long)]

@@ -57,15 +57,20 @@ pub enum Cmd {
     List { table: String, id: Option<String> },
     /// Show every grant of one app across all tables.
     Show {
+        /// Flatpak-style app id (org.example.App), or "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
     },
     /// Grant APP the PERMISSIONs on ID in TABLE (replacing its previous list).
     Grant {
+        /// Table name, e.g. devices, notifications, network.
         table: String,
+        /// The id within the table (what the grant is about).
         id: String,
+        /// Flatpak-style app id (org.example.App), or "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
+        /// Permission strings; their meaning belongs to the table's portal.
         #[arg(value_name = "PERMISSION", required = true)]
         permissions: Vec<String>,
         /// Let the grant lapse after this long: e.g. 90s, 30m, 12h, 7d.
@@ -74,15 +79,20 @@ pub enum Cmd {
     },
     /// Remove APP's grant on ID in TABLE, or only the PERMISSIONs given.
     Revoke {
+        /// Table name, e.g. devices, notifications, network.
         table: String,
+        /// The id within the table (what the grant is about).
         id: String,
+        /// Flatpak-style app id (org.example.App), or "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
+        /// Only these permissions (default: the whole grant).
         #[arg(value_name = "PERMISSION")]
         permissions: Vec<String>,
     },
     /// Remove every grant of APP_ID in every table.
     Reset {
+        /// Flatpak-style app id (org.example.App), or "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
     },
