@@ -64,7 +64,7 @@ pub type EntryWire = (String, BTreeMap<String, (Vec<String>, i64)>, OwnedValue);
     default_path = "/org/freedesktop/impl/portal/PermissionStore"
 )]
 pub trait PortholeStore {
-    fn list_tables(&self) -> zbus::Result<Vec<String>>;
+    fn list_tables(&self) -> zbus::Result<Vec<(String, u32)>>;
     fn list_entries(&self, table: &str) -> zbus::Result<Vec<EntryWire>>;
     fn list_app(&self, app: &str) -> zbus::Result<Vec<(String, String, Vec<String>, i64)>>;
     fn app_known(&self, app: &str) -> zbus::Result<bool>;

@@ -50,9 +50,7 @@ impl From<StoreError> for PortalError {
             other => {
                 // Paths and SQL stay in our log, out of the reply.
                 tracing::error!("store failure: {other}");
-                PortalError::Failed(
-                    "Unable to write db: internal error, see the permission store's log".into(),
-                )
+                PortalError::Failed("internal error in the permission store; see its log".into())
             }
         }
     }
@@ -311,9 +309,9 @@ fn grant_wire(g: &crate::model::Grant) -> GrantWire {
 
 #[zbus::interface(name = "org.porthole.PermissionStore1")]
 impl PortholeStore {
-    /// Tables holding at least one id.
+    /// Tables holding at least one id: (name, number of ids).
     #[zbus(out_args("tables"))]
-    async fn list_tables(&self) -> Result<Vec<String>, PortalError> {
+    async fn list_tables(&self) -> Result<Vec<(String, u32)>, PortalError> {
         Ok(self.0.store.tables().await?)
     }
 

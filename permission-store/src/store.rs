@@ -266,13 +266,13 @@ impl Store {
         writer::list_ids(&mut conn, table).await
     }
 
-    /// Every table that holds at least one id.
-    pub async fn tables(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT tbl FROM entries ORDER BY tbl")
+    /// Every table that holds at least one id, with its number of ids.
+    pub async fn tables(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT tbl, COUNT(*) FROM entries GROUP BY tbl ORDER BY tbl")
                 .fetch_all(&self.read)
-                .await?,
-        )
+                .await?;
+        Ok(rows.into_iter().map(|(t, n)| (t, n as u32)).collect())
     }
 
     /// All entries of a table with their grants, ordered by id.

@@ -710,9 +710,16 @@ async fn permctl_talks_to_the_running_service_so_changed_fires() {
     assert!(v[0]["expires"].as_i64().unwrap() > 0);
 
     let (code, out, _) = permctl(&bus, &["tables", "--json"]);
+    assert_eq!(code, 0);
     assert_eq!(
-        (code, serde_json::from_str::<Vec<String>>(&out).unwrap()),
-        (0, vec!["devices".into(), "notifications".into()])
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([{"table": "devices", "ids": 1}, {"table": "notifications", "ids": 1}])
+    );
+    let (code, out, _) = permctl(&bus, &["tables"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "TABLE          IDS\ndevices        1\nnotifications  1\n"
     );
     let (code, out, _) = permctl(&bus, &["list", "notifications", "--json"]);
     assert_eq!(code, 0);

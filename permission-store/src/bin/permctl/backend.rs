@@ -123,7 +123,7 @@ impl Backend {
         Some(Backend::Bus { std, ours })
     }
 
-    pub async fn tables(&self) -> Result<Vec<String>, CliError> {
+    pub async fn tables(&self) -> Result<Vec<(String, u32)>, CliError> {
         Ok(match self {
             Backend::Bus { ours, .. } => ours.list_tables().await?,
             Backend::Direct(s) => s.tables().await?,

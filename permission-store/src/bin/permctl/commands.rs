@@ -109,14 +109,23 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 }
 
 async fn tables(b: &Backend, json: bool) -> Result<(), CliError> {
-    let names = b.tables().await?;
+    let tables = b.tables().await?;
     if json {
-        return print_json(&names);
+        #[derive(serde::Serialize)]
+        struct T<'a> {
+            table: &'a str,
+            ids: u32,
+        }
+        let list: Vec<T<'_>> = tables
+            .iter()
+            .map(|(table, ids)| T { table, ids: *ids })
+            .collect();
+        return print_json(&list);
     }
-    let mut rows = Vec::new();
-    for t in &names {
-        rows.push(vec![t.clone(), b.entries(t).await?.len().to_string()]);
-    }
+    let rows: Vec<Vec<String>> = tables
+        .iter()
+        .map(|(t, n)| vec![t.clone(), n.to_string()])
+        .collect();
     table::print(&["TABLE", "IDS"], &rows);
     Ok(())
 }
