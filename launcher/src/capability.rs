@@ -13,9 +13,21 @@ pub enum CapabilityError {
     },
 }
 
-fn prctl(op: &'static str, option: libc::c_int, arg2: libc::c_ulong) -> Result<libc::c_int, CapabilityError> {
+fn prctl(
+    op: &'static str,
+    option: libc::c_int,
+    arg2: libc::c_ulong,
+) -> Result<libc::c_int, CapabilityError> {
     // SAFETY: the prctl options used here take integer arguments only.
-    let rc = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    let rc = unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
     if rc < 0 {
         return Err(CapabilityError::Prctl {
             op,
@@ -29,13 +41,17 @@ fn prctl(op: &'static str, option: libc::c_int, arg2: libc::c_ulong) -> Result<l
 /// zero. The bounding set needs CAP_SETPCAP, so it goes first.
 pub fn drop_all() -> Result<(), CapabilityError> {
     for cap in 0..64 {
-        // SAFETY: PR_CAPBSET_READ takes an integer capability number.
-        let present = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
-        if present < 0 {
-            break; // past CAP_LAST_CAP
-        }
-        if present == 1 {
-            prctl("prctl(PR_CAPBSET_DROP)", libc::PR_CAPBSET_DROP, cap)?;
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break; // past CAP_LAST_CAP
+            }
+            return Err(CapabilityError::Prctl {
+                op: "prctl(PR_CAPBSET_DROP)",
+                source: e,
+            });
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments only.
@@ -91,9 +107,4 @@ pub fn drop_all() -> Result<(), CapabilityError> {
 /// PR_SET_NO_NEW_PRIVS: exec can never grant privileges again.
 pub fn no_new_privs() -> Result<(), CapabilityError> {
     prctl("prctl(PR_SET_NO_NEW_PRIVS)", libc::PR_SET_NO_NEW_PRIVS, 1).map(|_| ())
-}
-
-/// PR_SET_PDEATHSIG: `sig` when the parent thread exits.
-pub fn parent_death_signal(sig: libc::c_int) -> Result<(), CapabilityError> {
-    prctl("prctl(PR_SET_PDEATHSIG)", libc::PR_SET_PDEATHSIG, sig as libc::c_ulong).map(|_| ())
 }

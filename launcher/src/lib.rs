@@ -1,1 +1,29 @@
-//! The launcher. Not built yet: see issue 3.
+//! The launcher: `porthole run` starts an app in a minimal sandbox, `ps`,
+//! `kill` and `enter` act on running instances. Layout and names follow
+//! DESIGN.md, "The sandbox (inside view)".
+//!
+//! Stages of a launch, one module each:
+//! [`permissions`] (what was granted) → [`plan`] (mount plan, pure) →
+//! [`launch`] (host side, then pid 1) → [`namespace`] → [`rootfs`] (executes
+//! the plan with [`mount`]) → [`capability`] + [`seccomp`] → exec, with
+//! [`init`] supervising and [`instance`] / [`cgroup`] recording.
+
+pub mod capability;
+pub mod cgroup;
+pub mod enter;
+pub mod environ;
+pub mod exit_code;
+pub mod flatpak_info;
+pub mod init;
+pub mod instance;
+pub mod launch;
+pub mod mount;
+pub mod namespace;
+pub mod permissions;
+pub mod plan;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spawn;
+pub mod wayland;
+
+pub use launch::{LaunchError, Prepared, RunRequest};

@@ -59,7 +59,8 @@ struct MountAttr {
 }
 
 fn cstr(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_else(|_| c"/nonexistent-nul".to_owned())
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .unwrap_or_else(|_| c"/nonexistent-nul".to_owned())
 }
 
 fn owned(fd: libc::c_long) -> OwnedFd {
@@ -72,11 +73,11 @@ fn owned(fd: libc::c_long) -> OwnedFd {
 /// an `O_PATH` handle on exactly the object named, relative to `dirfd` as root.
 pub fn open_path(dirfd: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, MountError> {
     let c = cstr(path);
-    let how = libc::open_how {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    };
+    // SAFETY: open_how is plain old data; all-zero is valid (and required
+    // for fields we do not set).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `c` is NUL-terminated and `how` is a fully initialised open_how
     // whose size we pass; both outlive the call, the kernel only reads them.
     let fd = unsafe {
@@ -103,7 +104,9 @@ pub fn clone_tree(fd: BorrowedFd<'_>, what: &Path) -> Result<OwnedFd, MountError
             libc::SYS_open_tree,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            OPEN_TREE_CLONE
+                | OPEN_TREE_CLOEXEC
+                | (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
         )
     };
     if tree < 0 {
@@ -114,7 +117,13 @@ pub fn clone_tree(fd: BorrowedFd<'_>, what: &Path) -> Result<OwnedFd, MountError
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH[|AT_RECURSIVE], {set, clr})`. Only the
 /// named flags change; locked flags and atime settings stay as they were.
-pub fn set_attr(fd: BorrowedFd<'_>, set: u64, clr: u64, recursive: bool, what: &Path) -> Result<(), MountError> {
+pub fn set_attr(
+    fd: BorrowedFd<'_>,
+    set: u64,
+    clr: u64,
+    recursive: bool,
+    what: &Path,
+) -> Result<(), MountError> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clr,
@@ -166,7 +175,12 @@ pub fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &Path) -> Resul
 
 /// A new, detached file system instance: `fsopen` + `fsconfig` + `fsmount`.
 /// `options` are string options; a value of `None` sets a flag option.
-pub fn new_fs(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64, what: &Path) -> Result<OwnedFd, MountError> {
+pub fn new_fs(
+    fstype: &CStr,
+    options: &[(&CStr, Option<&CStr>)],
+    attrs: u64,
+    what: &Path,
+) -> Result<OwnedFd, MountError> {
     // SAFETY: `fstype` is a NUL-terminated string valid for the call.
     let fsfd = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
     if fsfd < 0 {
@@ -180,7 +194,16 @@ pub fn new_fs(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64, wha
         };
         // SAFETY: key/value are NUL-terminated strings (or null for a flag,
         // as fsconfig(2) requires) valid for the call; aux is 0.
-        let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), cmd, key.as_ptr(), vptr, 0) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                vptr,
+                0,
+            )
+        };
         if rc < 0 {
             return Err(MountError::last("fsconfig", what));
         }

@@ -23,18 +23,30 @@ pub enum FsKind {
 /// One step of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// A directory on the root tmpfs (parents too).
-    Dir { dest: PathBuf },
+    /// A directory (parents too, 0755); `mode` for the last component.
+    Dir { dest: PathBuf, mode: u32 },
     /// A symlink on the root tmpfs.
     Symlink { target: PathBuf, dest: PathBuf },
     /// A file with fixed contents on the root tmpfs (read-only at the end,
     /// like the rest of the root).
-    File { dest: PathBuf, contents: Vec<u8>, mode: u32 },
+    File {
+        dest: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+    },
     /// A new file system instance with mount attributes.
-    Mount { kind: FsKind, dest: PathBuf, attrs: u64 },
+    Mount {
+        kind: FsKind,
+        dest: PathBuf,
+        attrs: u64,
+    },
     /// A recursive bind of a host path. `attrs` always include NOSUID and,
     /// except for device nodes, NODEV; they are applied to submounts too.
-    Bind { src: PathBuf, dest: PathBuf, attrs: u64 },
+    Bind {
+        src: PathBuf,
+        dest: PathBuf,
+        attrs: u64,
+    },
     /// Make an existing path inside the new root read-only (a bind of itself),
     /// skipped when the path does not exist (e.g. /proc/irq).
     ReadOnlyIfExists { dest: PathBuf },
@@ -61,12 +73,27 @@ impl fmt::Display for Op {
             v.join(",")
         }
         match self {
-            Op::Dir { dest } => write!(f, "dir      {}", dest.display()),
-            Op::Symlink { target, dest } => write!(f, "symlink  {} -> {}", dest.display(), target.display()),
-            Op::File { dest, contents, mode } => {
-                write!(f, "file     {} ({} bytes, mode {mode:o})", dest.display(), contents.len())
+            Op::Dir { dest, mode } => write!(f, "dir      {} (mode {mode:o})", dest.display()),
+            Op::Symlink { target, dest } => {
+                write!(f, "symlink  {} -> {}", dest.display(), target.display())
             }
-            Op::Mount { kind, dest, attrs: a } => {
+            Op::File {
+                dest,
+                contents,
+                mode,
+            } => {
+                write!(
+                    f,
+                    "file     {} ({} bytes, mode {mode:o})",
+                    dest.display(),
+                    contents.len()
+                )
+            }
+            Op::Mount {
+                kind,
+                dest,
+                attrs: a,
+            } => {
                 let k = match kind {
                     FsKind::Tmpfs { mode } => format!("tmpfs(mode={mode:o})"),
                     FsKind::Proc => "proc".into(),
@@ -74,8 +101,18 @@ impl fmt::Display for Op {
                 };
                 write!(f, "mount    {k} on {} [{}]", dest.display(), attrs(*a))
             }
-            Op::Bind { src, dest, attrs: a } => {
-                write!(f, "bind     {} on {} [{}]", src.display(), dest.display(), attrs(*a))
+            Op::Bind {
+                src,
+                dest,
+                attrs: a,
+            } => {
+                write!(
+                    f,
+                    "bind     {} on {} [{}]",
+                    src.display(),
+                    dest.display(),
+                    attrs(*a)
+                )
             }
             Op::ReadOnlyIfExists { dest } => write!(f, "ro-bind  {} (if present)", dest.display()),
         }
@@ -113,6 +150,8 @@ pub struct PlanInput {
     pub usr_lib_links: Vec<String>,
     /// Host files under /etc to bind read-only, as (host source, dest).
     pub etc_binds: Vec<(PathBuf, PathBuf)>,
+    /// Small host files copied into /etc, as (dest, contents).
+    pub etc_files: Vec<(PathBuf, Vec<u8>)>,
     /// /etc/localtime as a symlink target when the host's is a link into /usr.
     pub localtime_link: Option<PathBuf>,
     /// passwd and group contents.
@@ -137,8 +176,21 @@ pub struct PlanInput {
 /// Paths a `--filesystem` grant may not cover or replace: the sandbox's own
 /// skeleton. Granting a path *below* these is fine unless listed here.
 const RESERVED: &[&str] = &[
-    "/", "/usr", "/etc", "/proc", "/dev", "/sys", "/run", "/app", "/tmp", "/var/tmp", "/bin", "/lib",
-    "/lib64", "/sbin", "/.flatpak-info",
+    "/",
+    "/usr",
+    "/etc",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/run",
+    "/app",
+    "/tmp",
+    "/var/tmp",
+    "/bin",
+    "/lib",
+    "/lib64",
+    "/sbin",
+    "/.flatpak-info",
 ];
 
 fn check_normal(p: &Path) -> Result<(), PlanError> {
@@ -146,7 +198,9 @@ fn check_normal(p: &Path) -> Result<(), PlanError> {
         return Err(PlanError::NotAbsolute(p.to_owned()));
     }
     use std::path::Component;
-    if p.components().any(|c| matches!(c, Component::CurDir | Component::ParentDir)) {
+    if p.components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
         return Err(PlanError::NotNormal(p.to_owned()));
     }
     Ok(())
@@ -172,10 +226,13 @@ const BIND_RO: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const BIND_RW: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const TMP: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
+fn p(s: impl AsRef<Path>) -> PathBuf {
+    s.as_ref().to_path_buf()
+}
+
 /// Builds the plan. Pure: no syscalls, so it is unit-tested and printable.
 pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
     let mut ops = Vec::new();
-    let p = PathBuf::from;
     check_normal(&input.home)?;
     check_normal(&input.app_data)?;
     for (path, _) in &input.filesystems {
@@ -188,15 +245,22 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
         dest: p("/usr"),
         attrs: BIND_RO,
     });
-    for name in ["bin", "lib", "sbin"].iter().map(|s| s.to_string()).chain(input.usr_lib_links.iter().cloned()) {
+    for name in ["bin", "lib", "sbin"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(input.usr_lib_links.iter().cloned())
+    {
         ops.push(Op::Symlink {
-            target: p(&format!("usr/{name}")),
-            dest: p(&format!("/{name}")),
+            target: p(format!("usr/{name}")),
+            dest: p(format!("/{name}")),
         });
     }
 
     // /etc: only what programs need.
-    ops.push(Op::Dir { dest: p("/etc") });
+    ops.push(Op::Dir {
+        dest: p("/etc"),
+        mode: 0o755,
+    });
     ops.push(Op::File {
         dest: p("/etc/passwd"),
         contents: input.passwd.clone().into_bytes(),
@@ -211,6 +275,13 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
         ops.push(Op::Symlink {
             target: target.clone(),
             dest: p("/etc/localtime"),
+        });
+    }
+    for (dest, contents) in &input.etc_files {
+        ops.push(Op::File {
+            dest: dest.clone(),
+            contents: contents.clone(),
+            mode: 0o644,
         });
     }
     for (src, dest) in &input.etc_binds {
@@ -233,16 +304,18 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
         attrs: TMP,
     });
 
-    // /dev: a few host nodes, a new devpts, shm.
+    // /dev: a few host nodes (each its own bind, so the tmpfs itself can be
+    // nodev), a new devpts, and shm as a world-writable sticky directory on
+    // the /dev tmpfs, as bubblewrap's --dev does.
     ops.push(Op::Mount {
         kind: FsKind::Tmpfs { mode: 0o755 },
         dest: p("/dev"),
-        attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
     });
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         ops.push(Op::Bind {
-            src: p(&format!("/dev/{node}")),
-            dest: p(&format!("/dev/{node}")),
+            src: p(format!("/dev/{node}")),
+            dest: p(format!("/dev/{node}")),
             attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
         });
     }
@@ -255,10 +328,9 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
         target: p("pts/ptmx"),
         dest: p("/dev/ptmx"),
     });
-    ops.push(Op::Mount {
-        kind: FsKind::Tmpfs { mode: 0o1777 },
+    ops.push(Op::Dir {
         dest: p("/dev/shm"),
-        attrs: TMP,
+        mode: 0o1777,
     });
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -268,7 +340,7 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
     ] {
         ops.push(Op::Symlink {
             target: p(target),
-            dest: p(&format!("/dev/{name}")),
+            dest: p(format!("/dev/{name}")),
         });
     }
 
@@ -280,13 +352,14 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
     });
     for sub in ["sys", "sysrq-trigger", "irq", "bus"] {
         ops.push(Op::ReadOnlyIfExists {
-            dest: p(&format!("/proc/{sub}")),
+            dest: p(format!("/proc/{sub}")),
         });
     }
 
     // Home: only the app's own data dir.
     ops.push(Op::Dir {
         dest: input.home.clone(),
+        mode: 0o755,
     });
     ops.push(Op::Bind {
         src: input.app_data.clone(),
@@ -346,7 +419,9 @@ pub fn build(input: &PlanInput) -> Result<Vec<Op>, PlanError> {
     ops.push(Op::File {
         dest: p("/.flatpak-info"),
         contents: input.flatpak_info.clone().into_bytes(),
-        mode: 0o444,
+        // 0644 on a read-only mount: a write attempt fails with EROFS (the
+        // mount's answer) rather than EACCES.
+        mode: 0o644,
     });
     Ok(ops)
 }
@@ -363,7 +438,8 @@ mod tests {
             home: "/home/u".into(),
             usr: "/usr".into(),
             usr_lib_links: vec!["lib64".into()],
-            etc_binds: vec![("/etc/ld.so.cache".into(), "/etc/ld.so.cache".into())],
+            etc_binds: vec![("/etc/fonts".into(), "/etc/fonts".into())],
+            etc_files: vec![("/etc/ld.so.cache".into(), b"cache".to_vec())],
             localtime_link: Some("/usr/share/zoneinfo/UTC".into()),
             passwd: "u:x:1000:1000::/home/u:/bin/sh\n".into(),
             group: "u:x:1000:\n".into(),
@@ -399,12 +475,15 @@ mod tests {
     fn no_sys_no_host_home_no_bus() {
         let ops = build(&input()).unwrap();
         for op in &ops {
-            let dest = match op {
-                Op::Bind { dest, .. } | Op::Mount { dest, .. } | Op::Dir { dest } => dest,
+            let (dest, mounted) = match op {
+                Op::Bind { dest, .. } | Op::Mount { dest, .. } => (dest, true),
+                Op::Dir { dest, .. } => (dest, false),
                 _ => continue,
             };
             assert!(!dest.starts_with("/sys"));
-            assert_ne!(dest, Path::new("/home/u"), "host home must not be bound");
+            if mounted {
+                assert_ne!(dest, Path::new("/home/u"), "host home must not be bound");
+            }
             assert!(!dest.ends_with("bus"));
             assert!(!dest.starts_with("/run/dbus"));
         }
@@ -416,7 +495,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(home_binds, vec![PathBuf::from("/home/u/.var/app/org.example.App")]);
+        assert_eq!(
+            home_binds,
+            vec![PathBuf::from("/home/u/.var/app/org.example.App")]
+        );
     }
 
     #[test]
@@ -428,17 +510,35 @@ mod tests {
         i.pulse = Some("/run/user/1000/pulse/native".into());
         let ops = build(&i).unwrap();
         let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("on /run/user/1000/wayland-0 [rw,nosuid,nodev]")));
-        assert!(text.iter().any(|t| t.contains("on /run/user/1000/pulse/native")));
+        assert!(
+            text.iter()
+                .any(|t| t.contains("on /run/user/1000/wayland-0 [rw,nosuid,nodev]"))
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("on /run/user/1000/pulse/native"))
+        );
         // The tmpfs comes first so the sockets land on it.
-        let tmpfs = text.iter().position(|t| t.contains("tmpfs(mode=700) on /run/user/1000")).unwrap();
+        let tmpfs = text
+            .iter()
+            .position(|t| t.contains("tmpfs(mode=700) on /run/user/1000"))
+            .unwrap();
         let wl = text.iter().position(|t| t.contains("wayland-0")).unwrap();
         assert!(tmpfs < wl);
     }
 
     #[test]
     fn grants_are_checked() {
-        for bad in ["/", "/usr", "/usr/lib", "/etc/shadow", "/proc/1", "/dev/sda", "/run/user/1000", "/.flatpak-info"] {
+        for bad in [
+            "/",
+            "/usr",
+            "/usr/lib",
+            "/etc/shadow",
+            "/proc/1",
+            "/dev/sda",
+            "/run/user/1000",
+            "/.flatpak-info",
+        ] {
             let mut i = input();
             i.filesystems = vec![(bad.into(), Access::ReadWrite)];
             assert_eq!(build(&i), Err(PlanError::Reserved(bad.into())), "{bad}");
@@ -460,7 +560,9 @@ mod tests {
     #[test]
     fn identity_file_is_last_and_plan_prints() {
         let ops = build(&input()).unwrap();
-        assert!(matches!(ops.last(), Some(Op::File { dest, mode: 0o444, .. }) if dest == Path::new("/.flatpak-info")));
+        assert!(
+            matches!(ops.last(), Some(Op::File { dest, mode: 0o644, .. }) if dest == Path::new("/.flatpak-info"))
+        );
         let printed: String = ops.iter().map(|o| format!("{o}\n")).collect();
         assert!(printed.contains("mount    proc on /proc [rw,nosuid,nodev,noexec]"));
         assert!(printed.contains("symlink  /lib64 -> usr/lib64"));

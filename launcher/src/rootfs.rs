@@ -11,9 +11,11 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::mount::{self, MountError, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::mount::{
+    self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountError,
+};
 use crate::plan::{FsKind, Op};
 
 /// Errors while building the root.
@@ -30,7 +32,7 @@ pub enum RootfsError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
     move |source| RootfsError::Io {
         op,
         path: path.to_owned(),
@@ -38,7 +40,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Rootf
     }
 }
 
-fn nix_err(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> RootfsError + '_ {
+fn nix_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> RootfsError + 'a {
     move |e| RootfsError::Io {
         op,
         path: path.to_owned(),
@@ -61,29 +63,56 @@ fn open_dir_fd(path: &str) -> Result<OwnedFd, RootfsError> {
     Ok(fd)
 }
 
-/// `mkdir -p` below `root`, one component at a time, never following a
-/// symlink; returns an `O_PATH` fd of the final directory.
+/// `mkdir -p` below `root`, never following a symlink; returns an `O_PATH`
+/// fd of the final directory. Starts from the deepest existing ancestor
+/// (most destinations sit in directories that already exist), creating and
+/// entering one component at a time from there.
 fn mkdir_all(root: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<OwnedFd, RootfsError> {
-    let mut cur = mount::open_path(root, Path::new("."))?;
-    let mut walked = PathBuf::from("/");
-    for comp in rel(dest).components() {
-        let Component::Normal(name) = comp else {
-            continue;
-        };
-        walked.push(name);
-        match nix::sys::stat::mkdirat(cur.as_fd(), name, nix::sys::stat::Mode::from_bits_truncate(mode)) {
-            Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => return Err(nix_err("mkdir", &walked)(e)),
-        }
-        cur = mount::open_path(cur.as_fd(), Path::new(name))?;
+    let relative = rel(dest);
+    if relative.as_os_str().is_empty() {
+        return Ok(mount::open_path(root, Path::new("."))?);
     }
-    Ok(cur)
+    match mount::open_path(root, relative) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let parent = mkdir_all(root, dest.parent().unwrap_or(Path::new("/")), 0o755)?;
+    let Some(name) = dest.file_name() else {
+        return Ok(parent);
+    };
+    match nix::sys::stat::mkdirat(
+        parent.as_fd(),
+        name,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    ) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(nix_err("mkdir", dest)(e)),
+    }
+    Ok(mount::open_path(parent.as_fd(), Path::new(name))?)
+}
+
+/// chmod of a directory held as an `O_PATH` fd (the umask narrowed mkdir).
+fn set_mode(dir: BorrowedFd<'_>, mode: u32, what: &Path) -> Result<(), RootfsError> {
+    let reopened = nix::fcntl::openat(
+        dir,
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(nix_err("open", what))?;
+    nix::sys::stat::fchmod(
+        reopened.as_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )
+    .map_err(nix_err("chmod", what))
 }
 
 fn parent_and_name(dest: &Path) -> (&Path, &std::ffi::OsStr) {
     (
         dest.parent().unwrap_or(Path::new("/")),
-        dest.file_name().unwrap_or_else(|| std::ffi::OsStr::new(".")),
+        dest.file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new(".")),
     )
 }
 
@@ -94,7 +123,10 @@ fn touch(root: BorrowedFd<'_>, dest: &Path) -> Result<(), RootfsError> {
     match nix::fcntl::openat(
         dir.as_fd(),
         name,
-        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::from_bits_truncate(0o444),
     ) {
         Ok(_fd) => Ok(()),
@@ -102,7 +134,12 @@ fn touch(root: BorrowedFd<'_>, dest: &Path) -> Result<(), RootfsError> {
     }
 }
 
-fn write_file(root: BorrowedFd<'_>, dest: &Path, contents: &[u8], mode: u32) -> Result<(), RootfsError> {
+fn write_file(
+    root: BorrowedFd<'_>,
+    dest: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), RootfsError> {
     let (parent, name) = parent_and_name(dest);
     let dir = mkdir_all(root, parent, 0o755)?;
     let fd = nix::fcntl::openat(
@@ -119,7 +156,8 @@ fn write_file(root: BorrowedFd<'_>, dest: &Path, contents: &[u8], mode: u32) -> 
     let mut file = std::fs::File::from(fd);
     file.write_all(contents).map_err(io_err("write", dest))?;
     // The umask may have narrowed the mode.
-    nix::sys::stat::fchmod(file.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode)).map_err(nix_err("chmod", dest))?;
+    nix::sys::stat::fchmod(file.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(nix_err("chmod", dest))?;
     Ok(())
 }
 
@@ -182,7 +220,12 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
     }
 
     // The new root: a tmpfs attached over /tmp of this (private) namespace.
-    let root = mount::new_fs(c"tmpfs", &[(c"mode", Some(c"0755"))], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, Path::new("/"))?;
+    let root = mount::new_fs(
+        c"tmpfs",
+        &[(c"mode", Some(c"0755"))],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        Path::new("/"),
+    )?;
     let base = open_dir_fd("/tmp")?;
     mount::attach(root.as_fd(), base.as_fd(), Path::new("/tmp"))?;
     drop(base);
@@ -190,11 +233,19 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
 
     for (op, source) in ops.iter().zip(sources) {
         match op {
-            Op::Dir { dest } => {
-                mkdir_all(r, dest, 0o755)?;
+            Op::Dir { dest, mode } => {
+                let dir = mkdir_all(r, dest, 0o755)?;
+                if *mode != 0o755 {
+                    // fchmod does not work on O_PATH fds: go through /proc.
+                    set_mode(dir.as_fd(), *mode, dest)?;
+                }
             }
             Op::Symlink { target, dest } => symlink(r, target, dest)?,
-            Op::File { dest, contents, mode } => write_file(r, dest, contents, *mode)?,
+            Op::File {
+                dest,
+                contents,
+                mode,
+            } => write_file(r, dest, contents, *mode)?,
             Op::Mount { kind, dest, attrs } => {
                 let target = mkdir_all(r, dest, 0o755)?;
                 let m = fs_of(*kind, dest, *attrs)?;

@@ -1,346 +1,71 @@
-//! The seccomp filter: the policy is data (`seccomp/policy.txt`), this module
-//! parses it, compiles it with libseccomp for every x86 ABI and loads the
-//! resulting BPF programs.
-//!
-//! Compilation happens on the host side before any namespace exists, so a bad
-//! policy is reported as a normal error; the sandbox side only calls
-//! `seccomp(2)` with the ready programs (no allocation after `clone`).
+//! The seccomp filter: the policy is data (`seccomp/policy.txt`, language in
+//! [`policy`]), compiled with libseccomp for every x86 ABI at build time (see
+//! `build.rs`); at launch we only hand the ready programs to `seccomp(2)`,
+//! which allocates nothing and so is safe after `clone`.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{FromRawFd, OwnedFd};
+pub mod policy;
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
+use std::borrow::Cow;
 
-/// The reviewed policy, compiled into the binary.
+pub use policy::{Action, ArgCmp, CmpOp, Policy, PolicyError, Rule, Section};
+
+/// The reviewed policy text.
 pub const POLICY: &str = include_str!("seccomp/policy.txt");
 
-/// Errors while parsing, compiling or loading the filter.
+/// The programs the build script compiled from [`POLICY`], in load order.
+const BUILTIN: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/seccomp_programs.rs"));
+
+/// Errors while preparing or loading the filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("seccomp policy line {line}: {reason}")]
-    Parse { line: usize, reason: String },
-    #[error("libseccomp: {op}: {source}")]
-    Compile {
-        op: String,
-        #[source]
-        source: libseccomp::error::SeccompError,
-    },
-    #[error("seccomp: {op}: {source}")]
-    Io {
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("seccomp(SECCOMP_SET_MODE_FILTER): {0}")]
     Load(#[source] std::io::Error),
 }
 
-/// What a rule does when it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Allow,
-    Errno(i32),
-}
-
-impl Action {
-    fn parse(s: &str) -> Option<Self> {
-        if s == "allow" {
-            return Some(Action::Allow);
-        }
-        let name = s.strip_prefix("errno:")?;
-        let errno = match name {
-            "EPERM" => libc::EPERM,
-            "ENOSYS" => libc::ENOSYS,
-            "EAFNOSUPPORT" => libc::EAFNOSUPPORT,
-            "EACCES" => libc::EACCES,
-            _ => return None,
-        };
-        Some(Action::Errno(errno))
-    }
-
-    fn to_scmp(self) -> ScmpAction {
-        match self {
-            Action::Allow => ScmpAction::Allow,
-            Action::Errno(e) => ScmpAction::Errno(e),
-        }
-    }
-}
-
-/// One comparison on a syscall argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArgCmp {
-    pub arg: u32,
-    pub op: CmpOp,
-    pub value: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Ge,
-    Gt,
-    Le,
-    Lt,
-    MaskedEq(u64),
-}
-
-/// One line of the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub line: usize,
-    pub action: Action,
-    pub syscalls: Vec<String>,
-    pub args: Vec<ArgCmp>,
-}
-
-/// One section of the policy: a default action and rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    pub name: String,
-    pub default: Action,
-    pub rules: Vec<Rule>,
-}
-
-/// The parsed policy, one section per filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub sections: Vec<Section>,
-}
-
-fn parse_num(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
-fn parse_cmp(tok: &str) -> Option<ArgCmp> {
-    let rest = tok.strip_prefix('a')?;
-    let digit = rest.chars().next()?.to_digit(10)?;
-    if digit > 5 {
-        return None;
-    }
-    let rest = &rest[1..];
-    if let Some(masked) = rest.strip_prefix('&') {
-        let (mask, value) = masked.split_once("==")?;
-        return Some(ArgCmp {
-            arg: digit,
-            op: CmpOp::MaskedEq(parse_num(mask)?),
-            value: parse_num(value)?,
-        });
-    }
-    for (sym, op) in [
-        ("==", CmpOp::Eq),
-        ("!=", CmpOp::Ne),
-        (">=", CmpOp::Ge),
-        ("<=", CmpOp::Le),
-        (">", CmpOp::Gt),
-        ("<", CmpOp::Lt),
-    ] {
-        if let Some(v) = rest.strip_prefix(sym) {
-            return Some(ArgCmp {
-                arg: digit,
-                op,
-                value: parse_num(v)?,
-            });
-        }
-    }
-    None
-}
-
-impl Policy {
-    /// Parses the policy text (see the header of `policy.txt`).
-    pub fn parse(text: &str) -> Result<Self, SeccompError> {
-        let mut sections: Vec<Section> = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let err = |reason: &str| SeccompError::Parse {
-                line,
-                reason: reason.to_owned(),
-            };
-            let content = raw.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
-            }
-            if let Some(name) = content.strip_prefix('[') {
-                let name = name.strip_suffix(']').ok_or_else(|| err("unclosed ["))?;
-                sections.push(Section {
-                    name: name.to_owned(),
-                    default: Action::Errno(libc::EPERM),
-                    rules: Vec::new(),
-                });
-                continue;
-            }
-            let section = sections
-                .last_mut()
-                .ok_or_else(|| err("rule before any [section]"))?;
-            let mut words = content.split_whitespace();
-            let first = words.next().ok_or_else(|| err("empty rule"))?;
-            if first == "default" {
-                let action = words.next().ok_or_else(|| err("default needs an action"))?;
-                section.default =
-                    Action::parse(action).ok_or_else(|| err("unknown default action"))?;
-                continue;
-            }
-            let action = Action::parse(first).ok_or_else(|| err("unknown action"))?;
-            let mut syscalls = Vec::new();
-            let mut args = Vec::new();
-            for w in words {
-                if w.starts_with('a') && w[1..].starts_with(|c: char| c.is_ascii_digit()) {
-                    args.push(parse_cmp(w).ok_or_else(|| err("bad argument comparison"))?);
-                } else if w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    syscalls.push(w.to_owned());
-                } else {
-                    return Err(err("bad syscall name"));
-                }
-            }
-            if syscalls.is_empty() {
-                return Err(err("rule names no syscall"));
-            }
-            if !args.is_empty() && syscalls.len() != 1 {
-                return Err(err("argument comparisons need exactly one syscall"));
-            }
-            section.rules.push(Rule {
-                line,
-                action,
-                syscalls,
-                args,
-            });
-        }
-        if sections.is_empty() {
-            return Err(SeccompError::Parse {
-                line: 0,
-                reason: "no sections".into(),
-            });
-        }
-        Ok(Policy { sections })
-    }
-}
-
-/// A compiled BPF program (an array of `struct sock_filter`).
+/// One BPF program ready to load.
 #[derive(Debug, Clone)]
 pub struct Program {
-    pub name: String,
-    pub bytes: Vec<u8>,
+    pub name: Cow<'static, str>,
+    pub bytes: Cow<'static, [u8]>,
 }
 
-/// The compiled filters, in the order they are loaded.
+/// The filters, in the order they are loaded.
 #[derive(Debug, Clone)]
 pub struct Filters {
     pub programs: Vec<Program>,
-    /// Syscall names the installed libseccomp does not know (skipped).
-    pub unknown: Vec<String>,
-}
-
-fn compile_err(op: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
-    let op = op.into();
-    move |source| SeccompError::Compile { op, source }
-}
-
-fn to_scmp_cmp(c: &ArgCmp) -> ScmpArgCompare {
-    let op = match c.op {
-        CmpOp::Eq => ScmpCompareOp::Equal,
-        CmpOp::Ne => ScmpCompareOp::NotEqual,
-        CmpOp::Ge => ScmpCompareOp::GreaterEqual,
-        CmpOp::Gt => ScmpCompareOp::Greater,
-        CmpOp::Le => ScmpCompareOp::LessOrEqual,
-        CmpOp::Lt => ScmpCompareOp::Less,
-        CmpOp::MaskedEq(m) => ScmpCompareOp::MaskedEqual(m),
-    };
-    ScmpArgCompare::new(c.arg, op, c.value)
-}
-
-fn compile_section(section: &Section, unknown: &mut Vec<String>) -> Result<Program, SeccompError> {
-    let mut ctx = ScmpFilterContext::new(section.default.to_scmp()).map_err(compile_err("seccomp_init"))?;
-    // Every ABI an x86-64 CPU can enter: a process may switch to i386
-    // (int 0x80) or x32 syscalls at will, so an x86_64-only filter is a hole.
-    for arch in [ScmpArch::X8664, ScmpArch::X86, ScmpArch::X32] {
-        if !ctx.is_arch_present(arch).map_err(compile_err("arch present"))? {
-            ctx.add_arch(arch).map_err(compile_err(format!("add arch {arch:?}")))?;
-        }
-    }
-    // A process of a foreign ABI (not possible on x86, but be explicit).
-    ctx.set_act_badarch(ScmpAction::KillProcess)
-        .map_err(compile_err("badarch action"))?;
-    // The launcher sets no_new_privs itself.
-    ctx.set_ctl_nnp(false).map_err(compile_err("nnp"))?;
-    // Binary-tree dispatch keeps the long allow-list cheap per syscall.
-    let _ = ctx.set_ctl_optimize(2);
-    for rule in &section.rules {
-        for name in &rule.syscalls {
-            let Ok(sys) = ScmpSyscall::from_name(name) else {
-                unknown.push(name.clone());
-                continue;
-            };
-            let action = rule.action.to_scmp();
-            let res = if rule.args.is_empty() {
-                ctx.add_rule(action, sys)
-            } else {
-                let cmps: Vec<_> = rule.args.iter().map(to_scmp_cmp).collect();
-                ctx.add_rule_conditional(action, sys, &cmps)
-            };
-            res.map_err(compile_err(format!(
-                "[{}] line {}: rule for {name}",
-                section.name, rule.line
-            )))?;
-        }
-    }
-    let bytes = export_bpf(&ctx)?;
-    Ok(Program {
-        name: section.name.clone(),
-        bytes,
-    })
-}
-
-fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
-    let fd = memfd("porthole-seccomp")?;
-    ctx.export_bpf(&fd).map_err(compile_err("seccomp_export_bpf"))?;
-    let mut file = std::fs::File::from(fd);
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| SeccompError::Io { op: "seek memfd", source })?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|source| SeccompError::Io { op: "read memfd", source })?;
-    Ok(bytes)
-}
-
-fn memfd(name: &str) -> Result<OwnedFd, SeccompError> {
-    let cname = std::ffi::CString::new(name).expect("no NUL in memfd name");
-    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call;
-    // memfd_create only reads it.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(SeccompError::Io {
-            op: "memfd_create",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: memfd_create just returned this fd and nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl Filters {
-    /// Parses and compiles the built-in policy.
-    pub fn compile() -> Result<Self, SeccompError> {
-        Self::compile_policy(&Policy::parse(POLICY)?)
+    /// The programs compiled into the binary.
+    pub fn builtin() -> Self {
+        Filters {
+            programs: BUILTIN
+                .iter()
+                .map(|(name, bytes)| Program {
+                    name: Cow::Borrowed(*name),
+                    bytes: Cow::Borrowed(*bytes),
+                })
+                .collect(),
+        }
     }
 
-    pub fn compile_policy(policy: &Policy) -> Result<Self, SeccompError> {
-        let mut unknown = Vec::new();
-        let programs = policy
-            .sections
-            .iter()
-            .map(|s| compile_section(s, &mut unknown))
-            .collect::<Result<Vec<_>, _>>()?;
-        unknown.sort();
-        unknown.dedup();
+    /// Parses and compiles the policy now (tests; `--dry-run` checks).
+    pub fn compile() -> Result<Self, SeccompError> {
+        let (programs, unknown) = policy::compile(&Policy::parse(POLICY)?)?;
         for name in &unknown {
             tracing::debug!(syscall = %name, "libseccomp does not know this syscall; left to the default");
         }
-        Ok(Filters { programs, unknown })
+        Ok(Filters {
+            programs: programs
+                .into_iter()
+                .map(|p| Program {
+                    name: Cow::Owned(p.name),
+                    bytes: Cow::Owned(p.bytes),
+                })
+                .collect(),
+        })
     }
 
     /// Loads every program into the calling thread. Needs no_new_privs (or
@@ -380,6 +105,7 @@ fn load_program(bytes: &[u8]) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seccomp::policy::CmpOp;
 
     #[test]
     fn builtin_policy_parses_with_both_sections() {
@@ -416,17 +142,71 @@ mod tests {
     }
 
     #[test]
-    fn builtin_policy_compiles_for_three_abis() {
+    fn builtin_policy_compiles_for_x86_64_and_i386() {
+        let (programs, unknown) = policy::compile(&Policy::parse(POLICY).unwrap()).unwrap();
         let f = Filters::compile().unwrap();
         assert_eq!(f.programs.len(), 2);
+        assert_eq!(programs.len(), 2);
         for p in &f.programs {
             assert!(!p.bytes.is_empty());
             assert_eq!(p.bytes.len() % std::mem::size_of::<libc::sock_filter>(), 0);
             assert!(p.bytes.len() / 8 < u16::MAX as usize);
         }
         // Names the policy relies on for the escape battery must be known.
-        for must in ["clone3", "fsopen", "io_uring_setup", "keyctl", "bpf", "ptrace", "unshare"] {
-            assert!(!f.unknown.iter().any(|u| u == must), "{must} unknown to libseccomp");
+        for must in [
+            "clone3",
+            "fsopen",
+            "io_uring_setup",
+            "keyctl",
+            "bpf",
+            "ptrace",
+            "unshare",
+        ] {
+            assert!(
+                !unknown.iter().any(|u| u == must),
+                "{must} unknown to libseccomp"
+            );
         }
+    }
+
+    #[test]
+    fn builtin_programs_match_the_policy_file() {
+        // What build.rs compiled into the binary is what the policy gives now.
+        let fresh = Filters::compile().unwrap();
+        let built = Filters::builtin();
+        assert_eq!(built.programs.len(), fresh.programs.len());
+        for (b, f) in built.programs.iter().zip(&fresh.programs) {
+            assert_eq!(b.name, f.name);
+            assert_eq!(b.bytes, f.bytes, "stale build of {}", b.name);
+        }
+    }
+
+    #[test]
+    fn filters_load_and_deny_in_a_child() {
+        // Kernel-touching: in a forked child, so the test process stays free.
+        // Built before fork: the child of a multi-threaded test process must
+        // not allocate.
+        let filters = Filters::builtin();
+        // SAFETY: the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = crate::capability::no_new_privs().is_ok()
+                && filters.load().is_ok()
+                // SAFETY: unshare takes integer flags.
+                && unsafe { libc::unshare(libc::CLONE_NEWUSER) } == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+                // SAFETY: a raw clone3 with a null argument; the filter answers first.
+                && unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) } == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
     }
 }

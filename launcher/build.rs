@@ -1,0 +1,38 @@
+//! Compiles the seccomp policy (`src/seccomp/policy.txt`) with libseccomp at
+//! build time, like firecracker's seccompiler: a launch then only calls
+//! seccomp(2) with ready BPF instead of spending milliseconds in libseccomp.
+//! The tests compile the policy again at run time and compare.
+
+#[path = "src/seccomp/policy.rs"]
+#[allow(dead_code)]
+mod policy;
+
+use std::fmt::Write as _;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/seccomp/policy.txt");
+    println!("cargo:rerun-if-changed=src/seccomp/policy.rs");
+    let text = std::fs::read_to_string("src/seccomp/policy.txt").expect("read policy.txt");
+    let policy = policy::Policy::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let (programs, unknown) = policy::compile(&policy).unwrap_or_else(|e| panic!("{e}"));
+    for name in unknown {
+        println!(
+            "cargo:warning=seccomp policy: libseccomp does not know syscall {name}; left to the default"
+        );
+    }
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let mut table = String::from("&[\n");
+    for (i, p) in programs.iter().enumerate() {
+        let file = out.join(format!("seccomp_{i}.bpf"));
+        std::fs::write(&file, &p.bytes).expect("write bpf");
+        writeln!(
+            table,
+            "    ({:?}, include_bytes!({:?})),",
+            p.name,
+            file.display().to_string()
+        )
+        .expect("fmt");
+    }
+    table.push_str("]\n");
+    std::fs::write(out.join("seccomp_programs.rs"), table).expect("write table");
+}

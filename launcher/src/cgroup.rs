@@ -1,0 +1,416 @@
+//! Per-instance cgroups, in whichever hierarchy has the controller.
+//!
+//! Hosts differ: a pure cgroup v2 tree with delegated controllers; or, as on
+//! the machine this was written on, a v2 tree with no controllers enabled and
+//! `pids` and `memory` in v1 hierarchies. For each limit asked for we take the
+//! hierarchy that actually offers the controller (v2 first), create
+//! `porthole-INSTANCE` below our current cgroup there (or below a directory
+//! an administrator delegated to us: `MOUNT/porthole/UID`), write the limit,
+//! and the host side moves the sandbox's pid 1 in before anything runs. With
+//! no limits, the instance still gets a v2 cgroup when one can be created,
+//! for grouping; when that is impossible we say so at info level and go on.
+//!
+//! (A systemd --user scope would be the first choice where user systemd
+//! runs; it does not here, so that path is not implemented yet.)
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+/// Resource limits asked for on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.memory_max.is_none() && self.pids_max.is_none()
+    }
+}
+
+/// Errors while creating or using the instance cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup hierarchy on this host offers the {0} controller")]
+    NoController(&'static str),
+    #[error(
+        "cannot create a cgroup for the {controller} controller under {tried}: {source} (an administrator can delegate one: mkdir -p {mount}/porthole/{uid} && chown -R {uid} {mount}/porthole/{uid})"
+    )]
+    NotPermitted {
+        controller: &'static str,
+        tried: String,
+        mount: String,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    /// v1 controllers of this mount; empty for v2.
+    pub v1_controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// Parses `/proc/self/mounts` text for cgroup hierarchies.
+pub fn parse_mounts(text: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let mount = PathBuf::from(f[1].replace("\\040", " "));
+        match f[2] {
+            "cgroup2" => out.push(Hierarchy {
+                mount,
+                v1_controllers: vec![],
+                v2: true,
+            }),
+            "cgroup" => {
+                let ctrls = f[3]
+                    .split(',')
+                    .filter(|o| {
+                        !o.contains('=')
+                            && !matches!(
+                                *o,
+                                "rw" | "ro"
+                                    | "nosuid"
+                                    | "nodev"
+                                    | "noexec"
+                                    | "relatime"
+                                    | "noatime"
+                            )
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                out.push(Hierarchy {
+                    mount,
+                    v1_controllers: ctrls,
+                    v2: false,
+                })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Our cgroup path in a hierarchy, from `/proc/self/cgroup` text.
+pub fn current_path(proc_cgroup: &str, h: &Hierarchy) -> Option<PathBuf> {
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = if h.v2 {
+            ctrls.is_empty()
+        } else {
+            let set: Vec<&str> = ctrls.split(',').collect();
+            h.v1_controllers.iter().all(|c| set.contains(&c.as_str())) && !set.is_empty()
+        };
+        if matches {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+fn v2_offers(dir: &Path, controller: &str) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .map(|s| s.split_whitespace().any(|c| c == controller))
+        .unwrap_or(false)
+}
+
+/// One directory of the instance's cgroup.
+#[derive(Debug, Clone)]
+struct CgDir {
+    path: PathBuf,
+    v2: bool,
+}
+
+/// The instance's cgroup directories.
+#[derive(Debug)]
+pub struct InstanceCgroup {
+    dirs: Vec<CgDir>,
+}
+
+fn host_state() -> (Vec<Hierarchy>, String) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    (parse_mounts(&mounts), own)
+}
+
+/// Where a controller lives: (hierarchy, our cgroup dir in it).
+fn locate<'a>(
+    hs: &'a [Hierarchy],
+    own: &str,
+    controller: &'static str,
+) -> Option<(&'a Hierarchy, PathBuf)> {
+    for h in hs.iter().filter(|h| h.v2) {
+        if let Some(cur) = current_path(own, h) {
+            let dir = h.mount.join(cur.strip_prefix("/").unwrap_or(&cur));
+            if v2_offers(&dir, controller) {
+                return Some((h, dir));
+            }
+        }
+    }
+    for h in hs
+        .iter()
+        .filter(|h| !h.v2 && h.v1_controllers.iter().any(|c| c == controller))
+    {
+        if let Some(cur) = current_path(own, h) {
+            return Some((h, h.mount.join(cur.strip_prefix("/").unwrap_or(&cur))));
+        }
+    }
+    None
+}
+
+/// Removes `porthole-*` cgroups below `parent` that a monitor killed with
+/// SIGKILL left behind: only empty ones (rmdir refuses populated cgroups
+/// with EBUSY) and only older than a minute, so a concurrent launch's fresh,
+/// still empty directory is never taken away from it.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("porthole-") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if old {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// mkdir `name` under the first writable parent; our own cgroup first, then
+/// an administrator-delegated `MOUNT/porthole/UID`.
+fn make_dir(
+    h: &Hierarchy,
+    own_dir: &Path,
+    uid: u32,
+    name: &str,
+    controller: &'static str,
+) -> Result<PathBuf, CgroupError> {
+    let delegated = h.mount.join("porthole").join(uid.to_string());
+    let mut first = None;
+    for parent in [own_dir.to_path_buf(), delegated.clone()] {
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                sweep_stale(&parent);
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(dir),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    let source = first.expect("two attempts");
+    Err(CgroupError::NotPermitted {
+        controller,
+        tried: format!("{} or {}", own_dir.display(), delegated.display()),
+        mount: h.mount.display().to_string(),
+        uid,
+        source,
+    })
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(io("write", path))
+}
+
+impl InstanceCgroup {
+    /// Creates the instance's cgroup(s) and writes the limits. `Ok(None)`
+    /// when there are no limits and no cgroup can be created.
+    pub fn create(uid: u32, id: &str, limits: &Limits) -> Result<Option<Self>, CgroupError> {
+        let (hs, own) = host_state();
+        let name = format!("porthole-{id}");
+        let mut cg = InstanceCgroup { dirs: Vec::new() };
+        let result = (|| {
+            for (controller, limit) in [("pids", limits.pids_max), ("memory", limits.memory_max)] {
+                let Some(limit) = limit else {
+                    continue;
+                };
+                let (h, own_dir) =
+                    locate(&hs, &own, controller).ok_or(CgroupError::NoController(controller))?;
+                let dir = match cg.dirs.iter().find(|d| d.path.starts_with(&h.mount)) {
+                    Some(d) => d.path.clone(),
+                    None => {
+                        let d = make_dir(h, &own_dir, uid, &name, controller)?;
+                        cg.dirs.push(CgDir {
+                            path: d.clone(),
+                            v2: h.v2,
+                        });
+                        d
+                    }
+                };
+                match (controller, h.v2) {
+                    ("pids", _) => write(&dir.join("pids.max"), &limit.to_string())?,
+                    ("memory", true) => {
+                        write(&dir.join("memory.max"), &limit.to_string())?;
+                        // Swap would let the app exceed the limit.
+                        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                    }
+                    ("memory", false) => {
+                        write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
+                        // memsw (memory + swap) must be >= the limit; with
+                        // both equal, swap cannot extend the app's memory.
+                        let memsw = dir.join("memory.memsw.limit_in_bytes");
+                        if memsw.exists() {
+                            write(&memsw, &limit.to_string())?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = cg.remove_now();
+            return Err(e);
+        }
+        if cg.dirs.is_empty() {
+            // No limits: a v2 cgroup for grouping, when we may create one.
+            if let Some(h) = hs.iter().find(|h| h.v2)
+                && let Some(cur) = current_path(&own, h)
+            {
+                let own_dir = h.mount.join(cur.strip_prefix("/").unwrap_or(&cur));
+                match make_dir(h, &own_dir, uid, &name, "grouping") {
+                    Ok(d) => cg.dirs.push(CgDir { path: d, v2: true }),
+                    Err(e) => {
+                        tracing::info!(error = %e, "instance runs without its own cgroup")
+                    }
+                }
+            }
+        }
+        Ok((!cg.dirs.is_empty()).then_some(cg))
+    }
+
+    /// An fd of the v2 directory, for `clone3(CLONE_INTO_CGROUP)`: the child
+    /// is born there. Moving a running process instead takes the kernel's
+    /// cgroup_threadgroup_rwsem for writing, an RCU grace period that costs
+    /// milliseconds on every launch.
+    pub fn v2_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let d = self.dirs.iter().find(|d| d.v2)?;
+        std::fs::File::open(&d.path)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
+    }
+
+    /// True when some directory still needs [`InstanceCgroup::add`] after
+    /// the child was born into the v2 one (v1 hierarchies).
+    pub fn needs_move(&self, born_in_v2: bool) -> bool {
+        self.dirs.iter().any(|d| !(born_in_v2 && d.v2))
+    }
+
+    /// Moves `pid` (and so everything it will start) into the directories;
+    /// with `born_in_v2`, the v2 one is skipped (the child started there).
+    pub fn add(&self, pid: i32, born_in_v2: bool) -> Result<(), CgroupError> {
+        for d in self.dirs.iter().filter(|d| !(born_in_v2 && d.v2)) {
+            write(&d.path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect()
+    }
+
+    fn remove_now(&self) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            match std::fs::remove_dir(&d.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("rmdir", &d.path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the directories once they are empty (processes killed with
+    /// the pid namespace may take a moment to leave).
+    pub fn remove(self) -> Result<(), CgroupError> {
+        let mut last = Ok(());
+        for _ in 0..1000 {
+            last = self.remove_now();
+            match &last {
+                Err(CgroupError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                _ => break,
+            }
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // This host's layout: v2 with no controllers, pids and memory in v1.
+    const MOUNTS: &str = "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n\
+cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0\n\
+cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n\
+cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+    const OWN: &str =
+        "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/\n0::/\n";
+
+    #[test]
+    fn finds_v1_hierarchies_and_own_paths() {
+        let hs = parse_mounts(MOUNTS);
+        assert_eq!(hs.len(), 5);
+        let mem = hs.iter().find(|h| h.v1_controllers == ["memory"]).unwrap();
+        assert_eq!(
+            current_path(OWN, mem),
+            Some(PathBuf::from("/process_api/abc"))
+        );
+        let cpu = hs
+            .iter()
+            .find(|h| h.v1_controllers == ["cpu", "cpuacct"])
+            .unwrap();
+        assert_eq!(current_path(OWN, cpu), Some(PathBuf::from("/")));
+        let v2 = hs.iter().find(|h| h.v2).unwrap();
+        assert_eq!(current_path(OWN, v2), Some(PathBuf::from("/")));
+        // v2 here offers no controllers (no such files in the test), so the
+        // v1 hierarchy is chosen.
+        let (h, dir) = locate(&hs, OWN, "memory").unwrap();
+        assert!(!h.v2);
+        assert_eq!(dir, PathBuf::from("/sys/fs/cgroup/memory/process_api/abc"));
+        assert!(locate(&hs, OWN, "rdma").is_none());
+    }
+}

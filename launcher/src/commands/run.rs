@@ -1,0 +1,176 @@
+//! `porthole run [OPTIONS] APP_ID -- COMMAND [ARGS...]`
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use porthole_identity::AppId;
+use porthole_launcher::cgroup::Limits;
+use porthole_launcher::exit_code;
+use porthole_launcher::launch::{self, RunRequest};
+use porthole_launcher::permissions::{self, Permissions};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  the app's own status (128+N if it was killed by signal N), or
+  121  unknown option or malformed option value
+  122  invalid or missing APP_ID (Flatpak rules: reverse DNS, 3+ elements)
+  123  missing COMMAND
+  124  --app-dir, --runtime or --filesystem path cannot be read
+  125  the sandbox could not be set up
+  126  COMMAND found but not executable
+  127  COMMAND not found inside the sandbox";
+
+/// Start COMMAND for APP_ID in a new sandbox.
+///
+/// Everything after `--` (or after the first word of COMMAND) belongs to the
+/// app, even words that start with `-`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct RunArgs {
+    /// Share with the host: `network` (otherwise only a private `lo`).
+    #[arg(long, value_name = "WHAT")]
+    share: Vec<String>,
+    /// Give the app a session socket: wayland, pulseaudio or x11.
+    #[arg(long, value_name = "SOCKET")]
+    socket: Vec<String>,
+    /// Share a host path at the same place: PATH, PATH:ro or ~/PATH.
+    #[arg(long, value_name = "PATH[:ro]")]
+    filesystem: Vec<String>,
+    /// Set an environment variable inside (not LD_*, not bus addresses).
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The app's files, read-only at /app (DIR/files if present; DIR/metadata
+    /// supplies default permissions in Flatpak's keyfile format).
+    #[arg(long, value_name = "DIR")]
+    app_dir: Option<PathBuf>,
+    /// Take /usr (and /etc basics) from DIR, e.g. a debootstrapped tree.
+    #[arg(long, value_name = "DIR")]
+    runtime: Option<PathBuf>,
+    /// D-Bus name the app may talk to (recorded; no bus until the proxy exists).
+    #[arg(long, value_name = "NAME")]
+    talk_name: Vec<String>,
+    /// D-Bus name the app may own (recorded).
+    #[arg(long, value_name = "NAME")]
+    own_name: Vec<String>,
+    /// D-Bus name the app may see (recorded).
+    #[arg(long, value_name = "NAME")]
+    see_name: Vec<String>,
+    /// Memory limit of the instance's cgroup, e.g. 512M.
+    #[arg(long, value_name = "SIZE")]
+    memory_max: Option<String>,
+    /// Process limit of the instance's cgroup.
+    #[arg(long, value_name = "N")]
+    pids_max: Option<String>,
+    /// Kill the sandbox when `porthole run` dies (default true).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    die_with_parent: bool,
+    /// Print the mount plan, environment and filter, start nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Application id, e.g. org.example.App.
+    #[arg(value_name = "APP_ID")]
+    app_id: Option<String>,
+    /// The command and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<OsString>,
+}
+
+fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
+    eprintln!("porthole: {msg}");
+    code
+}
+
+fn request(args: RunArgs) -> Result<(RunRequest, bool), i32> {
+    let Some(app_id) = args.app_id else {
+        return Err(fail(
+            exit_code::INVALID_APP_ID,
+            "missing APP_ID (usage: porthole run [OPTIONS] APP_ID -- COMMAND [ARGS...])",
+        ));
+    };
+    let app_id = AppId::parse(&app_id).map_err(|e| {
+        fail(
+            exit_code::INVALID_APP_ID,
+            format!("invalid app id {app_id:?}: {e}"),
+        )
+    })?;
+    if args.command.is_empty() {
+        return Err(fail(
+            exit_code::MISSING_COMMAND,
+            "missing COMMAND (usage: porthole run [OPTIONS] APP_ID -- COMMAND [ARGS...])",
+        ));
+    }
+    let usage = |e: permissions::PermissionError| fail(exit_code::USAGE, e);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut perms = Permissions::default();
+    for s in &args.share {
+        perms.network |= permissions::parse_share(s).map_err(usage)?;
+    }
+    for s in &args.socket {
+        perms
+            .sockets
+            .insert(permissions::parse_socket(s).map_err(usage)?);
+    }
+    for f in &args.filesystem {
+        perms
+            .filesystems
+            .push(permissions::parse_filesystem(f, &home).map_err(usage)?);
+    }
+    for e in &args.env {
+        perms.env.push(permissions::parse_env(e).map_err(usage)?);
+    }
+    perms.talk_names = args.talk_name;
+    perms.own_names = args.own_name;
+    perms.see_names = args.see_name;
+    let limits = Limits {
+        memory_max: args
+            .memory_max
+            .as_deref()
+            .map(permissions::parse_size)
+            .transpose()
+            .map_err(usage)?,
+        pids_max: args
+            .pids_max
+            .as_deref()
+            .map(permissions::parse_count)
+            .transpose()
+            .map_err(usage)?,
+    };
+    Ok((
+        RunRequest {
+            app_id,
+            command: args.command,
+            permissions: perms,
+            app_dir: args.app_dir,
+            runtime: args.runtime,
+            limits,
+            die_with_parent: args.die_with_parent,
+        },
+        args.dry_run,
+    ))
+}
+
+pub fn main(args: RunArgs) -> i32 {
+    let (req, dry_run) = match request(args) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let prepared = match launch::prepare(&req) {
+        Ok(p) => p,
+        Err(e) => return fail(e.exit_code(), e),
+    };
+    if dry_run {
+        print!("{}", launch::describe(&prepared));
+        return 0;
+    }
+    match launch::execute(prepared) {
+        Ok(code) => code,
+        Err(e) => fail(e.exit_code(), e),
+    }
+}

@@ -1,0 +1,142 @@
+//! The sandbox's environment: cleared, then an allow-list (DESIGN.md). Never
+//! LD_PRELOAD, LD_LIBRARY_PATH, or a bus address of the host.
+
+use std::path::Path;
+
+/// The fixed PATH inside the sandbox.
+pub const PATH: &str = "/app/bin:/usr/bin";
+
+/// What the environment depends on.
+#[derive(Debug, Clone)]
+pub struct EnvInput<'a> {
+    pub uid: u32,
+    pub user: &'a str,
+    pub home: &'a Path,
+    pub app_data: &'a Path,
+    pub wayland: bool,
+    pub pulse: bool,
+    pub x11_display: Option<u32>,
+    /// `--env` and metadata `[Environment]`, already checked.
+    pub extra: &'a [(String, String)],
+}
+
+/// Host variables passed through unchanged when set.
+fn passes_through(key: &str) -> bool {
+    matches!(key, "LANG" | "LANGUAGE" | "TERM" | "COLORTERM" | "TZ") || key.starts_with("LC_")
+}
+
+/// Builds the environment from the host's (`host`) and the grants.
+pub fn build<I, K, V>(host: I, input: &EnvInput<'_>) -> Vec<(String, String)>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_owned(), v));
+    };
+    for (k, v) in host {
+        if passes_through(k.as_ref()) {
+            set(k.as_ref(), v.as_ref().to_owned());
+        }
+    }
+    set("PATH", PATH.into());
+    set("HOME", input.home.display().to_string());
+    set("USER", input.user.into());
+    set("LOGNAME", input.user.into());
+    let run = format!("/run/user/{}", input.uid);
+    set("XDG_RUNTIME_DIR", run.clone());
+    let d = input.app_data.display();
+    set("XDG_DATA_HOME", format!("{d}/data"));
+    set("XDG_CONFIG_HOME", format!("{d}/config"));
+    set("XDG_CACHE_HOME", format!("{d}/cache"));
+    set("XDG_STATE_HOME", format!("{d}/.local/state"));
+    if input.wayland {
+        set("WAYLAND_DISPLAY", "wayland-0".into());
+    }
+    if input.pulse {
+        set("PULSE_SERVER", format!("unix:{run}/pulse/native"));
+    }
+    if let Some(n) = input.x11_display {
+        set("DISPLAY", format!(":{n}"));
+    }
+    for (k, v) in input.extra {
+        if !crate::permissions::env_forbidden(k) {
+            set(k, v.clone());
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(extra: &'a [(String, String)]) -> EnvInput<'a> {
+        EnvInput {
+            uid: 1000,
+            user: "u",
+            home: Path::new("/home/u"),
+            app_data: Path::new("/home/u/.var/app/org.example.App"),
+            wayland: true,
+            pulse: false,
+            x11_display: None,
+            extra,
+        }
+    }
+
+    #[test]
+    fn host_secrets_and_loaders_never_pass() {
+        let host = [
+            ("LD_PRELOAD", "/evil.so"),
+            ("LD_LIBRARY_PATH", "/x"),
+            ("PYTHONPATH", "/x"),
+            ("GIO_EXTRA_MODULES", "/x"),
+            ("TMPDIR", "/hosttmp"),
+            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus"),
+            ("PATH", "/evil:/usr/bin"),
+            ("LANG", "de_DE.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TERM", "xterm"),
+        ];
+        let env = build(host, &input(&[]));
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        for k in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PYTHONPATH",
+            "GIO_EXTRA_MODULES",
+            "TMPDIR",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "PULSE_SERVER",
+        ] {
+            assert_eq!(get(k), None, "{k}");
+        }
+        assert_eq!(get("PATH"), Some(PATH));
+        assert_eq!(get("LANG"), Some("de_DE.UTF-8"));
+        assert_eq!(get("LC_TIME"), Some("C"));
+        assert_eq!(get("XDG_RUNTIME_DIR"), Some("/run/user/1000"));
+        assert_eq!(get("WAYLAND_DISPLAY"), Some("wayland-0"));
+        assert_eq!(
+            get("XDG_CONFIG_HOME"),
+            Some("/home/u/.var/app/org.example.App/config")
+        );
+    }
+
+    #[test]
+    fn extra_overrides_but_not_forbidden() {
+        let extra = vec![
+            ("FOO".to_string(), "1".to_string()),
+            ("LD_PRELOAD".to_string(), "/x".to_string()),
+        ];
+        let env = build(Vec::<(String, String)>::new(), &input(&extra));
+        assert!(env.contains(&("FOO".into(), "1".into())));
+        assert!(!env.iter().any(|(k, _)| k == "LD_PRELOAD"));
+    }
+}

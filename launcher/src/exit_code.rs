@@ -1,0 +1,20 @@
+//! Exit codes of `porthole`. The app's own status is passed through
+//! (128+N when it died of signal N); the launcher's failures use codes apps
+//! rarely use, one per kind, as documented in `porthole run --help`.
+
+/// Unknown option or malformed option value.
+pub const USAGE: i32 = 121;
+/// APP_ID is not a valid application id.
+pub const INVALID_APP_ID: i32 = 122;
+/// No COMMAND after APP_ID.
+pub const MISSING_COMMAND: i32 = 123;
+/// An --app-dir, --runtime or --filesystem path that cannot be read.
+pub const UNREADABLE_PATH: i32 = 124;
+/// The sandbox could not be set up (the kernel refused a step).
+pub const SETUP_FAILED: i32 = 125;
+/// COMMAND exists in the sandbox but cannot be executed.
+pub const COMMAND_NOT_EXECUTABLE: i32 = 126;
+/// COMMAND not found in the sandbox.
+pub const COMMAND_NOT_FOUND: i32 = 127;
+/// `ps`/`kill`/`enter`: no such instance.
+pub const NO_SUCH_INSTANCE: i32 = 120;

@@ -1,0 +1,116 @@
+//! `/.flatpak-info`: the instance-info keyfile in Flatpak's format, so that
+//! every existing portal treats our apps as sandboxed apps with their id.
+
+use std::path::Path;
+
+use porthole_identity::{AppId, KeyFile};
+
+use crate::permissions::Permissions;
+use crate::plan::Access;
+
+/// Inputs of the keyfile.
+#[derive(Debug, Clone)]
+pub struct InfoInput<'a> {
+    pub app_id: &'a AppId,
+    pub instance_id: &'a str,
+    pub instance_path: &'a Path,
+    pub app_path: Option<&'a Path>,
+    pub runtime_path: &'a Path,
+    pub permissions: &'a Permissions,
+}
+
+/// The keyfile text.
+pub fn render(i: &InfoInput<'_>) -> String {
+    let mut kf = KeyFile::new();
+    kf.set("Application", "name", i.app_id.as_str());
+    kf.set(
+        "Application",
+        "runtime",
+        "runtime/org.porthole.Host/x86_64/host",
+    );
+    kf.set("Instance", "instance-id", i.instance_id);
+    kf.set(
+        "Instance",
+        "instance-path",
+        &i.instance_path.display().to_string(),
+    );
+    if let Some(app) = i.app_path {
+        kf.set("Instance", "app-path", &app.display().to_string());
+    }
+    kf.set(
+        "Instance",
+        "runtime-path",
+        &i.runtime_path.display().to_string(),
+    );
+    kf.set("Instance", "branch", "master");
+    kf.set("Instance", "arch", std::env::consts::ARCH);
+    kf.set("Instance", "sandbox-engine", "porthole");
+    // No D-Bus proxy yet: the sandbox has no bus at all.
+    kf.set("Instance", "session-bus-proxy", "false");
+    kf.set("Instance", "system-bus-proxy", "false");
+    let p = i.permissions;
+    let mut shared = Vec::new();
+    if p.network {
+        shared.push("network".to_string());
+    }
+    kf.set_list("Context", "shared", &shared);
+    let sockets: Vec<&str> = p.sockets.iter().map(|s| s.name()).collect();
+    kf.set_list("Context", "sockets", &sockets);
+    let fs: Vec<String> = p
+        .filesystems
+        .iter()
+        .map(|f| match f.access {
+            Access::ReadOnly => format!("{}:ro", f.path.display()),
+            Access::ReadWrite => f.path.display().to_string(),
+        })
+        .collect();
+    kf.set_list("Context", "filesystems", &fs);
+    for (names, policy) in [
+        (&p.talk_names, "talk"),
+        (&p.own_names, "own"),
+        (&p.see_names, "see"),
+    ] {
+        for n in names {
+            kf.set("Session Bus Policy", n, policy);
+        }
+    }
+    for (k, v) in &p.env {
+        kf.set("Environment", k, v);
+    }
+    kf.to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::Socket;
+
+    #[test]
+    fn keyfile_reads_back_with_identity() {
+        let id = AppId::parse("org.example.App").unwrap();
+        let mut perms = Permissions::default();
+        perms.sockets.insert(Socket::Wayland);
+        perms.talk_names.push("org.freedesktop.portal.*".into());
+        let text = render(&InfoInput {
+            app_id: &id,
+            instance_id: "123",
+            instance_path: Path::new("/run/user/1000/porthole/instances/123"),
+            app_path: None,
+            runtime_path: Path::new("/usr"),
+            permissions: &perms,
+        });
+        let kf = KeyFile::parse(&text).unwrap();
+        assert_eq!(
+            kf.get("Application", "name").as_deref(),
+            Some("org.example.App")
+        );
+        assert_eq!(kf.get("Instance", "instance-id").as_deref(), Some("123"));
+        assert_eq!(kf.get_list("Context", "sockets").unwrap(), vec!["wayland"]);
+        assert_eq!(
+            kf.get("Session Bus Policy", "org.freedesktop.portal.*")
+                .as_deref(),
+            Some("talk")
+        );
+        assert!(text.starts_with("[Application]\nname=org.example.App\n"));
+    }
+}

@@ -1,0 +1,106 @@
+//! Process supervision: the sandbox's pid 1 and the host-side monitor share
+//! one loop. Signals are blocked and taken with `sigwait` (no handlers, no
+//! async-signal-safety traps): SIGCHLD reaps, the others are forwarded.
+//!
+//! A pid-namespace init only receives signals from its parent namespace when
+//! it handles them or has them blocked (signal(7), pid_namespaces(7)); we
+//! block them, so SIGTERM to `porthole run` reaches the app through us.
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Signals passed on to the app.
+pub const FORWARDED: [Signal; 8] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+];
+
+fn supervised_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Blocks the supervised signals; returns the previous mask.
+pub fn block_signals() -> nix::Result<SigSet> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&supervised_set()),
+        Some(&mut old),
+    )?;
+    Ok(old)
+}
+
+/// Restores a mask saved by [`block_signals`] (in the app, before exec).
+pub fn restore_signals(old: &SigSet) -> nix::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None)
+}
+
+/// The shell's convention for an exit status.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Who to reap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reap {
+    /// Only `main` (the host-side monitor).
+    MainOnly,
+    /// Every child (pid 1 adopts orphans and must reap them).
+    All,
+}
+
+/// Forwards signals to `main` and waits for it; returns its exit code.
+/// Requires the supervised signals to be blocked (see [`block_signals`]).
+pub fn supervise(main: Pid, reap: Reap) -> i32 {
+    let set = supervised_set();
+    loop {
+        // Reap first: SIGCHLD may have been consumed before we got here.
+        loop {
+            let target = match reap {
+                Reap::MainOnly => main,
+                Reap::All => Pid::from_raw(-1),
+            };
+            match waitpid(target, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) => {
+                    if status.pid() == Some(main)
+                        && let Some(code) = exit_code(status)
+                    {
+                        return code;
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::ECHILD) => return 127,
+                Err(_) => break,
+            }
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                let _ = nix::sys::signal::kill(main, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// PR_SET_PDEATHSIG: `sig` when the parent exits.
+pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Some(sig))
+}

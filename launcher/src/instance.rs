@@ -1,0 +1,272 @@
+//! Instance records: `$XDG_RUNTIME_DIR/porthole/instances/ID/` holds `info`
+//! (the same bytes as the sandbox's `/.flatpak-info`) and `instance.json`.
+//! The monitor removes the directory when the instance ends; `ps` skips (and
+//! cleans) records whose process is gone.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors around instance records.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: owned by uid {owner}, not by us; refusing to use it")]
+    NotOurs { path: PathBuf, owner: u32 },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no running instance {0:?} (see `porthole ps`)")]
+    NotFound(String),
+    #[error("{0:?} matches several instances; use the instance id")]
+    Ambiguous(String),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InstanceError + 'a {
+    move |source| InstanceError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What `instance.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub instance: String,
+    pub app_id: String,
+    /// The host-side monitor (`porthole run`).
+    pub monitor_pid: i32,
+    /// The sandbox's pid 1, as seen from the host.
+    pub pid: i32,
+    /// Start time of `pid` (field 22 of /proc/PID/stat), to detect reuse.
+    pub pid_start: u64,
+    pub started_unix: u64,
+    pub command: Vec<String>,
+    pub uid: u32,
+    /// The app's environment, for `porthole enter`.
+    pub env: Vec<(String, String)>,
+    /// The app's home inside, for `porthole enter`.
+    pub home: String,
+    /// The instance's cgroup directories (one per hierarchy used).
+    pub cgroups: Vec<String>,
+}
+
+/// The per-user runtime directory: `$XDG_RUNTIME_DIR`, else
+/// `/run/user/UID`, else `/tmp/porthole-UID` (created 0700, ours, not a link).
+pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && d.is_absolute()
+        && d.is_dir()
+    {
+        return Ok(d);
+    }
+    let run = PathBuf::from(format!("/run/user/{uid}"));
+    if let Ok(m) = std::fs::symlink_metadata(&run)
+        && m.is_dir()
+        && m.uid() == uid
+    {
+        return Ok(run);
+    }
+    let tmp = PathBuf::from(format!("/tmp/porthole-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("mkdir", &tmp)(e)),
+    }
+    let m = std::fs::symlink_metadata(&tmp).map_err(io("stat", &tmp))?;
+    if !m.is_dir() || m.uid() != uid {
+        return Err(InstanceError::NotOurs {
+            path: tmp,
+            owner: m.uid(),
+        });
+    }
+    Ok(tmp)
+}
+
+/// `RUNTIME/porthole/instances`, created 0700.
+pub fn instances_dir(runtime: &Path) -> Result<PathBuf, InstanceError> {
+    let dir = runtime.join("porthole/instances");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("mkdir", &dir))?;
+    Ok(dir)
+}
+
+/// A fresh instance id: a random 32-bit number, as Flatpak uses.
+pub fn new_id() -> String {
+    let mut buf = [0u8; 4];
+    // SAFETY: getrandom writes at most buf.len() bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 4 {
+        // Fall back to time and pid; uniqueness is checked by mkdir anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        return (t ^ std::process::id()).to_string();
+    }
+    u32::from_ne_bytes(buf).to_string()
+}
+
+/// An instance directory we created; removed on drop.
+#[derive(Debug)]
+pub struct InstanceDir {
+    pub path: PathBuf,
+}
+
+impl InstanceDir {
+    /// Creates `dir/ID` (must not exist) and writes `info`.
+    pub fn create(instances: &Path, id: &str, info: &str) -> Result<Self, InstanceError> {
+        let path = instances.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io("mkdir", &path))?;
+        let dir = InstanceDir { path };
+        write_new(&dir.path.join("info"), info.as_bytes(), 0o444)?;
+        Ok(dir)
+    }
+
+    pub fn write_record(&self, record: &Record) -> Result<(), InstanceError> {
+        let path = self.path.join("instance.json");
+        let tmp = self.path.join(".instance.json.tmp");
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| InstanceError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write_new(&tmp, &bytes, 0o600)?;
+        std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+    }
+}
+
+impl Drop for InstanceDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove instance directory");
+        }
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstanceError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io("create", path))?;
+    f.write_all(bytes).map_err(io("write", path))
+}
+
+/// Start time (clock ticks since boot) of a process, field 22 of its stat.
+pub fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A record whose process still runs.
+pub fn is_alive(r: &Record) -> bool {
+    process_start(r.pid) == Some(r.pid_start)
+}
+
+/// All live instances of this user, oldest first; stale records are removed.
+pub fn list(instances: &Path) -> Result<Vec<Record>, InstanceError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(instances) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io("read dir", instances)(e)),
+    };
+    for entry in entries.flatten() {
+        let json = entry.path().join("instance.json");
+        let Ok(bytes) = std::fs::read(&json) else {
+            continue; // being created or removed
+        };
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+            continue;
+        };
+        if is_alive(&record) {
+            out.push(record);
+        } else if process_start(record.monitor_pid).is_none() {
+            // Monitor gone without cleaning up (killed with SIGKILL).
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    out.sort_by_key(|r| (r.started_unix, r.instance.clone()));
+    Ok(out)
+}
+
+/// Finds one live instance by instance id, or by app id when unique.
+pub fn find(instances: &Path, key: &str) -> Result<Record, InstanceError> {
+    let all = list(instances)?;
+    if let Some(r) = all.iter().find(|r| r.instance == key) {
+        return Ok(r.clone());
+    }
+    let mut by_app = all.into_iter().filter(|r| r.app_id == key);
+    match (by_app.next(), by_app.next()) {
+        (Some(r), None) => Ok(r),
+        (Some(_), Some(_)) => Err(InstanceError::Ambiguous(key.to_owned())),
+        _ => Err(InstanceError::NotFound(key.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_stale_ones_vanish() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = InstanceDir::create(tmp.path(), "42", "[Application]\nname=a.b.C\n").unwrap();
+        let me = std::process::id() as i32;
+        let mut rec = Record {
+            instance: "42".into(),
+            app_id: "a.b.C".into(),
+            monitor_pid: me,
+            pid: me,
+            pid_start: process_start(me).unwrap(),
+            started_unix: 1,
+            command: vec!["/bin/true".into()],
+            uid: 0,
+            env: vec![],
+            home: "/root".into(),
+            cgroups: vec![],
+        };
+        dir.write_record(&rec).unwrap();
+        assert_eq!(list(tmp.path()).unwrap(), vec![rec.clone()]);
+        assert_eq!(find(tmp.path(), "a.b.C").unwrap().instance, "42");
+        assert!(matches!(
+            find(tmp.path(), "nope"),
+            Err(InstanceError::NotFound(_))
+        ));
+        // Same pid, different start time: a reused pid is not our instance.
+        rec.pid_start += 1;
+        dir.write_record(&rec).unwrap();
+        assert!(list(tmp.path()).unwrap().is_empty());
+        let path = dir.path.clone();
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn stat_parsing_handles_odd_names() {
+        assert!(process_start(std::process::id() as i32).unwrap() > 0);
+        assert_eq!(process_start(-5), None);
+    }
+}

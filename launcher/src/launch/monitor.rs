@@ -1,0 +1,244 @@
+//! Host side, second stage: the monitor. Creates what the instance needs on
+//! the host, clones into the namespaces, supervises, cleans up.
+
+use super::sandbox::{exec_parts, sandbox_init};
+use super::*;
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Io {
+        op: "pipe2",
+        source: e.into(),
+    })
+}
+
+/// The app's own Wayland socket, registered through wp_security_context_v1.
+struct WaylandListener {
+    path: PathBuf,
+    _ctx: wayland::SecurityContext,
+}
+
+impl Drop for WaylandListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// When the compositor offers wp_security_context_v1, points the plan's
+/// Wayland bind at a listener registered with the app's identity; otherwise
+/// leaves the bind of the host socket (weston 10 and older compositors).
+fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
+    let host = p.wayland_host.clone()?;
+    let dir = p.instances_dir.parent()?.join("wayland");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+    }
+    let path = dir.join(format!("{}.sock", p.instance_id));
+    let listener = match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no socket for a Wayland security context; binding the host socket");
+            return None;
+        }
+    };
+    match wayland::create_security_context(&host, &listener, p.app_id.as_str(), &p.instance_id) {
+        Ok(Some(ctx)) => {
+            for op in &mut p.ops {
+                if let Op::Bind { src, .. } = op
+                    && *src == host
+                {
+                    *src = path.clone();
+                }
+            }
+            tracing::info!(socket = %path.display(), "Wayland socket through wp_security_context_v1");
+            Some(WaylandListener { path, _ctx: ctx })
+        }
+        Ok(None) => {
+            tracing::info!(
+                "the compositor does not offer wp_security_context_v1; binding its socket"
+            );
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Wayland security context failed; binding the host socket");
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// Runs a prepared launch to the end; returns the app's exit code.
+pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
+    let mut p = p;
+    let _wayland_listener = wayland_security_context(&mut p);
+    for m in &p.missing_sockets {
+        eprintln!(
+            "porthole: note: --socket={} granted but the host has no such socket; not provided",
+            m.name()
+        );
+    }
+    trace_stage(p.trace, "execute");
+    ensure_app_data(&p.home, &p.app_data, p.uid)?;
+    let instances = instance::instances_dir(
+        p.instances_dir
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap_or(Path::new("/nonexistent")),
+    )?;
+    trace_stage(p.trace, "app data ready");
+    let parts = exec_parts(&p.argv, &p.env, &p.home)?;
+    let (go_rd, go_wr) = pipe()?;
+    let (ready_rd, ready_wr) = pipe()?;
+    if p.die_with_parent {
+        // Like bubblewrap's --die-with-parent: when whoever started us dies,
+        // we die, and our pid 1 follows through its own parent-death signal.
+        let parent = nix::unistd::getppid();
+        init::parent_death_signal(Signal::SIGKILL).map_err(|e| LaunchError::Io {
+            op: "prctl(PR_SET_PDEATHSIG)",
+            source: e.into(),
+        })?;
+        if nix::unistd::getppid() != parent {
+            return Err(LaunchError::Io {
+                op: "parent exited during start-up",
+                source: std::io::ErrorKind::BrokenPipe.into(),
+            });
+        }
+    }
+
+    let old_mask = init::block_signals().map_err(|e| LaunchError::Io {
+        op: "sigprocmask",
+        source: e.into(),
+    })?;
+    // Limits that cannot be enforced are said clearly; the launch goes on.
+    let mut cgroup = match cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &p.limits) {
+        Ok(cg) => cg,
+        Err(e) => {
+            if p.limits.is_empty() {
+                tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+            } else {
+                eprintln!("porthole: warning: --memory-max/--pids-max cannot be enforced: {e}");
+            }
+            None
+        }
+    };
+    trace_stage(p.trace, "cgroup created, cloning");
+    let flags = p.namespaces.clone_flags();
+    let mut born_in_cgroup = false;
+    let forked = match cgroup.as_ref().and_then(|cg| cg.v2_fd()) {
+        Some(fd) => match namespace::fork_into_cgroup(flags, fd.as_fd()) {
+            Ok(f) => {
+                born_in_cgroup = true;
+                f
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "clone3(CLONE_INTO_CGROUP) failed; cloning, then moving");
+                namespace::fork_into(flags)?
+            }
+        },
+        None => namespace::fork_into(flags)?,
+    };
+    // The sandbox waits for "go" only when it still has to be moved into a
+    // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs
+    // scheduling latency on a busy machine.
+    let child_waits = cgroup
+        .as_ref()
+        .is_some_and(|c| c.needs_move(born_in_cgroup));
+    let child = match forked {
+        Forked::Child => {
+            drop(go_wr);
+            drop(ready_rd);
+            sandbox_init(&p, &parts, go_rd, child_waits, ready_wr, &old_mask);
+        }
+        Forked::Parent { child } => Pid::from_raw(child),
+    };
+    drop(go_rd);
+    drop(ready_wr);
+    // While the sandbox assembles its root (on the other core), record the
+    // instance and create its cgroup; the sandbox waits for "go" before
+    // anything of the app runs.
+    let dir = match InstanceDir::create(&instances, &p.instance_id, &p.info) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            if let Some(cg) = cgroup {
+                let _ = cg.remove();
+            }
+            return Err(e.into());
+        }
+    };
+    trace_stage(p.trace, "instance dir ready");
+    let mut cleanup = Vec::new();
+    if let Some(cg) = &cgroup
+        && cg.needs_move(born_in_cgroup)
+        && let Err(e) = cg.add(child.as_raw(), born_in_cgroup)
+    {
+        eprintln!(
+            "porthole: warning: could not move the sandbox into its cgroup; limits are not enforced: {e}"
+        );
+        if let Some(cg) = cgroup.take() {
+            let _ = cg.remove();
+        }
+    }
+    if child_waits {
+        // The sandbox may go on: it is in its cgroups.
+        let _ = nix::unistd::write(&go_wr, b"g");
+    }
+    trace_stage(p.trace, "cgroup ready");
+    // The record appears only once the sandbox's root is in place, so that
+    // whoever reads it finds /proc/PID/root/.flatpak-info.
+    let mut b = [0u8; 1];
+    if !matches!(nix::unistd::read(&ready_rd, &mut b), Ok(1)) {
+        drop(go_wr);
+        let code = init::supervise(child, Reap::MainOnly);
+        if let Some(cg) = cgroup {
+            let _ = cg.remove();
+        }
+        return Ok(code);
+    }
+    drop(ready_rd);
+    trace_stage(p.trace, "sandbox root ready");
+    let record = Record {
+        instance: p.instance_id.clone(),
+        app_id: p.app_id.to_string(),
+        monitor_pid: std::process::id() as i32,
+        pid: child.as_raw(),
+        pid_start: instance::process_start(child.as_raw()).unwrap_or(0),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        command: p
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        uid: p.uid,
+        env: p.env.clone(),
+        home: p.home.display().to_string(),
+        cgroups: cgroup.as_ref().map(|c| c.paths()).unwrap_or_default(),
+    };
+    if let Err(e) = dir.write_record(&record) {
+        cleanup.push(e.to_string());
+    }
+    trace_stage(p.trace, "recorded");
+    let code = init::supervise(child, Reap::MainOnly);
+    // Held open until now: its hang-up tells a sandbox that starts after we
+    // died (before its parent-death signal was armed) to give up.
+    drop(go_wr);
+    drop(dir);
+    if let Some(cg) = cgroup
+        && let Err(e) = cg.remove()
+    {
+        tracing::warn!(error = %e, "could not remove the instance cgroup");
+    }
+    trace_stage(p.trace, "cgroup removed");
+    for c in cleanup {
+        tracing::warn!(error = %c, "instance record");
+    }
+    Ok(code)
+}

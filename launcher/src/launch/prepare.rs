@@ -1,0 +1,406 @@
+//! Host side, first stage: resolve a run request into a [`Prepared`] launch.
+//! Reads the host, changes nothing.
+
+use super::*;
+
+/// Everything a launch needs, resolved on the host side.
+#[derive(Debug)]
+pub struct Prepared {
+    pub app_id: AppId,
+    pub instance_id: String,
+    pub instances_dir: PathBuf,
+    pub info: String,
+    pub ops: Vec<Op>,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<OsString>,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub app_data: PathBuf,
+    pub namespaces: Namespaces,
+    pub filters: Filters,
+    pub limits: Limits,
+    pub die_with_parent: bool,
+    /// Sockets asked for but absent on the host (reported, not fatal).
+    pub missing_sockets: Vec<Socket>,
+    /// `PORTHOLE_STARTUP_TRACE` was set.
+    pub trace: bool,
+    /// The host's Wayland socket, when granted and present: execute tries a
+    /// `wp_security_context_v1` listener first.
+    pub wayland_host: Option<PathBuf>,
+}
+
+fn who() -> (u32, u32, String, PathBuf) {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let pw = nix::unistd::User::from_uid(uid).ok().flatten();
+    let name = pw
+        .as_ref()
+        .map(|u| u.name.clone())
+        .unwrap_or_else(|| format!("user{uid}"));
+    let home = pw
+        .map(|u| u.dir)
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    (uid.as_raw(), gid.as_raw(), name, home)
+}
+
+fn canonical_dir(path: &Path) -> Result<PathBuf, String> {
+    let c = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let rd = std::fs::read_dir(&c).map_err(|e| e.to_string())?;
+    drop(rd);
+    Ok(c)
+}
+
+fn is_socket(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+/// Host session sockets found for the granted permissions.
+#[derive(Debug, Default)]
+struct HostSockets {
+    wayland: Option<PathBuf>,
+    pulse: Option<PathBuf>,
+    x11: Option<(PathBuf, u32)>,
+    missing: Vec<Socket>,
+}
+
+/// Host paths of the session sockets the app may get.
+fn host_sockets(perms: &Permissions, host_runtime: Option<&Path>) -> HostSockets {
+    let mut missing = Vec::new();
+    let mut wayland = None;
+    let mut pulse = None;
+    let mut x11 = None;
+    if perms.sockets.contains(&Socket::Wayland) {
+        let display = std::env::var_os("WAYLAND_DISPLAY").unwrap_or_else(|| "wayland-0".into());
+        let p = PathBuf::from(&display);
+        let p = if p.is_absolute() {
+            Some(p)
+        } else {
+            host_runtime.map(|r| r.join(p))
+        };
+        match p.filter(|p| is_socket(p)) {
+            Some(p) => wayland = std::fs::canonicalize(&p).ok(),
+            None => missing.push(Socket::Wayland),
+        }
+    }
+    if perms.sockets.contains(&Socket::PulseAudio) {
+        let from_env = std::env::var("PULSE_SERVER")
+            .ok()
+            .and_then(|s| s.strip_prefix("unix:").map(PathBuf::from));
+        let p = from_env.or_else(|| host_runtime.map(|r| r.join("pulse/native")));
+        match p.filter(|p| is_socket(p)) {
+            Some(p) => pulse = std::fs::canonicalize(&p).ok(),
+            None => missing.push(Socket::PulseAudio),
+        }
+    }
+    if perms.sockets.contains(&Socket::X11) {
+        let n = std::env::var("DISPLAY")
+            .ok()
+            .and_then(|d| {
+                d.strip_prefix(':')
+                    .map(|r| r.split('.').next().unwrap_or("").to_owned())
+            })
+            .and_then(|n| n.parse::<u32>().ok());
+        match n.map(|n| (PathBuf::from(format!("/tmp/.X11-unix/X{n}")), n)) {
+            Some((p, n)) if is_socket(&p) => x11 = Some((p, n)),
+            _ => missing.push(Socket::X11),
+        }
+    }
+    HostSockets {
+        wayland,
+        pulse,
+        x11,
+        missing,
+    }
+}
+
+/// Resolves a run request on the host. Changes nothing.
+pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
+    trace_stage(
+        std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
+        "prepare",
+    );
+    let (uid, gid, user, home) = who();
+    let home = std::fs::canonicalize(&home).unwrap_or(home);
+
+    // App directory: `DIR/files` (a Flatpak deploy dir) or DIR itself at /app;
+    // `DIR/metadata` supplies default permissions.
+    let mut perms = Permissions::default();
+    let mut app_files = None;
+    if let Some(dir) = &req.app_dir {
+        let c = canonical_dir(dir).map_err(|reason| LaunchError::AppDir {
+            path: dir.clone(),
+            reason,
+        })?;
+        let meta = c.join("metadata");
+        if meta.is_file() {
+            let text = std::fs::read_to_string(&meta).map_err(|e| LaunchError::AppDir {
+                path: meta.clone(),
+                reason: e.to_string(),
+            })?;
+            perms = Permissions::from_metadata(&text, &meta, &home)?;
+        }
+        let files = c.join("files");
+        app_files = Some(if files.is_dir() { files } else { c });
+    }
+    let perms = perms.merge(req.permissions.clone());
+
+    // /usr and /etc sources.
+    let (usr, etc_root) = match &req.runtime {
+        None => (PathBuf::from("/usr"), PathBuf::from("/etc")),
+        Some(dir) => {
+            let c = canonical_dir(dir).map_err(|reason| LaunchError::Runtime {
+                path: dir.clone(),
+                reason,
+            })?;
+            if c.join("usr").is_dir() {
+                (c.join("usr"), c.join("etc"))
+            } else {
+                let etc = c.join("etc");
+                (c, etc)
+            }
+        }
+    };
+    if !usr.join("bin").is_dir() {
+        return Err(LaunchError::Runtime {
+            path: usr,
+            reason: "has no bin/ directory".into(),
+        });
+    }
+    let usr_lib_links = ["lib64", "lib32", "libx32"]
+        .iter()
+        .filter(|n| usr.join(n).is_dir())
+        .map(|n| n.to_string())
+        .collect();
+
+    let mut etc_binds = Vec::new();
+    // Small files are copied into the (read-only) root instead of bound:
+    // same content, one mount fewer each.
+    let mut etc_files = Vec::new();
+    // ld.so.cache must match the libraries in /usr (the runtime's);
+    // machine-id is the host's identity, whatever the runtime.
+    for (dir, name) in [
+        (etc_root.as_path(), "ld.so.cache"),
+        (Path::new("/etc"), "machine-id"),
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            etc_files.push((PathBuf::from("/etc").join(name), bytes));
+        }
+    }
+    let mut etc_names = vec!["fonts", "ssl/certs", "alternatives"];
+    if perms.network {
+        etc_names.extend(["resolv.conf", "hosts", "nsswitch.conf", "gai.conf"]);
+    }
+    for name in etc_names {
+        // /etc/alternatives: Debian's /usr/bin has links through it.
+        let src = etc_root.join(name);
+        if let Ok(c) = std::fs::canonicalize(&src) {
+            etc_binds.push((c, PathBuf::from("/etc").join(name)));
+        }
+    }
+    let localtime_link = std::fs::read_link(etc_root.join("localtime"))
+        .ok()
+        .and_then(|t| {
+            let s = t.to_string_lossy();
+            s.find("zoneinfo/")
+                .map(|i| PathBuf::from(format!("/usr/share/{}", &s[i..])))
+        });
+    if localtime_link.is_none()
+        && let Ok(c) = std::fs::canonicalize(etc_root.join("localtime"))
+    {
+        etc_binds.push((c, PathBuf::from("/etc/localtime")));
+    }
+
+    let mut filesystems = Vec::new();
+    for grant in &perms.filesystems {
+        let c = std::fs::canonicalize(&grant.path).map_err(|e| LaunchError::Filesystem {
+            path: grant.path.clone(),
+            reason: e.to_string(),
+        })?;
+        plan::check_grant(&c)?;
+        filesystems.push((c, grant.access));
+    }
+
+    let host_runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(format!("/run/user/{uid}"))));
+    let HostSockets {
+        wayland,
+        pulse,
+        x11,
+        missing: missing_sockets,
+    } = host_sockets(&perms, host_runtime.as_deref());
+
+    let app_data = home.join(".var/app").join(req.app_id.as_str());
+    let instances_dir = instance::runtime_dir(uid)?.join("porthole/instances");
+    let instance_id = instance::new_id();
+    let info = flatpak_info::render(&InfoInput {
+        app_id: &req.app_id,
+        instance_id: &instance_id,
+        instance_path: &instances_dir.join(&instance_id),
+        app_path: app_files.as_deref(),
+        runtime_path: &usr,
+        permissions: &perms,
+    });
+
+    let passwd = format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", home.display());
+    let group = format!("{user}:x:{gid}:\n");
+    let input = PlanInput {
+        uid,
+        gid,
+        user: user.clone(),
+        home: home.clone(),
+        usr,
+        usr_lib_links,
+        etc_binds,
+        etc_files,
+        localtime_link,
+        passwd,
+        group,
+        flatpak_info: info.clone(),
+        app_data: app_data.clone(),
+        app_files,
+        filesystems,
+        wayland: wayland.clone(),
+        pulse: pulse.clone(),
+        x11: x11.clone(),
+    };
+    let ops = plan::build(&input)?;
+
+    let env = environ::build(
+        std::env::vars(),
+        &EnvInput {
+            uid,
+            user: &user,
+            home: &home,
+            app_data: &app_data,
+            wayland: wayland.is_some(),
+            pulse: pulse.is_some(),
+            x11_display: x11.as_ref().map(|(_, n)| *n),
+            extra: &perms.env,
+        },
+    );
+
+    let filters = Filters::builtin();
+    Ok(Prepared {
+        app_id: req.app_id.clone(),
+        instance_id,
+        instances_dir,
+        info,
+        ops,
+        env,
+        argv: req.command.clone(),
+        uid,
+        gid,
+        home,
+        app_data,
+        namespaces: Namespaces {
+            network: !perms.network,
+        },
+        filters,
+        limits: req.limits,
+        die_with_parent: req.die_with_parent,
+        missing_sockets,
+        trace: std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
+        wayland_host: wayland,
+    })
+}
+
+/// Creates `home/.var/app/APP_ID` and its XDG subdirectories one component
+/// at a time, refusing symlinks and directories owned by someone else.
+pub fn ensure_app_data(home: &Path, app_data: &Path, uid: u32) -> Result<(), LaunchError> {
+    let err = |reason: String| LaunchError::AppData {
+        path: app_data.to_owned(),
+        reason,
+    };
+    let rel = app_data
+        .strip_prefix(home)
+        .map_err(|_| err("not below the home directory".into()))?;
+    let flags = nix::fcntl::OFlag::O_DIRECTORY
+        | nix::fcntl::OFlag::O_NOFOLLOW
+        | nix::fcntl::OFlag::O_CLOEXEC
+        | nix::fcntl::OFlag::O_RDONLY;
+    let mut cur: OwnedFd = nix::fcntl::open(home, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| err(format!("open home: {e}")))?;
+    let mut parts: Vec<PathBuf> = rel
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let tail = ["data", "config", "cache", ".local", ".local/state"];
+    let walk = |cur: &mut OwnedFd, name: &Path, check_owner: bool| -> Result<(), LaunchError> {
+        match nix::sys::stat::mkdirat(
+            cur.as_fd(),
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(0o700),
+        ) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(err(format!("mkdir {}: {e}", name.display()))),
+        }
+        let next = nix::fcntl::openat(cur.as_fd(), name, flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| {
+                err(format!(
+                    "open {} (symlinks are refused): {e}",
+                    name.display()
+                ))
+            })?;
+        if check_owner {
+            let st = nix::sys::stat::fstat(next.as_fd()).map_err(|e| err(e.to_string()))?;
+            if st.st_uid != uid {
+                return Err(err(format!(
+                    "{} is owned by uid {}",
+                    name.display(),
+                    st.st_uid
+                )));
+            }
+        }
+        *cur = next;
+        Ok(())
+    };
+    for p in parts.drain(..) {
+        walk(&mut cur, &p, true)?;
+    }
+    for t in tail {
+        let mut c = cur.try_clone().map_err(|e| err(e.to_string()))?;
+        for comp in Path::new(t).components() {
+            walk(&mut c, Path::new(comp.as_os_str()), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the plan (`--dry-run`).
+pub fn describe(p: &Prepared) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("app {} instance {}\n", p.app_id, p.instance_id));
+    s.push_str(&format!(
+        "namespaces: user mount pid ipc uts cgroup{}\n",
+        if p.namespaces.network { " net" } else { "" }
+    ));
+    s.push_str("mounts:\n");
+    for op in &p.ops {
+        s.push_str(&format!("  {op}\n"));
+    }
+    s.push_str("environment:\n");
+    for (k, v) in &p.env {
+        s.push_str(&format!("  {k}={v}\n"));
+    }
+    s.push_str(&format!("command: {:?}\n", p.argv));
+    let sizes: Vec<String> = p
+        .filters
+        .programs
+        .iter()
+        .map(|pr| format!("{} ({} insns)", pr.name, pr.bytes.len() / 8))
+        .collect();
+    s.push_str(&format!("seccomp: {}\n", sizes.join(", ")));
+    for m in &p.missing_sockets {
+        s.push_str(&format!(
+            "note: --socket={} granted but the host has no such socket\n",
+            m.name()
+        ));
+    }
+    s
+}

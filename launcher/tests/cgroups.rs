@@ -1,0 +1,236 @@
+//! --pids-max and --memory-max really hold, in whichever hierarchy has the
+//! controller (on the development host: v1 pids and memory, v2 without
+//! controllers). As root, and as the test user when an administrator has
+//! delegated `MOUNT/porthole/UID` (see the CI setup); otherwise skipped with
+//! the reason.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+
+fn mount_of(controller: &str) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let v1 = f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller);
+        v1.then(|| f[1].to_owned())
+    })
+}
+
+/// Why limits cannot be tested for `who`, if they cannot.
+fn limits_skip(who: Who, controller: &str) -> Option<String> {
+    if let Some(r) = skip_reason(who) {
+        return Some(r);
+    }
+    let v2_has = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .map(|s| s.split_whitespace().any(|c| c == controller))
+        .unwrap_or(false);
+    let mount = mount_of(controller);
+    if mount.is_none() && !v2_has {
+        return Some(format!("no cgroup hierarchy offers {controller}"));
+    }
+    if who == Who::User {
+        let uid = user_ids().unwrap().0;
+        let delegated = format!("{}/porthole/{uid}", mount.unwrap_or_default());
+        if !std::path::Path::new(&delegated).is_dir() {
+            return Some(format!("no delegated cgroup {delegated} for the test user"));
+        }
+    }
+    None
+}
+
+fn pids_max(who: Who) {
+    let rt = runtime_dir(who, "pids");
+    let m = marker("pids", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                "--pids-max=10",
+                "--app-dir",
+                &dir,
+                APP_ID,
+                "--",
+                "porthole-probe",
+                "spawn",
+                "50",
+                &m,
+            ],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert!(!out.stderr.contains("cannot be enforced"), "{}", out.stderr);
+    let r = results(&out.stdout);
+    let started = r["CG.spawn"]["started"].as_i64().unwrap();
+    // pid 1 and the probe count too: at most 8 more fit under 10.
+    assert_eq!(
+        result_of(&r, "CG.spawn"),
+        "EAGAIN",
+        "[{}] {}",
+        who.label(),
+        out.stdout
+    );
+    assert!(
+        started <= 8,
+        "[{}] started {started} children under pids.max=10",
+        who.label()
+    );
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn pids_max_holds_as_root() {
+    match limits_skip(Who::Root, "pids") {
+        Some(r) => report_skip(&format!("pids_max [root]: {r}")),
+        None => pids_max(Who::Root),
+    }
+}
+
+#[test]
+fn pids_max_holds_as_user() {
+    match limits_skip(Who::User, "pids") {
+        Some(r) => report_skip(&format!("pids_max [user]: {r}")),
+        None => pids_max(Who::User),
+    }
+}
+
+fn memory_max(who: Who) {
+    let rt = runtime_dir(who, "mem");
+    let m = marker("mem", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                "--memory-max=64M",
+                "--app-dir",
+                &dir,
+                APP_ID,
+                "--",
+                "porthole-probe",
+                "alloc",
+                "512",
+                &m,
+            ],
+            &[],
+        ),
+        Stdio::null(),
+        60,
+    );
+    assert!(!out.stderr.contains("cannot be enforced"), "{}", out.stderr);
+    // The OOM killer ends the app inside its cgroup: SIGKILL, 128+9.
+    assert_eq!(
+        out.code,
+        Some(137),
+        "[{}] stdout {} stderr {}",
+        who.label(),
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("\"CG.alloc\""),
+        "allocated 512 MiB under a 64 MiB limit"
+    );
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn memory_max_holds_as_root() {
+    match limits_skip(Who::Root, "memory") {
+        Some(r) => report_skip(&format!("memory_max [root]: {r}")),
+        None => memory_max(Who::Root),
+    }
+}
+
+#[test]
+fn memory_max_holds_as_user() {
+    match limits_skip(Who::User, "memory") {
+        Some(r) => report_skip(&format!("memory_max [user]: {r}")),
+        None => memory_max(Who::User),
+    }
+}
+
+/// From the host, the app sits in porthole-INSTANCE; the directory goes
+/// away with the instance. Inside, the cgroup namespace shows "/".
+#[test]
+fn instance_cgroup_seen_from_host_as_root() {
+    if let Some(r) = limits_skip(Who::Root, "pids") {
+        report_skip(&format!("instance_cgroup [root]: {r}"));
+        return;
+    }
+    let who = Who::Root;
+    let rt = runtime_dir(who, "cgview");
+    let m = marker("cgview", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--pids-max=50",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "30",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let rec = wait_for(10, || {
+        let out = run(
+            porthole(who, &rt, &["ps", "--json"], &[]),
+            Stdio::null(),
+            10,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        v.as_array()?.first().cloned()
+    });
+    let check = (|| -> Result<Vec<String>, String> {
+        let rec = rec.ok_or("no instance")?;
+        let id = rec["instance"].as_str().unwrap().to_owned();
+        let pid = rec["pid"].as_i64().unwrap();
+        let cg =
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| e.to_string())?;
+        let line = cg
+            .lines()
+            .find(|l| l.contains(":pids:"))
+            .ok_or("no pids line")?;
+        if !line.ends_with(&format!("/porthole-{id}")) {
+            return Err(format!("host view: {line}"));
+        }
+        let dirs: Vec<String> = rec["cgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        if dirs.is_empty() {
+            return Err("no cgroups recorded".into());
+        }
+        Ok(dirs)
+    })();
+    // SAFETY: ending our own process group.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+    let _ = child.wait();
+    assert_no_leftovers(&m);
+    let dirs = check.unwrap();
+    for d in dirs {
+        let gone = wait_for(3, || (!std::path::Path::new(&d).exists()).then_some(()));
+        assert!(gone.is_some(), "cgroup {d} left behind");
+    }
+}

@@ -1,0 +1,633 @@
+//! `porthole` as a command: bad input gives one line and a distinct exit
+//! code; exit statuses and signals pass through; die-with-parent holds;
+//! `ps`, `kill` and `enter` work on running instances; nothing is left
+//! running. As root and as the unprivileged test user.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::*;
+
+fn app_dir() -> String {
+    stage().app_dir.to_str().unwrap().to_owned()
+}
+
+fn bad_input(who: Who) {
+    let rt = runtime_dir(who, "bad-input");
+    // An app dir the test user cannot read (root can, so only as user).
+    let locked = stage().dir.join("locked-app");
+    let _ = std::fs::create_dir_all(&locked);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let locked = locked.to_str().unwrap().to_owned();
+    let mut cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["run", "org.example", "--", "/bin/true"],
+            122,
+            "invalid app id",
+        ),
+        (
+            vec!["run", "org..App", "--", "/bin/true"],
+            122,
+            "invalid app id",
+        ),
+        (vec!["run", "org.example.App"], 123, "missing COMMAND"),
+        (vec!["run", "org.example.App", "--"], 123, "missing COMMAND"),
+        (
+            vec!["run", "--frobnicate", "org.example.App", "--", "/bin/true"],
+            121,
+            "--frobnicate",
+        ),
+        (
+            vec!["run", "--socket=nope", "org.example.App", "--", "/bin/true"],
+            121,
+            "unknown socket",
+        ),
+        (
+            vec![
+                "run",
+                "--env=LD_PRELOAD=/x.so",
+                "org.example.App",
+                "--",
+                "/bin/true",
+            ],
+            121,
+            "never passed",
+        ),
+        (
+            vec![
+                "run",
+                "--app-dir=/nonexistent/app",
+                "org.example.App",
+                "--",
+                "/bin/true",
+            ],
+            124,
+            "app dir",
+        ),
+        (
+            vec!["run", "org.example.App", "--", "/nonexistent-command"],
+            127,
+            "command not found",
+        ),
+        (
+            vec!["run", "org.example.App", "--", "/etc"],
+            126,
+            "Permission denied",
+        ),
+    ];
+    if who == Who::User {
+        cases.push((
+            vec![
+                "run",
+                "--app-dir",
+                &locked,
+                "org.example.App",
+                "--",
+                "/bin/true",
+            ],
+            124,
+            "Permission denied",
+        ));
+    }
+    for (args, code, needle) in cases {
+        let out = run(porthole(who, &rt, &args, &[]), Stdio::null(), 30);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(
+            out.code,
+            Some(code),
+            "[{}] {args:?}: stderr {:?}",
+            who.label(),
+            out.stderr
+        );
+        assert_eq!(
+            lines.len(),
+            1,
+            "[{}] {args:?}: want one line, got {:?}",
+            who.label(),
+            out.stderr
+        );
+        assert!(
+            lines[0].starts_with("porthole: ") && lines[0].contains(needle),
+            "{args:?}: {:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn bad_input_as_root() {
+    if skip("bad_input", Who::Root) {
+        return;
+    }
+    bad_input(Who::Root);
+}
+
+#[test]
+fn bad_input_as_user() {
+    if skip("bad_input", Who::User) {
+        return;
+    }
+    bad_input(Who::User);
+}
+
+fn exit_status(who: Who) {
+    let rt = runtime_dir(who, "exit");
+    let dir = app_dir();
+    for (code, probe) in [
+        (0, vec!["exit", "0"]),
+        (7, vec!["exit", "7"]),
+        (255, vec!["exit", "255"]),
+    ] {
+        let m = marker(&format!("exit{code}"), who);
+        let mut args = vec!["run", "--app-dir", &dir, APP_ID, "--", "porthole-probe"];
+        args.extend(probe);
+        args.push(&m);
+        let out = run(porthole(who, &rt, &args, &[]), Stdio::null(), 30);
+        assert_eq!(out.code, Some(code), "stderr {}", out.stderr);
+        assert_no_leftovers(&m);
+    }
+    // Arguments starting with '-' belong to the app.
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &["run", APP_ID, "--", "/bin/echo", "-n", "--help", "-v"],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "--help -v"));
+    // Without `--` too: everything after the first COMMAND word is the app's.
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &["run", APP_ID, "/usr/bin/printf", "%s|", "--version", "-x"],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "--version|-x|"));
+}
+
+#[test]
+fn exit_status_as_root() {
+    if skip("exit_status", Who::Root) {
+        return;
+    }
+    exit_status(Who::Root);
+}
+
+#[test]
+fn exit_status_as_user() {
+    if skip("exit_status", Who::User) {
+        return;
+    }
+    exit_status(Who::User);
+}
+
+/// SIGTERM to `porthole run` reaches the app (which exits 42 on it).
+fn sigterm(who: Who) {
+    let rt = runtime_dir(who, "sigterm");
+    let m = marker("sigterm", who);
+    let dir = app_dir();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "wait-term",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    let pid = child.id() as i32;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next();
+    assert!(
+        matches!(ready, Some(Ok(ref l)) if l == "ready"),
+        "{ready:?}"
+    );
+    // As the user, setpriv execs porthole, so `pid` is porthole itself.
+    // SAFETY: signalling the process we spawned.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = wait_for(10, || child.try_wait().ok().flatten());
+    if status.is_none() {
+        // SAFETY: cleaning up our own process group after a failure.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(42),
+        "[{}] the app did not see SIGTERM",
+        who.label()
+    );
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn sigterm_reaches_app_as_root() {
+    if skip("sigterm", Who::Root) {
+        return;
+    }
+    sigterm(Who::Root);
+}
+
+#[test]
+fn sigterm_reaches_app_as_user() {
+    if skip("sigterm", Who::User) {
+        return;
+    }
+    sigterm(Who::User);
+}
+
+/// When the parent of `porthole run` dies, the whole sandbox dies.
+fn die_with_parent(who: Who) {
+    let rt = runtime_dir(who, "dwp");
+    let m = marker("dwp", who);
+    let dir = app_dir();
+    let inner = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &[],
+    );
+    // A parent shell between us and porthole, killed with SIGKILL.
+    let mut line = format!("{:?}", inner.get_program());
+    for a in inner.get_args() {
+        line.push(' ');
+        line.push_str(&format!("'{}'", a.to_string_lossy()));
+    }
+    let mut parent = std::process::Command::new("/bin/sh");
+    parent.args(["-c", &format!("{line} & wait")]);
+    parent.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            parent.env(k, v);
+        }
+    }
+    parent.stdout(Stdio::null());
+    let mut parent = parent.spawn().unwrap();
+    let up = wait_for(10, || (leftovers(&m).len() >= 3).then_some(()));
+    assert!(up.is_some(), "sandbox did not start: {:?}", leftovers(&m));
+    parent.kill().unwrap();
+    let _ = parent.wait();
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn die_with_parent_as_root() {
+    if skip("die_with_parent", Who::Root) {
+        return;
+    }
+    die_with_parent(Who::Root);
+}
+
+#[test]
+fn die_with_parent_as_user() {
+    if skip("die_with_parent", Who::User) {
+        return;
+    }
+    die_with_parent(Who::User);
+}
+
+/// `ps` (table and JSON), `enter` (same namespaces, filter, no caps),
+/// `kill` (ends everything and the record disappears).
+fn ps_enter_kill(who: Who) {
+    let rt = runtime_dir(who, "pek");
+    let m = marker("pek", who);
+    let dir = app_dir();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    let pid = child.id() as i32;
+    let rec = wait_for(10, || {
+        let out = run(
+            porthole(who, &rt, &["ps", "--json"], &[]),
+            Stdio::null(),
+            10,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        v.as_array()?.first().cloned()
+    });
+    let check = (|| -> Result<(), String> {
+        let rec = rec.ok_or("no instance in ps --json")?;
+        let id = rec["instance"].as_str().ok_or("no instance id")?.to_owned();
+        if rec["app_id"] != APP_ID {
+            return Err(format!("app id {}", rec["app_id"]));
+        }
+        let info = rt.join("porthole/instances").join(&id).join("info");
+        let info =
+            std::fs::read_to_string(&info).map_err(|e| format!("{}: {e}", info.display()))?;
+        if !info.contains(&format!("name={APP_ID}")) || !info.contains(&format!("instance-id={id}"))
+        {
+            return Err(format!("info file: {info}"));
+        }
+        let table = run(porthole(who, &rt, &["ps"], &[]), Stdio::null(), 10);
+        if !table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(APP_ID))
+        {
+            return Err(format!("ps table: {}", table.stdout));
+        }
+        // enter: inside the same pid namespace (sees the app), same lock-down.
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &[
+                    "enter",
+                    &id,
+                    "--",
+                    "/bin/cat",
+                    "/proc/self/status",
+                    "/proc/1/comm",
+                    "/proc/2/cmdline",
+                ],
+                &[],
+            ),
+            Stdio::null(),
+            20,
+        );
+        if out.code != Some(0) {
+            return Err(format!("enter failed: {:?} {}", out.code, out.stderr));
+        }
+        for want in [
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "Seccomp:\t2",
+            "porthole\n",
+            "porthole-probe",
+        ] {
+            if !out.stdout.contains(want) {
+                return Err(format!("enter output lacks {want:?}: {}", out.stdout));
+            }
+        }
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &["enter", &id, "--", "/bin/sh", "-c", "exit 3"],
+                &[],
+            ),
+            Stdio::null(),
+            20,
+        );
+        if out.code != Some(3) {
+            return Err(format!("enter exit status {:?}", out.code));
+        }
+        let out = run(porthole(who, &rt, &["kill", &id], &[]), Stdio::null(), 20);
+        if out.code != Some(0) {
+            return Err(format!("kill: {:?} {}", out.code, out.stderr));
+        }
+        let status =
+            wait_for(10, || child.try_wait().ok().flatten()).ok_or("porthole run survived kill")?;
+        if status.code() != Some(128 + 9) {
+            return Err(format!("run exit status after kill: {status:?}"));
+        }
+        if rt.join("porthole/instances").join(&id).exists() {
+            return Err("instance dir left behind".into());
+        }
+        let out = run(porthole(who, &rt, &["kill", &id], &[]), Stdio::null(), 10);
+        if out.code != Some(120) {
+            return Err(format!("kill of a gone instance: {:?}", out.code));
+        }
+        Ok(())
+    })();
+    // SAFETY: cleaning up our own process group whatever happened.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert_no_leftovers(&m);
+    check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+}
+
+#[test]
+fn ps_enter_kill_as_root() {
+    if skip("ps_enter_kill", Who::Root) {
+        return;
+    }
+    ps_enter_kill(Who::Root);
+}
+
+#[test]
+fn ps_enter_kill_as_user() {
+    if skip("ps_enter_kill", Who::User) {
+        return;
+    }
+    ps_enter_kill(Who::User);
+}
+
+/// The sandbox's file-system layout as DESIGN.md describes it.
+fn layout(who: Who) {
+    let rt = runtime_dir(who, "layout");
+    let uid = match who {
+        Who::Root => 0,
+        Who::User => user_ids().unwrap().0,
+    };
+    let script = format!(
+        "set -e; test ! -e /sys; test -L /bin; test -L /lib; test -f /etc/ld.so.cache; \
+         test -f /etc/passwd; test ! -e /etc/shadow; test ! -e /etc/resolv.conf; \
+         test -c /dev/null; test -c /dev/urandom; test -d /dev/pts; touch /dev/shm/x; echo > /dev/null; \
+         test ! -e /dev/sda; test -f /proc/self/status; \
+         test \"$(stat -c %a /run/user/{uid})\" = 700; test -z \"$(ls -A /run/user/{uid})\"; \
+         test -d \"$XDG_CONFIG_HOME\"; touch \"$XDG_CONFIG_HOME/x\"; touch /tmp/x /var/tmp/x; \
+         test \"$(ls -A \"$HOME\")\" = .var; grep -q porthole /etc/passwd || getent passwd $(id -u) >/dev/null; \
+         echo layout-ok"
+    );
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &["run", APP_ID, "--", "/bin/sh", "-c", &script],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "layout-ok",
+        "[{}] stderr: {}",
+        who.label(),
+        out.stderr
+    );
+    // With network: resolv.conf and hosts appear.
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                "--share=network",
+                APP_ID,
+                "--",
+                "/bin/sh",
+                "-c",
+                "test -f /etc/hosts && echo net-ok",
+            ],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!(out.stdout.trim(), "net-ok", "stderr: {}", out.stderr);
+}
+
+#[test]
+fn layout_as_root() {
+    if skip("layout", Who::Root) {
+        return;
+    }
+    layout(Who::Root);
+}
+
+#[test]
+fn layout_as_user() {
+    if skip("layout", Who::User) {
+        return;
+    }
+    layout(Who::User);
+}
+
+/// The debootstrapped runtime tree used by `--runtime` tests (CI creates it
+/// with `debootstrap --variant=minbase bookworm DIR`).
+fn runtime_tree() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PORTHOLE_TEST_RUNTIME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/porthole-runtime-bookworm".into());
+    dir.join("usr/bin").is_dir().then_some(dir)
+}
+
+/// `--runtime=DIR`: /usr (and ld.so.cache) come from a debootstrapped tree,
+/// not from the host.
+fn runtime(who: Who) {
+    let tree = runtime_tree().unwrap();
+    let marker_file = tree.join("usr/share/porthole-runtime-marker");
+    if !marker_file.exists() {
+        std::fs::write(&marker_file, "runtime\n").unwrap();
+    }
+    let rt = runtime_dir(who, "runtime");
+    let tree_s = tree.to_str().unwrap().to_owned();
+    let script = "test -f /usr/share/porthole-runtime-marker && /bin/ls /usr/bin | wc -l && cmp -s /etc/ld.so.cache /dev/stdin && echo same-cache";
+    let cache = std::fs::File::open(tree.join("etc/ld.so.cache")).unwrap();
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                &format!("--runtime={tree_s}"),
+                APP_ID,
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+            &[],
+        ),
+        Stdio::from(cache),
+        30,
+    );
+    assert_eq!(out.code, Some(0), "[{}] stderr {}", who.label(), out.stderr);
+    let mut lines = out.stdout.lines();
+    let inside: usize = lines.next().unwrap().trim().parse().unwrap();
+    let host = std::fs::read_dir("/usr/bin").unwrap().count();
+    let tree_count = std::fs::read_dir(tree.join("usr/bin")).unwrap().count();
+    assert_eq!(
+        inside,
+        tree_count,
+        "[{}] /usr/bin is not the runtime's (host has {host})",
+        who.label()
+    );
+    assert_eq!(lines.next(), Some("same-cache"));
+    // A runtime that does not exist: one line, exit 124.
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                "--runtime=/nonexistent/runtime",
+                APP_ID,
+                "--",
+                "/bin/true",
+            ],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!(out.code, Some(124));
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn runtime_tree_as_root() {
+    if skip("runtime", Who::Root) {
+        return;
+    }
+    if runtime_tree().is_none() {
+        report_skip(
+            "runtime: no debootstrapped tree (set PORTHOLE_TEST_RUNTIME or create /var/tmp/porthole-runtime-bookworm)",
+        );
+        return;
+    }
+    runtime(Who::Root);
+}
+
+#[test]
+fn runtime_tree_as_user() {
+    if skip("runtime", Who::User) {
+        return;
+    }
+    if runtime_tree().is_none() {
+        report_skip(
+            "runtime: no debootstrapped tree (set PORTHOLE_TEST_RUNTIME or create /var/tmp/porthole-runtime-bookworm)",
+        );
+        return;
+    }
+    runtime(Who::User);
+}
