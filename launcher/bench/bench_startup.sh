@@ -21,7 +21,7 @@
 # Needs: hyperfine, bubblewrap, time, python3-seccomp (Debian packages).
 set -eu
 HERE="$(cd "$(dirname "$0")" && pwd)"
-PORTHOLE="${1:-$HERE/../../../target-launcher/release/porthole}"
+PORTHOLE="${1:-$HERE/../../target/release/porthole}"
 RUNS="${RUNS:-50}"
 WARMUP="${WARMUP:-5}"
 BENCH_USER="${BENCH_USER:-porthole-test}"
