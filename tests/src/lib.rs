@@ -425,3 +425,27 @@ pub fn run_with_timeout(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Calls `method` with an arbitrary body (so wrong argument types can be
+/// sent) and returns the D-Bus error name of the reply, or `None` when the
+/// call succeeded.
+pub async fn call_error_name<B>(
+    conn: &zbus::Connection,
+    dest: &str,
+    path: &str,
+    interface: &str,
+    method: &str,
+    body: &B,
+) -> Option<String>
+where
+    B: serde::Serialize + zvariant::DynamicType,
+{
+    match conn
+        .call_method(Some(dest), path, Some(interface), method, body)
+        .await
+    {
+        Ok(_) => None,
+        Err(zbus::Error::MethodError(name, _, _)) => Some(name.to_string()),
+        Err(e) => panic!("{method}: not a D-Bus error reply: {e}"),
+    }
+}

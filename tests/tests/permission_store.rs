@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
 use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
-use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use porthole_tests::{Bus, Service, bin, call_error_name, run_with_timeout};
 use zvariant::Value;
 
 async fn start_store(bus: &Bus) -> Service {
@@ -314,44 +314,27 @@ async fn bad_input_gets_precise_errors_and_the_service_keeps_serving() {
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
 
     // Wrong argument types: the bus-level error, as GDBus gives.
-    let reply = conn
-        .call_method(
-            Some(BUS_NAME),
-            OBJECT_PATH,
-            Some("org.freedesktop.impl.portal.PermissionStore"),
-            "Lookup",
-            &(1u32, true),
+    let iface = "org.freedesktop.impl.portal.PermissionStore";
+    let bad = |method, e: Option<String>| {
+        assert_eq!(
+            e.as_deref(),
+            Some("org.freedesktop.DBus.Error.InvalidArgs"),
+            "{method}"
         )
-        .await;
-    assert_eq!(
-        method_error(reply.unwrap_err()).0,
-        "org.freedesktop.DBus.Error.InvalidArgs"
+    };
+    bad(
+        "Lookup",
+        call_error_name(&conn, BUS_NAME, OBJECT_PATH, iface, "Lookup", &(1u32, true)).await,
     );
-    let reply = conn
-        .call_method(
-            Some(BUS_NAME),
-            OBJECT_PATH,
-            Some("org.freedesktop.impl.portal.PermissionStore"),
-            "SetPermission",
-            &("t", "notabool", "id", "app", vec!["x"]),
-        )
-        .await;
-    assert_eq!(
-        method_error(reply.unwrap_err()).0,
-        "org.freedesktop.DBus.Error.InvalidArgs"
+    let body = ("t", "notabool", "id", "app", vec!["x"]);
+    bad(
+        "SetPermission",
+        call_error_name(&conn, BUS_NAME, OBJECT_PATH, iface, "SetPermission", &body).await,
     );
-    let reply = conn
-        .call_method(
-            Some(BUS_NAME),
-            OBJECT_PATH,
-            Some("org.freedesktop.impl.portal.PermissionStore"),
-            "NoSuchMethod",
-            &(),
-        )
-        .await;
+    let e = call_error_name(&conn, BUS_NAME, OBJECT_PATH, iface, "NoSuchMethod", &()).await;
     assert_eq!(
-        method_error(reply.unwrap_err()).0,
-        "org.freedesktop.DBus.Error.UnknownMethod"
+        e.as_deref(),
+        Some("org.freedesktop.DBus.Error.UnknownMethod")
     );
 
     // Table names that cannot be upstream file names: InvalidArgument.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use porthole_permission_store::client::PermissionStoreProxy;
 use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
-use porthole_tests::{Bus, Service, bin};
+use porthole_tests::{Bus, Service, bin, call_error_name};
 use zvariant::{ObjectPath, Signature, Value};
 
 const ANCHOR: &str = "/usr/libexec/xdg-permission-store";
@@ -58,13 +58,9 @@ async fn raw<B>(conn: &zbus::Connection, method: &str, body: &B) -> String
 where
     B: serde::Serialize + zvariant::DynamicType,
 {
-    let r = conn
-        .call_method(Some(BUS_NAME), OBJECT_PATH, Some(IFACE), method, body)
-        .await;
-    match r {
-        Ok(_) => "ok".to_owned(),
-        Err(zbus::Error::MethodError(name, _, _)) => format!("error {name}"),
-        Err(e) => format!("transport error {e}"),
+    match call_error_name(conn, BUS_NAME, OBJECT_PATH, IFACE, method, body).await {
+        None => "ok".to_owned(),
+        Some(name) => format!("error {name}"),
     }
 }
 
