@@ -494,9 +494,6 @@ pub async fn export(conn: &zbus::Connection, shared: Shared) -> zbus::Result<()>
 /// Prunes expired grants when they fall due (and at start), emitting
 /// `Changed` for each id touched.
 pub async fn run_pruner(conn: zbus::Connection, shared: Shared) {
-    /// Upper bound between checks, in case a grant was written by permctl
-    /// directly to the database while we ran.
-    const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
     loop {
         match shared.store.prune_expired().await {
             Ok(changes) if !changes.is_empty() => {
@@ -508,18 +505,23 @@ pub async fn run_pruner(conn: zbus::Connection, shared: Shared) {
             Ok(_) => {}
             Err(e) => tracing::error!("pruning expired grants: {e}"),
         }
-        let sleep = match shared.store.next_expiry().await {
-            Ok(Some(at)) => {
-                let now = crate::writer::now_secs();
-                std::time::Duration::from_secs(
-                    (at - now).clamp(0, MAX_SLEEP.as_secs() as i64) as u64 + 1,
-                )
+        // Sleep until the next grant falls due; with none, until a grant
+        // with an expiry is written here or another process changes the
+        // database. An idle store never wakes.
+        let due = match shared.store.next_expiry().await {
+            Ok(Some(at)) => Some((at - crate::writer::now_secs()).clamp(0, 86_400) as u64 + 1),
+            _ => None,
+        };
+        let sleep = async {
+            match due {
+                Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
             }
-            _ => MAX_SLEEP,
         };
         tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
+            _ = sleep => {}
             _ = shared.expiry_changed.notified() => {}
+            _ = shared.store.changed_elsewhere() => {}
         }
     }
 }

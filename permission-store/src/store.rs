@@ -13,7 +13,7 @@ use crate::cache::Cache;
 use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
-use crate::writer::{self, Caller, Op, Reply, Request, now_secs};
+use crate::writer::{self, Activity, Caller, Op, Reply, Request, now_secs};
 
 /// A handle to an open store. Cheap to clone; the writer stops when the last
 /// handle is dropped.
@@ -25,6 +25,7 @@ pub struct Store {
     /// Requests queued and not yet answered; while any are, reads go through
     /// the queue too.
     pending: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     path: PathBuf,
 }
 
@@ -84,14 +85,29 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let cache = Arc::new(Cache::default());
         let pending = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(writer::run(conn, rx, cache.clone(), pending.clone()));
+        let activity = Arc::new(Activity::default());
+        activity.touch();
+        tokio::spawn(writer::run(
+            conn,
+            rx,
+            cache.clone(),
+            pending.clone(),
+            activity.clone(),
+        ));
         Ok(Self {
             read,
             cache,
             writer: tx,
             pending,
+            activity,
             path: path.to_owned(),
         })
+    }
+
+    /// Resolves when another process has changed the database (noticed
+    /// while the store is in use).
+    pub async fn changed_elsewhere(&self) {
+        self.activity.foreign_change.notified().await
     }
 
     pub fn path(&self) -> &Path {
@@ -102,6 +118,7 @@ impl Store {
     /// the order the calls arrived.
     fn submit(&self, op: Op, caller: Caller) -> oneshot::Receiver<Result<Reply, StoreError>> {
         let (reply, rx) = oneshot::channel();
+        self.activity.touch();
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.writer.send(Request { op, caller, reply }).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -138,6 +155,7 @@ impl Store {
     pub async fn lookup(&self, table: &str, id: &str) -> Result<Entry, StoreError> {
         validate_table(table)?;
         let now = now_secs();
+        self.activity.touch();
         if self.queue_busy() {
             return match self
                 .ask(

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use sqlx::{Row, SqliteConnection};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::cache::Cache;
 
@@ -126,22 +126,64 @@ pub(crate) fn now_us() -> i64 {
         .unwrap_or_default()
 }
 
-/// How often the writer asks SQLite whether another process committed.
+/// How often the writer asks SQLite whether another process committed,
+/// while the store is in use.
 const FOREIGN_WRITE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Seconds without a call after which the store counts as idle: the cache is
+/// dropped and nothing wakes the process until the next call.
+const IDLE_AFTER: i64 = 10;
+
+/// When the store was last used. A desktop daemon should not wake up while
+/// nobody uses it, so the foreign-write check runs only while calls come in;
+/// going idle empties the cache, so nothing stale can be served after a
+/// foreign write made while we slept.
+#[derive(Default)]
+pub(crate) struct Activity {
+    last: AtomicI64,
+    idle: AtomicBool,
+    wake: Notify,
+    /// Signalled when another process changed the database.
+    pub foreign_change: Notify,
+}
+
+impl Activity {
+    /// Records a call; wakes the writer if it was idle. Called before a
+    /// call reads the cache, so a read never fills the cache unwatched.
+    pub fn touch(&self) {
+        self.last.store(now_secs(), Ordering::SeqCst);
+        if self.idle.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        now_secs() - self.last.load(Ordering::SeqCst) > IDLE_AFTER
+    }
+}
 
 pub(crate) async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::UnboundedReceiver<Request>,
     cache: Arc<Cache>,
     pending: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut tick = tokio::time::interval(FOREIGN_WRITE_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // data_version on this connection moves only when another connection
     // (another process: our readers never write) commits.
     let mut version = data_version(&mut conn).await;
+    let mut check_foreign = async |conn: &mut SqliteConnection| {
+        let now = data_version(conn).await;
+        if now != version {
+            tracing::info!("another process changed the database; dropping cached entries");
+            cache.clear();
+            activity.foreign_change.notify_one();
+            version = now;
+        }
+    };
     loop {
+        let idle = activity.idle.load(Ordering::SeqCst);
         tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
@@ -149,14 +191,20 @@ pub(crate) async fn run(
                 }
                 commit_batch(&mut conn, &mut batch, &cache, &pending).await;
             }
-            _ = tick.tick() => {
-                let now = data_version(&mut conn).await;
-                if now != version {
-                    tracing::info!("another process changed the database; dropping cached entries");
-                    cache.clear();
-                    version = now;
+            _ = tokio::time::sleep(FOREIGN_WRITE_CHECK), if !idle => {
+                check_foreign(&mut conn).await;
+                if activity.quiet() {
+                    activity.idle.store(true, Ordering::SeqCst);
+                    // A call that came in meanwhile either saw idle=true and
+                    // woke us, or moved `last` so that we stay awake.
+                    if activity.quiet() {
+                        cache.clear();
+                    } else {
+                        activity.idle.store(false, Ordering::SeqCst);
+                    }
                 }
             }
+            _ = activity.wake.notified(), if idle => check_foreign(&mut conn).await,
         }
     }
     tracing::debug!("writer: all senders gone, closing");

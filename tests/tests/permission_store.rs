@@ -1167,3 +1167,35 @@ async fn history_names_the_sandboxed_caller() {
         .unwrap();
     assert_eq!(<&str>::try_from(&records[0]["caller"]).unwrap(), "");
 }
+
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:") {
+                total += line.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// A desktop daemon must not wake up while nobody uses it: once idle (10 s
+/// without calls) the service makes no context switches at all, and the
+/// next call is still answered correctly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_service_never_wakes_up() {
+    let bus = Bus::start();
+    let store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.set_permission("t", true, "i", "org.example.App", &["yes"]).await.unwrap();
+    assert_eq!(ps.get_permission("t", "i", "org.example.App").await.unwrap(), vec!["yes"]);
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let before = context_switches(store.pid());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = context_switches(store.pid());
+    assert_eq!(after, before, "the idle service woke up {} times in 3 s", after - before);
+    assert_eq!(ps.get_permission("t", "i", "org.example.App").await.unwrap(), vec!["yes"]);
+}
