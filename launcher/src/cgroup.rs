@@ -152,9 +152,53 @@ pub struct InstanceCgroup {
     dirs: Vec<CgDir>,
 }
 
-fn host_state() -> (Vec<Hierarchy>, String) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+/// Reads a small /proc file with one large read: `read_to_string` starts
+/// with a 32-byte buffer, and every extra read makes the kernel generate
+/// the seq_file text again up to the offset.
+fn read_proc(path: &str, cap: usize) -> String {
+    use std::io::Read;
+    let mut s = String::with_capacity(cap);
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// The standard places of the v2 hierarchy: `/sys/fs/cgroup` (unified
+/// hosts) and `/sys/fs/cgroup/unified` (hybrid hosts such as this one).
+/// Checked with statfs(2) so that a launch without limits, which needs
+/// only the v2 hierarchy, does not read and parse /proc/self/mounts (the
+/// kernel formats every mount's options for it).
+fn standard_v2_mount() -> Option<Hierarchy> {
+    const CGROUP2_SUPER_MAGIC: libc::c_long = 0x6367_7270;
+    for path in [c"/sys/fs/cgroup", c"/sys/fs/cgroup/unified"] {
+        // SAFETY: statfs is plain old data; all-zero is a valid value.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string and `st` a writable
+        // statfs; the kernel writes only into `st`.
+        if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0
+            && st.f_type as libc::c_long == CGROUP2_SUPER_MAGIC
+        {
+            return Some(Hierarchy {
+                mount: PathBuf::from(path.to_str().expect("ASCII literal")),
+                v1_controllers: vec![],
+                v2: true,
+            });
+        }
+    }
+    None
+}
+
+/// The hierarchies to consider and our own `/proc/self/cgroup` text. With
+/// no limits only the v2 hierarchy matters (see [`standard_v2_mount`]).
+fn host_state(limits: &Limits) -> (Vec<Hierarchy>, String) {
+    let own = read_proc("/proc/self/cgroup", 1024);
+    if limits.is_empty()
+        && let Some(v2) = standard_v2_mount()
+    {
+        return (vec![v2], own);
+    }
+    let mounts = read_proc("/proc/self/mounts", 16384);
     (parse_mounts(&mounts), own)
 }
 
@@ -250,7 +294,7 @@ impl InstanceCgroup {
     /// Creates the instance's cgroup(s) and writes the limits. `Ok(None)`
     /// when there are no limits and no cgroup can be created.
     pub fn create(uid: u32, id: &str, limits: &Limits) -> Result<Option<Self>, CgroupError> {
-        let (hs, own) = host_state();
+        let (hs, own) = host_state(limits);
         let name = format!("porthole-{id}");
         let mut cg = InstanceCgroup { dirs: Vec::new() };
         let result = (|| {

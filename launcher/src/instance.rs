@@ -155,6 +155,14 @@ impl InstanceDir {
 
 impl Drop for InstanceDir {
     fn drop(&mut self) {
+        // The files we wrote, then the directory; a full directory walk
+        // (opendir allocates 32 KiB) only when something else was left in it.
+        for name in ["instance.json", "info"] {
+            let _ = std::fs::remove_file(self.path.join(name));
+        }
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove instance directory");
         }
@@ -174,7 +182,14 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstanceError> 
 
 /// Start time (clock ticks since boot) of a process, field 22 of its stat.
 pub fn process_start(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read into a buffer large enough for any stat line: the default
+    // read_to_string grows from 32 bytes, one read(2) per doubling.
+    let mut stat = String::with_capacity(1024);
+    std::io::Read::read_to_string(
+        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+        &mut stat,
+    )
+    .ok()?;
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(19)?.parse().ok()

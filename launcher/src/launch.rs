@@ -108,7 +108,10 @@ fn trace_stage(on: bool, stage: &str) {
         // SAFETY: clock_gettime writes one timespec into `ts`.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let t = ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000;
-        eprintln!("porthole-trace {t} {} {stage}", std::process::id());
+        // One write(2) per line, so that the lines of our processes do not
+        // interleave (eprintln! may write a line in pieces).
+        let line = format!("porthole-trace {t} {} {stage}\n", std::process::id());
+        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
     }
 }
 

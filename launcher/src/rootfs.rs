@@ -63,33 +63,83 @@ fn open_dir_fd(path: &str) -> Result<OwnedFd, RootfsError> {
     Ok(fd)
 }
 
-/// `mkdir -p` below `root`, never following a symlink; returns an `O_PATH`
-/// fd of the final directory. Starts from the deepest existing ancestor
-/// (most destinations sit in directories that already exist), creating and
-/// entering one component at a time from there.
-fn mkdir_all(root: BorrowedFd<'_>, dest: &Path, mode: u32) -> Result<OwnedFd, RootfsError> {
-    let relative = rel(dest);
-    if relative.as_os_str().is_empty() {
-        return Ok(mount::open_path(root, Path::new("."))?);
+/// `O_PATH` fds of directories of the new root by their path inside it,
+/// so that the ops below one directory (`/dev/*`, `/etc/*`, ...) do not
+/// resolve and re-open it each time: about a third of the syscalls of
+/// assembling the root. A mount attached at a path covers the directory
+/// held for that path and everything below it, so [`Dirs::covered`] drops
+/// those entries; the next lookup resolves through the new mount.
+struct Dirs<'r> {
+    root: BorrowedFd<'r>,
+    held: Vec<(PathBuf, OwnedFd)>,
+}
+
+impl<'r> Dirs<'r> {
+    fn new(root: BorrowedFd<'r>) -> Self {
+        Dirs {
+            root,
+            held: Vec::with_capacity(16),
+        }
     }
-    match mount::open_path(root, relative) {
-        Ok(fd) => return Ok(fd),
-        Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => return Err(e.into()),
+
+    /// `mkdir -p` below the root, never following a symlink; an `O_PATH` fd
+    /// of the final directory. New directories get mode 0755 (less the
+    /// umask).
+    fn get(&mut self, dest: &Path) -> Result<BorrowedFd<'_>, RootfsError> {
+        if rel(dest).as_os_str().is_empty() {
+            return Ok(self.root);
+        }
+        let i = self.index(dest)?;
+        Ok(self.held[i].1.as_fd())
     }
-    let parent = mkdir_all(root, dest.parent().unwrap_or(Path::new("/")), 0o755)?;
-    let Some(name) = dest.file_name() else {
-        return Ok(parent);
-    };
-    match nix::sys::stat::mkdirat(
-        parent.as_fd(),
-        name,
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-    ) {
-        Ok(()) | Err(nix::Error::EEXIST) => {}
-        Err(e) => return Err(nix_err("mkdir", dest)(e)),
+
+    fn index(&mut self, dest: &Path) -> Result<usize, RootfsError> {
+        if let Some(i) = self.held.iter().position(|(p, _)| p == dest) {
+            return Ok(i);
+        }
+        let (parent, name) = parent_and_name(dest);
+        let parent_held =
+            rel(parent).as_os_str().is_empty() || self.held.iter().any(|(p, _)| p == parent);
+        // Most destinations sit in directories that already exist: with the
+        // parent unknown, try the whole path at once first.
+        let fd = if !parent_held {
+            match mount::open_path(self.root, rel(dest)) {
+                Ok(fd) => Some(fd),
+                Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let fd = match fd {
+            Some(fd) => fd,
+            None => {
+                let dir = self.get(parent)?;
+                match mount::open_path(dir, Path::new(name)) {
+                    Ok(fd) => fd,
+                    Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {
+                        match nix::sys::stat::mkdirat(
+                            dir,
+                            name,
+                            nix::sys::stat::Mode::from_bits_truncate(0o755),
+                        ) {
+                            Ok(()) | Err(nix::Error::EEXIST) => {}
+                            Err(e) => return Err(nix_err("mkdir", dest)(e)),
+                        }
+                        mount::open_path(dir, Path::new(name))?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        self.held.push((dest.to_owned(), fd));
+        Ok(self.held.len() - 1)
     }
-    Ok(mount::open_path(parent.as_fd(), Path::new(name))?)
+
+    /// A mount was attached at `dest`: forget what it covers.
+    fn covered(&mut self, dest: &Path) {
+        self.held.retain(|(p, _)| !p.starts_with(dest));
+    }
 }
 
 /// chmod of a directory held as an `O_PATH` fd (the umask narrowed mkdir).
@@ -116,12 +166,13 @@ fn parent_and_name(dest: &Path) -> (&Path, &std::ffi::OsStr) {
     )
 }
 
-/// Creates an empty regular file to serve as a mount point.
-fn touch(root: BorrowedFd<'_>, dest: &Path) -> Result<(), RootfsError> {
+/// Creates an empty regular file to serve as a mount point; returns an
+/// `O_PATH` fd of it.
+fn touch(dirs: &mut Dirs<'_>, dest: &Path) -> Result<OwnedFd, RootfsError> {
     let (parent, name) = parent_and_name(dest);
-    let dir = mkdir_all(root, parent, 0o755)?;
+    let dir = dirs.get(parent)?;
     match nix::fcntl::openat(
-        dir.as_fd(),
+        dir,
         name,
         nix::fcntl::OFlag::O_CREAT
             | nix::fcntl::OFlag::O_WRONLY
@@ -129,21 +180,21 @@ fn touch(root: BorrowedFd<'_>, dest: &Path) -> Result<(), RootfsError> {
             | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::from_bits_truncate(0o444),
     ) {
-        Ok(_fd) => Ok(()),
+        Ok(_fd) => Ok(mount::open_path(dir, Path::new(name))?),
         Err(e) => Err(nix_err("create mount point", dest)(e)),
     }
 }
 
 fn write_file(
-    root: BorrowedFd<'_>,
+    dirs: &mut Dirs<'_>,
     dest: &Path,
     contents: &[u8],
     mode: u32,
 ) -> Result<(), RootfsError> {
     let (parent, name) = parent_and_name(dest);
-    let dir = mkdir_all(root, parent, 0o755)?;
+    let dir = dirs.get(parent)?;
     let fd = nix::fcntl::openat(
-        dir.as_fd(),
+        dir,
         name,
         nix::fcntl::OFlag::O_CREAT
             | nix::fcntl::OFlag::O_EXCL
@@ -161,10 +212,10 @@ fn write_file(
     Ok(())
 }
 
-fn symlink(root: BorrowedFd<'_>, target: &Path, dest: &Path) -> Result<(), RootfsError> {
+fn symlink(dirs: &mut Dirs<'_>, target: &Path, dest: &Path) -> Result<(), RootfsError> {
     let (parent, name) = parent_and_name(dest);
-    let dir = mkdir_all(root, parent, 0o755)?;
-    nix::unistd::symlinkat(target, dir.as_fd(), name).map_err(nix_err("symlink", dest))
+    let dir = dirs.get(parent)?;
+    nix::unistd::symlinkat(target, dir, name).map_err(nix_err("symlink", dest))
 }
 
 fn fs_of(kind: FsKind, dest: &Path, attrs: u64) -> Result<OwnedFd, RootfsError> {
@@ -230,36 +281,37 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
     mount::attach(root.as_fd(), base.as_fd(), Path::new("/tmp"))?;
     drop(base);
     let r = root.as_fd();
+    let mut dirs = Dirs::new(r);
 
     for (op, source) in ops.iter().zip(sources) {
         match op {
             Op::Dir { dest, mode } => {
-                let dir = mkdir_all(r, dest, 0o755)?;
+                let dir = dirs.get(dest)?;
                 if *mode != 0o755 {
                     // fchmod does not work on O_PATH fds: go through /proc.
-                    set_mode(dir.as_fd(), *mode, dest)?;
+                    set_mode(dir, *mode, dest)?;
                 }
             }
-            Op::Symlink { target, dest } => symlink(r, target, dest)?,
+            Op::Symlink { target, dest } => symlink(&mut dirs, target, dest)?,
             Op::File {
                 dest,
                 contents,
                 mode,
-            } => write_file(r, dest, contents, *mode)?,
+            } => write_file(&mut dirs, dest, contents, *mode)?,
             Op::Mount { kind, dest, attrs } => {
-                let target = mkdir_all(r, dest, 0o755)?;
                 let m = fs_of(*kind, dest, *attrs)?;
-                mount::attach(m.as_fd(), target.as_fd(), dest)?;
+                mount::attach(m.as_fd(), dirs.get(dest)?, dest)?;
+                dirs.covered(dest);
             }
             Op::Bind { dest, .. } => {
                 let source = source.expect("cloned above for every bind");
-                let target = if source.is_dir {
-                    mkdir_all(r, dest, 0o755)?
+                if source.is_dir {
+                    mount::attach(source.tree.as_fd(), dirs.get(dest)?, dest)?;
                 } else {
-                    touch(r, dest)?;
-                    mount::open_path(r, rel(dest))?
-                };
-                mount::attach(source.tree.as_fd(), target.as_fd(), dest)?;
+                    let target = touch(&mut dirs, dest)?;
+                    mount::attach(source.tree.as_fd(), target.as_fd(), dest)?;
+                }
+                dirs.covered(dest);
             }
             Op::ReadOnlyIfExists { dest } => {
                 let target = match mount::open_path(r, rel(dest)) {
@@ -276,9 +328,11 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
                     dest,
                 )?;
                 mount::attach(tree.as_fd(), target.as_fd(), dest)?;
+                dirs.covered(dest);
             }
         }
     }
+    drop(dirs);
     drop(host_root);
 
     mount::pivot_into(r)?;

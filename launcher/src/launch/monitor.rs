@@ -227,6 +227,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     }
     trace_stage(p.trace, "recorded");
     let code = init::supervise(child, Reap::MainOnly);
+    trace_stage(p.trace, "sandbox exited");
     // Held open until now: its hang-up tells a sandbox that starts after we
     // died (before its parent-death signal was armed) to give up.
     drop(go_wr);

@@ -269,7 +269,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         pulse: pulse.clone(),
         x11: x11.clone(),
     };
-    let ops = plan::build(&input)?;
+    let ops = plan::build(input)?;
 
     let env = environ::build(
         std::env::vars(),
@@ -330,23 +330,30 @@ pub fn ensure_app_data(home: &Path, app_data: &Path, uid: u32) -> Result<(), Lau
         .components()
         .map(|c| PathBuf::from(c.as_os_str()))
         .collect();
-    let tail = ["data", "config", "cache", ".local", ".local/state"];
+    // `.local/state` creates `.local` on the way.
+    let tail = ["data", "config", "cache", ".local/state"];
     let walk = |cur: &mut OwnedFd, name: &Path, check_owner: bool| -> Result<(), LaunchError> {
-        match nix::sys::stat::mkdirat(
-            cur.as_fd(),
-            name,
-            nix::sys::stat::Mode::from_bits_truncate(0o700),
-        ) {
-            Ok(()) | Err(nix::Error::EEXIST) => {}
-            Err(e) => return Err(err(format!("mkdir {}: {e}", name.display()))),
+        // Open first: after the first launch every directory exists, and a
+        // failing mkdirat costs a lookup of its own.
+        let mut opened =
+            nix::fcntl::openat(cur.as_fd(), name, flags, nix::sys::stat::Mode::empty());
+        if matches!(opened, Err(nix::Error::ENOENT)) {
+            match nix::sys::stat::mkdirat(
+                cur.as_fd(),
+                name,
+                nix::sys::stat::Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(err(format!("mkdir {}: {e}", name.display()))),
+            }
+            opened = nix::fcntl::openat(cur.as_fd(), name, flags, nix::sys::stat::Mode::empty());
         }
-        let next = nix::fcntl::openat(cur.as_fd(), name, flags, nix::sys::stat::Mode::empty())
-            .map_err(|e| {
-                err(format!(
-                    "open {} (symlinks are refused): {e}",
-                    name.display()
-                ))
-            })?;
+        let next = opened.map_err(|e| {
+            err(format!(
+                "open {} (symlinks are refused): {e}",
+                name.display()
+            ))
+        })?;
         if check_owner {
             let st = nix::sys::stat::fstat(next.as_fd()).map_err(|e| err(e.to_string()))?;
             if st.st_uid != uid {

@@ -133,6 +133,7 @@ pub(super) fn sandbox_init(
     {
         {
             let code = init::supervise(child, Reap::All);
+            trace_stage(p.trace, "app exited");
             // SAFETY: see `fail`.
             unsafe { libc::_exit(code) }
         }
