@@ -104,3 +104,37 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
 pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(sig))
 }
+
+/// Closes every descriptor from 3 up except those in `keep`, with
+/// close_range(2). Pid 1 is a clone of the host-side launcher and never
+/// execs, so O_CLOEXEC does not protect it: whatever the caller of
+/// `porthole` left open (a directory fd is a way out of any mount
+/// namespace) would otherwise stay reachable through /proc/1/fd.
+pub fn close_fds_from_3_except(keep: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    let mut keep: Vec<libc::c_uint> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as libc::c_uint)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    for fd in keep.into_iter().chain(std::iter::once(libc::c_uint::MAX)) {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Closes descriptors `first..=last`.
+pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> std::io::Result<()> {
+    // SAFETY: close_range only closes descriptors; no memory is passed. The
+    // callers own every descriptor in the range (nothing else in this
+    // single-threaded process uses them afterwards).
+    if unsafe { libc::close_range(first, last, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -45,7 +45,7 @@ fn battery(who: Who) {
     // P01: stdin is a pty; afterwards its input queue must be empty.
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave_for_child = pty.slave.try_clone().unwrap();
-    let cmd = porthole(
+    let mut cmd = porthole(
         who,
         &rt,
         &[
@@ -65,8 +65,12 @@ fn battery(who: Who) {
             ("GIO_EXTRA_MODULES", "/host/gio"),
             ("TMPDIR", "/host/tmp"),
             ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+            // P27: a secret in the launcher's environment.
+            ("PORTHOLE_TEST_SECRET", "hunter2"),
         ],
     );
+    // P26: a host directory fd left open by the caller.
+    plant_fd(&mut cmd, 3);
     let out = run(cmd, Stdio::from(slave_for_child), 60);
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     let r = results(&out.stdout);
@@ -133,6 +137,9 @@ fn battery(who: Who) {
         ("P25.write_sys_fs_cgroup_cgroup.procs", "ENOENT"),
         ("P25.write_sys_fs_cgroup_pids_cgroup.procs", "ENOENT"),
         ("P25.write_sys_fs_cgroup_unified_cgroup.procs", "ENOENT"),
+        ("FD.self_3", "ENOENT"),
+        ("FD.self_4", "ENOENT"),
+        ("P26.init_fd_3", "ENOENT"),
         ("BUS.env", "ABSENT"),
         ("BUS.stat:/run/dbus/system_bus_socket", "ENOENT"),
         ("BUS.stat:/var/run/dbus/system_bus_socket", "ENOENT"),
@@ -235,6 +242,10 @@ fn battery(who: Who) {
     }
     if env["PATH"] != "/app/bin:/usr/bin" {
         bad.push(format!("P24: PATH={}", env["PATH"]));
+    }
+    // P26: the app holds only stdin, stdout and stderr.
+    if r["FD.self_list"]["fds"] != serde_json::json!([0, 1, 2]) {
+        bad.push(format!("P26: app fds {}", r["FD.self_list"]["fds"]));
     }
     // P25: the cgroup namespace shows the instance's cgroup as its root.
     let cg = r["P25.proc_self_cgroup"]["cgroup"].as_str().unwrap_or("");

@@ -419,6 +419,25 @@ fn ps_enter_kill(who: Who) {
         if out.code != Some(3) {
             return Err(format!("enter exit status {:?}", out.code));
         }
+        // A host directory fd left open by the caller of enter stays out.
+        let mut cmd = porthole(
+            who,
+            &rt,
+            &["enter", &id, "--", "/app/bin/porthole-probe", "fds"],
+            &[],
+        );
+        plant_fd(&mut cmd, 5);
+        let out = run(cmd, Stdio::null(), 20);
+        let r = results(&out.stdout);
+        if out.code != Some(0)
+            || r.get("FD.self_5").and_then(|v| v["result"].as_str()) != Some("ENOENT")
+            || r.get("FD.self_list").map(|v| &v["fds"]) != Some(&serde_json::json!([0, 1, 2]))
+        {
+            return Err(format!(
+                "enter with a planted fd 5: {:?} {} {}",
+                out.code, out.stdout, out.stderr
+            ));
+        }
         let out = run(porthole(who, &rt, &["kill", &id], &[]), Stdio::null(), 20);
         if out.code != Some(0) {
             return Err(format!("kill: {:?} {}", out.code, out.stderr));

@@ -16,6 +16,7 @@
 //!        porthole-probe wait-term               exits 42 on SIGTERM
 //!        porthole-probe demo                    human-readable summary
 //!        porthole-probe stat PATH               inode and device of PATH
+//!        porthole-probe fds                     FD: descriptors we were given
 
 use std::ffi::CString;
 use std::io::Write;
@@ -158,7 +159,71 @@ fn neg_errno(ret: i64) -> String {
 
 const X32_BIT: libc::c_long = 0x4000_0000;
 
+/// FD: which descriptors this process holds (from /proc/self/fd, minus the
+/// one used to list it), and whether fds 3 to 9 resolve.
+fn fds() {
+    let listed: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing's own descriptor is the highest one and is gone now.
+    let mut nums: Vec<i64> = listed.iter().filter_map(|n| n.parse().ok()).collect();
+    nums.sort_unstable();
+    nums.pop();
+    report_with("FD.self_list", "OK", serde_json::json!({ "fds": nums }));
+    for fd in 3..=9 {
+        let r = match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+            Ok(t) => format!("OK {}", t.display()),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        report(&format!("FD.self_{fd}"), &r);
+    }
+}
+
+/// P26/P27: what pid 1 (a clone of the host launcher) exposes to the app:
+/// descriptors inherited from the host, its environment, its memory.
+fn pid1() {
+    for fd in 3..=9 {
+        let r = match std::fs::read_link(format!("/proc/1/fd/{fd}")) {
+            Ok(t) => format!("OK {}", t.display()),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        report(&format!("P26.init_fd_{fd}"), &r);
+    }
+    let r = match std::fs::read_dir("/proc/1/fd") {
+        Ok(rd) => format!("OK {}", rd.flatten().count()),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P26.init_fd_list", &r);
+    match std::fs::read("/proc/1/environ") {
+        Ok(b) => report_with(
+            "P27.init_environ",
+            "OK",
+            serde_json::json!({ "environ": String::from_utf8_lossy(&b).replace('\0', "\n") }),
+        ),
+        Err(e) => report(
+            "P27.init_environ",
+            &errno_name(e.raw_os_error().unwrap_or(0)),
+        ),
+    }
+    let r = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/1/mem")
+    {
+        Ok(_) => "OK".to_string(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P27.init_mem_rw", &r);
+}
+
 fn battery() {
+    // First, before this process opens anything itself.
+    fds();
+    pid1();
     // P01: TIOCSTI on stdin (a pty from the harness), and proofs that the
     // answer is the filter's: on a bad fd the kernel would say EBADF.
     let ch = b'x';
@@ -757,6 +822,7 @@ fn main() {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     match arg(1) {
         "battery" => battery(),
+        "fds" => fds(),
         "connect-unix" => report("P15.connect_unix", &connect_unix(arg(2))),
         "connect-tcp" => report(&format!("P16.{}", arg(2)), &connect_tcp(arg(3))),
         "kill-all" => {

@@ -1,6 +1,8 @@
 //! Sandbox side: pid 1 of the new pid namespace, and the last steps before
 //! a command runs inside (also used by `porthole enter`).
 
+use std::os::fd::AsRawFd;
+
 use super::*;
 
 /// What the sandbox side needs, prepared before `clone` so the child does not
@@ -60,6 +62,11 @@ pub(super) fn sandbox_init(
     ready: OwnedFd,
     old_mask: &nix::sys::signal::SigSet,
 ) -> ! {
+    // First, before anything else can use them: close what the caller of
+    // `porthole` left open (fds >= 3), keeping only our two pipes.
+    if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd()]) {
+        fail("close_range", e);
+    }
     if p.die_with_parent
         && let Err(e) = init::parent_death_signal(Signal::SIGKILL)
     {
@@ -191,6 +198,11 @@ fn exec_common(filters: &Filters, parts: &ExecParts, old_mask: &nix::sys::signal
     }
     if let Err(e) = lock_down(filters) {
         fail("privileges", e);
+    }
+    // `porthole enter` is a host process: the caller's descriptors (without
+    // O_CLOEXEC) must not follow the command into the sandbox.
+    if let Err(e) = init::close_range(3, libc::c_uint::MAX) {
+        fail("close_range", e);
     }
     let mut argv: Vec<*const libc::c_char> = parts.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());

@@ -296,3 +296,29 @@ pub fn marker(test: &str, who: Who) -> String {
         who.label()
     )
 }
+
+/// A host directory no sandbox may reach (the target of a planted fd).
+pub fn fd_canary_dir() -> PathBuf {
+    let d = stage().dir.join("fd-canary");
+    let _ = std::fs::create_dir_all(&d);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::write(d.join("host-canary"), "canary\n");
+    d
+}
+
+/// Makes `cmd` start with descriptor `fd` open on the canary directory and
+/// without O_CLOEXEC, as a careless caller of `porthole` would leave it.
+pub fn plant_fd(cmd: &mut Command, fd: i32) {
+    let dir = std::fs::File::open(fd_canary_dir()).unwrap();
+    // SAFETY: between fork and exec we only call dup2, which is
+    // async-signal-safe; `dir` lives in the closure, so its fd stays open.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::dup2(dir.as_raw_fd(), fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
