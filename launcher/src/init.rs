@@ -138,3 +138,51 @@ pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> std::io::Result<(
     }
     Ok(())
 }
+
+/// PR_SET_DUMPABLE 0 for pid 1: the app runs as the same uid, and a
+/// dumpable pid 1 lets it open /proc/1/mem read-write (run code in pid 1,
+/// clear its parent-death signal) and read /proc/1/environ. Not dumpable,
+/// those need CAP_SYS_PTRACE over pid 1's memory, which the app never has
+/// (proc(5), ptrace(2) "Ptrace access mode checking").
+pub fn not_dumpable() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
+/// Wipes the host environment from pid 1's memory: pid 1 is a clone of the
+/// host launcher, so the block the kernel shows as /proc/1/environ (from
+/// env_start to env_end in /proc/self/stat, proc(5)) still holds every
+/// variable of whoever started `porthole`. Zeroes that block, then
+/// clearenv(3) so nothing reads the zeroed strings. Must run while the
+/// host's /proc is still mounted (before the new root).
+pub fn wipe_environment() -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let bad = || std::io::Error::from(std::io::ErrorKind::InvalidData);
+    // Fields after "(comm)" start at field 3; env_start and env_end are
+    // fields 50 and 51.
+    let rest = stat.rsplit_once(')').ok_or_else(bad)?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let start: usize = fields
+        .get(50 - 3)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    let end: usize = fields
+        .get(51 - 3)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    // SAFETY: clearenv only resets libc's `environ` pointer; the launcher
+    // is single-threaded, so no other thread reads the environment.
+    if unsafe { libc::clearenv() } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if start == 0 || end <= start {
+        return Ok(());
+    }
+    // SAFETY: [start, end) is the environment block the kernel placed on
+    // our initial stack (writable, mapped for the life of the process).
+    // Nothing references it any more: clearenv above dropped libc's
+    // pointers into it, and Rust's std::env reads through libc.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    Ok(())
+}

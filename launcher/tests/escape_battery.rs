@@ -139,7 +139,8 @@ fn battery(who: Who) {
         ("P25.write_sys_fs_cgroup_unified_cgroup.procs", "ENOENT"),
         ("FD.self_3", "ENOENT"),
         ("FD.self_4", "ENOENT"),
-        ("P26.init_fd_3", "ENOENT"),
+        ("P27.init_environ", "EACCES"),
+        ("P27.init_mem_rw", "EACCES"),
         ("BUS.env", "ABSENT"),
         ("BUS.stat:/run/dbus/system_bus_socket", "ENOENT"),
         ("BUS.stat:/var/run/dbus/system_bus_socket", "ENOENT"),
@@ -242,6 +243,19 @@ fn battery(who: Who) {
     }
     if env["PATH"] != "/app/bin:/usr/bin" {
         bad.push(format!("P24: PATH={}", env["PATH"]));
+    }
+    // P26: pid 1 holds no fd 3. Root inside owns pid 1's /proc/1/fd (so
+    // the lookup answers ENOENT); for the user, pid 1 is not dumpable and
+    // its /proc/1/fd belongs to the host's root (EACCES).
+    let want = match who {
+        Who::Root => "ENOENT",
+        Who::User => "EACCES",
+    };
+    if result_of(&r, "P26.init_fd_3") != want {
+        bad.push(format!(
+            "P26.init_fd_3: got {}, want {want}",
+            result_of(&r, "P26.init_fd_3")
+        ));
     }
     // P26: the app holds only stdin, stdout and stderr.
     if r["FD.self_list"]["fds"] != serde_json::json!([0, 1, 2]) {

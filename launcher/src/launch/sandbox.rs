@@ -67,6 +67,9 @@ pub(super) fn sandbox_init(
     if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd()]) {
         fail("close_range", e);
     }
+    if let Err(e) = init::wipe_environment() {
+        fail("environment", e);
+    }
     if p.die_with_parent
         && let Err(e) = init::parent_death_signal(Signal::SIGKILL)
     {
@@ -122,6 +125,9 @@ pub(super) fn sandbox_init(
     // it all (empty capability sets, no_new_privs, the filters): the app can
     // reach pid 1 (same uid: /proc/1/mem), so pid 1 must never hold more
     // than the app, not even for an instant.
+    if let Err(e) = init::not_dumpable() {
+        fail("PR_SET_DUMPABLE", e);
+    }
     if let Err(e) = lock_down(&p.filters) {
         fail("privileges", e);
     }
