@@ -257,6 +257,11 @@ fn battery(who: Who) {
             result_of(&r, "P26.init_fd_3")
         ));
     }
+    // P28: pid 1 leads its own session, without the caller's terminal.
+    let sess = &r["P28.init_session"];
+    if sess["pgrp"] != "1" || sess["session"] != "1" || sess["tty_nr"] != "0" {
+        bad.push(format!("P28: pid 1 pgrp/session/tty: {sess}"));
+    }
     // P26: the app holds only stdin, stdout and stderr.
     if r["FD.self_list"]["fds"] != serde_json::json!([0, 1, 2]) {
         bad.push(format!("P26: app fds {}", r["FD.self_list"]["fds"]));

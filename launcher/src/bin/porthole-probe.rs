@@ -209,6 +209,22 @@ fn pid1() {
             &errno_name(e.raw_os_error().unwrap_or(0)),
         ),
     }
+    // P28: pid 1's process group, session and controlling tty (stat fields
+    // 5 to 7): its own (1, 1, none), not the caller's (0 from in here).
+    let stat = std::fs::read_to_string("/proc/1/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    report_with(
+        "P28.init_session",
+        "OK",
+        serde_json::json!({
+            "pgrp": f.get(2).copied().unwrap_or(""),
+            "session": f.get(3).copied().unwrap_or(""),
+            "tty_nr": f.get(4).copied().unwrap_or(""),
+        }),
+    );
     let r = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

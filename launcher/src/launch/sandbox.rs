@@ -67,6 +67,12 @@ pub(super) fn sandbox_init(
     if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd()]) {
         fail("close_range", e);
     }
+    // Our own session and process group: terminal signals then reach the
+    // app only once, through the monitor's forwarding, and pid 1 keeps no
+    // controlling terminal of the host.
+    if let Err(e) = nix::unistd::setsid() {
+        fail("setsid", e);
+    }
     if let Err(e) = init::wipe_environment() {
         fail("environment", e);
     }
