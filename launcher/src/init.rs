@@ -186,3 +186,22 @@ pub fn wipe_environment() -> std::io::Result<()> {
     unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
     Ok(())
 }
+
+static ORIGINAL_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records our parent pid; called first thing in `main`, so that a parent
+/// that dies during start-up is noticed (see [`original_parent`]).
+pub fn record_parent() {
+    ORIGINAL_PARENT.store(
+        nix::unistd::getppid().as_raw(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The parent pid recorded by [`record_parent`], if it was called.
+pub fn original_parent() -> Option<Pid> {
+    match ORIGINAL_PARENT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        pid => Some(Pid::from_raw(pid)),
+    }
+}

@@ -58,6 +58,8 @@ fn usage_error(err: &clap::Error) -> ! {
 }
 
 fn main() {
+    // Before anything else: --die-with-parent compares against this parent.
+    porthole_launcher::init::record_parent();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => match err.kind() {

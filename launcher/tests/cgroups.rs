@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStringExt;
 use std::process::Stdio;
 
 use common::*;
@@ -233,4 +234,117 @@ fn instance_cgroup_seen_from_host_as_root() {
         let gone = wait_for(3, || (!std::path::Path::new(&d).exists()).then_some(()));
         assert!(gone.is_some(), "cgroup {d} left behind");
     }
+}
+
+/// Review finding 7: when the clone into the namespaces fails, the
+/// instance's cgroup is removed. The launcher runs in a pids cgroup of the
+/// test's own with pids.max=1, so its instance cgroup is created below it
+/// and the clone then fails with EAGAIN.
+fn clone_failure_cleanup(who: Who) {
+    let Some(mount) = mount_of("pids") else {
+        report_skip(&format!(
+            "clone_failure [{}]: no v1 pids hierarchy to confine the launcher in",
+            who.label()
+        ));
+        return;
+    };
+    let base = match who {
+        Who::Root => std::path::PathBuf::from(&mount),
+        Who::User => std::path::Path::new(&mount)
+            .join("porthole")
+            .join(user_ids().unwrap().0.to_string()),
+    };
+    let parent = base.join(format!(
+        "clonefail-test-{}-{}",
+        std::process::id(),
+        who.label()
+    ));
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::write(parent.join("pids.max"), "1").unwrap();
+    if who == Who::User {
+        let (uid, gid, _) = user_ids().unwrap();
+        nix::unistd::chown(&parent, Some(uid.into()), Some(gid.into())).unwrap();
+    }
+    let rt = runtime_dir(who, "clonefail");
+    let m = marker("clonefail", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let mut cmd = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--pids-max=50",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "exit",
+            "0",
+            &m,
+        ],
+        &[],
+    );
+    let procs =
+        std::ffi::CString::new(parent.join("cgroup.procs").into_os_string().into_vec()).unwrap();
+    // SAFETY: between fork and exec only open/write/close, which are
+    // async-signal-safe; `procs` lives in the closure.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let out = run(cmd, Stdio::null(), 30);
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for d in &left {
+        let _ = std::fs::remove_dir(parent.join(d));
+    }
+    let _ = std::fs::remove_dir(&parent);
+    assert_eq!(
+        out.code,
+        Some(125),
+        "[{}] stderr {}",
+        who.label(),
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Resource temporarily unavailable"),
+        "[{}] not a failed clone: {}",
+        who.label(),
+        out.stderr
+    );
+    assert!(
+        left.is_empty(),
+        "[{}] cgroups left behind after a failed clone: {left:?}",
+        who.label()
+    );
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn clone_failure_removes_cgroup_as_root() {
+    if skip("clone_failure", Who::Root) {
+        return;
+    }
+    clone_failure_cleanup(Who::Root);
+}
+
+#[test]
+fn clone_failure_removes_cgroup_as_user() {
+    if let Some(r) = limits_skip(Who::User, "pids") {
+        report_skip(&format!("clone_failure [user]: {r}"));
+        return;
+    }
+    clone_failure_cleanup(Who::User);
 }
