@@ -527,6 +527,65 @@ fn battery() {
         )),
     );
 
+    // P29: NUMA policy, file handles, personalities (review finding 9).
+    report(
+        "P29.mbind",
+        &outcome(sys(libc::SYS_mbind, [0, 4096, 0, 0, 0, 0])),
+    );
+    report(
+        "P29.set_mempolicy",
+        &outcome(sys(libc::SYS_set_mempolicy, [0, 0, 0, 0, 0, 0])),
+    );
+    let mut mode: libc::c_int = 0;
+    report(
+        "P29.get_mempolicy",
+        &outcome(sys(
+            libc::SYS_get_mempolicy,
+            [&mut mode as *mut libc::c_int as u64, 0, 0, 0, 0, 0],
+        )),
+    );
+    let mut handle = [0u8; 136];
+    handle[..4].copy_from_slice(&128u32.to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    let root = c("/");
+    report(
+        "P29.name_to_handle_at",
+        &outcome(sys(
+            libc::SYS_name_to_handle_at,
+            [
+                libc::AT_FDCWD as u64,
+                root.as_ptr() as u64,
+                handle.as_mut_ptr() as u64,
+                &mut mount_id as *mut libc::c_int as u64,
+                0,
+                0,
+            ],
+        )),
+    );
+    // ADDR_NO_RANDOMIZE (0x0040000) would switch ASLR off for the next exec;
+    // READ_IMPLIES_EXEC (0x0400000) makes every readable mapping executable;
+    // 0x100000000 is PER_LINUX with a high bit the kernel would ignore.
+    for (name, persona) in [
+        ("addr_no_randomize", 0x0040000u64),
+        ("read_implies_exec", 0x0400000),
+        ("per_bsd", 0x0006),
+        ("high_bits", 0x1_0000_0000),
+        ("all_but_bit_0", 0xffff_fffe),
+    ] {
+        report(
+            &format!("P29.personality_{name}"),
+            &outcome(sys(libc::SYS_personality, [persona, 0, 0, 0, 0, 0])),
+        );
+    }
+    report(
+        "P29.personality_query",
+        &outcome(sys(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])),
+    );
+    report(
+        "P29.personality_linux",
+        &outcome(sys(libc::SYS_personality, [0, 0, 0, 0, 0, 0])),
+    );
+
     // P13: perf and bpf.
     {
         // struct perf_event_attr, PERF_ATTR_SIZE_VER0 (64 bytes): type =
