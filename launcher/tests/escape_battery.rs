@@ -548,8 +548,32 @@ fn p16_network_as_user() {
     network(Who::User);
 }
 
-/// P18: a setuid-root binary gives no privilege (no_new_privs, nosuid).
+/// P18: a setuid binary gives no privilege (no_new_privs, nosuid, and the
+/// 1:1 id map). The binary is setuid to nobody; on the host it does change
+/// the euid (checked first, so the check inside can fail), inside it must
+/// not.
 fn setuid(who: Who) {
+    let suid = stage().app_dir.join("bin/suid-probe");
+    let host = match who {
+        Who::Root => std::process::Command::new(&suid).arg("euid").output(),
+        Who::User => std::process::Command::new("/usr/bin/setpriv")
+            .args([
+                &format!("--reuid={TEST_USER}"),
+                &format!("--regid={TEST_USER}"),
+                "--init-groups",
+                "--",
+            ])
+            .arg(&suid)
+            .arg("euid")
+            .output(),
+    }
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        SUID_OWNER.to_string(),
+        "[{}] P18 control: the setuid probe does not change the euid on the host",
+        who.label()
+    );
     let (out, m) = probe_run(
         who,
         "suid",

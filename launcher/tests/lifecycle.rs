@@ -292,7 +292,13 @@ fn die_with_parent(who: Who) {
     }
     parent.stdout(Stdio::null());
     let mut parent = parent.spawn().unwrap();
-    let up = wait_for(10, || (leftovers(&m).len() >= 3).then_some(()));
+    // Ready when the monitor, pid 1 and the app run: three processes with
+    // the marker besides the parent shell, whose command line has it too.
+    let shell = parent.id() as i32;
+    let up = wait_for(10, || {
+        let n = leftovers(&m).iter().filter(|(p, _)| *p != shell).count();
+        (n >= 3).then_some(())
+    });
     assert!(up.is_some(), "sandbox did not start: {:?}", leftovers(&m));
     parent.kill().unwrap();
     let _ = parent.wait();
