@@ -447,6 +447,77 @@ fn x11(who: Who) {
     assert_no_leftovers(&m2);
 }
 
+/// P30 (review finding 6): with --share=network the app shares the host's
+/// network namespace, where abstract unix sockets live (X11 listens on
+/// @/tmp/.X11-unix/X0). Landlock's scope (ABI 6) refuses them with EPERM;
+/// the same probe on the host connects (control).
+fn abstract_socket(who: Who) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "porthole-test-abstract-{}-{}",
+        std::process::id(),
+        who.label()
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let host = std::process::Command::new(&stage().probe)
+        .args(["connect-abstract", &name])
+        .output()
+        .unwrap();
+    let host = results(&String::from_utf8_lossy(&host.stdout));
+    assert_eq!(result_of(&host, "P30.connect_abstract"), "OK", "control");
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) reads no memory and
+    // returns the ABI version (or fails without Landlock).
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    let (out, m) = probe_run(
+        who,
+        "abstract",
+        &["--share=network"],
+        &["connect-abstract", &name],
+        &[],
+    );
+    let got = result_of(&results(&out.stdout), "P30.connect_abstract").to_owned();
+    assert_no_leftovers(&m);
+    if abi < 6 {
+        report_skip(&format!(
+            "P30 [{}]: Landlock ABI {abi} has no abstract socket scope (needs 6); got {got}",
+            who.label()
+        ));
+        return;
+    }
+    assert_eq!(
+        got,
+        "EPERM",
+        "[{}] P30: host abstract socket reachable; stderr {}",
+        who.label(),
+        out.stderr
+    );
+}
+
+#[test]
+fn p30_abstract_socket_as_root() {
+    if skip("p30", Who::Root) {
+        return;
+    }
+    abstract_socket(Who::Root);
+}
+
+#[test]
+fn p30_abstract_socket_as_user() {
+    if skip("p30", Who::User) {
+        return;
+    }
+    abstract_socket(Who::User);
+}
+
 #[test]
 fn p15_x11_socket_as_root() {
     if skip("p15", Who::Root) {

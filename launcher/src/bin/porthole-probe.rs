@@ -7,6 +7,7 @@
 //! Usage: porthole-probe battery                 all in-process checks
 //!        porthole-probe connect-unix PATH       P15
 //!        porthole-probe connect-tcp ID IP:PORT  P16
+//!        porthole-probe connect-abstract NAME   P30 (abstract unix socket @NAME)
 //!        porthole-probe kill-all                P09 (kills every process it may)
 //!        porthole-probe scan                    P09 (kill(pid, 0) for every pid)
 //!        porthole-probe exec PATH ARGS...       P18 (runs PATH, relays output)
@@ -768,6 +769,19 @@ fn battery() {
     let _ = std::io::stdout().flush();
 }
 
+/// connect(2) to the abstract unix socket `@name`.
+fn connect_abstract(name: &str) -> String {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = match std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+        Ok(a) => a,
+        Err(e) => return errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    match std::os::unix::net::UnixStream::connect_addr(&addr) {
+        Ok(_) => "OK".into(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
 fn connect_unix(path: &str) -> String {
     // SAFETY: socket(2) takes integers only.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
@@ -899,6 +913,7 @@ fn main() {
         "battery" => battery(),
         "fds" => fds(),
         "connect-unix" => report("P15.connect_unix", &connect_unix(arg(2))),
+        "connect-abstract" => report("P30.connect_abstract", &connect_abstract(arg(2))),
         "connect-tcp" => report(&format!("P16.{}", arg(2)), &connect_tcp(arg(3))),
         "kill-all" => {
             // SAFETY: kill(-1, SIGKILL) signals every process we may signal,

@@ -28,6 +28,8 @@ pub struct Prepared {
     /// The host's Wayland socket, when granted and present: execute tries a
     /// `wp_security_context_v1` listener first.
     pub wayland_host: Option<PathBuf>,
+    /// Where the app may write (inside the sandbox), for Landlock.
+    pub writable: Vec<PathBuf>,
 }
 
 fn who() -> (u32, u32, String, PathBuf) {
@@ -372,6 +374,25 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         permissions: &perms,
     });
 
+    // Landlock's write list: the app's data, the private temporary
+    // directories, /dev (device nodes, pts, shm), /proc (the app's own
+    // /proc/self files; /proc/sys and friends are read-only mounts),
+    // /run/user/UID, and the read-write grants.
+    let mut writable: Vec<PathBuf> = vec![
+        app_data.clone(),
+        PathBuf::from("/tmp"),
+        PathBuf::from("/var/tmp"),
+        PathBuf::from("/dev"),
+        PathBuf::from("/proc"),
+        PathBuf::from(format!("/run/user/{uid}")),
+    ];
+    writable.extend(
+        filesystems
+            .iter()
+            .filter(|(_, a)| *a == plan::Access::ReadWrite)
+            .map(|(p, _)| p.clone()),
+    );
+
     let passwd = format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", home.display());
     let group = format!("{user}:x:{gid}:\n");
     let input = PlanInput {
@@ -432,6 +453,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         missing_sockets,
         trace: std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
         wayland_host: wayland,
+        writable,
     })
 }
 

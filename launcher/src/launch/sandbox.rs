@@ -134,7 +134,7 @@ pub(super) fn sandbox_init(
     if let Err(e) = init::not_dumpable() {
         fail("PR_SET_DUMPABLE", e);
     }
-    if let Err(e) = lock_down(&p.filters) {
+    if let Err(e) = lock_down(&p.filters, Some(&p.writable)) {
         fail("privileges", e);
     }
     trace_stage(p.trace, "locked down");
@@ -164,13 +164,22 @@ enum LockDownError {
     Capability(#[from] CapabilityError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Landlock(#[from] crate::landlock::LandlockError),
 }
 
-/// Capabilities, no_new_privs, seccomp: in this order, because dropping the
-/// bounding set needs CAP_SETPCAP and the filter denies nothing we call after.
-fn lock_down(filters: &Filters) -> Result<(), LockDownError> {
+/// Capabilities, no_new_privs, Landlock (when `writable` is given), seccomp:
+/// in this order, because dropping the bounding set needs CAP_SETPCAP,
+/// landlock_restrict_self needs no_new_privs, and the filter denies
+/// nothing we call after.
+fn lock_down(filters: &Filters, writable: Option<&[PathBuf]>) -> Result<(), LockDownError> {
     capability::drop_all()?;
     capability::no_new_privs()?;
+    if let Some(writable) = writable
+        && !crate::landlock::restrict(writable)?
+    {
+        tracing::debug!("no Landlock in this kernel; the mount plan alone confines writes");
+    }
     filters.load()?;
     Ok(())
 }
@@ -208,7 +217,7 @@ fn exec_common(filters: &Filters, parts: &ExecParts, old_mask: &nix::sys::signal
         // SAFETY: "/" is a valid NUL-terminated string.
         unsafe { libc::chdir(c"/".as_ptr()) };
     }
-    if let Err(e) = lock_down(filters) {
+    if let Err(e) = lock_down(filters, None) {
         fail("privileges", e);
     }
     // `porthole enter` is a host process: the caller's descriptors (without
