@@ -27,6 +27,12 @@ pub enum EnterError {
         #[source]
         source: std::io::Error,
     },
+    #[error("join the instance's cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error(transparent)]
@@ -160,11 +166,17 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
     let init_fd = pidfd(r)?;
     let (target, fd) = join_target(r, &init_fd)?;
     // Join the instance's cgroup(s) first, while the host's /sys is visible.
+    // A command that cannot join would run outside the instance's limits:
+    // refuse instead.
     for cg in &r.cgroups {
-        let _ = std::fs::write(
+        std::fs::write(
             Path::new(cg).join("cgroup.procs"),
             std::process::id().to_string(),
-        );
+        )
+        .map_err(|source| EnterError::Cgroup {
+            path: cg.clone(),
+            source,
+        })?;
     }
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS

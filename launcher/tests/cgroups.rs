@@ -7,6 +7,7 @@
 mod common;
 
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use common::*;
@@ -347,4 +348,121 @@ fn clone_failure_removes_cgroup_as_user() {
         return;
     }
     clone_failure_cleanup(Who::User);
+}
+
+/// Review finding 10: `porthole enter` puts its command into the
+/// instance's cgroup, and refuses to run it when it cannot (it used to
+/// ignore the failure and run the command outside the limits).
+fn enter_joins_cgroup(who: Who) {
+    let rt = runtime_dir(who, "enter-cg");
+    let m = marker("enter-cg", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--pids-max=20",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = child.id() as i32;
+    let check = (|| -> Result<(), String> {
+        let rec = wait_for(10, || {
+            let out = run(
+                porthole(who, &rt, &["ps", "--json"], &[]),
+                Stdio::null(),
+                10,
+            );
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            v.as_array()?.first().cloned()
+        })
+        .ok_or("no instance in ps --json")?;
+        let id = rec["instance"].as_str().ok_or("no id")?.to_owned();
+        let cgroups: Vec<String> = rec["cgroups"]
+            .as_array()
+            .ok_or("no cgroups in the record")?
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect();
+        let pids = cgroups
+            .iter()
+            .find(|c| c.contains("/pids/"))
+            .ok_or(format!("no pids cgroup: {cgroups:?}"))?
+            .clone();
+        let enter = || {
+            run(
+                porthole(
+                    who,
+                    &rt,
+                    &["enter", &id, "--", "/bin/cat", "/proc/self/cgroup"],
+                    &[],
+                ),
+                Stdio::null(),
+                20,
+            )
+        };
+        let out = enter();
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(":pids:"))
+            .unwrap_or("")
+            .to_owned();
+        if out.code != Some(0) || line != format!("{}:pids:/", line.split(':').next().unwrap_or(""))
+        {
+            return Err(format!(
+                "enter did not join the pids cgroup: {:?} {} {}",
+                out.code, out.stdout, out.stderr
+            ));
+        }
+        if who == Who::User {
+            // The user can no longer write the instance's cgroup.procs.
+            let procs = std::path::Path::new(&pids).join("cgroup.procs");
+            std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| e.to_string())?;
+            let out = enter();
+            let _ = std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o644));
+            if out.code != Some(125) || !out.stderr.contains("join the instance's cgroup") {
+                return Err(format!(
+                    "enter ran outside the cgroup: {:?} {} {}",
+                    out.code, out.stdout, out.stderr
+                ));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: ending our own process group whatever happened.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert_no_leftovers(&m);
+    check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+}
+
+#[test]
+fn enter_joins_cgroup_as_root() {
+    match limits_skip(Who::Root, "pids") {
+        Some(r) => report_skip(&format!("enter_joins_cgroup [root]: {r}")),
+        None => enter_joins_cgroup(Who::Root),
+    }
+}
+
+#[test]
+fn enter_joins_cgroup_as_user() {
+    match limits_skip(Who::User, "pids") {
+        Some(r) => report_skip(&format!("enter_joins_cgroup [user]: {r}")),
+        None => enter_joins_cgroup(Who::User),
+    }
 }
