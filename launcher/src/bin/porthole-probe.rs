@@ -743,6 +743,13 @@ fn battery() {
         };
         report(&format!("P25.write{}", path.replace('/', "_")), &res);
     }
+    // The writes above fail with ENOENT because there is no /sys at all;
+    // reported on its own so that a /sys appearing one day is noticed.
+    let sys = match std::fs::symlink_metadata("/sys") {
+        Ok(_) => "OK".to_string(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P25.sys_absent", &sys);
 
     // No bus of any kind (no proxy yet).
     let uid = std::env::var("XDG_RUNTIME_DIR").unwrap_or_default();
