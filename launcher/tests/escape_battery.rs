@@ -140,6 +140,10 @@ fn battery(who: Who) {
         // The three above hold only because /sys is absent (review finding
         // 12): if this changes, P25 needs checks that do not rely on it.
         ("P25.sys_absent", "ENOENT"),
+        ("P18.nosuid_app", "NOSUID"),
+        ("P18.nosuid_usr", "NOSUID"),
+        ("P18.nosuid_tmp", "NOSUID"),
+        ("P18.nosuid_dev_shm", "NOSUID"),
         ("FD.self_3", "ENOENT"),
         ("FD.self_4", "ENOENT"),
         ("P29.mbind", "EPERM"),

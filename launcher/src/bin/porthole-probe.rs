@@ -677,6 +677,22 @@ fn battery() {
     }
     report_with("P17.status", "OK", serde_json::Value::Object(fields));
 
+    // P18, one layer at a time: every place a setuid file could come from
+    // is mounted nosuid (the 1:1 id map and no_new_privs are the others).
+    for (name, path) in [
+        ("app", "/app/bin"),
+        ("usr", "/usr/bin"),
+        ("tmp", "/tmp"),
+        ("dev_shm", "/dev/shm"),
+    ] {
+        let r = match nix::sys::statvfs::statvfs(path) {
+            Ok(v) if v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOSUID) => "NOSUID",
+            Ok(_) => "SUID_ALLOWED",
+            Err(_) => "ERROR",
+        };
+        report(&format!("P18.nosuid_{name}"), r);
+    }
+
     // P23: the identity file.
     let info = c("/.flatpak-info");
     // SAFETY: valid path and flags.
