@@ -27,6 +27,12 @@ pub enum EnterError {
         #[source]
         source: std::io::Error,
     },
+    #[error("join the instance's cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     #[error(transparent)]
@@ -57,6 +63,59 @@ fn pidfd(r: &Record) -> Result<OwnedFd, EnterError> {
         return Err(EnterError::Gone(r.instance.clone()));
     }
     Ok(fd)
+}
+
+/// The parent pid in /proc/PID/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Children of `pid` (host pids): /proc/PID/task/PID/children, or a scan
+/// of /proc when the kernel lacks CONFIG_PROC_CHILDREN.
+fn children_of(pid: i32) -> Vec<i32> {
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return s
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
+    let mut out: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&c| parent_of(c) == Some(pid))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
+    out
+}
+
+/// A pidfd for a process whose namespaces `enter` joins: a child of the
+/// instance's pid 1 (normally the app). Pid 1 itself is not dumpable (the
+/// app must not reach its memory), so the kernel refuses setns on it to an
+/// unprivileged caller (setns(2) needs ptrace read access to the target);
+/// its children share all its namespaces, and the sandbox's filter keeps
+/// them from making new ones.
+fn join_target(r: &Record, init: &OwnedFd) -> Result<(i32, OwnedFd), EnterError> {
+    let _ = init; // held open: pid 1 cannot be reused while we look
+    for child in children_of(r.pid) {
+        // SAFETY: pidfd_open takes a pid and flags, no memory.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: pidfd_open just returned this fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Checked after opening: the pidfd pins the child, and pid 1 is
+        // pinned by `init`, so a child of it now is the process we hold.
+        if parent_of(child) == Some(r.pid) && instance::is_alive(r) {
+            return Ok((child, fd));
+        }
+    }
+    Err(EnterError::Gone(r.instance.clone()))
 }
 
 /// Sends `sig` to the instance's pid 1 (SIGKILL ends the whole sandbox).
@@ -104,13 +163,20 @@ fn ns_differs(pid: i32, name: &str) -> bool {
 /// Runs `argv` inside the instance; returns its exit code.
 pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
     let filters = Filters::builtin();
-    let fd = pidfd(r)?;
+    let init_fd = pidfd(r)?;
+    let (target, fd) = join_target(r, &init_fd)?;
     // Join the instance's cgroup(s) first, while the host's /sys is visible.
+    // A command that cannot join would run outside the instance's limits:
+    // refuse instead.
     for cg in &r.cgroups {
-        let _ = std::fs::write(
+        std::fs::write(
             Path::new(cg).join("cgroup.procs"),
             std::process::id().to_string(),
-        );
+        )
+        .map_err(|source| EnterError::Cgroup {
+            path: cg.clone(),
+            source,
+        })?;
     }
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -121,12 +187,13 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
         ("net", libc::CLONE_NEWNET),
         ("cgroup", libc::CLONE_NEWCGROUP),
     ] {
-        if ns_differs(r.pid, name) {
+        if ns_differs(target, name) {
             flags |= flag;
         }
     }
     namespace::join(fd.as_fd(), flags)?;
     drop(fd);
+    drop(init_fd);
     let old_mask = init::block_signals().map_err(|e| EnterError::Io {
         op: "sigprocmask",
         source: e.into(),

@@ -104,3 +104,104 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
 pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(sig))
 }
+
+/// Closes every descriptor from 3 up except those in `keep`, with
+/// close_range(2). Pid 1 is a clone of the host-side launcher and never
+/// execs, so O_CLOEXEC does not protect it: whatever the caller of
+/// `porthole` left open (a directory fd is a way out of any mount
+/// namespace) would otherwise stay reachable through /proc/1/fd.
+pub fn close_fds_from_3_except(keep: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    let mut keep: Vec<libc::c_uint> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as libc::c_uint)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    for fd in keep.into_iter().chain(std::iter::once(libc::c_uint::MAX)) {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Closes descriptors `first..=last`.
+pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> std::io::Result<()> {
+    // SAFETY: close_range only closes descriptors; no memory is passed. The
+    // callers own every descriptor in the range (nothing else in this
+    // single-threaded process uses them afterwards).
+    if unsafe { libc::close_range(first, last, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// PR_SET_DUMPABLE 0 for pid 1: the app runs as the same uid, and a
+/// dumpable pid 1 lets it open /proc/1/mem read-write (run code in pid 1,
+/// clear its parent-death signal) and read /proc/1/environ. Not dumpable,
+/// those need CAP_SYS_PTRACE over pid 1's memory, which the app never has
+/// (proc(5), ptrace(2) "Ptrace access mode checking").
+pub fn not_dumpable() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
+/// Wipes the host environment from pid 1's memory: pid 1 is a clone of the
+/// host launcher, so the block the kernel shows as /proc/1/environ (from
+/// env_start to env_end in /proc/self/stat, proc(5)) still holds every
+/// variable of whoever started `porthole`. Zeroes that block, then
+/// clearenv(3) so nothing reads the zeroed strings. Must run while the
+/// host's /proc is still mounted (before the new root).
+pub fn wipe_environment() -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let bad = || std::io::Error::from(std::io::ErrorKind::InvalidData);
+    // Fields after "(comm)" start at field 3; env_start and env_end are
+    // fields 50 and 51.
+    let rest = stat.rsplit_once(')').ok_or_else(bad)?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let start: usize = fields
+        .get(50 - 3)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    let end: usize = fields
+        .get(51 - 3)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    // SAFETY: clearenv only resets libc's `environ` pointer; the launcher
+    // is single-threaded, so no other thread reads the environment.
+    if unsafe { libc::clearenv() } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if start == 0 || end <= start {
+        return Ok(());
+    }
+    // SAFETY: [start, end) is the environment block the kernel placed on
+    // our initial stack (writable, mapped for the life of the process).
+    // Nothing references it any more: clearenv above dropped libc's
+    // pointers into it, and Rust's std::env reads through libc.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    Ok(())
+}
+
+static ORIGINAL_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records our parent pid; called first thing in `main`, so that a parent
+/// that dies during start-up is noticed (see [`original_parent`]).
+pub fn record_parent() {
+    ORIGINAL_PARENT.store(
+        nix::unistd::getppid().as_raw(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The parent pid recorded by [`record_parent`], if it was called.
+pub fn original_parent() -> Option<Pid> {
+    match ORIGINAL_PARENT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        pid => Some(Pid::from_raw(pid)),
+    }
+}

@@ -16,6 +16,7 @@ pub mod exit_code;
 pub mod flatpak_info;
 pub mod init;
 pub mod instance;
+pub mod landlock;
 pub mod launch;
 pub mod mount;
 pub mod namespace;

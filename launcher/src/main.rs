@@ -75,6 +75,8 @@ fn sanitize_standard_fds() {
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // Before anything else: --die-with-parent compares against this parent.
+    porthole_launcher::init::record_parent();
     sanitize_standard_fds();
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
     // and has no memory-safety preconditions.

@@ -63,6 +63,11 @@ impl Spawn {
             if rc == 0 {
                 rc = libc::posix_spawn_file_actions_addchdir_np(&mut s.actions, cwd.as_ptr());
             }
+            // Nothing but stdin, stdout and stderr reaches the app, even a
+            // descriptor someone forgot to open with O_CLOEXEC.
+            if rc == 0 {
+                rc = libc::posix_spawn_file_actions_addclosefrom_np(&mut s.actions, 3);
+            }
             rc
         };
         if rc != 0 {

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use common::*;
@@ -232,5 +234,235 @@ fn instance_cgroup_seen_from_host_as_root() {
     for d in dirs {
         let gone = wait_for(3, || (!std::path::Path::new(&d).exists()).then_some(()));
         assert!(gone.is_some(), "cgroup {d} left behind");
+    }
+}
+
+/// Review finding 7: when the clone into the namespaces fails, the
+/// instance's cgroup is removed. The launcher runs in a pids cgroup of the
+/// test's own with pids.max=1, so its instance cgroup is created below it
+/// and the clone then fails with EAGAIN.
+fn clone_failure_cleanup(who: Who) {
+    let Some(mount) = mount_of("pids") else {
+        report_skip(&format!(
+            "clone_failure [{}]: no v1 pids hierarchy to confine the launcher in",
+            who.label()
+        ));
+        return;
+    };
+    let base = match who {
+        Who::Root => std::path::PathBuf::from(&mount),
+        Who::User => std::path::Path::new(&mount)
+            .join("porthole")
+            .join(user_ids().unwrap().0.to_string()),
+    };
+    let parent = base.join(format!(
+        "clonefail-test-{}-{}",
+        std::process::id(),
+        who.label()
+    ));
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::write(parent.join("pids.max"), "1").unwrap();
+    if who == Who::User {
+        let (uid, gid, _) = user_ids().unwrap();
+        nix::unistd::chown(&parent, Some(uid.into()), Some(gid.into())).unwrap();
+    }
+    let rt = runtime_dir(who, "clonefail");
+    let m = marker("clonefail", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let mut cmd = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--pids-max=50",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "exit",
+            "0",
+            &m,
+        ],
+        &[],
+    );
+    let procs =
+        std::ffi::CString::new(parent.join("cgroup.procs").into_os_string().into_vec()).unwrap();
+    // SAFETY: between fork and exec only open/write/close, which are
+    // async-signal-safe; `procs` lives in the closure.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let out = run(cmd, Stdio::null(), 30);
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for d in &left {
+        let _ = std::fs::remove_dir(parent.join(d));
+    }
+    let _ = std::fs::remove_dir(&parent);
+    assert_eq!(
+        out.code,
+        Some(125),
+        "[{}] stderr {}",
+        who.label(),
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Resource temporarily unavailable"),
+        "[{}] not a failed clone: {}",
+        who.label(),
+        out.stderr
+    );
+    assert!(
+        left.is_empty(),
+        "[{}] cgroups left behind after a failed clone: {left:?}",
+        who.label()
+    );
+    assert_no_leftovers(&m);
+}
+
+#[test]
+fn clone_failure_removes_cgroup_as_root() {
+    if skip("clone_failure", Who::Root) {
+        return;
+    }
+    clone_failure_cleanup(Who::Root);
+}
+
+#[test]
+fn clone_failure_removes_cgroup_as_user() {
+    if let Some(r) = limits_skip(Who::User, "pids") {
+        report_skip(&format!("clone_failure [user]: {r}"));
+        return;
+    }
+    clone_failure_cleanup(Who::User);
+}
+
+/// Review finding 10: `porthole enter` puts its command into the
+/// instance's cgroup, and refuses to run it when it cannot (it used to
+/// ignore the failure and run the command outside the limits).
+fn enter_joins_cgroup(who: Who) {
+    let rt = runtime_dir(who, "enter-cg");
+    let m = marker("enter-cg", who);
+    let dir = stage().app_dir.to_str().unwrap().to_owned();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--pids-max=20",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let pid = child.id() as i32;
+    let check = (|| -> Result<(), String> {
+        let rec = wait_for(10, || {
+            let out = run(
+                porthole(who, &rt, &["ps", "--json"], &[]),
+                Stdio::null(),
+                10,
+            );
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            v.as_array()?.first().cloned()
+        })
+        .ok_or("no instance in ps --json")?;
+        let id = rec["instance"].as_str().ok_or("no id")?.to_owned();
+        let cgroups: Vec<String> = rec["cgroups"]
+            .as_array()
+            .ok_or("no cgroups in the record")?
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect();
+        let pids = cgroups
+            .iter()
+            .find(|c| c.contains("/pids/"))
+            .ok_or(format!("no pids cgroup: {cgroups:?}"))?
+            .clone();
+        let enter = || {
+            run(
+                porthole(
+                    who,
+                    &rt,
+                    &["enter", &id, "--", "/bin/cat", "/proc/self/cgroup"],
+                    &[],
+                ),
+                Stdio::null(),
+                20,
+            )
+        };
+        let out = enter();
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(":pids:"))
+            .unwrap_or("")
+            .to_owned();
+        if out.code != Some(0) || line != format!("{}:pids:/", line.split(':').next().unwrap_or(""))
+        {
+            return Err(format!(
+                "enter did not join the pids cgroup: {:?} {} {}",
+                out.code, out.stdout, out.stderr
+            ));
+        }
+        if who == Who::User {
+            // The user can no longer write the instance's cgroup.procs.
+            let procs = std::path::Path::new(&pids).join("cgroup.procs");
+            std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| e.to_string())?;
+            let out = enter();
+            let _ = std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o644));
+            if out.code != Some(125) || !out.stderr.contains("join the instance's cgroup") {
+                return Err(format!(
+                    "enter ran outside the cgroup: {:?} {} {}",
+                    out.code, out.stdout, out.stderr
+                ));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: ending our own process group whatever happened.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert_no_leftovers(&m);
+    check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+}
+
+#[test]
+fn enter_joins_cgroup_as_root() {
+    match limits_skip(Who::Root, "pids") {
+        Some(r) => report_skip(&format!("enter_joins_cgroup [root]: {r}")),
+        None => enter_joins_cgroup(Who::Root),
+    }
+}
+
+#[test]
+fn enter_joins_cgroup_as_user() {
+    match limits_skip(Who::User, "pids") {
+        Some(r) => report_skip(&format!("enter_joins_cgroup [user]: {r}")),
+        None => enter_joins_cgroup(Who::User),
     }
 }

@@ -45,7 +45,7 @@ fn battery(who: Who) {
     // P01: stdin is a pty; afterwards its input queue must be empty.
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave_for_child = pty.slave.try_clone().unwrap();
-    let cmd = porthole(
+    let mut cmd = porthole(
         who,
         &rt,
         &[
@@ -65,8 +65,12 @@ fn battery(who: Who) {
             ("GIO_EXTRA_MODULES", "/host/gio"),
             ("TMPDIR", "/host/tmp"),
             ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+            // P27: a secret in the launcher's environment.
+            ("PORTHOLE_TEST_SECRET", "hunter2"),
         ],
     );
+    // P26: a host directory fd left open by the caller.
+    plant_fd(&mut cmd, 3);
     let out = run(cmd, Stdio::from(slave_for_child), 60);
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     let r = results(&out.stdout);
@@ -133,6 +137,28 @@ fn battery(who: Who) {
         ("P25.write_sys_fs_cgroup_cgroup.procs", "ENOENT"),
         ("P25.write_sys_fs_cgroup_pids_cgroup.procs", "ENOENT"),
         ("P25.write_sys_fs_cgroup_unified_cgroup.procs", "ENOENT"),
+        // The three above hold only because /sys is absent (review finding
+        // 12): if this changes, P25 needs checks that do not rely on it.
+        ("P25.sys_absent", "ENOENT"),
+        ("P18.nosuid_app", "NOSUID"),
+        ("P18.nosuid_usr", "NOSUID"),
+        ("P18.nosuid_tmp", "NOSUID"),
+        ("P18.nosuid_dev_shm", "NOSUID"),
+        ("FD.self_3", "ENOENT"),
+        ("FD.self_4", "ENOENT"),
+        ("P29.mbind", "EPERM"),
+        ("P29.set_mempolicy", "EPERM"),
+        ("P29.get_mempolicy", "EPERM"),
+        ("P29.name_to_handle_at", "EPERM"),
+        ("P29.personality_addr_no_randomize", "EPERM"),
+        ("P29.personality_read_implies_exec", "EPERM"),
+        ("P29.personality_per_bsd", "EPERM"),
+        ("P29.personality_high_bits", "EPERM"),
+        ("P29.personality_all_but_bit_0", "EPERM"),
+        ("P29.personality_query", "OK"),
+        ("P29.personality_linux", "OK"),
+        ("P27.init_environ", "EACCES"),
+        ("P27.init_mem_rw", "EACCES"),
         ("BUS.env", "ABSENT"),
         ("BUS.stat:/run/dbus/system_bus_socket", "ENOENT"),
         ("BUS.stat:/var/run/dbus/system_bus_socket", "ENOENT"),
@@ -235,6 +261,28 @@ fn battery(who: Who) {
     }
     if env["PATH"] != "/app/bin:/usr/bin" {
         bad.push(format!("P24: PATH={}", env["PATH"]));
+    }
+    // P26: pid 1 holds no fd 3. Root inside owns pid 1's /proc/1/fd (so
+    // the lookup answers ENOENT); for the user, pid 1 is not dumpable and
+    // its /proc/1/fd belongs to the host's root (EACCES).
+    let want = match who {
+        Who::Root => "ENOENT",
+        Who::User => "EACCES",
+    };
+    if result_of(&r, "P26.init_fd_3") != want {
+        bad.push(format!(
+            "P26.init_fd_3: got {}, want {want}",
+            result_of(&r, "P26.init_fd_3")
+        ));
+    }
+    // P28: pid 1 leads its own session, without the caller's terminal.
+    let sess = &r["P28.init_session"];
+    if sess["pgrp"] != "1" || sess["session"] != "1" || sess["tty_nr"] != "0" {
+        bad.push(format!("P28: pid 1 pgrp/session/tty: {sess}"));
+    }
+    // P26: the app holds only stdin, stdout and stderr.
+    if r["FD.self_list"]["fds"] != serde_json::json!([0, 1, 2]) {
+        bad.push(format!("P26: app fds {}", r["FD.self_list"]["fds"]));
     }
     // P25: the cgroup namespace shows the instance's cgroup as its root.
     let cg = r["P25.proc_self_cgroup"]["cgroup"].as_str().unwrap_or("");
@@ -406,6 +454,77 @@ fn x11(who: Who) {
     assert_no_leftovers(&m2);
 }
 
+/// P30 (review finding 6): with --share=network the app shares the host's
+/// network namespace, where abstract unix sockets live (X11 listens on
+/// @/tmp/.X11-unix/X0). Landlock's scope (ABI 6) refuses them with EPERM;
+/// the same probe on the host connects (control).
+fn abstract_socket(who: Who) {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!(
+        "porthole-test-abstract-{}-{}",
+        std::process::id(),
+        who.label()
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let host = std::process::Command::new(&stage().probe)
+        .args(["connect-abstract", &name])
+        .output()
+        .unwrap();
+    let host = results(&String::from_utf8_lossy(&host.stdout));
+    assert_eq!(result_of(&host, "P30.connect_abstract"), "OK", "control");
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) reads no memory and
+    // returns the ABI version (or fails without Landlock).
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    let (out, m) = probe_run(
+        who,
+        "abstract",
+        &["--share=network"],
+        &["connect-abstract", &name],
+        &[],
+    );
+    let got = result_of(&results(&out.stdout), "P30.connect_abstract").to_owned();
+    assert_no_leftovers(&m);
+    if abi < 6 {
+        report_skip(&format!(
+            "P30 [{}]: Landlock ABI {abi} has no abstract socket scope (needs 6); got {got}",
+            who.label()
+        ));
+        return;
+    }
+    assert_eq!(
+        got,
+        "EPERM",
+        "[{}] P30: host abstract socket reachable; stderr {}",
+        who.label(),
+        out.stderr
+    );
+}
+
+#[test]
+fn p30_abstract_socket_as_root() {
+    if skip("p30", Who::Root) {
+        return;
+    }
+    abstract_socket(Who::Root);
+}
+
+#[test]
+fn p30_abstract_socket_as_user() {
+    if skip("p30", Who::User) {
+        return;
+    }
+    abstract_socket(Who::User);
+}
+
 #[test]
 fn p15_x11_socket_as_root() {
     if skip("p15", Who::Root) {
@@ -507,8 +626,32 @@ fn p16_network_as_user() {
     network(Who::User);
 }
 
-/// P18: a setuid-root binary gives no privilege (no_new_privs, nosuid).
+/// P18: a setuid binary gives no privilege (no_new_privs, nosuid, and the
+/// 1:1 id map). The binary is setuid to nobody; on the host it does change
+/// the euid (checked first, so the check inside can fail), inside it must
+/// not.
 fn setuid(who: Who) {
+    let suid = stage().app_dir.join("bin/suid-probe");
+    let host = match who {
+        Who::Root => std::process::Command::new(&suid).arg("euid").output(),
+        Who::User => std::process::Command::new("/usr/bin/setpriv")
+            .args([
+                &format!("--reuid={TEST_USER}"),
+                &format!("--regid={TEST_USER}"),
+                "--init-groups",
+                "--",
+            ])
+            .arg(&suid)
+            .arg("euid")
+            .output(),
+    }
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        SUID_OWNER.to_string(),
+        "[{}] P18 control: the setuid probe does not change the euid on the host",
+        who.label()
+    );
     let (out, m) = probe_run(
         who,
         "suid",

@@ -292,7 +292,13 @@ fn die_with_parent(who: Who) {
     }
     parent.stdout(Stdio::null());
     let mut parent = parent.spawn().unwrap();
-    let up = wait_for(10, || (leftovers(&m).len() >= 3).then_some(()));
+    // Ready when the monitor, pid 1 and the app run: three processes with
+    // the marker besides the parent shell, whose command line has it too.
+    let shell = parent.id() as i32;
+    let up = wait_for(10, || {
+        let n = leftovers(&m).iter().filter(|(p, _)| *p != shell).count();
+        (n >= 3).then_some(())
+    });
     assert!(up.is_some(), "sandbox did not start: {:?}", leftovers(&m));
     parent.kill().unwrap();
     let _ = parent.wait();
@@ -418,6 +424,25 @@ fn ps_enter_kill(who: Who) {
         );
         if out.code != Some(3) {
             return Err(format!("enter exit status {:?}", out.code));
+        }
+        // A host directory fd left open by the caller of enter stays out.
+        let mut cmd = porthole(
+            who,
+            &rt,
+            &["enter", &id, "--", "/app/bin/porthole-probe", "fds"],
+            &[],
+        );
+        plant_fd(&mut cmd, 5);
+        let out = run(cmd, Stdio::null(), 20);
+        let r = results(&out.stdout);
+        if out.code != Some(0)
+            || r.get("FD.self_5").and_then(|v| v["result"].as_str()) != Some("ENOENT")
+            || r.get("FD.self_list").map(|v| &v["fds"]) != Some(&serde_json::json!([0, 1, 2]))
+        {
+            return Err(format!(
+                "enter with a planted fd 5: {:?} {} {}",
+                out.code, out.stdout, out.stderr
+            ));
         }
         let out = run(porthole(who, &rt, &["kill", &id], &[]), Stdio::null(), 20);
         if out.code != Some(0) {
@@ -630,4 +655,141 @@ fn runtime_tree_as_user() {
         return;
     }
     runtime(Who::User);
+}
+
+/// A fresh directory below the stage for `name` and `who`, readable by all.
+fn scratch(name: &str, who: Who) -> std::path::PathBuf {
+    let d = stage().dir.join(format!("{name}-{}", who.label()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn dry_run(who: Who, args: &[&str]) -> Output {
+    let rt = runtime_dir(who, "dry");
+    let mut all = vec!["run", "--dry-run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[APP_ID, "--", "/bin/true"]);
+    run(porthole(who, &rt, &all, &[]), Stdio::null(), 20)
+}
+
+/// Review finding 4: a symlink inside a --filesystem path must not turn the
+/// grant into a bind of its target (`ln -s /root/.ssh proj` gave `bind
+/// /root/.ssh`). Refused with exit 124; real paths still work.
+fn filesystem_symlinks(who: Who) {
+    let canary = fd_canary_dir();
+    let d = scratch("fs-links", who);
+    std::os::unix::fs::symlink(&canary, d.join("proj")).unwrap();
+    std::fs::create_dir(d.join("real")).unwrap();
+    let c = canary.to_str().unwrap();
+    for grant in ["proj", "proj/", "proj/host-canary", "./proj"] {
+        let arg = format!("--filesystem={}/{grant}", d.display());
+        let out = dry_run(who, &[&arg]);
+        assert_eq!(
+            out.code,
+            Some(124),
+            "[{}] {arg}: stdout {} stderr {}",
+            who.label(),
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("symbolic link") && !out.stdout.contains(c),
+            "[{}] {arg}: stdout {} stderr {}",
+            who.label(),
+            out.stdout,
+            out.stderr
+        );
+    }
+    let real = d.join("real");
+    let arg = format!("--filesystem={}/./real/", d.display());
+    let out = dry_run(who, &[&arg]);
+    let want = format!("bind     {} on {} [rw", real.display(), real.display());
+    assert!(
+        out.code == Some(0) && out.stdout.contains(&want),
+        "[{}] {arg}: {:?} stdout {} stderr {}",
+        who.label(),
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
+fn filesystem_symlinks_as_root() {
+    if skip("filesystem_symlinks", Who::Root) {
+        return;
+    }
+    filesystem_symlinks(Who::Root);
+}
+
+#[test]
+fn filesystem_symlinks_as_user() {
+    if skip("filesystem_symlinks", Who::User) {
+        return;
+    }
+    filesystem_symlinks(Who::User);
+}
+
+/// Review finding 5: a runtime's /etc files are looked up inside the
+/// runtime. Absolute symlinks to host files (`etc/ld.so.cache ->
+/// /etc/shadow`, `etc/ssl/certs -> /root/.ssh`) must not copy or bind the
+/// host's files; an absolute link within the runtime still works, resolved
+/// as if the runtime were /.
+fn runtime_symlinks(who: Who) {
+    let canary = fd_canary_dir();
+    let r = scratch("rt-links", who);
+    for d in ["usr/bin", "usr/share/fonts", "etc/ssl"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let link = |target: &std::path::Path, at: &str| {
+        std::os::unix::fs::symlink(target, r.join(at)).unwrap();
+    };
+    link(&canary.join("host-canary"), "etc/ld.so.cache");
+    link(&canary, "etc/ssl/certs");
+    link(&canary.join("host-canary"), "etc/localtime");
+    link(std::path::Path::new("/usr/share/fonts"), "etc/fonts");
+    let arg = format!("--runtime={}", r.display());
+    let out = dry_run(who, &[&arg]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "[{}] stdout {} stderr {}",
+        who.label(),
+        out.stdout,
+        out.stderr
+    );
+    let c = canary.to_str().unwrap();
+    for bad in [c, "/etc/ld.so.cache", "on /etc/ssl/certs", "/etc/localtime"] {
+        assert!(
+            !out.stdout.contains(bad),
+            "[{}] dry run shows {bad:?}:\n{}",
+            who.label(),
+            out.stdout
+        );
+    }
+    let fonts = format!("bind     {}/usr/share/fonts on /etc/fonts", r.display());
+    assert!(
+        out.stdout.contains(&fonts),
+        "[{}] in-runtime link not followed: {}",
+        who.label(),
+        out.stdout
+    );
+}
+
+#[test]
+fn runtime_symlinks_as_root() {
+    if skip("runtime_symlinks", Who::Root) {
+        return;
+    }
+    runtime_symlinks(Who::Root);
+}
+
+#[test]
+fn runtime_symlinks_as_user() {
+    if skip("runtime_symlinks", Who::User) {
+        return;
+    }
+    runtime_symlinks(Who::User);
 }

@@ -7,6 +7,7 @@
 //! Usage: porthole-probe battery                 all in-process checks
 //!        porthole-probe connect-unix PATH       P15
 //!        porthole-probe connect-tcp ID IP:PORT  P16
+//!        porthole-probe connect-abstract NAME   P30 (abstract unix socket @NAME)
 //!        porthole-probe kill-all                P09 (kills every process it may)
 //!        porthole-probe scan                    P09 (kill(pid, 0) for every pid)
 //!        porthole-probe exec PATH ARGS...       P18 (runs PATH, relays output)
@@ -16,6 +17,7 @@
 //!        porthole-probe wait-term               exits 42 on SIGTERM
 //!        porthole-probe demo                    human-readable summary
 //!        porthole-probe stat PATH               inode and device of PATH
+//!        porthole-probe fds                     FD: descriptors we were given
 
 use std::ffi::CString;
 use std::io::Write;
@@ -158,7 +160,87 @@ fn neg_errno(ret: i64) -> String {
 
 const X32_BIT: libc::c_long = 0x4000_0000;
 
+/// FD: which descriptors this process holds (from /proc/self/fd, minus the
+/// one used to list it), and whether fds 3 to 9 resolve.
+fn fds() {
+    let listed: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing's own descriptor is the highest one and is gone now.
+    let mut nums: Vec<i64> = listed.iter().filter_map(|n| n.parse().ok()).collect();
+    nums.sort_unstable();
+    nums.pop();
+    report_with("FD.self_list", "OK", serde_json::json!({ "fds": nums }));
+    for fd in 3..=9 {
+        let r = match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+            Ok(t) => format!("OK {}", t.display()),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        report(&format!("FD.self_{fd}"), &r);
+    }
+}
+
+/// P26/P27: what pid 1 (a clone of the host launcher) exposes to the app:
+/// descriptors inherited from the host, its environment, its memory.
+fn pid1() {
+    for fd in 3..=9 {
+        let r = match std::fs::read_link(format!("/proc/1/fd/{fd}")) {
+            Ok(t) => format!("OK {}", t.display()),
+            Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+        };
+        report(&format!("P26.init_fd_{fd}"), &r);
+    }
+    let r = match std::fs::read_dir("/proc/1/fd") {
+        Ok(rd) => format!("OK {}", rd.flatten().count()),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P26.init_fd_list", &r);
+    match std::fs::read("/proc/1/environ") {
+        Ok(b) => report_with(
+            "P27.init_environ",
+            "OK",
+            serde_json::json!({ "environ": String::from_utf8_lossy(&b).replace('\0', "\n") }),
+        ),
+        Err(e) => report(
+            "P27.init_environ",
+            &errno_name(e.raw_os_error().unwrap_or(0)),
+        ),
+    }
+    // P28: pid 1's process group, session and controlling tty (stat fields
+    // 5 to 7): its own (1, 1, none), not the caller's (0 from in here).
+    let stat = std::fs::read_to_string("/proc/1/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    report_with(
+        "P28.init_session",
+        "OK",
+        serde_json::json!({
+            "pgrp": f.get(2).copied().unwrap_or(""),
+            "session": f.get(3).copied().unwrap_or(""),
+            "tty_nr": f.get(4).copied().unwrap_or(""),
+        }),
+    );
+    let r = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/1/mem")
+    {
+        Ok(_) => "OK".to_string(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P27.init_mem_rw", &r);
+}
+
 fn battery() {
+    // First, before this process opens anything itself.
+    fds();
+    pid1();
     // P01: TIOCSTI on stdin (a pty from the harness), and proofs that the
     // answer is the filter's: on a bad fd the kernel would say EBADF.
     let ch = b'x';
@@ -446,6 +528,65 @@ fn battery() {
         )),
     );
 
+    // P29: NUMA policy, file handles, personalities (review finding 9).
+    report(
+        "P29.mbind",
+        &outcome(sys(libc::SYS_mbind, [0, 4096, 0, 0, 0, 0])),
+    );
+    report(
+        "P29.set_mempolicy",
+        &outcome(sys(libc::SYS_set_mempolicy, [0, 0, 0, 0, 0, 0])),
+    );
+    let mut mode: libc::c_int = 0;
+    report(
+        "P29.get_mempolicy",
+        &outcome(sys(
+            libc::SYS_get_mempolicy,
+            [&mut mode as *mut libc::c_int as u64, 0, 0, 0, 0, 0],
+        )),
+    );
+    let mut handle = [0u8; 136];
+    handle[..4].copy_from_slice(&128u32.to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    let root = c("/");
+    report(
+        "P29.name_to_handle_at",
+        &outcome(sys(
+            libc::SYS_name_to_handle_at,
+            [
+                libc::AT_FDCWD as u64,
+                root.as_ptr() as u64,
+                handle.as_mut_ptr() as u64,
+                &mut mount_id as *mut libc::c_int as u64,
+                0,
+                0,
+            ],
+        )),
+    );
+    // ADDR_NO_RANDOMIZE (0x0040000) would switch ASLR off for the next exec;
+    // READ_IMPLIES_EXEC (0x0400000) makes every readable mapping executable;
+    // 0x100000000 is PER_LINUX with a high bit the kernel would ignore.
+    for (name, persona) in [
+        ("addr_no_randomize", 0x0040000u64),
+        ("read_implies_exec", 0x0400000),
+        ("per_bsd", 0x0006),
+        ("high_bits", 0x1_0000_0000),
+        ("all_but_bit_0", 0xffff_fffe),
+    ] {
+        report(
+            &format!("P29.personality_{name}"),
+            &outcome(sys(libc::SYS_personality, [persona, 0, 0, 0, 0, 0])),
+        );
+    }
+    report(
+        "P29.personality_query",
+        &outcome(sys(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])),
+    );
+    report(
+        "P29.personality_linux",
+        &outcome(sys(libc::SYS_personality, [0, 0, 0, 0, 0, 0])),
+    );
+
     // P13: perf and bpf.
     {
         // struct perf_event_attr, PERF_ATTR_SIZE_VER0 (64 bytes): type =
@@ -536,6 +677,22 @@ fn battery() {
     }
     report_with("P17.status", "OK", serde_json::Value::Object(fields));
 
+    // P18, one layer at a time: every place a setuid file could come from
+    // is mounted nosuid (the 1:1 id map and no_new_privs are the others).
+    for (name, path) in [
+        ("app", "/app/bin"),
+        ("usr", "/usr/bin"),
+        ("tmp", "/tmp"),
+        ("dev_shm", "/dev/shm"),
+    ] {
+        let r = match nix::sys::statvfs::statvfs(path) {
+            Ok(v) if v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOSUID) => "NOSUID",
+            Ok(_) => "SUID_ALLOWED",
+            Err(_) => "ERROR",
+        };
+        report(&format!("P18.nosuid_{name}"), r);
+    }
+
     // P23: the identity file.
     let info = c("/.flatpak-info");
     // SAFETY: valid path and flags.
@@ -602,6 +759,13 @@ fn battery() {
         };
         report(&format!("P25.write{}", path.replace('/', "_")), &res);
     }
+    // The writes above fail with ENOENT because there is no /sys at all;
+    // reported on its own so that a /sys appearing one day is noticed.
+    let sys = match std::fs::symlink_metadata("/sys") {
+        Ok(_) => "OK".to_string(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report("P25.sys_absent", &sys);
 
     // No bus of any kind (no proxy yet).
     let uid = std::env::var("XDG_RUNTIME_DIR").unwrap_or_default();
@@ -626,6 +790,19 @@ fn battery() {
         },
     );
     let _ = std::io::stdout().flush();
+}
+
+/// connect(2) to the abstract unix socket `@name`.
+fn connect_abstract(name: &str) -> String {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = match std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+        Ok(a) => a,
+        Err(e) => return errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    match std::os::unix::net::UnixStream::connect_addr(&addr) {
+        Ok(_) => "OK".into(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 fn connect_unix(path: &str) -> String {
@@ -757,7 +934,9 @@ fn main() {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     match arg(1) {
         "battery" => battery(),
+        "fds" => fds(),
         "connect-unix" => report("P15.connect_unix", &connect_unix(arg(2))),
+        "connect-abstract" => report("P30.connect_abstract", &connect_abstract(arg(2))),
         "connect-tcp" => report(&format!("P16.{}", arg(2)), &connect_tcp(arg(3))),
         "kill-all" => {
             // SAFETY: kill(-1, SIGKILL) signals every process we may signal,

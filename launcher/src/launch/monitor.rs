@@ -96,7 +96,9 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     if p.die_with_parent {
         // Like bubblewrap's --die-with-parent: when whoever started us dies,
         // we die, and our pid 1 follows through its own parent-death signal.
-        let parent = nix::unistd::getppid();
+        // The parent recorded first thing in main: a parent that died before
+        // this point left us orphaned, and getppid() now would not tell.
+        let parent = init::original_parent().unwrap_or_else(nix::unistd::getppid);
         init::parent_death_signal(Signal::SIGKILL).map_err(|e| LaunchError::Io {
             op: "prctl(PR_SET_PDEATHSIG)",
             source: e.into(),
@@ -132,14 +134,26 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         Some(fd) => match namespace::fork_into_cgroup(flags, fd.as_fd()) {
             Ok(f) => {
                 born_in_cgroup = true;
-                f
+                Ok(f)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "clone3(CLONE_INTO_CGROUP) failed; cloning, then moving");
-                namespace::fork_into(flags)?
+                namespace::fork_into(flags)
             }
         },
-        None => namespace::fork_into(flags)?,
+        None => namespace::fork_into(flags),
+    };
+    // A failed clone must not leave the instance's cgroup behind.
+    let forked = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(cg) = cgroup.take()
+                && let Err(c) = cg.remove()
+            {
+                tracing::warn!(error = %c, "could not remove the instance cgroup");
+            }
+            return Err(e.into());
+        }
     };
     // The sandbox waits for "go" only when it still has to be moved into a
     // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs

@@ -28,6 +28,8 @@ pub struct Prepared {
     /// The host's Wayland socket, when granted and present: execute tries a
     /// `wp_security_context_v1` listener first.
     pub wayland_host: Option<PathBuf>,
+    /// Where the app may write (inside the sandbox), for Landlock.
+    pub writable: Vec<PathBuf>,
 }
 
 fn who() -> (u32, u32, String, PathBuf) {
@@ -50,6 +52,126 @@ fn canonical_dir(path: &Path) -> Result<PathBuf, String> {
     let rd = std::fs::read_dir(&c).map_err(|e| e.to_string())?;
     drop(rd);
     Ok(c)
+}
+
+/// `openat2(root, rel, flags, resolve | RESOLVE_NO_MAGICLINKS)`.
+fn openat2(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain old data; all-zero is valid (and required
+    // for the fields we do not set).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `c` is NUL-terminated and `how` is a fully initialised
+    // open_how whose size we pass; both outlive the call, the kernel only
+    // reads them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A directory tree on the host (a `--runtime` dir, or `/`) whose files
+/// are looked up inside it: with RESOLVE_IN_ROOT a symlink in the tree is
+/// followed as if the tree were `/`, so `etc/fonts -> /root/.ssh` in a
+/// runtime names the runtime's own `root/.ssh`, never the host's.
+struct Tree {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+impl Tree {
+    fn open(path: &Path) -> std::io::Result<Tree> {
+        let root = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(Tree {
+            root,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The host path, free of symlinks, of `rel` inside the tree; None when
+    /// it does not exist (or is not below the tree after all).
+    fn resolve(&self, rel: &Path) -> Option<PathBuf> {
+        let fd = openat2(self.root.as_fd(), rel, libc::O_PATH, libc::RESOLVE_IN_ROOT).ok()?;
+        use std::os::fd::AsRawFd;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        real.starts_with(&self.path).then_some(real)
+    }
+
+    /// The contents of the regular file `rel` inside the tree.
+    fn read(&self, rel: &Path) -> Option<Vec<u8>> {
+        let fd = openat2(
+            self.root.as_fd(),
+            rel,
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            libc::RESOLVE_IN_ROOT,
+        )
+        .ok()?;
+        let file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
+        Some(bytes)
+    }
+}
+
+/// A `--filesystem` path as given, normalised by hand (no `.`, no repeated
+/// or trailing `/`; `..` is refused by the plan's check), then checked to
+/// name exactly that object: not a symlink and not through one, so a link
+/// planted in a granted path cannot widen the grant (the bind itself is
+/// opened the same way, with RESOLVE_NO_SYMLINKS).
+fn filesystem_path(path: &Path) -> Result<PathBuf, LaunchError> {
+    let normal: PathBuf = path.components().collect();
+    plan::check_grant(&normal)?;
+    let root = Tree::open(Path::new("/")).map_err(|e| LaunchError::Filesystem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let rel = normal.strip_prefix("/").unwrap_or(&normal);
+    if let Err(e) = openat2(
+        root.root.as_fd(),
+        rel,
+        // Without O_NOFOLLOW: with it, a final symlink would be opened
+        // itself instead of failing with ELOOP (openat2(2)).
+        libc::O_PATH,
+        libc::RESOLVE_NO_SYMLINKS,
+    ) {
+        let reason = if e.raw_os_error() == Some(libc::ELOOP) {
+            "is a symbolic link or passes through one; name the real path".to_string()
+        } else {
+            e.to_string()
+        };
+        return Err(LaunchError::Filesystem {
+            path: path.to_owned(),
+            reason,
+        });
+    }
+    Ok(normal)
 }
 
 fn is_socket(p: &Path) -> bool {
@@ -149,22 +271,36 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     }
     let perms = perms.merge(req.permissions.clone());
 
-    // /usr and /etc sources.
-    let (usr, etc_root) = match &req.runtime {
-        None => (PathBuf::from("/usr"), PathBuf::from("/etc")),
+    // /usr and /etc sources. The runtime's /etc files are looked up inside
+    // the runtime (see `Tree`), never through its symlinks onto the host.
+    let (usr, etc_root, tree) = match &req.runtime {
+        None => (
+            PathBuf::from("/usr"),
+            PathBuf::from("/etc"),
+            Tree::open(Path::new("/")),
+        ),
         Some(dir) => {
             let c = canonical_dir(dir).map_err(|reason| LaunchError::Runtime {
                 path: dir.clone(),
                 reason,
             })?;
+            let tree = Tree::open(&c);
             if c.join("usr").is_dir() {
-                (c.join("usr"), c.join("etc"))
+                (c.join("usr"), c.join("etc"), tree)
             } else {
                 let etc = c.join("etc");
-                (c, etc)
+                (c, etc, tree)
             }
         }
     };
+    let tree = tree.map_err(|e| LaunchError::Runtime {
+        path: etc_root.clone(),
+        reason: e.to_string(),
+    })?;
+    let host_root = Tree::open(Path::new("/")).map_err(|e| LaunchError::Io {
+        op: "open /",
+        source: e,
+    })?;
     if !usr.join("bin").is_dir() {
         return Err(LaunchError::Runtime {
             path: usr,
@@ -183,11 +319,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     let mut etc_files = Vec::new();
     // ld.so.cache must match the libraries in /usr (the runtime's);
     // machine-id is the host's identity, whatever the runtime.
-    for (dir, name) in [
-        (etc_root.as_path(), "ld.so.cache"),
-        (Path::new("/etc"), "machine-id"),
-    ] {
-        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+    for (t, name) in [(&tree, "ld.so.cache"), (&host_root, "machine-id")] {
+        if let Some(bytes) = t.read(&Path::new("etc").join(name)) {
             etc_files.push((PathBuf::from("/etc").join(name), bytes));
         }
     }
@@ -197,8 +330,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     }
     for name in etc_names {
         // /etc/alternatives: Debian's /usr/bin has links through it.
-        let src = etc_root.join(name);
-        if let Ok(c) = std::fs::canonicalize(&src) {
+        if let Some(c) = tree.resolve(&Path::new("etc").join(name)) {
             etc_binds.push((c, PathBuf::from("/etc").join(name)));
         }
     }
@@ -210,19 +342,14 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
                 .map(|i| PathBuf::from(format!("/usr/share/{}", &s[i..])))
         });
     if localtime_link.is_none()
-        && let Ok(c) = std::fs::canonicalize(etc_root.join("localtime"))
+        && let Some(c) = tree.resolve(Path::new("etc/localtime"))
     {
         etc_binds.push((c, PathBuf::from("/etc/localtime")));
     }
 
     let mut filesystems = Vec::new();
     for grant in &perms.filesystems {
-        let c = std::fs::canonicalize(&grant.path).map_err(|e| LaunchError::Filesystem {
-            path: grant.path.clone(),
-            reason: e.to_string(),
-        })?;
-        plan::check_grant(&c)?;
-        filesystems.push((c, grant.access));
+        filesystems.push((filesystem_path(&grant.path)?, grant.access));
     }
 
     let host_runtime = std::env::var_os("XDG_RUNTIME_DIR")
@@ -246,6 +373,25 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         runtime_path: &usr,
         permissions: &perms,
     });
+
+    // Landlock's write list: the app's data, the private temporary
+    // directories, /dev (device nodes, pts, shm), /proc (the app's own
+    // /proc/self files; /proc/sys and friends are read-only mounts),
+    // /run/user/UID, and the read-write grants.
+    let mut writable: Vec<PathBuf> = vec![
+        app_data.clone(),
+        PathBuf::from("/tmp"),
+        PathBuf::from("/var/tmp"),
+        PathBuf::from("/dev"),
+        PathBuf::from("/proc"),
+        PathBuf::from(format!("/run/user/{uid}")),
+    ];
+    writable.extend(
+        filesystems
+            .iter()
+            .filter(|(_, a)| *a == plan::Access::ReadWrite)
+            .map(|(p, _)| p.clone()),
+    );
 
     let passwd = format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", home.display());
     let group = format!("{user}:x:{gid}:\n");
@@ -307,6 +453,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         missing_sockets,
         trace: std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
         wayland_host: wayland,
+        writable,
     })
 }
 

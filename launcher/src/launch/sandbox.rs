@@ -1,6 +1,8 @@
 //! Sandbox side: pid 1 of the new pid namespace, and the last steps before
 //! a command runs inside (also used by `porthole enter`).
 
+use std::os::fd::AsRawFd;
+
 use super::*;
 
 /// What the sandbox side needs, prepared before `clone` so the child does not
@@ -60,6 +62,20 @@ pub(super) fn sandbox_init(
     ready: OwnedFd,
     old_mask: &nix::sys::signal::SigSet,
 ) -> ! {
+    // First, before anything else can use them: close what the caller of
+    // `porthole` left open (fds >= 3), keeping only our two pipes.
+    if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd()]) {
+        fail("close_range", e);
+    }
+    // Our own session and process group: terminal signals then reach the
+    // app only once, through the monitor's forwarding, and pid 1 keeps no
+    // controlling terminal of the host.
+    if let Err(e) = nix::unistd::setsid() {
+        fail("setsid", e);
+    }
+    if let Err(e) = init::wipe_environment() {
+        fail("environment", e);
+    }
     if p.die_with_parent
         && let Err(e) = init::parent_death_signal(Signal::SIGKILL)
     {
@@ -115,7 +131,10 @@ pub(super) fn sandbox_init(
     // it all (empty capability sets, no_new_privs, the filters): the app can
     // reach pid 1 (same uid: /proc/1/mem), so pid 1 must never hold more
     // than the app, not even for an instant.
-    if let Err(e) = lock_down(&p.filters) {
+    if let Err(e) = init::not_dumpable() {
+        fail("PR_SET_DUMPABLE", e);
+    }
+    if let Err(e) = lock_down(&p.filters, Some(&p.writable)) {
         fail("privileges", e);
     }
     trace_stage(p.trace, "locked down");
@@ -146,13 +165,22 @@ enum LockDownError {
     Capability(#[from] CapabilityError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Landlock(#[from] crate::landlock::LandlockError),
 }
 
-/// Capabilities, no_new_privs, seccomp: in this order, because dropping the
-/// bounding set needs CAP_SETPCAP and the filter denies nothing we call after.
-fn lock_down(filters: &Filters) -> Result<(), LockDownError> {
+/// Capabilities, no_new_privs, Landlock (when `writable` is given), seccomp:
+/// in this order, because dropping the bounding set needs CAP_SETPCAP,
+/// landlock_restrict_self needs no_new_privs, and the filter denies
+/// nothing we call after.
+fn lock_down(filters: &Filters, writable: Option<&[PathBuf]>) -> Result<(), LockDownError> {
     capability::drop_all()?;
     capability::no_new_privs()?;
+    if let Some(writable) = writable
+        && !crate::landlock::restrict(writable)?
+    {
+        tracing::debug!("no Landlock in this kernel; the mount plan alone confines writes");
+    }
     filters.load()?;
     Ok(())
 }
@@ -190,8 +218,13 @@ fn exec_common(filters: &Filters, parts: &ExecParts, old_mask: &nix::sys::signal
         // SAFETY: "/" is a valid NUL-terminated string.
         unsafe { libc::chdir(c"/".as_ptr()) };
     }
-    if let Err(e) = lock_down(filters) {
+    if let Err(e) = lock_down(filters, None) {
         fail("privileges", e);
+    }
+    // `porthole enter` is a host process: the caller's descriptors (without
+    // O_CLOEXEC) must not follow the command into the sandbox.
+    if let Err(e) = init::close_range(3, libc::c_uint::MAX) {
+        fail("close_range", e);
     }
     let mut argv: Vec<*const libc::c_char> = parts.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub const TEST_USER: &str = "porthole-test";
 pub const APP_ID: &str = "org.porthole.Probe";
+/// Owner of the setuid copy of the probe (P18): nobody.
+pub const SUID_OWNER: u32 = 65534;
 
 /// Who runs `porthole`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,10 +116,14 @@ pub fn stage() -> &'static Stage {
         for p in [&dir, &dir.join("app"), &dir.join("app/bin")] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        // P18: a setuid-root copy of the probe, when we are root.
+        // P18: a copy of the probe setuid to nobody (65534), when we are
+        // root: unlike a setuid-root one, it changes the euid of root too,
+        // so the check can fail for both identities. chown clears the
+        // setuid bit, so it comes first.
         if is_root() {
             let suid = dir.join("app/bin/suid-probe");
             std::fs::copy(&probe, &suid).unwrap();
+            nix::unistd::chown(&suid, Some(SUID_OWNER.into()), None).unwrap();
             std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
         }
         Stage {
@@ -295,4 +301,30 @@ pub fn marker(test: &str, who: Who) -> String {
         std::process::id(),
         who.label()
     )
+}
+
+/// A host directory no sandbox may reach (the target of a planted fd).
+pub fn fd_canary_dir() -> PathBuf {
+    let d = stage().dir.join("fd-canary");
+    let _ = std::fs::create_dir_all(&d);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::write(d.join("host-canary"), "canary\n");
+    d
+}
+
+/// Makes `cmd` start with descriptor `fd` open on the canary directory and
+/// without O_CLOEXEC, as a careless caller of `porthole` would leave it.
+pub fn plant_fd(cmd: &mut Command, fd: i32) {
+    let dir = std::fs::File::open(fd_canary_dir()).unwrap();
+    // SAFETY: between fork and exec we only call dup2, which is
+    // async-signal-safe; `dir` lives in the closure, so its fd stays open.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::dup2(dir.as_raw_fd(), fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
