@@ -51,7 +51,14 @@ impl Spawn {
             }
         };
         let mut s = s;
-        let flags = libc::POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short;
+        // SETSIGDEF: our process ignores SIGPIPE (errors instead of death on
+        // a closed pipe); an ignored signal survives exec, so without this
+        // the app would start with SIGPIPE ignored, unlike under bwrap.
+        let flags = libc::POSIX_SPAWN_SETSID
+            | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
+        let mut default_signals = SigSet::empty();
+        default_signals.add(nix::sys::signal::Signal::SIGPIPE);
         // SAFETY: `s.attr` is initialised; `mask` points at a valid sigset_t
         // that the call copies; `cwd` is a NUL-terminated string that the
         // file action copies.
@@ -59,6 +66,9 @@ impl Spawn {
             let mut rc = libc::posix_spawnattr_setflags(&mut s.attr, flags);
             if rc == 0 {
                 rc = libc::posix_spawnattr_setsigmask(&mut s.attr, mask.as_ref());
+            }
+            if rc == 0 {
+                rc = libc::posix_spawnattr_setsigdefault(&mut s.attr, default_signals.as_ref());
             }
             if rc == 0 {
                 rc = libc::posix_spawn_file_actions_addchdir_np(&mut s.actions, cwd.as_ptr());

@@ -173,6 +173,38 @@ fn exit_status(who: Who) {
         30,
     );
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "--version|-x|"));
+    // The app starts with SIGPIPE at its default, as under bwrap, although
+    // the launcher itself ignores it.
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &[
+                "run",
+                APP_ID,
+                "--",
+                "/bin/sh",
+                "-c",
+                "grep SigIgn /proc/self/status",
+            ],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    let ignored = out
+        .stdout
+        .trim()
+        .rsplit('\t')
+        .next()
+        .and_then(|m| u64::from_str_radix(m, 16).ok());
+    assert_eq!(
+        ignored.map(|m| m & (1 << (libc::SIGPIPE - 1))),
+        Some(0),
+        "stdout {} stderr {}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 #[test]

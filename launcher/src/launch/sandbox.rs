@@ -213,6 +213,10 @@ fn exec_common(filters: &Filters, parts: &ExecParts, old_mask: &nix::sys::signal
     if let Err(e) = init::restore_signals(old_mask) {
         fail("sigprocmask", e);
     }
+    // Our process ignores SIGPIPE and an ignored signal survives exec: give
+    // the command the default, as `run` does (POSIX_SPAWN_SETSIGDEF).
+    // SAFETY: setting SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // SAFETY: `home` is a valid NUL-terminated string.
     if unsafe { libc::chdir(parts.home.as_ptr()) } != 0 {
         // SAFETY: "/" is a valid NUL-terminated string.
