@@ -1,0 +1,26 @@
+//! `porthole-dbus-proxy`: a filtering D-Bus proxy that accepts
+//! xdg-dbus-proxy's command line and policy, so either can stand in for the
+//! other.
+//!
+//! - [`cli`]: the order-dependent command line (`ADDRESS PATH [OPTION...]`).
+//! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
+//! - [`wire`]: hand-written message framing and header parsing (hot path).
+//! - [`auth`]: the SASL handshake relay.
+//! - [`filter`]: the per-client decisions.
+//! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.
+//! - [`proxy`]: listeners and per-client sessions on tokio.
+
+pub mod auth;
+pub mod cli;
+pub mod filter;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod policy;
+pub mod proxy;
+pub mod socket;
+pub mod wire;
+
+pub use cli::{Args, ProxySpec};
+pub use filter::ClientFilter;
+pub use policy::{Level, Policy};
+pub use proxy::Listener;

@@ -1,0 +1,677 @@
+//! The running proxy: a listener per socket path and, per client, a session
+//! of four tasks (a reader and a writer on each side) sharing one
+//! [`ClientFilter`].
+//!
+//! Readers cut the stream into messages, ask the filter, and hand what
+//! passes to the other side's [`Outbox`]: written at once when that socket
+//! is idle, else queued for its writer task, which drains the queue in
+//! order. A reader never waits on a write, so a client that stops reading
+//! cannot stall the other direction.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, BusAuth, ClientAuth};
+use crate::cli::ProxySpec;
+use crate::filter::{ClientFilter, FilterError, Verdict};
+use crate::policy::Policy;
+use crate::socket::{RecvBuf, recv_with_fds, send_with_fds};
+use crate::wire::{self, Header};
+
+/// A connected socket registered with the runtime. `AsyncFd` rather than
+/// tokio's `UnixStream` so a short read can clear read readiness itself,
+/// sparing the recvmsg that would only return EAGAIN on every message.
+type Sock = AsyncFd<std::os::unix::net::UnixStream>;
+
+fn to_sock(s: UnixStream) -> io::Result<Sock> {
+    // into_std keeps O_NONBLOCK set.
+    let std = s.into_std()?;
+    // SAFETY: the AsyncFd owns the std UnixStream, whose fd stays open and
+    // unchanged until the AsyncFd drops it; as_raw_fd always returns it.
+    unsafe { AsyncFd::register(std) }.map_err(|e| e.into_parts().1)
+}
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("listening on {path}: {source}")]
+    Listen { path: PathBuf, source: io::Error },
+    #[error("unsupported bus address {0} (only unix:path= and unix:abstract=)")]
+    Address(String),
+    #[error("connecting to the bus at {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Filter(#[from] FilterError),
+    #[error("message has {want} fds, {have} received")]
+    MissingFds { want: u32, have: usize },
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("peer closed during authentication")]
+    AuthEof,
+}
+
+/// A message and the fds that travel with it.
+#[derive(Debug)]
+struct Out {
+    data: Vec<u8>,
+    /// Bytes already written (after a partial direct write).
+    off: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl Out {
+    fn new(data: Vec<u8>, fds: Vec<OwnedFd>) -> Self {
+        Out { data, off: 0, fds }
+    }
+}
+
+/// The outgoing side of one socket: a queue drained by a writer task, and a
+/// fast path that writes at once when nothing is queued or being written
+/// (saving the hand-over to the writer on every round trip).
+#[derive(Debug)]
+struct Outbox {
+    sock: Arc<Sock>,
+    state: Mutex<OutState>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    queue: VecDeque<Out>,
+    /// The writer task holds messages it has not finished writing.
+    busy: bool,
+    closed: bool,
+}
+
+impl Outbox {
+    fn new(sock: Arc<Sock>) -> Arc<Self> {
+        Arc::new(Outbox {
+            sock,
+            state: Mutex::new(OutState::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `out` now if the socket is idle and takes it, else queues it.
+    /// Order is kept: the direct write happens only with an empty queue and
+    /// no write in progress, under the lock the writer also takes.
+    fn send(&self, mut out: Out) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        if st.queue.is_empty() && !st.busy {
+            match self.sock.try_io(Interest::WRITABLE, |s| {
+                send_with_fds(s.as_raw_fd(), &out.data, &out.fds)
+            }) {
+                Ok(n) if n == out.data.len() => return,
+                Ok(n) => {
+                    out.off = n;
+                    out.fds.clear();
+                }
+                // WouldBlock, or an error the writer will meet again.
+                Err(_) => {}
+            }
+        }
+        st.queue.push_back(out);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// No more messages: the writer finishes the queue and stops.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Where a bus address leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusAddress {
+    Path(PathBuf),
+    Abstract(Vec<u8>),
+}
+
+/// Parses the first usable entry of a D-Bus address list.
+pub fn parse_address(address: &str) -> Result<BusAddress, ProxyError> {
+    for entry in address.split(';') {
+        let Some(params) = entry.strip_prefix("unix:") else {
+            continue;
+        };
+        for kv in params.split(',') {
+            if let Some(p) = kv.strip_prefix("path=") {
+                return Ok(BusAddress::Path(PathBuf::from(unescape(p))));
+            }
+            if let Some(a) = kv.strip_prefix("abstract=") {
+                return Ok(BusAddress::Abstract(unescape(a).into_bytes()));
+            }
+        }
+    }
+    Err(ProxyError::Address(address.to_owned()))
+}
+
+/// D-Bus address values escape bytes as %XX.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn connect_bus(addr: &BusAddress, address: &str) -> Result<UnixStream, ProxyError> {
+    let err = |source| ProxyError::Connect {
+        address: address.to_owned(),
+        source,
+    };
+    match addr {
+        BusAddress::Path(p) => UnixStream::connect(p).await.map_err(err),
+        BusAddress::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let sa = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(err)?;
+            let s = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(err)?;
+            s.set_nonblocking(true).map_err(err)?;
+            UnixStream::from_std(s).map_err(err)
+        }
+    }
+}
+
+/// A bound, listening proxy socket.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+    spec: Arc<Spec>,
+}
+
+#[derive(Debug)]
+struct Spec {
+    address: String,
+    bus: BusAddress,
+    path: PathBuf,
+    filter: bool,
+    log: bool,
+    sloppy_names: bool,
+    policy: Arc<Policy>,
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+impl Listener {
+    /// Removes a stale socket at the path and listens there.
+    pub fn bind(spec: &ProxySpec) -> Result<Listener, ProxyError> {
+        let bus = parse_address(&spec.address)?;
+        let _ = std::fs::remove_file(&spec.path);
+        let listener = UnixListener::bind(&spec.path).map_err(|source| ProxyError::Listen {
+            path: spec.path.clone(),
+            source,
+        })?;
+        Ok(Listener {
+            listener,
+            spec: Arc::new(Spec {
+                address: spec.address.clone(),
+                bus,
+                path: spec.path.clone(),
+                filter: spec.filter,
+                log: spec.log,
+                sloppy_names: spec.sloppy_names,
+                policy: Arc::new(spec.policy.clone()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.spec.path
+    }
+
+    /// Accepts clients forever, one session task each.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((client, _)) => {
+                    let spec = Arc::clone(&self.spec);
+                    tokio::spawn(async move {
+                        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+                        match session(client, &spec, id).await {
+                            Ok(()) => debug!(client = id, "client done"),
+                            Err(ProxyError::AuthEof) => {
+                                debug!(client = id, "client left during authentication")
+                            }
+                            Err(e) => warn!(client = id, "client closed: {e}"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(path = %self.spec.path.display(), "accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn read_some(s: &Sock, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    let mut fds = VecDeque::new();
+    let n = s
+        .async_io(Interest::READABLE, |s| {
+            recv_with_fds(s.as_raw_fd(), buf, limit, &mut fds)
+        })
+        .await?;
+    if !fds.is_empty() {
+        return Err(io::Error::other("file descriptors during authentication"));
+    }
+    Ok(n)
+}
+
+async fn write_all(s: &Sock, data: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let mut off = 0;
+    let mut fds = fds;
+    while off < data.len() {
+        let n = s
+            .async_io(Interest::WRITABLE, |s| {
+                send_with_fds(s.as_raw_fd(), &data[off..], fds)
+            })
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        fds = &[];
+        off += n;
+    }
+    Ok(())
+}
+
+/// Relays the SASL exchange; returns the bytes each side sent past it.
+async fn authenticate(client: &Sock, bus: &Sock) -> Result<(Vec<u8>, Vec<u8>), ProxyError> {
+    let mut ca = ClientAuth::default();
+    let mut ba = BusAuth::default();
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        if read_some(client, &mut buf, 4096).await? == 0 {
+            return Err(ProxyError::AuthEof);
+        }
+        let relay = ca.feed(&buf)?;
+        if !relay.to_bus.is_empty() {
+            write_all(bus, &relay.to_bus, &[]).await?;
+        }
+        let mut pending = relay.replies;
+        while pending > 0 {
+            let (lines, n) = ba.feed(&[], pending)?;
+            if n == 0 {
+                buf.clear();
+                if read_some(bus, &mut buf, 4096).await? == 0 {
+                    return Err(ProxyError::AuthEof);
+                }
+                let (lines, n) = ba.feed(&buf, pending)?;
+                write_all(client, &lines, &[]).await?;
+                pending -= n;
+            } else {
+                write_all(client, &lines, &[]).await?;
+                pending -= n;
+            }
+        }
+        if relay.begin {
+            return Ok((relay.rest, ba.into_rest()));
+        }
+    }
+}
+
+/// One client: connect to the bus, relay authentication, then proxy.
+async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyError> {
+    let bus = to_sock(connect_bus(&spec.bus, &spec.address).await?)?;
+    let client = to_sock(client)?;
+    let (client_rest, bus_rest) = authenticate(&client, &bus).await?;
+    info!(client = id, "authenticated");
+
+    let client = Arc::new(client);
+    let bus = Arc::new(bus);
+    let filter = Arc::new(Mutex::new(
+        ClientFilter::new(Arc::clone(&spec.policy), spec.filter, spec.log, id)
+            .with_sloppy_names(spec.sloppy_names),
+    ));
+    let resume = Arc::new(Notify::new());
+    let to_bus = Outbox::new(Arc::clone(&bus));
+    let to_client = Outbox::new(Arc::clone(&client));
+
+    let mut client_reader = tokio::spawn(pump(
+        Arc::clone(&client),
+        client_rest,
+        Route {
+            side: Side::Client,
+            filter: Arc::clone(&filter),
+            forward: Arc::clone(&to_bus),
+            back: Arc::clone(&to_client),
+            resume: Arc::clone(&resume),
+        },
+    ));
+    let mut bus_reader = tokio::spawn(pump(
+        Arc::clone(&bus),
+        bus_rest,
+        Route {
+            side: Side::Bus,
+            filter,
+            forward: Arc::clone(&to_client),
+            back: Arc::clone(&to_bus),
+            resume,
+        },
+    ));
+    let mut client_writer = tokio::spawn(writer(Arc::clone(&to_client)));
+    let mut bus_writer = tokio::spawn(writer(Arc::clone(&to_bus)));
+
+    // The first task to end decides: a reader ending (EOF or a malformed
+    // message) ends both readers, after which the writers flush what is
+    // queued and stop.
+    let first: Result<(), ProxyError> = tokio::select! {
+        r = &mut client_reader => r.unwrap_or(Ok(())),
+        r = &mut bus_reader => r.unwrap_or(Ok(())),
+        r = &mut client_writer => r.map_err(io::Error::other).and_then(|x| x).map_err(Into::into),
+        r = &mut bus_writer => r.map_err(io::Error::other).and_then(|x| x).map_err(Into::into),
+    };
+    client_reader.abort();
+    bus_reader.abort();
+    to_client.close();
+    to_bus.close();
+    let flush = async {
+        let _ = (&mut client_writer).await;
+        let _ = (&mut bus_writer).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), flush)
+        .await
+        .is_err()
+    {
+        client_writer.abort();
+        bus_writer.abort();
+    }
+    first
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Bus,
+}
+
+/// Messages larger than this whose fate the header decides are passed on
+/// as they arrive (cut-through) instead of being buffered whole.
+const STREAM_MIN: usize = 16 * 1024 * 1024;
+
+/// Where one reader's messages go.
+struct Route {
+    side: Side,
+    filter: Arc<Mutex<ClientFilter>>,
+    /// The other socket.
+    forward: Arc<Outbox>,
+    /// The socket read from (for the proxy's own calls to the bus).
+    back: Arc<Outbox>,
+    resume: Arc<Notify>,
+}
+
+/// What [`dispatch`] did with a message.
+struct Dispatched {
+    forwarded: bool,
+    pause: bool,
+}
+
+/// Asks the filter about `msg` (complete, or only its header for a large
+/// message being streamed) and queues the results.
+fn dispatch(
+    route: &Route,
+    msg: Vec<u8>,
+    prefix_only: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Dispatched, ProxyError> {
+    let Route {
+        side,
+        filter,
+        forward,
+        back,
+        resume,
+    } = route;
+    let h = if prefix_only {
+        Header::parse_prefix(&msg)
+    } else {
+        Header::parse(&msg)
+    }
+    .map_err(FilterError::from)?;
+    let mut f = filter.lock().unwrap_or_else(|p| p.into_inner());
+    let mut done = Dispatched {
+        forwarded: false,
+        pause: false,
+    };
+    match side {
+        Side::Client => {
+            let d = f.from_client_parsed(&msg, &h)?;
+            drop(f);
+            if d.forward {
+                forward.send(Out::new(msg, fds));
+                done.forwarded = true;
+            }
+            for m in d.to_bus {
+                forward.send(Out::new(m, Vec::new()));
+            }
+            done.pause = d.pause_client;
+        }
+        Side::Bus => {
+            let d = f.from_bus_parsed(&msg, &h)?;
+            drop(f);
+            match d.verdict {
+                Verdict::Forward => {
+                    forward.send(Out::new(msg, fds));
+                    done.forwarded = true;
+                }
+                Verdict::Replace(m) => forward.send(Out::new(m, fds)),
+                Verdict::Drop => {}
+            }
+            for m in d.to_bus {
+                back.send(Out::new(m, Vec::new()));
+            }
+            if d.resume_client {
+                resume.notify_one();
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn take_fds(fds: &mut VecDeque<OwnedFd>, want: u32) -> Result<Vec<OwnedFd>, ProxyError> {
+    if want as usize > fds.len() {
+        return Err(ProxyError::MissingFds {
+            want,
+            have: fds.len(),
+        });
+    }
+    Ok(fds.drain(..want as usize).collect())
+}
+
+/// One recvmsg into `buf`'s spare capacity (at most `limit` bytes).
+async fn recv(
+    src: &Sock,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    loop {
+        let mut guard = src.readable().await?;
+        match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), buf, limit, fds)) {
+            Ok(Ok(n)) => {
+                // A short read drained the socket: wait for the next edge
+                // instead of reading again into EAGAIN. (The runtime keeps
+                // readiness that arrived meanwhile.)
+                if n > 0 && n < limit {
+                    guard.clear_ready();
+                }
+                return Ok(n);
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Reads messages from `src`, filters them, and queues the results.
+///
+/// Cut-through invariant: while a large message streams to `forward` in
+/// pieces, nothing else may queue there. That holds because each outbox has
+/// one producer at a time: the bus reader alone writes to the client, and
+/// the bus reader writes to the bus only when answering the proxy's own
+/// ListNames, while the client reader is paused.
+async fn pump(src: Arc<Sock>, initial: Vec<u8>, route: Route) -> Result<(), ProxyError> {
+    let mut rb = RecvBuf::new(initial);
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+    loop {
+        while let Some(msg) = rb.next_message().map_err(FilterError::from)? {
+            let h = Header::parse(&msg).map_err(FilterError::from)?;
+            let mine = take_fds(&mut fds, h.unix_fds)?;
+            let done = dispatch(&route, msg, false, mine)?;
+            if done.pause {
+                // Upstream stops reading the client until the names that
+                // match wildcard rules are known.
+                if tokio::time::timeout(Duration::from_secs(30), route.resume.notified())
+                    .await
+                    .is_err()
+                {
+                    warn!("no ListNames reply from the bus; resuming");
+                }
+            }
+        }
+
+        // A large message whose header is here and decides its fate goes
+        // on now, and its body as it arrives.
+        let front = rb.front();
+        if front.len() >= 16 {
+            let total = wire::message_len(&front[..16]).map_err(FilterError::from)?;
+            let body_at = wire::body_offset(&front[..16]).map_err(FilterError::from)?;
+            if total > STREAM_MIN && front.len() >= body_at && front.len() < total {
+                let h = Header::parse_prefix(front).map_err(FilterError::from)?;
+                let needs_body = route
+                    .filter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .needs_body(&h, route.side == Side::Bus);
+                if !needs_body {
+                    let mine = take_fds(&mut fds, h.unix_fds)?;
+                    let head = rb.take_front();
+                    let mut remaining = total - head.len();
+                    let done = dispatch(&route, head, true, mine)?;
+                    while remaining > 0 {
+                        let mut chunk = Vec::with_capacity(remaining.min(STREAM_MIN));
+                        let limit = chunk.capacity().min(remaining);
+                        let n = recv(&src, &mut chunk, limit, &mut fds).await?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        remaining -= n;
+                        if done.forwarded {
+                            route.forward.send(Out::new(chunk, Vec::new()));
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
+
+        let limit = rb.prepare().map_err(FilterError::from)?;
+        let n = recv(&src, rb.vec_mut(), limit, &mut fds).await?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes queued messages in order; small ones are coalesced into one
+/// write. Shuts the socket's write side down once closed and drained.
+async fn writer(outbox: Arc<Outbox>) -> io::Result<()> {
+    const COALESCE: usize = 64 * 1024;
+    let dst = &outbox.sock;
+    let mut batch: Vec<u8> = Vec::with_capacity(COALESCE);
+    loop {
+        let items: Vec<Out> = {
+            let mut st = outbox.lock();
+            if st.queue.is_empty() {
+                if st.closed {
+                    break;
+                }
+                None
+            } else {
+                st.busy = true;
+                Some(st.queue.drain(..).collect())
+            }
+        }
+        .unwrap_or_default();
+        if items.is_empty() {
+            outbox.wake.notified().await;
+            continue;
+        }
+        for out in items {
+            let rest = &out.data[out.off..];
+            if !out.fds.is_empty() || rest.len() >= COALESCE {
+                if !batch.is_empty() {
+                    write_all(dst, &batch, &[]).await?;
+                    batch.clear();
+                }
+                write_all(dst, rest, &out.fds).await?;
+            } else {
+                batch.extend_from_slice(rest);
+                if batch.len() >= COALESCE {
+                    write_all(dst, &batch, &[]).await?;
+                    batch.clear();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            write_all(dst, &batch, &[]).await?;
+            batch.clear();
+        }
+        outbox.lock().busy = false;
+    }
+    let _ =
+        nix::sys::socket::shutdown(dst.get_ref().as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("unix:path=/run/user/0/bus").unwrap(),
+            BusAddress::Path("/run/user/0/bus".into())
+        );
+        assert_eq!(
+            parse_address("tcp:host=x;unix:abstract=/tmp/dbus-a%2cb,guid=1").unwrap(),
+            BusAddress::Abstract(b"/tmp/dbus-a,b".to_vec())
+        );
+        assert!(parse_address("tcp:host=x").is_err());
+    }
+}
