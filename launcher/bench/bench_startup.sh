@@ -20,6 +20,9 @@
 # Variables: RUNS (default 50), WARMUP (5), BENCH_USER (porthole-test).
 # Needs: hyperfine, bubblewrap, time, python3-seccomp (Debian packages).
 set -eu
+# The sandbox core, without the D-Bus proxy: no bus for porthole to proxy
+# (bench_startup_dbus.sh measures a full launch with the proxy).
+unset DBUS_SESSION_BUS_ADDRESS DBUS_SYSTEM_BUS_ADDRESS
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PORTHOLE="${1:-$HERE/../../target/release/porthole}"
 RUNS="${RUNS:-50}"

@@ -16,6 +16,10 @@ pub struct EnvInput<'a> {
     pub wayland: bool,
     pub pulse: bool,
     pub x11_display: Option<u32>,
+    /// The proxy's socket is at /run/user/UID/bus.
+    pub session_bus: bool,
+    /// The proxy's system-bus socket is at /run/dbus/system_bus_socket.
+    pub system_bus: bool,
     /// `--env` and metadata `[Environment]`, already checked.
     pub extra: &'a [(String, String)],
 }
@@ -62,6 +66,18 @@ where
     if let Some(n) = input.x11_display {
         set("DISPLAY", format!(":{n}"));
     }
+    if input.session_bus {
+        set(
+            "DBUS_SESSION_BUS_ADDRESS",
+            crate::bus::inside_session_address(input.uid),
+        );
+    }
+    if input.system_bus {
+        set(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            crate::bus::inside_system_address(),
+        );
+    }
     for (k, v) in input.extra {
         if !crate::permissions::env_forbidden(k) {
             set(k, v.clone());
@@ -83,6 +99,8 @@ mod tests {
             wayland: true,
             pulse: false,
             x11_display: None,
+            session_bus: false,
+            system_bus: false,
             extra,
         }
     }

@@ -17,6 +17,10 @@ pub struct InfoInput<'a> {
     pub app_path: Option<&'a Path>,
     pub runtime_path: &'a Path,
     pub permissions: &'a Permissions,
+    /// The session bus reaches the app through our proxy.
+    pub session_bus_proxy: bool,
+    /// The system bus reaches the app through our proxy.
+    pub system_bus_proxy: bool,
 }
 
 /// The keyfile text.
@@ -45,9 +49,9 @@ pub fn render(i: &InfoInput<'_>) -> String {
     kf.set("Instance", "branch", "master");
     kf.set("Instance", "arch", std::env::consts::ARCH);
     kf.set("Instance", "sandbox-engine", "porthole");
-    // No D-Bus proxy yet: the sandbox has no bus at all.
-    kf.set("Instance", "session-bus-proxy", "false");
-    kf.set("Instance", "system-bus-proxy", "false");
+    let yes_no = |b: bool| if b { "true" } else { "false" };
+    kf.set("Instance", "session-bus-proxy", yes_no(i.session_bus_proxy));
+    kf.set("Instance", "system-bus-proxy", yes_no(i.system_bus_proxy));
     let p = i.permissions;
     let mut shared = Vec::new();
     if p.network {
@@ -65,6 +69,11 @@ pub fn render(i: &InfoInput<'_>) -> String {
         })
         .collect();
     kf.set_list("Context", "filesystems", &fs);
+    // The group is there whenever the proxy is: the portals, talked to by
+    // every app, head it (Flatpak's implicit policy, said explicitly).
+    if i.session_bus_proxy && !p.talk_names.iter().any(|n| n == "org.freedesktop.portal.*") {
+        kf.set("Session Bus Policy", "org.freedesktop.portal.*", "talk");
+    }
     for (names, policy) in [
         (&p.talk_names, "talk"),
         (&p.own_names, "own"),
@@ -72,6 +81,15 @@ pub fn render(i: &InfoInput<'_>) -> String {
     ] {
         for n in names {
             kf.set("Session Bus Policy", n, policy);
+        }
+    }
+    for (names, policy) in [
+        (&p.system_talk_names, "talk"),
+        (&p.system_own_names, "own"),
+        (&p.system_see_names, "see"),
+    ] {
+        for n in names {
+            kf.set("System Bus Policy", n, policy);
         }
     }
     for (k, v) in &p.env {
@@ -98,6 +116,8 @@ mod tests {
             app_path: None,
             runtime_path: Path::new("/usr"),
             permissions: &perms,
+            session_bus_proxy: true,
+            system_bus_proxy: false,
         });
         let kf = KeyFile::parse(&text).unwrap();
         assert_eq!(
@@ -110,6 +130,10 @@ mod tests {
             kf.get("Session Bus Policy", "org.freedesktop.portal.*")
                 .as_deref(),
             Some("talk")
+        );
+        assert_eq!(
+            kf.get("Instance", "session-bus-proxy").as_deref(),
+            Some("true")
         );
         assert!(text.starts_with("[Application]\nname=org.example.App\n"));
     }

@@ -157,7 +157,8 @@ impl Drop for InstanceDir {
     fn drop(&mut self) {
         // The files we wrote, then the directory; a full directory walk
         // (opendir allocates 32 KiB) only when something else was left in it.
-        for name in ["instance.json", "info"] {
+        // "bus" and "system-bus": the D-Bus proxy's sockets.
+        for name in ["instance.json", "info", "bus", "system-bus"] {
             let _ = std::fs::remove_file(self.path.join(name));
         }
         if std::fs::remove_dir(&self.path).is_ok() {

@@ -26,6 +26,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use porthole_identity::AppId;
 
+use crate::bus;
 use crate::capability::{self, CapabilityError};
 use crate::cgroup::{self, CgroupError, Limits};
 use crate::environ::{self, EnvInput};

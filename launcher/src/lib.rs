@@ -6,8 +6,10 @@
 //! [`permissions`] (what was granted) → [`plan`] (mount plan, pure) →
 //! [`launch`] (host side, then pid 1) → [`namespace`] → [`rootfs`] (executes
 //! the plan with [`mount`]) → [`capability`] + [`seccomp`] → exec, with
-//! [`init`] supervising and [`instance`] / [`cgroup`] recording.
+//! [`init`] supervising and [`instance`] / [`cgroup`] recording; [`bus`]
+//! starts the instance's filtering D-Bus proxy beside the sandbox.
 
+pub mod bus;
 pub mod capability;
 pub mod cgroup;
 pub mod enter;

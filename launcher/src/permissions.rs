@@ -65,6 +65,11 @@ pub struct Permissions {
     pub talk_names: Vec<String>,
     pub own_names: Vec<String>,
     pub see_names: Vec<String>,
+    /// System-bus grants (`--system-talk-name` etc., `[System Bus Policy]`):
+    /// the sandbox gets a system bus only when one of these is set.
+    pub system_talk_names: Vec<String>,
+    pub system_own_names: Vec<String>,
+    pub system_see_names: Vec<String>,
 }
 
 pub fn parse_socket(s: &str) -> Result<Socket, PermissionError> {
@@ -186,6 +191,16 @@ impl Permissions {
             };
             list.push(key.to_owned());
         }
+        for key in kf.keys("System Bus Policy") {
+            let value = kf.get("System Bus Policy", key).unwrap_or_default();
+            let list = match value.as_str() {
+                "talk" => &mut p.system_talk_names,
+                "own" => &mut p.system_own_names,
+                "see" => &mut p.system_see_names,
+                _ => continue,
+            };
+            list.push(key.to_owned());
+        }
         for key in kf.keys("Environment") {
             let value = kf.get("Environment", key).unwrap_or_default();
             if !env_forbidden(key) {
@@ -210,6 +225,9 @@ impl Permissions {
         self.talk_names.extend(cli.talk_names);
         self.own_names.extend(cli.own_names);
         self.see_names.extend(cli.see_names);
+        self.system_talk_names.extend(cli.system_talk_names);
+        self.system_own_names.extend(cli.system_own_names);
+        self.system_see_names.extend(cli.system_see_names);
         self
     }
 }
@@ -264,13 +282,17 @@ mod tests {
 
     #[test]
     fn metadata_context_then_cli_override() {
-        let text = "[Application]\nname=org.example.App\n\n[Context]\nshared=network;ipc;\nsockets=wayland;fallback-x11;\nfilesystems=/srv/data:ro;home;\n\n[Session Bus Policy]\norg.example.Svc=talk\n\n[Environment]\nFOO=bar\nLD_PRELOAD=/evil.so\n";
+        let text = "[Application]\nname=org.example.App\n\n[Context]\nshared=network;ipc;\nsockets=wayland;fallback-x11;\nfilesystems=/srv/data:ro;home;\n\n[Session Bus Policy]\norg.example.Svc=talk\n\n[System Bus Policy]\norg.freedesktop.login1=talk\n\n[Environment]\nFOO=bar\nLD_PRELOAD=/evil.so\n";
         let home = Path::new("/home/u");
         let m = Permissions::from_metadata(text, Path::new("metadata"), home).unwrap();
         assert!(m.network);
         assert_eq!(m.sockets, BTreeSet::from([Socket::Wayland]));
         assert_eq!(m.filesystems.len(), 1);
         assert_eq!(m.talk_names, vec!["org.example.Svc".to_string()]);
+        assert_eq!(
+            m.system_talk_names,
+            vec!["org.freedesktop.login1".to_string()]
+        );
         assert_eq!(m.env, vec![("FOO".to_string(), "bar".to_string())]);
         let cli = Permissions {
             filesystems: vec![parse_filesystem("/srv/data", home).unwrap()],

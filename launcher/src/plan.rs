@@ -47,6 +47,11 @@ pub enum Op {
         dest: PathBuf,
         attrs: u64,
     },
+    /// A bind of a socket that the instance's D-Bus proxy creates while the
+    /// sandbox is being assembled (`src` in the instance dir, whose parent
+    /// exists before the clone). Executed after the proxy's ready byte; the
+    /// plan puts these last, so waiting overlaps the rest of the set-up.
+    ProxySocket { src: PathBuf, dest: PathBuf },
     /// Make an existing path inside the new root read-only (a bind of itself),
     /// skipped when the path does not exist (e.g. /proc/irq).
     ReadOnlyIfExists { dest: PathBuf },
@@ -115,6 +120,12 @@ impl fmt::Display for Op {
                 )
             }
             Op::ReadOnlyIfExists { dest } => write!(f, "ro-bind  {} (if present)", dest.display()),
+            Op::ProxySocket { src, dest } => write!(
+                f,
+                "bind     {} on {} [rw,nosuid,nodev,noexec] (D-Bus proxy socket, once it listens)",
+                src.display(),
+                dest.display()
+            ),
         }
     }
 }
@@ -171,6 +182,12 @@ pub struct PlanInput {
     pub pulse: Option<PathBuf>,
     /// Host X11 socket and the display number.
     pub x11: Option<(PathBuf, u32)>,
+    /// The D-Bus proxy's session socket (instance dir), bound as
+    /// /run/user/UID/bus.
+    pub session_bus: Option<PathBuf>,
+    /// The D-Bus proxy's system-bus socket, bound as
+    /// /run/dbus/system_bus_socket.
+    pub system_bus: Option<PathBuf>,
 }
 
 /// Paths a `--filesystem` grant may not cover or replace: the sandbox's own
@@ -421,6 +438,22 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
         });
     }
 
+    // The proxy's sockets come last: the sandbox waits for them to listen.
+    if let Some(sock) = &input.session_bus {
+        check_normal(sock)?;
+        ops.push(Op::ProxySocket {
+            src: sock.clone(),
+            dest: run_user.join("bus"),
+        });
+    }
+    if let Some(sock) = &input.system_bus {
+        check_normal(sock)?;
+        ops.push(Op::ProxySocket {
+            src: sock.clone(),
+            dest: p(crate::bus::SYSTEM_BUS_SOCKET),
+        });
+    }
+
     // The identity file, on the root tmpfs that becomes read-only.
     ops.push(Op::File {
         dest: p("/.flatpak-info"),
@@ -456,6 +489,8 @@ mod tests {
             wayland: None,
             pulse: None,
             x11: None,
+            session_bus: None,
+            system_bus: None,
         }
     }
 
@@ -531,6 +566,29 @@ mod tests {
             .unwrap();
         let wl = text.iter().position(|t| t.contains("wayland-0")).unwrap();
         assert!(tmpfs < wl);
+    }
+
+    #[test]
+    fn proxy_sockets_last_before_identity() {
+        let mut i = input();
+        i.session_bus = Some("/run/user/1000/porthole/instances/7/bus".into());
+        let ops = build(i.clone()).unwrap();
+        let n = ops.len();
+        assert_eq!(
+            ops[n - 2],
+            Op::ProxySocket {
+                src: "/run/user/1000/porthole/instances/7/bus".into(),
+                dest: "/run/user/1000/bus".into(),
+            }
+        );
+        // Never the host's own bus socket, and no system bus unless asked.
+        assert!(!ops.iter().any(|o| o.to_string().contains("/run/dbus")));
+        i.system_bus = Some("/run/user/1000/porthole/instances/7/system-bus".into());
+        let ops = build(i).unwrap();
+        assert!(ops.contains(&Op::ProxySocket {
+            src: "/run/user/1000/porthole/instances/7/system-bus".into(),
+            dest: "/run/dbus/system_bus_socket".into(),
+        }));
     }
 
     #[test]

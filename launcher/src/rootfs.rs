@@ -258,17 +258,35 @@ fn clone_source(host_root: BorrowedFd<'_>, src: &Path, attrs: u64) -> Result<Sou
 
 /// Builds the new root from `ops` and makes it `/`. Must run in a fresh mount
 /// namespace with CAP_SYS_ADMIN over it (inside our user namespace).
-pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
+///
+/// `bus_ready`: the read end of the D-Bus proxy's sync pipe, read once
+/// before the first [`Op::ProxySocket`]; when the proxy exits without
+/// listening, its sockets are left out (one warning line) and the app runs
+/// without a bus.
+pub fn assemble(ops: &[Op], bus_ready: Option<BorrowedFd<'_>>) -> Result<(), RootfsError> {
     mount::make_rslave_root()?;
     let host_root = open_dir_fd("/")?;
 
-    let mut sources: Vec<Option<Source>> = Vec::with_capacity(ops.len());
+    let mut sources: Vec<Source> = Vec::new();
+    // The proxy's sockets do not exist yet: their directory (the instance
+    // dir) is opened now, before the new root covers /tmp, where a test's
+    // XDG_RUNTIME_DIR may live; the socket is looked up inside it later.
+    let mut socket_dirs: Vec<OwnedFd> = Vec::new();
     for op in ops {
-        sources.push(match op {
-            Op::Bind { src, attrs, .. } => Some(clone_source(host_root.as_fd(), src, *attrs)?),
-            _ => None,
-        });
+        match op {
+            Op::Bind { src, attrs, .. } => {
+                sources.push(clone_source(host_root.as_fd(), src, *attrs)?)
+            }
+            Op::ProxySocket { src, .. } => {
+                let parent = src.parent().unwrap_or(Path::new("/"));
+                socket_dirs.push(mount::open_path(host_root.as_fd(), rel(parent))?);
+            }
+            _ => {}
+        }
     }
+    let mut sources = sources.into_iter();
+    let mut socket_dirs = socket_dirs.into_iter();
+    let mut bus_state: Option<bool> = None;
 
     // The new root: a tmpfs attached over /tmp of this (private) namespace.
     let root = mount::new_fs(
@@ -283,7 +301,7 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
     let r = root.as_fd();
     let mut dirs = Dirs::new(r);
 
-    for (op, source) in ops.iter().zip(sources) {
+    for op in ops {
         match op {
             Op::Dir { dest, mode } => {
                 let dir = dirs.get(dest)?;
@@ -304,13 +322,41 @@ pub fn assemble(ops: &[Op]) -> Result<(), RootfsError> {
                 dirs.covered(dest);
             }
             Op::Bind { dest, .. } => {
-                let source = source.expect("cloned above for every bind");
+                let source = sources.next().expect("cloned above for every bind");
                 if source.is_dir {
                     mount::attach(source.tree.as_fd(), dirs.get(dest)?, dest)?;
                 } else {
                     let target = touch(&mut dirs, dest)?;
                     mount::attach(source.tree.as_fd(), target.as_fd(), dest)?;
                 }
+                dirs.covered(dest);
+            }
+            Op::ProxySocket { src, dest } => {
+                let dir = socket_dirs.next().expect("opened above for every socket");
+                let listening = *bus_state.get_or_insert_with(|| {
+                    let ok = bus_ready.is_some_and(crate::bus::wait_ready);
+                    if !ok {
+                        eprintln!(
+                            "porthole: warning: the D-Bus proxy exited before listening; running without a bus"
+                        );
+                    }
+                    ok
+                });
+                if !listening {
+                    continue;
+                }
+                let name = src.file_name().map(Path::new).unwrap_or(Path::new("bus"));
+                let fd = mount::open_path(dir.as_fd(), name)?;
+                let tree = mount::clone_tree(fd.as_fd(), src)?;
+                mount::set_attr(
+                    tree.as_fd(),
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    0,
+                    true,
+                    src,
+                )?;
+                let target = touch(&mut dirs, dest)?;
+                mount::attach(tree.as_fd(), target.as_fd(), dest)?;
                 dirs.covered(dest);
             }
             Op::ReadOnlyIfExists { dest } => {

@@ -1,5 +1,5 @@
 //! The escape battery (shared/security/escape-battery.md, P01-P25 without
-//! the D-Bus checks P19-P22, which wait for the proxy): `porthole-probe`
+//! the D-Bus checks P19-P22, which are in tests/dbus.rs): `porthole-probe`
 //! attacks from inside `porthole run`, as root and as the unprivileged test
 //! user, and the exact errno is asserted. Host-side parts (pty input queue,
 //! sentinel process, listeners, X socket, identity lookup) live here.

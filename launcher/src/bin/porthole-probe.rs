@@ -22,6 +22,9 @@
 use std::ffi::CString;
 use std::io::Write;
 
+#[path = "probe/dbus.rs"]
+mod dbus;
+
 fn errno_name(e: i32) -> String {
     let name = match e {
         libc::EPERM => "EPERM",
@@ -767,7 +770,8 @@ fn battery() {
     };
     report("P25.sys_absent", &sys);
 
-    // No bus of any kind (no proxy yet).
+    // No bus of any kind when the host has none (the tests' environment);
+    // with one, only the proxy's socket (tests/dbus.rs).
     let uid = std::env::var("XDG_RUNTIME_DIR").unwrap_or_default();
     for path in [
         format!("{uid}/bus"),
@@ -989,6 +993,9 @@ fn main() {
             }
         }
         "demo" => demo(),
+        "dbus-battery" => dbus_battery(arg(2), &args[3.min(args.len())..]),
+        "dbus-serve" => dbus_serve(&args[2.min(args.len())..]),
+        "dbus-has-owner" => dbus_has_owner(arg(2)),
         "stat" => match std::fs::metadata(arg(2)) {
             Ok(m) => {
                 use std::os::unix::fs::MetadataExt;
@@ -1056,4 +1063,141 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+fn session_address() -> String {
+    std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_default()
+}
+
+fn dbus_outcome(r: Result<dbus::Message, String>) -> String {
+    match r {
+        Ok(m) => match m.first_u32() {
+            Some(v) if !m.body.is_empty() => format!("OK:{v}"),
+            _ => "OK".into(),
+        },
+        Err(e) => e,
+    }
+}
+
+/// P19-P22 from inside the sandbox over the session bus we were given, then
+/// a call to each `reach` name; then holds the connection (and any name it
+/// got) until stdin closes, so the harness can look at the host bus.
+fn dbus_battery(app_id: &str, reach: &[String]) {
+    use dbus::Arg;
+    let mut c = match dbus::Conn::open(&session_address()) {
+        Ok(c) => c,
+        Err(e) => {
+            report("DBUS.connect", &e);
+            return;
+        }
+    };
+    report("DBUS.connect", "OK");
+    let r = c.call(
+        "org.freedesktop.secrets",
+        "/org/freedesktop/secrets",
+        "org.freedesktop.Secret.Service",
+        "OpenSession",
+        &[Arg::Str("plain")],
+    );
+    report("P19.secrets", &dbus_outcome(r));
+    let r = c.call(
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.Monitoring",
+        "BecomeMonitor",
+        &[Arg::StrArray(&[]), Arg::U32(0)],
+    );
+    report("P20.become_monitor", &dbus_outcome(r));
+    let r = c.bus("AddMatch", &[Arg::Str("type='signal',eavesdrop=true")]);
+    report("P21.eavesdrop", &dbus_outcome(r));
+    let r = c.bus(
+        "RequestName",
+        &[Arg::Str("org.example.NotMine"), Arg::U32(0)],
+    );
+    report("P22.not_mine", &dbus_outcome(r));
+    let extra = format!("{app_id}.Extra");
+    let r = c.bus("RequestName", &[Arg::Str(&extra), Arg::U32(0)]);
+    report("P22.own_subname", &dbus_outcome(r));
+    for name in reach {
+        let r = c.call(name, "/", "org.freedesktop.DBus.Peer", "Ping", &[]);
+        report(&format!("REACH.{name}"), &dbus_outcome(r));
+    }
+    report("DBUS.hold", "OK");
+    let _ = std::io::stdout().flush();
+    dbus::wait_stdin_eof();
+}
+
+/// The harness's stand-in service on the host bus: owns `names`, answers
+/// every call with an empty reply and prints one line per call received;
+/// exits when stdin closes.
+fn dbus_serve(names: &[String]) {
+    use dbus::Arg;
+    let mut c = match dbus::Conn::open(&session_address()) {
+        Ok(c) => c,
+        Err(e) => {
+            report("SERVE.ready", &e);
+            std::process::exit(1);
+        }
+    };
+    for n in names {
+        // 4: DBUS_NAME_FLAG_DO_NOT_QUEUE; 1: primary owner.
+        match c.bus("RequestName", &[Arg::Str(n), Arg::U32(4)]) {
+            Ok(m) if m.first_u32() == Some(1) => {}
+            other => {
+                report(&format!("SERVE.ready:{n}"), &dbus_outcome(other));
+                std::process::exit(1);
+            }
+        }
+    }
+    report("SERVE.ready", "OK");
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(|| {
+        dbus::wait_stdin_eof();
+        std::process::exit(0);
+    });
+    c.block();
+    loop {
+        match c.read() {
+            Ok(m) if dbus::is_call(&m) => {
+                report_with(
+                    "SERVE.call",
+                    "OK",
+                    serde_json::json!({
+                        "member": m.member,
+                        "interface": m.interface,
+                        "destination": m.destination,
+                        "sender": m.sender,
+                    }),
+                );
+                let _ = std::io::stdout().flush();
+                if !dbus::is_no_reply(&m) {
+                    let _ = c.reply_empty(&m);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => std::process::exit(1),
+        }
+    }
+}
+
+/// On the host: does `name` have an owner on the bus?
+fn dbus_has_owner(name: &str) {
+    use dbus::Arg;
+    let mut c = match dbus::Conn::open(&session_address()) {
+        Ok(c) => c,
+        Err(e) => {
+            report("OWNER", &e);
+            return;
+        }
+    };
+    let r = c.bus("NameHasOwner", &[Arg::Str(name)]);
+    let v = match r {
+        Ok(m) => match m.first_u32() {
+            Some(1) => "true".to_string(),
+            Some(_) => "false".to_string(),
+            None => "?".to_string(),
+        },
+        Err(e) => e,
+    };
+    report("OWNER", &v);
 }

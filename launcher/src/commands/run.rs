@@ -46,15 +46,25 @@ pub struct RunArgs {
     /// Take /usr (and /etc basics) from DIR, e.g. a debootstrapped tree.
     #[arg(long, value_name = "DIR")]
     runtime: Option<PathBuf>,
-    /// D-Bus name the app may talk to (recorded; no bus until the proxy exists).
+    /// Session-bus name the app may talk to (NAME or a NAME.* subtree).
     #[arg(long, value_name = "NAME")]
     talk_name: Vec<String>,
-    /// D-Bus name the app may own (recorded).
+    /// Session-bus name the app may own.
     #[arg(long, value_name = "NAME")]
     own_name: Vec<String>,
-    /// D-Bus name the app may see (recorded).
+    /// Session-bus name the app may see (but not call).
     #[arg(long, value_name = "NAME")]
     see_name: Vec<String>,
+    /// System-bus name the app may talk to (the sandbox gets a filtered
+    /// system bus only with a --system-*-name grant).
+    #[arg(long, value_name = "NAME")]
+    system_talk_name: Vec<String>,
+    /// System-bus name the app may own.
+    #[arg(long, value_name = "NAME")]
+    system_own_name: Vec<String>,
+    /// System-bus name the app may see.
+    #[arg(long, value_name = "NAME")]
+    system_see_name: Vec<String>,
     /// Memory limit of the instance's cgroup, e.g. 512M.
     #[arg(long, value_name = "SIZE")]
     memory_max: Option<String>,
@@ -128,6 +138,9 @@ fn request(args: RunArgs) -> Result<(RunRequest, bool), i32> {
     perms.talk_names = args.talk_name;
     perms.own_names = args.own_name;
     perms.see_names = args.see_name;
+    perms.system_talk_names = args.system_talk_name;
+    perms.system_own_names = args.system_own_name;
+    perms.system_see_names = args.system_see_name;
     let limits = Limits {
         memory_max: args
             .memory_max

@@ -90,6 +90,29 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
             .unwrap_or(Path::new("/nonexistent")),
     )?;
     trace_stage(p.trace, "app data ready");
+    // The D-Bus proxy starts first and comes up while the sandbox is
+    // assembled; the sandbox waits for its ready byte only just before
+    // binding its socket, the last step of the root. Its socket lives in
+    // the instance dir, which therefore exists before the proxy.
+    let mut early_dir = None;
+    let mut proxy = None;
+    if let Some(plan) = p.bus.clone() {
+        early_dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
+        match bus::start(&plan) {
+            Ok(px) => {
+                tracing::debug!(pid = px.pid().as_raw(), "D-Bus proxy started");
+                proxy = Some(px);
+            }
+            Err(e) => {
+                eprintln!("porthole: warning: D-Bus proxy: {e}; the app runs without D-Bus");
+                p.ops.retain(|op| !matches!(op, Op::ProxySocket { .. }));
+                p.env.retain(|(k, _)| {
+                    k != "DBUS_SESSION_BUS_ADDRESS" && k != "DBUS_SYSTEM_BUS_ADDRESS"
+                });
+            }
+        }
+        trace_stage(p.trace, "d-bus proxy started");
+    }
     let parts = exec_parts(&p.argv, &p.env, &p.home)?;
     let (go_rd, go_wr) = pipe()?;
     let (ready_rd, ready_wr) = pipe()?;
@@ -165,7 +188,16 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         Forked::Child => {
             drop(go_wr);
             drop(ready_rd);
-            sandbox_init(&p, &parts, go_rd, child_waits, ready_wr, &old_mask);
+            let bus_ready = proxy.as_ref().map(|px| px.sync_fd());
+            sandbox_init(
+                &p,
+                &parts,
+                go_rd,
+                child_waits,
+                ready_wr,
+                bus_ready,
+                &old_mask,
+            );
         }
         Forked::Parent { child } => Pid::from_raw(child),
     };
@@ -174,7 +206,11 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // While the sandbox assembles its root (on the other core), record the
     // instance and create its cgroup; the sandbox waits for "go" before
     // anything of the app runs.
-    let dir = match InstanceDir::create(&instances, &p.instance_id, &p.info) {
+    let created = match early_dir {
+        Some(d) => Ok(d),
+        None => InstanceDir::create(&instances, &p.instance_id, &p.info),
+    };
+    let dir = match created {
         Ok(d) => d,
         Err(e) => {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -242,6 +278,11 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     trace_stage(p.trace, "recorded");
     let code = init::supervise(child, Reap::MainOnly);
     trace_stage(p.trace, "sandbox exited");
+    // The proxy ends with its instance: killed now, reaped (on drop) after
+    // the rest of the clean-up, so that its exit overlaps that work.
+    if let Some(px) = &proxy {
+        px.kill();
+    }
     // Held open until now: its hang-up tells a sandbox that starts after we
     // died (before its parent-death signal was armed) to give up.
     drop(go_wr);
@@ -252,6 +293,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         tracing::warn!(error = %e, "could not remove the instance cgroup");
     }
     trace_stage(p.trace, "cgroup removed");
+    drop(proxy);
     for c in cleanup {
         tracing::warn!(error = %c, "instance record");
     }

@@ -30,6 +30,11 @@ pub struct Prepared {
     pub wayland_host: Option<PathBuf>,
     /// Where the app may write (inside the sandbox), for Landlock.
     pub writable: Vec<PathBuf>,
+    /// The instance's D-Bus proxy, when the host has a bus and a proxy.
+    pub bus: Option<bus::ProxyPlan>,
+    /// Why the app gets no bus (or not the system bus it asked for): one
+    /// warning line each, printed when the launch starts.
+    pub bus_warnings: Vec<String>,
 }
 
 fn who() -> (u32, u32, String, PathBuf) {
@@ -363,8 +368,16 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     } = host_sockets(&perms, host_runtime.as_deref());
 
     let app_data = home.join(".var/app").join(req.app_id.as_str());
-    let instances_dir = instance::runtime_dir(uid)?.join("porthole/instances");
+    let runtime = instance::runtime_dir(uid)?;
+    let instances_dir = runtime.join("porthole/instances");
     let instance_id = instance::new_id();
+    // The proxy's sockets live in the instance dir; the sandbox opens that
+    // dir refusing symlinks, hence the canonical path.
+    let socket_dir = std::fs::canonicalize(&runtime)
+        .unwrap_or(runtime)
+        .join("porthole/instances")
+        .join(&instance_id);
+    let (bus, bus_warnings) = bus_plan(&req.app_id, &perms, host_runtime.as_deref(), &socket_dir);
     let info = flatpak_info::render(&InfoInput {
         app_id: &req.app_id,
         instance_id: &instance_id,
@@ -372,6 +385,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         app_path: app_files.as_deref(),
         runtime_path: &usr,
         permissions: &perms,
+        session_bus_proxy: bus.as_ref().is_some_and(|b| b.session.is_some()),
+        system_bus_proxy: bus.as_ref().is_some_and(|b| b.system.is_some()),
     });
 
     // Landlock's write list: the app's data, the private temporary
@@ -414,6 +429,14 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         wayland: wayland.clone(),
         pulse: pulse.clone(),
         x11: x11.clone(),
+        session_bus: bus
+            .as_ref()
+            .and_then(|b| b.session.as_ref())
+            .map(|l| l.socket.clone()),
+        system_bus: bus
+            .as_ref()
+            .and_then(|b| b.system.as_ref())
+            .map(|l| l.socket.clone()),
     };
     let ops = plan::build(input)?;
 
@@ -427,6 +450,8 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
             wayland: wayland.is_some(),
             pulse: pulse.is_some(),
             x11_display: x11.as_ref().map(|(_, n)| *n),
+            session_bus: bus.as_ref().is_some_and(|b| b.session.is_some()),
+            system_bus: bus.as_ref().is_some_and(|b| b.system.is_some()),
             extra: &perms.env,
         },
     );
@@ -454,7 +479,82 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
         trace: std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
         wayland_host: wayland,
         writable,
+        bus,
+        bus_warnings,
     })
+}
+
+/// The instance's D-Bus proxy: the session bus always (Flatpak's default
+/// policy plus the grants), the system bus only for system-name grants.
+/// Without a host bus or a proxy program the app runs without a bus, and
+/// the returned lines say why.
+fn bus_plan(
+    app_id: &AppId,
+    perms: &Permissions,
+    host_runtime: Option<&Path>,
+    socket_dir: &Path,
+) -> (Option<bus::ProxyPlan>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let env = |k: &str| std::env::var(k).ok();
+    let session = match bus::session_address(
+        env("DBUS_SESSION_BUS_ADDRESS").as_deref(),
+        host_runtime,
+    ) {
+        Some(address) => Some(bus::BusLink {
+            address,
+            socket: socket_dir.join("bus"),
+            policy: bus::session_policy(app_id, perms),
+        }),
+        None => {
+            warnings.push(
+                "the host has no session bus (no DBUS_SESSION_BUS_ADDRESS, no $XDG_RUNTIME_DIR/bus); the app gets none".to_string(),
+            );
+            None
+        }
+    };
+    let system = match bus::system_policy(perms) {
+        None => None,
+        Some(policy) => match bus::system_address(env("DBUS_SYSTEM_BUS_ADDRESS").as_deref()) {
+            Some(address) => Some(bus::BusLink {
+                address,
+                socket: socket_dir.join("system-bus"),
+                policy,
+            }),
+            None => {
+                warnings.push(
+                    "system-bus names granted but the host has no system bus; not provided"
+                        .to_string(),
+                );
+                None
+            }
+        },
+    };
+    if session.is_none() && system.is_none() {
+        return (None, warnings);
+    }
+    let exe = std::env::current_exe().ok();
+    let program = match bus::find_proxy(
+        std::env::var_os("PORTHOLE_DBUS_PROXY")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .as_deref(),
+        exe.as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(reason) => {
+            warnings.push(format!("{reason}; the app runs without D-Bus"));
+            return (None, warnings);
+        }
+    };
+    (
+        Some(bus::ProxyPlan {
+            program,
+            session,
+            system,
+        }),
+        warnings,
+    )
 }
 
 /// Creates `home/.var/app/APP_ID` and its XDG subdirectories one component
@@ -543,6 +643,12 @@ pub fn describe(p: &Prepared) -> String {
         s.push_str(&format!("  {k}={v}\n"));
     }
     s.push_str(&format!("command: {:?}\n", p.argv));
+    if let Some(b) = &p.bus {
+        s.push_str(&format!("d-bus proxy: {}\n", bus::describe(b)));
+    }
+    for w in &p.bus_warnings {
+        s.push_str(&format!("note: {w}\n"));
+    }
     let sizes: Vec<String> = p
         .filters
         .programs

@@ -60,11 +60,14 @@ pub(super) fn sandbox_init(
     go: OwnedFd,
     wait_go: bool,
     ready: OwnedFd,
+    bus_ready: Option<std::os::fd::BorrowedFd<'_>>,
     old_mask: &nix::sys::signal::SigSet,
 ) -> ! {
     // First, before anything else can use them: close what the caller of
-    // `porthole` left open (fds >= 3), keeping only our two pipes.
-    if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd()]) {
+    // `porthole` left open (fds >= 3), keeping only our pipes (the D-Bus
+    // proxy's sync pipe is our copy of the monitor's read end).
+    let bus_raw = bus_ready.map(|fd| fd.as_raw_fd()).unwrap_or(-1);
+    if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd(), bus_raw]) {
         fail("close_range", e);
     }
     // Our own session and process group: terminal signals then reach the
@@ -86,8 +89,13 @@ pub(super) fn sandbox_init(
         fail("id maps", e);
     }
     trace_stage(p.trace, "id maps written");
-    if let Err(e) = rootfs::assemble(&p.ops) {
+    if let Err(e) = rootfs::assemble(&p.ops, bus_ready) {
         fail("root file system", e);
+    }
+    if bus_raw >= 0 {
+        // Done with the proxy's ready byte; the monitor's copy alone keeps
+        // the proxy alive from here on.
+        let _ = init::close_range(bus_raw as libc::c_uint, bus_raw as libc::c_uint);
     }
     if p.namespaces.network
         && let Err(e) = namespace::loopback_up()
@@ -149,6 +157,12 @@ pub(super) fn sandbox_init(
         Err(spawn::SpawnError(errno)) => exec_failed(parts, errno),
     };
     trace_stage(p.trace, "app spawned");
+    // Said once the app runs, so that a command that cannot start still
+    // gets exactly one line (the bad-input contract).
+    for w in &p.bus_warnings {
+        let line = format!("porthole: warning: {w}\n");
+        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+    }
     {
         {
             let code = init::supervise(child, Reap::All);

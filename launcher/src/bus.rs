@@ -1,0 +1,460 @@
+//! D-Bus for the sandbox: one filtering proxy per instance, outside the
+//! sandbox, started the way Flatpak starts xdg-dbus-proxy
+//! (`common/flatpak-run-dbus.c`): arguments through `--args=FD`, a sync pipe
+//! through `--fd=FD` on which the proxy writes one byte once its sockets
+//! listen, and whose closing (the monitor exiting, even by SIGKILL) makes it
+//! exit. The app gets the proxy's socket at /run/user/UID/bus, never the
+//! host's own bus socket.
+//!
+//! The proxy is any program with xdg-dbus-proxy's command line:
+//! `$PORTHOLE_DBUS_PROXY`, else `porthole-dbus-proxy` next to `porthole`,
+//! else `xdg-dbus-proxy` on PATH.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use porthole_identity::AppId;
+
+use crate::permissions::Permissions;
+
+/// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
+pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
+/// Errors of starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One bus the proxy serves: the host's address and our socket for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusLink {
+    /// The host bus, as a D-Bus address (`unix:path=...`).
+    pub address: String,
+    /// The proxy's listening socket on the host (in the instance dir).
+    pub socket: PathBuf,
+    /// Policy arguments (`--filter`, `--talk=...`, ...).
+    pub policy: Vec<String>,
+}
+
+/// The proxy to start for an instance: resolved by `prepare`, started by
+/// the monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPlan {
+    pub program: PathBuf,
+    pub session: Option<BusLink>,
+    pub system: Option<BusLink>,
+}
+
+impl ProxyPlan {
+    /// The arguments passed through `--args=FD`, in xdg-dbus-proxy's order:
+    /// `ADDRESS PATH [POLICY...]` for each bus.
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for link in [&self.session, &self.system].into_iter().flatten() {
+            v.push(link.address.clone());
+            v.push(link.socket.display().to_string());
+            v.extend(link.policy.iter().cloned());
+        }
+        v
+    }
+}
+
+/// The session-bus policy of a Flatpak app: own its id and the names below
+/// it, talk to the portals (calls and their signals), plus its grants.
+pub fn session_policy(app_id: &AppId, p: &Permissions) -> Vec<String> {
+    let id = app_id.as_str();
+    let mut v = vec![
+        "--filter".to_string(),
+        format!("--own={id}"),
+        format!("--own={id}.*"),
+        "--talk=org.freedesktop.portal.*".to_string(),
+        "--call=org.freedesktop.portal.*=*".to_string(),
+        "--broadcast=org.freedesktop.portal.*=@/org/freedesktop/portal/*".to_string(),
+    ];
+    grants(&mut v, &p.see_names, &p.talk_names, &p.own_names);
+    v
+}
+
+/// The system-bus policy: only what was granted; None when nothing was.
+pub fn system_policy(p: &Permissions) -> Option<Vec<String>> {
+    if p.system_talk_names.is_empty()
+        && p.system_own_names.is_empty()
+        && p.system_see_names.is_empty()
+    {
+        return None;
+    }
+    let mut v = vec!["--filter".to_string()];
+    grants(
+        &mut v,
+        &p.system_see_names,
+        &p.system_talk_names,
+        &p.system_own_names,
+    );
+    Some(v)
+}
+
+fn grants(v: &mut Vec<String>, see: &[String], talk: &[String], own: &[String]) {
+    for (names, level) in [(see, "see"), (talk, "talk"), (own, "own")] {
+        for n in names {
+            v.push(format!("--{level}={n}"));
+        }
+    }
+}
+
+/// The host's session bus address: `DBUS_SESSION_BUS_ADDRESS`, else the
+/// socket `RUNTIME/bus`; None when neither exists. Only `unix:path=`
+/// addresses are checked for a socket; others are passed on as given.
+pub fn session_address(env: Option<&str>, host_runtime: Option<&Path>) -> Option<String> {
+    match env {
+        Some(a) if !a.is_empty() => match unix_path(a) {
+            Some(p) if !is_socket(Path::new(p)) => None,
+            _ => Some(a.to_owned()),
+        },
+        _ => {
+            let sock = host_runtime?.join("bus");
+            is_socket(&sock).then(|| format!("unix:path={}", sock.display()))
+        }
+    }
+}
+
+/// The host's system bus address, None when it has no socket.
+pub fn system_address(env: Option<&str>) -> Option<String> {
+    match env {
+        Some(a) if !a.is_empty() => match unix_path(a) {
+            Some(p) if !is_socket(Path::new(p)) => None,
+            _ => Some(a.to_owned()),
+        },
+        _ => is_socket(Path::new(SYSTEM_BUS_SOCKET))
+            .then(|| format!("unix:path={SYSTEM_BUS_SOCKET}")),
+    }
+}
+
+/// `unix:path=/x,guid=...` → `/x` (the first `unix:path=` entry).
+fn unix_path(address: &str) -> Option<&str> {
+    let first = address.split(';').next()?;
+    let rest = first.strip_prefix("unix:")?;
+    rest.split(',').find_map(|kv| kv.strip_prefix("path="))
+}
+
+fn is_socket(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The proxy program: `override_` (`$PORTHOLE_DBUS_PROXY`), else
+/// `porthole-dbus-proxy` beside `exe`, else `xdg-dbus-proxy` on `path`.
+pub fn find_proxy(
+    override_: Option<&Path>,
+    exe: Option<&Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, String> {
+    if let Some(p) = override_ {
+        return if is_executable(p) {
+            Ok(p.to_owned())
+        } else {
+            Err(format!(
+                "PORTHOLE_DBUS_PROXY={} is not an executable file",
+                p.display()
+            ))
+        };
+    }
+    if let Some(ours) = exe
+        .and_then(Path::parent)
+        .map(|d| d.join("porthole-dbus-proxy"))
+        .filter(|p| is_executable(p))
+    {
+        return Ok(ours);
+    }
+    if let Some(path) = path {
+        for dir in std::env::split_paths(path) {
+            let c = dir.join("xdg-dbus-proxy");
+            if dir.is_absolute() && is_executable(&c) {
+                return Ok(c);
+            }
+        }
+    }
+    Err("no D-Bus proxy found (porthole-dbus-proxy beside porthole, xdg-dbus-proxy on PATH, or PORTHOLE_DBUS_PROXY)".into())
+}
+
+/// A running proxy; killed and reaped on drop. Holds the read end of the
+/// sync pipe: when the monitor dies, the pipe closes and the proxy exits
+/// (its parent-death signal covers the same case).
+#[derive(Debug)]
+pub struct Proxy {
+    pid: Pid,
+    sync: OwnedFd,
+}
+
+impl Proxy {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Sends SIGKILL without waiting; `drop` reaps. Lets the monitor end
+    /// the proxy first and reap it after its other clean-up.
+    pub fn kill(&self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+    }
+
+    /// The read end of the sync pipe: one byte arrives once the proxy's
+    /// sockets listen; EOF means it exited first.
+    pub fn sync_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sync.as_fd()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// A sealed-size memfd holding `args`, NUL-terminated, at offset 0: the
+/// proxy reads it to EOF (`--args=FD`), whatever its length.
+fn args_fd(args: &[String]) -> std::io::Result<OwnedFd> {
+    // SAFETY: the name is a NUL-terminated literal; memfd_create only reads it.
+    let fd = unsafe { libc::memfd_create(c"porthole-dbus-proxy-args".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut bytes = Vec::new();
+    for a in args {
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.push(0);
+    }
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, &bytes)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
+    Ok(f.into())
+}
+
+/// Starts the proxy. Returns at once, without waiting for its `execve`
+/// (fork, not posix_spawn, whose vfork semantics would keep the launch
+/// waiting for the exec): the caller reads the ready byte from
+/// [`Proxy::sync_fd`] when it needs the sockets, and an exec failure shows
+/// there as EOF.
+pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
+    let io = |op: &'static str| {
+        let path = plan.program.clone();
+        move |source: std::io::Error| BusError::Io { op, path, source }
+    };
+    let args = args_fd(&plan.args()).map_err(io("memfd for"))?;
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe for")(e.into()))?;
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io("open /dev/null for"))?;
+    // Everything the child needs exists before fork: it only makes
+    // async-signal-safe calls.
+    let cstr = |s: &[u8]| {
+        std::ffi::CString::new(s)
+            .map_err(|_| io("NUL byte in")(std::io::ErrorKind::InvalidInput.into()))
+    };
+    let program = cstr(plan.program.as_os_str().as_encoded_bytes())?;
+    let fd_arg = cstr(format!("--fd={}", sync_w.as_raw_fd()).as_bytes())?;
+    let args_arg = cstr(format!("--args={}", args.as_raw_fd()).as_bytes())?;
+    let argv = [
+        program.as_ptr(),
+        fd_arg.as_ptr(),
+        args_arg.as_ptr(),
+        std::ptr::null(),
+    ];
+    let parent = nix::unistd::getpid().as_raw();
+    let (args_raw, sync_raw, null_raw) = (args.as_raw_fd(), sync_w.as_raw_fd(), null.as_raw_fd());
+    // SAFETY: the child calls only async-signal-safe functions (prctl,
+    // getppid, fcntl, dup2, execv, _exit) on data prepared above, so fork is
+    // sound even if the process had other threads.
+    let pid = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(io("fork for")(e.into())),
+        // SAFETY: in the forked child: only async-signal-safe libc calls on
+        // descriptors and strings that stay valid until execv or _exit.
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            // The proxy dies with the monitor, even a SIGKILLed one; the
+            // sync pipe's hang-up says the same to the proxy itself.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+                || libc::getppid() != parent
+            {
+                libc::_exit(1);
+            }
+            for fd in [args_raw, sync_raw] {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    libc::_exit(1);
+                }
+            }
+            // stdin and stdout on /dev/null (unless the caller of porthole
+            // started us with those closed and our pipes landed there).
+            for fd in [0, 1] {
+                if fd != args_raw && fd != sync_raw {
+                    libc::dup2(null_raw, fd);
+                }
+            }
+            libc::execv(argv[0], argv.as_ptr());
+            libc::_exit(127)
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+    };
+    // Our copies of the write end and the arguments close here: EOF on the
+    // sync pipe then means the proxy is gone.
+    drop(sync_w);
+    drop(args);
+    drop(null);
+    Ok(Proxy { pid, sync: sync_r })
+}
+
+/// Waits for the proxy's ready byte on `fd`; false when it exited first.
+pub fn wait_ready(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd, &mut b) {
+            Ok(1) => return true,
+            Err(nix::Error::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// The app's address of the session bus inside the sandbox.
+pub fn inside_session_address(uid: u32) -> String {
+    format!("unix:path=/run/user/{uid}/bus")
+}
+
+/// The app's address of the system bus inside the sandbox.
+pub fn inside_system_address() -> String {
+    format!("unix:path={SYSTEM_BUS_SOCKET}")
+}
+
+/// For `--dry-run`: the proxy's command line as one would type it.
+pub fn describe(plan: &ProxyPlan) -> String {
+    let mut s = plan.program.display().to_string();
+    for a in plan.args() {
+        s.push(' ');
+        s.push_str(&a);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flatpak_default_session_policy_plus_grants() {
+        let id = AppId::parse("org.example.App").unwrap();
+        let p = Permissions {
+            talk_names: vec!["org.example.Svc".into()],
+            own_names: vec!["org.example.Other".into()],
+            see_names: vec!["org.example.Seen".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            session_policy(&id, &p),
+            vec![
+                "--filter",
+                "--own=org.example.App",
+                "--own=org.example.App.*",
+                "--talk=org.freedesktop.portal.*",
+                "--call=org.freedesktop.portal.*=*",
+                "--broadcast=org.freedesktop.portal.*=@/org/freedesktop/portal/*",
+                "--see=org.example.Seen",
+                "--talk=org.example.Svc",
+                "--own=org.example.Other",
+            ]
+        );
+        assert_eq!(system_policy(&p), None);
+        let sys = Permissions {
+            system_talk_names: vec!["org.freedesktop.login1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            system_policy(&sys).unwrap(),
+            vec!["--filter", "--talk=org.freedesktop.login1"]
+        );
+    }
+
+    #[test]
+    fn args_in_upstream_order() {
+        let plan = ProxyPlan {
+            program: "/usr/bin/xdg-dbus-proxy".into(),
+            session: Some(BusLink {
+                address: "unix:path=/run/user/1/bus".into(),
+                socket: "/run/user/1/porthole/instances/7/bus".into(),
+                policy: vec!["--filter".into()],
+            }),
+            system: Some(BusLink {
+                address: "unix:path=/run/dbus/system_bus_socket".into(),
+                socket: "/run/user/1/porthole/instances/7/system-bus".into(),
+                policy: vec!["--filter".into(), "--talk=a.b.c".into()],
+            }),
+        };
+        assert_eq!(
+            plan.args(),
+            vec![
+                "unix:path=/run/user/1/bus",
+                "/run/user/1/porthole/instances/7/bus",
+                "--filter",
+                "unix:path=/run/dbus/system_bus_socket",
+                "/run/user/1/porthole/instances/7/system-bus",
+                "--filter",
+                "--talk=a.b.c",
+            ]
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            unix_path("unix:path=/x/bus,guid=1;tcp:host=a"),
+            Some("/x/bus")
+        );
+        assert_eq!(unix_path("unix:abstract=/x"), None);
+        // A unix:path address whose socket is missing is no bus.
+        assert_eq!(
+            session_address(Some("unix:path=/nonexistent/bus"), None),
+            None
+        );
+        // Other transports are passed on as given.
+        assert_eq!(
+            session_address(Some("unix:abstract=/tmp/x"), None).as_deref(),
+            Some("unix:abstract=/tmp/x")
+        );
+        assert_eq!(session_address(None, Some(Path::new("/nonexistent"))), None);
+    }
+
+    #[test]
+    fn proxy_lookup_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("porthole");
+        let err = find_proxy(Some(&dir.path().join("none")), Some(&exe), None).unwrap_err();
+        assert!(err.contains("PORTHOLE_DBUS_PROXY"), "{err}");
+        let ours = dir.path().join("porthole-dbus-proxy");
+        std::fs::write(&ours, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_proxy(None, Some(&exe), None).unwrap(), ours);
+        assert!(find_proxy(None, None, Some(std::ffi::OsStr::new("/nonexistent"))).is_err());
+    }
+}

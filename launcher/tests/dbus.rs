@@ -1,0 +1,539 @@
+//! D-Bus through the instance's filtering proxy (escape battery P19-P22,
+//! issue 4's launcher part): each test starts its own private dbus-daemon
+//! owned by the identity under test, a stand-in service on it (the probe's
+//! `dbus-serve`, owning org.freedesktop.secrets, a portal name and a granted
+//! name), and `porthole run` with the probe attacking from inside.
+//!
+//! The proxy is `$PORTHOLE_TEST_DBUS_PROXY` when set (e.g. our
+//! porthole-dbus-proxy), else Debian's /usr/bin/xdg-dbus-proxy; tests skip
+//! with a printed reason when neither it nor dbus-daemon is installed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use common::*;
+
+const GRANTED: &str = "org.example.Granted";
+const PORTAL: &str = "org.freedesktop.portal.Desktop";
+const SECRETS: &str = "org.freedesktop.secrets";
+
+/// `program` run as `who` (setpriv for the test user), in its own process
+/// group, with a clean environment.
+fn as_who(who: Who, program: &Path) -> Command {
+    let mut c = match who {
+        Who::Root => Command::new(program),
+        Who::User => {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args([
+                &format!("--reuid={TEST_USER}"),
+                &format!("--regid={TEST_USER}"),
+                "--init-groups",
+                "--",
+            ]);
+            c.arg(program);
+            c
+        }
+    };
+    c.env_clear();
+    c.env("PATH", "/usr/bin:/bin");
+    c.current_dir("/");
+    c.process_group(0);
+    c
+}
+
+/// The proxy under test, staged where the test user can run it.
+fn proxy() -> Option<PathBuf> {
+    let p = std::env::var_os("PORTHOLE_TEST_DBUS_PROXY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/xdg-dbus-proxy"));
+    if !p.exists() {
+        return None;
+    }
+    if p.starts_with("/usr") {
+        return Some(p);
+    }
+    let staged = stage().dir.join("dbus-proxy");
+    if !staged.exists() {
+        std::fs::copy(&p, &staged).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Some(staged)
+}
+
+fn skip_dbus(test: &str, who: Who) -> bool {
+    if skip(test, who) {
+        return true;
+    }
+    if !Path::new("/usr/bin/dbus-daemon").exists() {
+        report_skip(&format!("{test} [{}]: dbus-daemon missing", who.label()));
+        return true;
+    }
+    if proxy().is_none() {
+        report_skip(&format!(
+            "{test} [{}]: no D-Bus proxy (apt-get install xdg-dbus-proxy)",
+            who.label()
+        ));
+        return true;
+    }
+    false
+}
+
+/// A kill-on-drop child (by its pid, with its process group).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        // SAFETY: signalling the process group this test created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A private session bus owned by `who`.
+struct Bus {
+    _daemon: Proc,
+    address: String,
+}
+
+impl Bus {
+    fn start(who: Who, name: &str) -> Bus {
+        let dir = stage().dir.join(format!("bus-{}-{name}", who.label()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let sock = dir.join("bus");
+        let conf = dir.join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                sock.display()
+            ),
+        )
+        .unwrap();
+        if who == Who::User {
+            let (uid, gid, _) = user_ids().unwrap();
+            for p in [&dir, &conf] {
+                nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).unwrap();
+            }
+        }
+        let mut cmd = as_who(who, Path::new("/usr/bin/dbus-daemon"));
+        cmd.arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let daemon = Proc(cmd.spawn().expect("spawn dbus-daemon"));
+        wait_for(10, || sock.exists().then_some(())).expect("dbus-daemon did not listen");
+        Bus {
+            _daemon: daemon,
+            address: format!("unix:path={}", sock.display()),
+        }
+    }
+}
+
+/// Lines of a child's stdout, through a channel (reads never block a test
+/// past its timeout).
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one has `id`; all lines read so far are kept.
+fn until(rx: &Receiver<String>, seen: &mut Vec<String>, id: &str, secs: u64) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let needle = format!("\"id\":\"{id}\"");
+    loop {
+        if seen.iter().any(|l| l.contains(&needle)) {
+            return true;
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The harness's stand-in service: the probe, on the host, owning `names`.
+fn serve(who: Who, bus: &Bus, names: &[&str]) -> (Proc, Receiver<String>) {
+    let mut cmd = as_who(who, &stage().probe);
+    cmd.arg("dbus-serve")
+        .args(names)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let rx = lines_of(&mut child);
+    let mut seen = Vec::new();
+    assert!(
+        until(&rx, &mut seen, "SERVE.ready", 10),
+        "service not ready: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("\"result\":\"OK\"")),
+        "{seen:?}"
+    );
+    (Proc(child), rx)
+}
+
+/// Asks the host bus whether `name` has an owner.
+fn has_owner(who: Who, bus: &Bus, name: &str) -> String {
+    let mut cmd = as_who(who, &stage().probe);
+    cmd.args(["dbus-has-owner", name])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+    let out = run(cmd, Stdio::null(), 10);
+    result_of(&results(&out.stdout), "OWNER").to_owned()
+}
+
+/// Children of `pid` that are not `porthole` itself (the sandbox's pid 1 is
+/// a clone of it): the proxy.
+fn proxy_children(pid: i32) -> Vec<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .map(|n| n.trim() != "porthole")
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
+}
+
+fn porthole_env(bus: &Bus) -> Vec<(&'static str, String)> {
+    vec![
+        ("DBUS_SESSION_BUS_ADDRESS", bus.address.clone()),
+        (
+            "PORTHOLE_DBUS_PROXY",
+            proxy().unwrap().display().to_string(),
+        ),
+    ]
+}
+
+/// P19-P22, the portal name, `--talk-name`, and the proxy's end with its
+/// instance.
+fn battery(who: Who) {
+    let name = "battery";
+    let bus = Bus::start(who, name);
+    let (service, service_rx) = serve(who, &bus, &[SECRETS, PORTAL, GRANTED]);
+    let rt = runtime_dir(who, &format!("dbus-{name}"));
+    let m = marker(&format!("dbus-{name}"), who);
+    let env = porthole_env(&bus);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app_dir = stage().app_dir.display().to_string();
+    let mut cmd = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            &format!("--app-dir={app_dir}"),
+            &format!("--talk-name={GRANTED}"),
+            APP_ID,
+            "--",
+            "/app/bin/porthole-probe",
+            "dbus-battery",
+            APP_ID,
+            PORTAL,
+            GRANTED,
+            "org.example.NotGranted",
+            &m,
+        ],
+        &env,
+    );
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Proc(cmd.spawn().unwrap());
+    let monitor = child.0.id() as i32;
+    let rx = lines_of(&mut child.0);
+    let mut seen = Vec::new();
+    let held = until(&rx, &mut seen, "DBUS.hold", 30);
+    // While the app holds its connection: what does the host bus see?
+    let not_mine = has_owner(who, &bus, "org.example.NotMine");
+    let extra = has_owner(who, &bus, &format!("{APP_ID}.Extra"));
+    let proxies = proxy_children(monitor);
+    drop(child.0.stdin.take());
+    let status = wait_for(20, || child.0.try_wait().ok().flatten());
+    let mut stderr = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    let l = who.label();
+    assert!(
+        held,
+        "[{l}] probe did not finish: {seen:?}; stderr {stderr}"
+    );
+    let r = results(&seen.join("\n"));
+    assert_eq!(result_of(&r, "DBUS.connect"), "OK", "[{l}] {stderr}");
+    // P19: a name outside the policy is unknown, and nothing reaches it.
+    assert_eq!(
+        result_of(&r, "P19.secrets"),
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "[{l}] P19"
+    );
+    // P20, P21: no monitoring, no eavesdropping.
+    assert_eq!(
+        result_of(&r, "P20.become_monitor"),
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "[{l}] P20"
+    );
+    assert_eq!(
+        result_of(&r, "P21.eavesdrop"),
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "[{l}] P21"
+    );
+    // P22: someone else's name refused and not owned on the host bus; a
+    // name below the app id granted (reply 1, primary owner) and owned.
+    let p22 = result_of(&r, "P22.not_mine");
+    assert!(
+        p22 == "org.freedesktop.DBus.Error.ServiceUnknown"
+            || p22 == "org.freedesktop.DBus.Error.AccessDenied",
+        "[{l}] P22 not mine: {p22}"
+    );
+    assert_eq!(
+        not_mine, "false",
+        "[{l}] P22: org.example.NotMine owned on the host bus"
+    );
+    assert_eq!(result_of(&r, "P22.own_subname"), "OK:1", "[{l}] P22 own");
+    assert_eq!(
+        extra, "true",
+        "[{l}] P22: {APP_ID}.Extra not owned on the host bus"
+    );
+    // The portal and the granted name are reachable; others are not.
+    assert_eq!(
+        result_of(&r, &format!("REACH.{PORTAL}")),
+        "OK",
+        "[{l}] portal"
+    );
+    assert_eq!(
+        result_of(&r, &format!("REACH.{GRANTED}")),
+        "OK",
+        "[{l}] --talk-name"
+    );
+    assert_eq!(
+        result_of(&r, "REACH.org.example.NotGranted"),
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "[{l}] not granted"
+    );
+    // The service got exactly the two allowed calls, nothing for secrets.
+    drop(service);
+    let mut calls = Vec::new();
+    while let Ok(line) = service_rx.recv_timeout(Duration::from_secs(5)) {
+        calls.push(line);
+    }
+    let dests: Vec<String> = results_list(&calls, "SERVE.call", "destination");
+    assert_eq!(
+        dests,
+        vec![PORTAL.to_string(), GRANTED.to_string()],
+        "[{l}] {calls:?}"
+    );
+    // One proxy ran beside the sandbox, and it ended with the instance.
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "[{l}] stderr {stderr}"
+    );
+    assert_eq!(proxies.len(), 1, "[{l}] proxy processes: {proxies:?}");
+    assert!(
+        wait_for(5, || gone(proxies[0]).then_some(())).is_some(),
+        "[{l}] proxy {} outlived its instance",
+        proxies[0]
+    );
+    assert_no_leftovers(&m);
+}
+
+fn results_list(lines: &[String], id: &str, field: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("id").and_then(|i| i.as_str()) == Some(id))
+        .filter_map(|v| v.get(field)?.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn p19_p22_dbus_battery_as_root() {
+    if !skip_dbus("p19_p22_dbus_battery", Who::Root) {
+        battery(Who::Root);
+    }
+}
+
+#[test]
+fn p19_p22_dbus_battery_as_user() {
+    if !skip_dbus("p19_p22_dbus_battery", Who::User) {
+        battery(Who::User);
+    }
+}
+
+/// SIGKILL of `porthole run`: the proxy goes with the monitor (its
+/// parent-death signal, and the sync pipe's hang-up).
+fn proxy_dies_with_monitor(who: Who) {
+    let name = "sigkill";
+    let bus = Bus::start(who, name);
+    let rt = runtime_dir(who, &format!("dbus-{name}"));
+    let m = marker(&format!("dbus-{name}"), who);
+    let env = porthole_env(&bus);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app_dir = stage().app_dir.display().to_string();
+    let mut cmd = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            &format!("--app-dir={app_dir}"),
+            APP_ID,
+            "--",
+            "/app/bin/porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &env,
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = Proc(cmd.spawn().unwrap());
+    let monitor = child.0.id() as i32;
+    // The instance is up once its record exists; the proxy by then too.
+    let instances = rt.join("porthole/instances");
+    let up = wait_for(20, || {
+        let rec = std::fs::read_dir(&instances)
+            .ok()?
+            .flatten()
+            .any(|e| e.path().join("instance.json").exists());
+        rec.then_some(())
+    });
+    let proxies = proxy_children(monitor);
+    // SAFETY: SIGKILL to the porthole process this test started.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    let _ = child.0.wait();
+    let l = who.label();
+    assert!(up.is_some(), "[{l}] instance never came up");
+    assert_eq!(proxies.len(), 1, "[{l}] proxy processes: {proxies:?}");
+    assert!(
+        wait_for(5, || gone(proxies[0]).then_some(())).is_some(),
+        "[{l}] proxy {} survived SIGKILL of porthole",
+        proxies[0]
+    );
+    assert_no_leftovers(&m);
+    drop(child);
+}
+
+#[test]
+fn proxy_dies_with_sigkilled_porthole_as_root() {
+    if !skip_dbus("proxy_dies_with_sigkilled_porthole", Who::Root) {
+        proxy_dies_with_monitor(Who::Root);
+    }
+}
+
+#[test]
+fn proxy_dies_with_sigkilled_porthole_as_user() {
+    if !skip_dbus("proxy_dies_with_sigkilled_porthole", Who::User) {
+        proxy_dies_with_monitor(Who::User);
+    }
+}
+
+/// No proxy program, or no host bus: one warning line, and the app runs
+/// without a bus (no socket, no address).
+fn no_bus(who: Who) {
+    let rt = runtime_dir(who, "dbus-none");
+    let uid = match who {
+        Who::Root => 0,
+        Who::User => user_ids().unwrap().0,
+    };
+    let check = format!("test ! -e /run/user/{uid}/bus && test -z \"$DBUS_SESSION_BUS_ADDRESS\"");
+    let bus = Bus::start(who, "none");
+    let l = who.label();
+    // A bus, but no proxy program.
+    let cmd = porthole(
+        who,
+        &rt,
+        &["run", APP_ID, "--", "/bin/sh", "-c", &check],
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", &bus.address),
+            ("PORTHOLE_DBUS_PROXY", "/nonexistent/proxy"),
+        ],
+    );
+    let out = run(cmd, Stdio::null(), 20);
+    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|x| x.starts_with("porthole: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
+    assert!(
+        warnings[0].contains("PORTHOLE_DBUS_PROXY"),
+        "{}",
+        warnings[0]
+    );
+    // A proxy, but no bus on the host.
+    let cmd = porthole(
+        who,
+        &rt,
+        &["run", APP_ID, "--", "/bin/sh", "-c", &check],
+        &[(
+            "PORTHOLE_DBUS_PROXY",
+            &proxy().unwrap().display().to_string(),
+        )],
+    );
+    let out = run(cmd, Stdio::null(), 20);
+    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|x| x.starts_with("porthole: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
+    assert!(warnings[0].contains("no session bus"), "{}", warnings[0]);
+}
+
+#[test]
+fn no_proxy_or_no_bus_runs_without_bus_as_root() {
+    if !skip_dbus("no_proxy_or_no_bus", Who::Root) {
+        no_bus(Who::Root);
+    }
+}
+
+#[test]
+fn no_proxy_or_no_bus_runs_without_bus_as_user() {
+    if !skip_dbus("no_proxy_or_no_bus", Who::User) {
+        no_bus(Who::User);
+    }
+}
