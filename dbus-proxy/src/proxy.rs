@@ -3,14 +3,22 @@
 //! [`ClientFilter`].
 //!
 //! Readers cut the stream into messages, ask the filter, and hand what
-//! passes to the other side's [`Outbox`]: written at once when that socket
-//! is idle, else queued for its writer task, which drains the queue in
-//! order. A reader never waits on a write, so a client that stops reading
-//! cannot stall the other direction.
+//! passes to the other side's [`Outbox`]: written at once, straight from
+//! the receive buffer, when that socket is idle, else copied into the queue
+//! of its writer task, which drains it in order. A reader never waits on a
+//! write of a whole message, so a client that stops reading cannot stall
+//! the other direction; only a large message streamed through (see
+//! `STREAM_MIN`) waits for its own pieces to be written, which keeps one
+//! buffer per piece and the bus from outrunning the client.
+//!
+//! Sockets are registered for reading only: the peer draining what the
+//! proxy wrote must not wake the event loop after every message.
+//! Writability is watched only while a write waits.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,9 +38,13 @@ use crate::policy::Policy;
 use crate::socket::{RecvBuf, recv_with_fds, send_with_fds};
 use crate::wire::{self, Header};
 
-/// A connected socket registered with the runtime. `AsyncFd` rather than
-/// tokio's `UnixStream` so a short read can clear read readiness itself,
-/// sparing the recvmsg that would only return EAGAIN on every message.
+/// A connected socket registered with the runtime for reading only.
+/// `AsyncFd` rather than tokio's `UnixStream` so a short read can clear read
+/// readiness itself, sparing the recvmsg that would only return EAGAIN on
+/// every message; readable-only so that the peer draining what we wrote
+/// (an EPOLLOUT edge after every message) does not wake the event loop.
+/// Writes go straight to the fd; only a write that would block waits, on a
+/// [`WriteWatch`].
 type Sock = AsyncFd<std::os::unix::net::UnixStream>;
 
 fn to_sock(s: UnixStream) -> io::Result<Sock> {
@@ -40,7 +52,36 @@ fn to_sock(s: UnixStream) -> io::Result<Sock> {
     let std = s.into_std()?;
     // SAFETY: the AsyncFd owns the std UnixStream, whose fd stays open and
     // unchanged until the AsyncFd drops it; as_raw_fd always returns it.
-    unsafe { AsyncFd::register(std) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Writability of a socket, registered only while a write waits: a dup of
+/// its fd in the event loop with EPOLLOUT interest, removed on drop.
+struct WriteWatch(AsyncFd<OwnedFd>);
+
+impl WriteWatch {
+    fn new(fd: RawFd) -> io::Result<Self> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd the caller keeps open for
+        // the call; on success the new fd is ours alone.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dup` was just created and is owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        // SAFETY: as in `to_sock`, the AsyncFd owns the fd for its lifetime.
+        unsafe { AsyncFd::register_with_interest(owned, Interest::WRITABLE) }
+            .map(WriteWatch)
+            .map_err(|e| e.into_parts().1)
+    }
+
+    /// Sends on `fd` (the watched socket) once writable.
+    async fn send(&self, fd: RawFd, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+        self.0
+            .async_io(Interest::WRITABLE, |_| send_with_fds(fd, data, fds))
+            .await
+    }
 }
 
 #[derive(Debug, Error)]
@@ -93,6 +134,8 @@ struct OutState {
     queue: VecDeque<Out>,
     /// The writer task holds messages it has not finished writing.
     busy: bool,
+    /// A reader is writing pieces of a streamed message itself.
+    streaming: bool,
     closed: bool,
 }
 
@@ -112,33 +155,75 @@ impl Outbox {
     /// Writes `out` now if the socket is idle and takes it, else queues it.
     /// Order is kept: the direct write happens only with an empty queue and
     /// no write in progress, under the lock the writer also takes.
-    fn send(&self, mut out: Out) {
+    /// A borrowed message is copied only if it has to be queued.
+    fn send(&self, data: Cow<'_, [u8]>, fds: Vec<OwnedFd>) {
         let mut st = self.lock();
         if st.closed {
             return;
         }
-        if st.queue.is_empty() && !st.busy {
-            match self.sock.try_io(Interest::WRITABLE, |s| {
-                send_with_fds(s.as_raw_fd(), &out.data, &out.fds)
-            }) {
-                Ok(n) if n == out.data.len() => return,
+        let mut off = 0;
+        let mut fds = fds;
+        if st.queue.is_empty() && !st.busy && !st.streaming {
+            match send_with_fds(self.sock.as_raw_fd(), &data, &fds) {
+                Ok(n) if n == data.len() => return,
                 Ok(n) => {
-                    out.off = n;
-                    out.fds.clear();
+                    off = n;
+                    fds.clear();
                 }
                 // WouldBlock, or an error the writer will meet again.
                 Err(_) => {}
             }
         }
+        let out = match data {
+            Cow::Owned(data) => Out { data, off, fds },
+            Cow::Borrowed(b) => Out::new(b[off..].to_vec(), fds),
+        };
         st.queue.push_back(out);
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Writes a piece of a message being streamed through, waiting for the
+    /// socket instead of queueing a copy: the reader reads no further until
+    /// the piece is out (backpressure, and no buffer per piece). Queues a
+    /// copy instead when earlier messages are still waiting.
+    async fn send_stream(&self, data: &[u8], watch: &mut Option<WriteWatch>) -> io::Result<()> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Ok(());
+            }
+            if !st.queue.is_empty() || st.busy || st.streaming {
+                drop(st);
+                self.send(Cow::Borrowed(data), Vec::new());
+                return Ok(());
+            }
+            st.streaming = true;
+        }
+        let _claim = StreamClaim(self);
+        write_all(&self.sock, data, &[], watch).await
     }
 
     /// No more messages: the writer finishes the queue and stops.
     fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_one();
+    }
+}
+
+/// Hands the socket back to the writer when a streamed piece is out (or
+/// its reader was stopped mid-write).
+struct StreamClaim<'a>(&'a Outbox);
+
+impl Drop for StreamClaim<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.streaming = false;
+        let wake = !st.queue.is_empty() || st.closed;
+        drop(st);
+        if wake {
+            self.0.wake.notify_one();
+        }
     }
 }
 
@@ -291,15 +376,35 @@ async fn read_some(s: &Sock, buf: &mut Vec<u8>, limit: usize) -> io::Result<usiz
     Ok(n)
 }
 
-async fn write_all(s: &Sock, data: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+/// Writes all of `data` (fds with its first byte), waiting for
+/// writability only when a write would block.
+/// `watch` is kept for the caller's next write (the writer drops it once
+/// its queue is empty).
+async fn write_all(
+    s: &Sock,
+    data: &[u8],
+    fds: &[OwnedFd],
+    watch: &mut Option<WriteWatch>,
+) -> io::Result<()> {
+    let fd = s.as_raw_fd();
     let mut off = 0;
     let mut fds = fds;
     while off < data.len() {
-        let n = s
-            .async_io(Interest::WRITABLE, |s| {
-                send_with_fds(s.as_raw_fd(), &data[off..], fds)
-            })
-            .await?;
+        let r = match watch {
+            None => send_with_fds(fd, &data[off..], fds),
+            Some(w) => w.send(fd, &data[off..], fds).await,
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if watch.is_none() {
+                    *watch = Some(WriteWatch::new(fd)?);
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -321,7 +426,7 @@ async fn authenticate(client: &Sock, bus: &Sock) -> Result<(Vec<u8>, Vec<u8>), P
         }
         let relay = ca.feed(&buf)?;
         if !relay.to_bus.is_empty() {
-            write_all(bus, &relay.to_bus, &[]).await?;
+            write_all(bus, &relay.to_bus, &[], &mut None).await?;
         }
         let mut pending = relay.replies;
         while pending > 0 {
@@ -332,10 +437,10 @@ async fn authenticate(client: &Sock, bus: &Sock) -> Result<(Vec<u8>, Vec<u8>), P
                     return Err(ProxyError::AuthEof);
                 }
                 let (lines, n) = ba.feed(&buf, pending)?;
-                write_all(client, &lines, &[]).await?;
+                write_all(client, &lines, &[], &mut None).await?;
                 pending -= n;
             } else {
-                write_all(client, &lines, &[]).await?;
+                write_all(client, &lines, &[], &mut None).await?;
                 pending -= n;
             }
         }
@@ -349,6 +454,12 @@ async fn authenticate(client: &Sock, bus: &Sock) -> Result<(Vec<u8>, Vec<u8>), P
 async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyError> {
     let bus = to_sock(connect_bus(&spec.bus, &spec.address).await?)?;
     let client = to_sock(client)?;
+    // Room for a 1 MiB message in flight, so passing one on does not stall
+    // on the reader's pace (the default is about 200 KiB); best effort.
+    for s in [&client, &bus] {
+        let _ =
+            nix::sys::socket::setsockopt(s.get_ref(), nix::sys::socket::sockopt::SndBuf, &SNDBUF);
+    }
     let (client_rest, bus_rest) = authenticate(&client, &bus).await?;
     info!(client = id, "authenticated");
 
@@ -421,8 +532,17 @@ enum Side {
 }
 
 /// Messages larger than this whose fate the header decides are passed on
-/// as they arrive (cut-through) instead of being buffered whole.
-const STREAM_MIN: usize = 16 * 1024 * 1024;
+/// as they arrive (cut-through) instead of being buffered whole, so the
+/// proxy forwards a 1 MiB reply while the bus is still sending it.
+const STREAM_MIN: usize = crate::socket::CHUNK;
+
+/// SO_SNDBUF asked for on both sockets of a session (the kernel doubles
+/// it, and caps it at net.core.wmem_max).
+const SNDBUF: usize = 1024 * 1024;
+
+/// Largest read while streaming a message through (more than a unix
+/// socket's default send buffer holds).
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Where one reader's messages go.
 struct Route {
@@ -445,9 +565,9 @@ struct Dispatched {
 /// message being streamed) and queues the results.
 fn dispatch(
     route: &Route,
-    msg: Vec<u8>,
+    msg: Cow<'_, [u8]>,
     prefix_only: bool,
-    fds: Vec<OwnedFd>,
+    fds: &mut VecDeque<OwnedFd>,
 ) -> Result<Dispatched, ProxyError> {
     let Route {
         side,
@@ -462,6 +582,7 @@ fn dispatch(
         Header::parse(&msg)
     }
     .map_err(FilterError::from)?;
+    let fds = take_fds(fds, h.unix_fds)?;
     let mut f = filter.lock().unwrap_or_else(|p| p.into_inner());
     let mut done = Dispatched {
         forwarded: false,
@@ -472,11 +593,11 @@ fn dispatch(
             let d = f.from_client_parsed(&msg, &h)?;
             drop(f);
             if d.forward {
-                forward.send(Out::new(msg, fds));
+                forward.send(msg, fds);
                 done.forwarded = true;
             }
             for m in d.to_bus {
-                forward.send(Out::new(m, Vec::new()));
+                forward.send(Cow::Owned(m), Vec::new());
             }
             done.pause = d.pause_client;
         }
@@ -485,14 +606,14 @@ fn dispatch(
             drop(f);
             match d.verdict {
                 Verdict::Forward => {
-                    forward.send(Out::new(msg, fds));
+                    forward.send(msg, fds);
                     done.forwarded = true;
                 }
-                Verdict::Replace(m) => forward.send(Out::new(m, fds)),
+                Verdict::Replace(m) => forward.send(Cow::Owned(m), fds),
                 Verdict::Drop => {}
             }
             for m in d.to_bus {
-                back.send(Out::new(m, Vec::new()));
+                back.send(Cow::Owned(m), Vec::new());
             }
             if d.resume_client {
                 resume.notify_one();
@@ -548,10 +669,8 @@ async fn pump(src: Arc<Sock>, initial: Vec<u8>, route: Route) -> Result<(), Prox
     let mut rb = RecvBuf::new(initial);
     let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     loop {
-        while let Some(msg) = rb.next_message().map_err(FilterError::from)? {
-            let h = Header::parse(&msg).map_err(FilterError::from)?;
-            let mine = take_fds(&mut fds, h.unix_fds)?;
-            let done = dispatch(&route, msg, false, mine)?;
+        while let Some(msg) = rb.next_message_cow().map_err(FilterError::from)? {
+            let done = dispatch(&route, msg, false, &mut fds)?;
             if done.pause {
                 // Upstream stops reading the client until the names that
                 // match wildcard rules are known.
@@ -578,12 +697,15 @@ async fn pump(src: Arc<Sock>, initial: Vec<u8>, route: Route) -> Result<(), Prox
                     .unwrap_or_else(|p| p.into_inner())
                     .needs_body(&h, route.side == Side::Bus);
                 if !needs_body {
-                    let mine = take_fds(&mut fds, h.unix_fds)?;
                     let head = rb.take_front();
                     let mut remaining = total - head.len();
-                    let done = dispatch(&route, head, true, mine)?;
+                    let done = dispatch(&route, Cow::Owned(head), true, &mut fds)?;
+                    // One buffer for the whole message: a chunk is copied
+                    // only when the other socket cannot take it at once.
+                    let mut chunk = Vec::with_capacity(remaining.min(STREAM_CHUNK));
+                    let mut watch = None;
                     while remaining > 0 {
-                        let mut chunk = Vec::with_capacity(remaining.min(STREAM_MIN));
+                        chunk.clear();
                         let limit = chunk.capacity().min(remaining);
                         let n = recv(&src, &mut chunk, limit, &mut fds).await?;
                         if n == 0 {
@@ -591,7 +713,7 @@ async fn pump(src: Arc<Sock>, initial: Vec<u8>, route: Route) -> Result<(), Prox
                         }
                         remaining -= n;
                         if done.forwarded {
-                            route.forward.send(Out::new(chunk, Vec::new()));
+                            route.forward.send_stream(&chunk, &mut watch).await?;
                         }
                     }
                     continue;
@@ -613,11 +735,12 @@ async fn writer(outbox: Arc<Outbox>) -> io::Result<()> {
     const COALESCE: usize = 64 * 1024;
     let dst = &outbox.sock;
     let mut batch: Vec<u8> = Vec::with_capacity(COALESCE);
+    let mut watch: Option<WriteWatch> = None;
     loop {
         let items: Vec<Out> = {
             let mut st = outbox.lock();
-            if st.queue.is_empty() {
-                if st.closed {
+            if st.queue.is_empty() || st.streaming {
+                if st.queue.is_empty() && st.closed {
                     break;
                 }
                 None
@@ -628,6 +751,8 @@ async fn writer(outbox: Arc<Outbox>) -> io::Result<()> {
         }
         .unwrap_or_default();
         if items.is_empty() {
+            // Idle: stop watching writability.
+            watch = None;
             outbox.wake.notified().await;
             continue;
         }
@@ -635,20 +760,20 @@ async fn writer(outbox: Arc<Outbox>) -> io::Result<()> {
             let rest = &out.data[out.off..];
             if !out.fds.is_empty() || rest.len() >= COALESCE {
                 if !batch.is_empty() {
-                    write_all(dst, &batch, &[]).await?;
+                    write_all(dst, &batch, &[], &mut watch).await?;
                     batch.clear();
                 }
-                write_all(dst, rest, &out.fds).await?;
+                write_all(dst, rest, &out.fds, &mut watch).await?;
             } else {
                 batch.extend_from_slice(rest);
                 if batch.len() >= COALESCE {
-                    write_all(dst, &batch, &[]).await?;
+                    write_all(dst, &batch, &[], &mut watch).await?;
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            write_all(dst, &batch, &[]).await?;
+            write_all(dst, &batch, &[], &mut watch).await?;
             batch.clear();
         }
         outbox.lock().busy = false;

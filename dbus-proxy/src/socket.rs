@@ -2,6 +2,7 @@
 //! wrappers over recvmsg(2)/sendmsg(2), and the receive buffer that cuts
 //! the byte stream into messages.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
@@ -136,6 +137,14 @@ impl RecvBuf {
 
     /// The next complete message, if buffered.
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        Ok(self.next_message_cow()?.map(Cow::into_owned))
+    }
+
+    /// [`Self::next_message`] without the copy: small messages are borrowed
+    /// from the buffer (valid until the next call on it), a large one read
+    /// into a buffer of its own is handed over.
+    pub fn next_message_cow(&mut self) -> Result<Option<Cow<'_, [u8]>>, WireError> {
+        self.reset_if_drained();
         let avail = self.buf.len() - self.start;
         if avail < 16 {
             return Ok(None);
@@ -145,23 +154,28 @@ impl RecvBuf {
             return Ok(None);
         }
         if self.start == 0 && need == self.buf.len() && need > CHUNK {
-            return Ok(Some(std::mem::replace(
+            return Ok(Some(Cow::Owned(std::mem::replace(
                 &mut self.buf,
                 Vec::with_capacity(CHUNK),
-            )));
+            ))));
         }
-        let msg = self.buf[self.start..self.start + need].to_vec();
+        let at = self.start;
         self.start += need;
+        Ok(Some(Cow::Borrowed(&self.buf[at..at + need])))
+    }
+
+    /// Every buffered message taken: start over at the front.
+    fn reset_if_drained(&mut self) {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        Ok(Some(msg))
     }
 
     /// Makes room for the next read; returns how many bytes to read at most
     /// (never past the end of a large message).
     pub fn prepare(&mut self) -> Result<usize, WireError> {
+        self.reset_if_drained();
         let avail = self.buf.len() - self.start;
         let need = if avail >= 16 {
             Some(wire::message_len(&self.buf[self.start..self.start + 16])?)
@@ -198,6 +212,10 @@ impl RecvBuf {
     /// Takes every buffered byte; used when the front message is incomplete
     /// and is passed on as it arrives.
     pub fn take_front(&mut self) -> Vec<u8> {
+        if self.start == 0 {
+            // Hand the buffer over rather than copy it.
+            return std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        }
         let v = self.buf[self.start..].to_vec();
         self.buf.clear();
         self.start = 0;

@@ -1170,11 +1170,20 @@ async fn history_names_the_sandboxed_caller() {
 
 fn context_switches(pid: u32) -> u64 {
     let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         for line in status.lines() {
-            if line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:") {
-                total += line.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -1190,12 +1199,76 @@ async fn an_idle_service_never_wakes_up() {
     let store = start_store(&bus).await;
     let conn = bus.connection().await;
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
-    ps.set_permission("t", true, "i", "org.example.App", &["yes"]).await.unwrap();
-    assert_eq!(ps.get_permission("t", "i", "org.example.App").await.unwrap(), vec!["yes"]);
+    ps.set_permission("t", true, "i", "org.example.App", &["yes"])
+        .await
+        .unwrap();
+    assert_eq!(
+        ps.get_permission("t", "i", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
     tokio::time::sleep(Duration::from_secs(13)).await;
     let before = context_switches(store.pid());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = context_switches(store.pid());
-    assert_eq!(after, before, "the idle service woke up {} times in 3 s", after - before);
-    assert_eq!(ps.get_permission("t", "i", "org.example.App").await.unwrap(), vec!["yes"]);
+    assert_eq!(
+        after,
+        before,
+        "the idle service woke up {} times in 3 s",
+        after - before
+    );
+    assert_eq!(
+        ps.get_permission("t", "i", "org.example.App")
+            .await
+            .unwrap(),
+        vec!["yes"]
+    );
+}
+
+/// A zbus client (permctl) inside `porthole run` reaches the store through
+/// the instance's filtering proxy only when the store's name is granted:
+/// by default a sandbox sees only org.freedesktop.portal.*, and permctl,
+/// finding no service, falls back to a database of its own in the app's
+/// data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (the launcher's own tests cover the unprivileged user)");
+        return;
+    }
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let conn = bus.connection().await;
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    ps.set_permission("devices", true, "camera", "org.example.App", &["yes"])
+        .await
+        .unwrap();
+    let bins = porthole_tests::bin_dir();
+    let run = |grant: bool| {
+        let mut cmd = bus.command(bin("porthole"));
+        cmd.arg("run")
+            .arg(format!("--filesystem={}:ro", bins.display()));
+        if grant {
+            cmd.arg(format!("--talk-name={BUS_NAME}"));
+        }
+        cmd.args(["org.example.Sandboxed", "--"])
+            .arg(bins.join("permctl"))
+            .args(["tables", "--json"]);
+        run_with_timeout(&mut cmd, Duration::from_secs(60))
+    };
+    let (status, out, err) = run(true);
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([{"table": "devices", "ids": 1}]),
+        "granted: the host store's tables; stderr {err}"
+    );
+    let (status, out, err) = run(false);
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "[]",
+        "not granted: the sandbox's own empty database; stderr {err}"
+    );
 }
