@@ -440,13 +440,15 @@ async fn apply(
             }])
         }
         Op::ResetApp { app } => {
-            let rows = sqlx::query("SELECT tbl, id FROM grants WHERE app = ? ORDER BY tbl, id")
-                .bind(app)
-                .fetch_all(&mut *tx.conn)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT tbl, id, app, perms FROM grants WHERE app = ? ORDER BY tbl, id",
+            )
+            .bind(app)
+            .fetch_all(&mut *tx.conn)
+            .await?;
             tx.drop_grants(
                 rows.iter()
-                    .map(|r| (r.get(0), r.get(1), app.clone()))
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                     .collect(),
                 "revoke",
             )
@@ -454,14 +456,14 @@ async fn apply(
         }
         Op::PruneExpired => {
             let rows = sqlx::query(
-                "SELECT tbl, id, app FROM grants WHERE expires <= ? ORDER BY tbl, id, app",
+                "SELECT tbl, id, app, perms FROM grants WHERE expires <= ? ORDER BY tbl, id, app",
             )
             .bind(now_secs())
             .fetch_all(&mut *tx.conn)
             .await?;
             tx.drop_grants(
                 rows.iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                     .collect(),
                 "expire",
             )
@@ -564,27 +566,20 @@ impl Tx<'_> {
         .await
     }
 
-    /// Removes the listed grants (read before removal, including expired ones
-    /// for pruning) and reports one change per touched id.
+    /// Removes the listed grants (table, id, app, stored permissions; expired
+    /// ones included for pruning) and reports one change per touched id.
     async fn drop_grants(
         &mut self,
-        rows: Vec<(String, String, String)>,
+        rows: Vec<(String, String, String, String)>,
         action: &str,
     ) -> Result<Vec<Change>, StoreError> {
         let mut touched: Vec<(String, String)> = Vec::new();
-        for (table, id, app) in rows {
-            let perms: Option<String> =
-                sqlx::query_scalar("SELECT perms FROM grants WHERE tbl = ? AND id = ? AND app = ?")
-                    .bind(&table)
-                    .bind(&id)
-                    .bind(&app)
-                    .fetch_optional(&mut *self.conn)
-                    .await?;
-            let old = perms.map(|p| Grant {
-                permissions: serde_json::from_str(&p).unwrap_or_default(),
+        for (table, id, app, perms) in rows {
+            let old = Grant {
+                permissions: serde_json::from_str(&perms).unwrap_or_default(),
                 expires: None,
-            });
-            self.remove_grant(&table, &id, &app, old.as_ref(), action)
+            };
+            self.remove_grant(&table, &id, &app, Some(&old), action)
                 .await?;
             if touched.last() != Some(&(table.clone(), id.clone())) {
                 touched.push((table, id));
