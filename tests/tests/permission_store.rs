@@ -1072,8 +1072,8 @@ async fn pipelined_calls_from_one_client_apply_in_order() {
 
 /// The history records the caller's app id as `porthole-identity` resolves
 /// it from the sender's process: here `gdbus` runs in a bubblewrap sandbox
-/// whose root holds a `.flatpak-info` naming the app. (Our own launcher
-/// gives a sandboxed app no bus until the filtered proxy exists.)
+/// whose root holds a `.flatpak-info` naming the app. (Behind our proxy the
+/// bus reports the proxy's process, a host process; see the issue notes.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_names_the_sandboxed_caller() {
     if !std::path::Path::new("/usr/bin/bwrap").exists() {
@@ -1266,9 +1266,11 @@ async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
     );
     let (status, out, err) = run(false);
     assert!(status.success(), "{out}{err}");
-    assert_eq!(
-        out.trim(),
-        "[]",
-        "not granted: the sandbox's own empty database; stderr {err}"
+    // Not granted: permctl finds no service and opens a database of its own
+    // in the app's data directory, which never holds the host's tables.
+    let tables: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        tables.iter().all(|t| t["table"] != "devices"),
+        "not granted, yet the host store answered: {out}; stderr {err}"
     );
 }
