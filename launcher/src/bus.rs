@@ -286,7 +286,7 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
     let parent = nix::unistd::getpid().as_raw();
     let (args_raw, sync_raw, null_raw) = (args.as_raw_fd(), sync_w.as_raw_fd(), null.as_raw_fd());
     // SAFETY: the child calls only async-signal-safe functions (prctl,
-    // getppid, fcntl, dup2, execv, _exit) on data prepared above, so fork is
+    // getppid, fcntl, dup2, execv, write, _exit) on data prepared above, so fork is
     // sound even if the process had other threads.
     let pid = match unsafe { nix::unistd::fork() } {
         Err(e) => return Err(io("fork for")(e.into())),
@@ -313,6 +313,12 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
                 }
             }
             libc::execv(argv[0], argv.as_ptr());
+            // Tell the launcher why: a NUL (the proxy's ready byte is
+            // never NUL) and errno, on the pipe that would have said ready.
+            let errno = *libc::__errno_location();
+            let mut msg = [0u8; 5];
+            msg[1..].copy_from_slice(&errno.to_ne_bytes());
+            libc::write(sync_raw, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         },
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
@@ -325,14 +331,27 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
     Ok(Proxy { pid, sync: sync_r })
 }
 
-/// Waits for the proxy's ready byte on `fd`; false when it exited first.
-pub fn wait_ready(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let mut b = [0u8; 1];
+/// Waits for the proxy's ready byte on `fd`. `Err(Some(e))` when the proxy
+/// could not be executed (the forked child reports errno), `Err(None)` when
+/// it exited before listening.
+pub fn wait_ready(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), Option<std::io::Error>> {
+    let mut b = [0u8; 5];
+    let mut got = 0;
     loop {
-        match nix::unistd::read(fd, &mut b) {
-            Ok(1) => return true,
+        match nix::unistd::read(fd, &mut b[got..]) {
+            Ok(0) => return Err(None),
+            Ok(n) => {
+                got += n;
+                if b[0] != 0 {
+                    return Ok(());
+                }
+                if got == b.len() {
+                    let errno = i32::from_ne_bytes([b[1], b[2], b[3], b[4]]);
+                    return Err(Some(std::io::Error::from_raw_os_error(errno)));
+                }
+            }
             Err(nix::Error::EINTR) => continue,
-            _ => return false,
+            Err(_) => return Err(None),
         }
     }
 }

@@ -334,13 +334,22 @@ pub fn assemble(ops: &[Op], bus_ready: Option<BorrowedFd<'_>>) -> Result<(), Roo
             Op::ProxySocket { src, dest } => {
                 let dir = socket_dirs.next().expect("opened above for every socket");
                 let listening = *bus_state.get_or_insert_with(|| {
-                    let ok = bus_ready.is_some_and(crate::bus::wait_ready);
-                    if !ok {
-                        eprintln!(
-                            "porthole: warning: the D-Bus proxy exited before listening; running without a bus"
-                        );
+                    let Some(fd) = bus_ready else { return false };
+                    match crate::bus::wait_ready(fd) {
+                        Ok(()) => true,
+                        Err(Some(e)) => {
+                            eprintln!(
+                                "porthole: warning: cannot execute the D-Bus proxy: {e}; running without a bus"
+                            );
+                            false
+                        }
+                        Err(None) => {
+                            eprintln!(
+                                "porthole: warning: the D-Bus proxy exited before listening; running without a bus"
+                            );
+                            false
+                        }
                     }
-                    ok
                 });
                 if !listening {
                     continue;

@@ -15,6 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
@@ -59,12 +60,16 @@ fn proxy() -> Option<PathBuf> {
     if p.starts_with("/usr") {
         return Some(p);
     }
-    let staged = stage().dir.join("dbus-proxy");
-    if !staged.exists() {
-        std::fs::copy(&p, &staged).unwrap();
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    Some(staged)
+    static STAGED: OnceLock<PathBuf> = OnceLock::new();
+    Some(
+        STAGED
+            .get_or_init(|| {
+                let staged = stage().dir.join("dbus-proxy");
+                stage_executable(&p, &staged, None);
+                staged
+            })
+            .clone(),
+    )
 }
 
 fn skip_dbus(test: &str, who: Who) -> bool {
@@ -140,11 +145,18 @@ impl Bus {
         let mut cmd = as_who(who, Path::new("/usr/bin/dbus-daemon"));
         cmd.arg(format!("--config-file={}", conf.display()))
             .arg("--nofork")
+            .arg("--print-address")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let daemon = Proc(cmd.spawn().expect("spawn dbus-daemon"));
-        wait_for(10, || sock.exists().then_some(())).expect("dbus-daemon did not listen");
+        let mut child = cmd.spawn().expect("spawn dbus-daemon");
+        // The address is printed once the daemon listens; the socket file
+        // alone appears at bind(), before listen(), when a connect is
+        // still refused.
+        let rx = lines_of(&mut child);
+        let daemon = Proc(child);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("dbus-daemon did not listen");
         Bus {
             _daemon: daemon,
             address: format!("unix:path={}", sock.display()),
@@ -503,6 +515,34 @@ fn no_bus(who: Who) {
         "{}",
         warnings[0]
     );
+    // An executable file that is no program (text without a #! line): the
+    // exec fails in the forked child, and the reason is named.
+    // The plan set the address before the exec failed; the socket is absent.
+    let bogus = stage().dir.join(format!("not-a-program-{l}"));
+    stage_executable(Path::new("/etc/os-release"), &bogus, None);
+    let no_socket = format!("test ! -e /run/user/{uid}/bus");
+    let cmd = porthole(
+        who,
+        &rt,
+        &["run", APP_ID, "--", "/bin/sh", "-c", &no_socket],
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", &bus.address),
+            ("PORTHOLE_DBUS_PROXY", &bogus.display().to_string()),
+        ],
+    );
+    let out = run(cmd, Stdio::null(), 20);
+    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|x| x.starts_with("porthole: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
+    assert!(
+        warnings[0].contains("cannot execute the D-Bus proxy: Exec format error"),
+        "[{l}] {}",
+        warnings[0]
+    );
     // A proxy, but no bus on the host.
     let cmd = porthole(
         who,
@@ -545,12 +585,16 @@ fn our_proxy() -> Option<PathBuf> {
     if !built.exists() {
         return None;
     }
-    let staged = stage().dir.join("porthole-dbus-proxy");
-    if !staged.exists() {
-        std::fs::copy(&built, &staged).unwrap();
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    Some(staged)
+    static STAGED: OnceLock<PathBuf> = OnceLock::new();
+    Some(
+        STAGED
+            .get_or_init(|| {
+                let staged = stage().dir.join("porthole-dbus-proxy");
+                stage_executable(&built, &staged, None);
+                staged
+            })
+            .clone(),
+    )
 }
 
 /// Real client libraries from inside the sandbox, through the instance's

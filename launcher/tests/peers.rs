@@ -43,12 +43,12 @@ fn missing(bins: &[&str]) -> Option<String> {
         .map(|b| format!("/usr/bin/{b} not installed"))
 }
 
+/// Waits until a connect to the socket at `path` succeeds: the file exists
+/// from bind(), but connects are refused until the server's listen().
 fn wait_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
     wait_for(10, || {
-        std::fs::metadata(path)
+        std::os::unix::net::UnixStream::connect(path)
             .ok()
-            .filter(|m| m.file_type().is_socket())
             .map(|_| ())
     })
     .is_some()

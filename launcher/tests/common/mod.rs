@@ -111,8 +111,12 @@ pub fn stage() -> &'static Stage {
         std::fs::create_dir_all(dir.join("app/bin")).unwrap();
         let porthole = dir.join("porthole");
         let probe = dir.join("app/bin/porthole-probe");
-        std::fs::copy(env!("CARGO_BIN_EXE_porthole"), &porthole).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_porthole-probe"), &probe).unwrap();
+        stage_executable(Path::new(env!("CARGO_BIN_EXE_porthole")), &porthole, None);
+        stage_executable(
+            Path::new(env!("CARGO_BIN_EXE_porthole-probe")),
+            &probe,
+            None,
+        );
         for p in [&dir, &dir.join("app"), &dir.join("app/bin")] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -121,10 +125,7 @@ pub fn stage() -> &'static Stage {
         // so the check can fail for both identities. chown clears the
         // setuid bit, so it comes first.
         if is_root() {
-            let suid = dir.join("app/bin/suid-probe");
-            std::fs::copy(&probe, &suid).unwrap();
-            nix::unistd::chown(&suid, Some(SUID_OWNER.into()), None).unwrap();
-            std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+            stage_executable(&probe, &dir.join("app/bin/suid-probe"), Some(SUID_OWNER));
         }
         Stage {
             app_dir: dir.join("app"),
@@ -133,6 +134,44 @@ pub fn stage() -> &'static Stage {
             probe,
         }
     })
+}
+
+/// Copies the executable `src` to `dst` (mode 0755, or setuid 04755 to
+/// `setuid_owner`) so that no process can ever see it half written or open
+/// for writing.
+///
+/// Two races made runs flaky when this was a plain `fs::copy` into place:
+/// a test running in parallel could exec the file while it was still being
+/// copied, and a child forked by another test thread inherits the copy's
+/// writable fd until its own exec (O_CLOEXEC only closes it then), and while
+/// any process holds such an fd, exec of the file fails with ETXTBSY. So
+/// the bytes are written by `cp` in a child process (the writable fd never
+/// exists in this multi-threaded process) under a temporary name, and the
+/// finished file is renamed into place.
+pub fn stage_executable(src: &Path, dst: &Path, setuid_owner: Option<u32>) {
+    let tmp = dst.with_extension("staging");
+    let status = Command::new("/bin/cp")
+        .arg("--")
+        .arg(src)
+        .arg(&tmp)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp {} {}: {status}",
+        src.display(),
+        tmp.display()
+    );
+    let mode = match setuid_owner {
+        // chown clears the setuid bit, so it comes first.
+        Some(owner) => {
+            nix::unistd::chown(&tmp, Some(owner.into()), None).unwrap();
+            0o4755
+        }
+        None => 0o755,
+    };
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, dst).unwrap();
 }
 
 /// A private XDG_RUNTIME_DIR for `who`, owned by them.
