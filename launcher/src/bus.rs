@@ -250,17 +250,404 @@ fn args_fd(args: &[String]) -> std::io::Result<OwnedFd> {
     Ok(f.into())
 }
 
+/// One entry of the host's `/`, recreated in the proxy's root.
+#[derive(Debug)]
+enum RootEntryKind {
+    /// A directory: bound recursively from the host.
+    Dir,
+    /// A regular file: bound from the host.
+    File,
+    /// A symlink: recreated with this target.
+    Symlink(std::ffi::CString),
+}
+
+#[derive(Debug)]
+struct RootEntry {
+    /// The name in `/` (no slash).
+    name: std::ffi::CString,
+    /// `/NAME`, the host object to bind.
+    path: std::ffi::CString,
+    kind: RootEntryKind,
+}
+
+/// Everything the proxy's child needs to build its own root, prepared
+/// before fork so that the child only makes raw, async-signal-safe calls:
+/// the host's `/` seen through binds and symlinks, plus a read-only
+/// `/.flatpak-info` with the instance's info. Services behind the bus read
+/// `/proc/PID/root/.flatpak-info` of the sender, and the sender they see is
+/// the proxy: this file is what names the app to them (Flatpak runs
+/// xdg-dbus-proxy inside a bwrap for the same reason).
+#[derive(Debug)]
+struct ProxyRoot {
+    entries: Vec<RootEntry>,
+    /// One slot per entry for the detached tree cloned in the child.
+    trees: Vec<libc::c_int>,
+    info: Vec<u8>,
+    /// `Some((uid_map, gid_map))`: also a new user namespace mapping our ids
+    /// 1:1 (not root: an unprivileged mount namespace needs one).
+    id_maps: Option<(Vec<u8>, Vec<u8>)>,
+    /// The directory to return to after the pivot (the proxy's command line
+    /// may name a relative program).
+    cwd: Option<std::ffi::CString>,
+}
+
+impl ProxyRoot {
+    fn prepare(info: &[u8]) -> std::io::Result<ProxyRoot> {
+        use std::os::unix::ffi::OsStrExt;
+        let cstring = |b: &[u8]| {
+            std::ffi::CString::new(b)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir("/")? {
+            let e = e?;
+            let name = e.file_name();
+            // Our own identity file is the one shown, never the host's.
+            if name == ".flatpak-info" {
+                continue;
+            }
+            let path = Path::new("/").join(&name);
+            let ft = std::fs::symlink_metadata(&path)?.file_type();
+            let kind = if ft.is_symlink() {
+                RootEntryKind::Symlink(cstring(std::fs::read_link(&path)?.as_os_str().as_bytes())?)
+            } else if ft.is_dir() {
+                RootEntryKind::Dir
+            } else if ft.is_file() {
+                RootEntryKind::File
+            } else {
+                continue;
+            };
+            entries.push(RootEntry {
+                name: cstring(name.as_bytes())?,
+                path: cstring(path.as_os_str().as_bytes())?,
+                kind,
+            });
+        }
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let id_maps = (!nix::unistd::geteuid().is_root()).then(|| {
+            (
+                format!("{uid} {uid} 1\n").into_bytes(),
+                format!("{gid} {gid} 1\n").into_bytes(),
+            )
+        });
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|d| cstring(d.as_os_str().as_bytes()).ok());
+        Ok(ProxyRoot {
+            trees: vec![-1; entries.len()],
+            entries,
+            info: info.to_vec(),
+            id_maps,
+            cwd,
+        })
+    }
+}
+
+/// In the forked child: writes `porthole: D-Bus proxy: STEP: errno N` to
+/// stderr and exits 127, so the launcher sees the proxy fail (EOF on the
+/// sync pipe) instead of a proxy running without its identity.
+///
+/// # Safety
+/// Only for the child of `start`; async-signal-safe (no allocation).
+unsafe fn child_fail(step: &[u8]) -> ! {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut buf = [0u8; 192];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < buf.len() - 1 {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    };
+    put(b"porthole: D-Bus proxy: ");
+    put(step);
+    put(b": errno ");
+    let mut digits = [0u8; 12];
+    let mut d = digits.len();
+    let mut v = errno.unsigned_abs();
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    put(&digits[d..]);
+    buf[n] = b'\n';
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf[..=n]` is
+    // initialised and lives for the call.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n + 1);
+        libc::_exit(127)
+    }
+}
+
+/// In the forked child: writes `data` to the file at `path`; false on error.
+///
+/// # Safety
+/// Async-signal-safe: open/write/close only.
+unsafe fn child_write(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    // SAFETY: `path` is NUL-terminated and `data` valid for the calls; the
+    // descriptor is ours and closed before returning.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let ok = libc::write(fd, data.as_ptr().cast(), data.len()) == data.len() as isize;
+        libc::close(fd);
+        ok
+    }
+}
+
+/// In the forked child: new namespaces and a root of our own (see
+/// [`ProxyRoot`]), pivoted into; returns only when all of it is in place.
+///
+/// # Safety
+/// Only in the child of `start`, after fork: raw, async-signal-safe libc
+/// calls on data prepared before fork (`root.trees` is written by index,
+/// never grown).
+unsafe fn child_enter_root(root: &mut ProxyRoot) {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    // SAFETY: every pointer passed is a NUL-terminated CString
+    // or a byte slice prepared before fork, or a C string literal, all alive
+    // until execv; every descriptor is one this function just created. None
+    // of these calls allocates or takes a lock.
+    unsafe {
+        let flags = if root.id_maps.is_some() {
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+        } else {
+            libc::CLONE_NEWNS
+        };
+        if libc::unshare(flags) != 0 {
+            child_fail(b"unshare");
+        }
+        if let Some((uid_map, gid_map)) = &root.id_maps {
+            // An unprivileged process may map only its own ids, and its gid
+            // only after denying setgroups(2) (user_namespaces(7)).
+            if !child_write(c"/proc/self/setgroups", b"deny") {
+                child_fail(b"write /proc/self/setgroups");
+            }
+            if !child_write(c"/proc/self/uid_map", uid_map) {
+                child_fail(b"write /proc/self/uid_map");
+            }
+            if !child_write(c"/proc/self/gid_map", gid_map) {
+                child_fail(b"write /proc/self/gid_map");
+            }
+        }
+        // Nothing mounted from here on propagates back to the host.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) != 0
+        {
+            child_fail(b"mount(MS_REC|MS_SLAVE) /");
+        }
+        // Detached copies of the host's trees, taken before our root covers
+        // /tmp: like `mount --rbind`, submounts included.
+        for (entry, slot) in root.entries.iter().zip(root.trees.iter_mut()) {
+            if matches!(entry.kind, RootEntryKind::Symlink(_)) {
+                continue;
+            }
+            let fd = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                entry.path.as_ptr(),
+                OPEN_TREE_CLONE
+                    | libc::O_CLOEXEC as libc::c_uint
+                    | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+            );
+            if fd < 0 {
+                child_fail(entry.path.as_bytes());
+            }
+            *slot = fd as libc::c_int;
+        }
+        // The new root: a tmpfs, attached over /tmp of this namespace.
+        let fsfd = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint);
+        if fsfd < 0 {
+            child_fail(b"fsopen tmpfs");
+        }
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd,
+            FSCONFIG_SET_STRING,
+            c"mode".as_ptr(),
+            c"0755".as_ptr(),
+            0,
+        ) < 0
+            || libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd,
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            ) < 0
+        {
+            child_fail(b"fsconfig tmpfs");
+        }
+        let rootfd = libc::syscall(
+            libc::SYS_fsmount,
+            fsfd,
+            1 as libc::c_uint,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        );
+        if rootfd < 0 {
+            child_fail(b"fsmount tmpfs");
+        }
+        let rootfd = rootfd as libc::c_int;
+        libc::close(fsfd as libc::c_int);
+        if libc::syscall(
+            libc::SYS_move_mount,
+            rootfd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c"/tmp".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            child_fail(b"move_mount new root /tmp");
+        }
+        for (entry, &tree) in root.entries.iter().zip(root.trees.iter()) {
+            match &entry.kind {
+                RootEntryKind::Symlink(target) => {
+                    if libc::symlinkat(target.as_ptr(), rootfd, entry.name.as_ptr()) != 0 {
+                        child_fail(entry.path.as_bytes());
+                    }
+                    continue;
+                }
+                RootEntryKind::Dir => {
+                    if libc::mkdirat(rootfd, entry.name.as_ptr(), 0o755) != 0 {
+                        child_fail(entry.path.as_bytes());
+                    }
+                }
+                RootEntryKind::File => {
+                    let fd = libc::openat(
+                        rootfd,
+                        entry.name.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                        0o444,
+                    );
+                    if fd < 0 {
+                        child_fail(entry.path.as_bytes());
+                    }
+                    libc::close(fd);
+                }
+            }
+            if libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                c"".as_ptr(),
+                rootfd,
+                entry.name.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) < 0
+            {
+                child_fail(entry.path.as_bytes());
+            }
+            libc::close(tree);
+        }
+        // The instance's identity, the same bytes as the sandbox's.
+        let fd = libc::openat(
+            rootfd,
+            c".flatpak-info".as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o444,
+        );
+        if fd < 0 {
+            child_fail(b"create /.flatpak-info");
+        }
+        let mut rest: &[u8] = &root.info;
+        while !rest.is_empty() {
+            let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                child_fail(b"write /.flatpak-info");
+            }
+            rest = &rest[n as usize..];
+        }
+        libc::close(fd);
+        // The root tmpfs itself (not the binds on it) becomes read-only.
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            rootfd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) < 0
+        {
+            child_fail(b"mount_setattr(MOUNT_ATTR_RDONLY) new root");
+        }
+        // pivot_root(2)'s "new_root and put_old may be the same" idiom.
+        if libc::fchdir(rootfd) != 0 {
+            child_fail(b"fchdir new root");
+        }
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
+            child_fail(b"pivot_root");
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
+            child_fail(b"umount2(MNT_DETACH) old root");
+        }
+        libc::close(rootfd);
+        // Back where the launcher was (every host path is still there), else /.
+        let back = root
+            .cwd
+            .as_ref()
+            .is_some_and(|d| libc::chdir(d.as_ptr()) == 0);
+        if !back && libc::chdir(c"/".as_ptr()) != 0 {
+            child_fail(b"chdir /");
+        }
+    }
+}
+
 /// Starts the proxy. Returns at once, without waiting for its `execve`
 /// (fork, not posix_spawn, whose vfork semantics would keep the launch
 /// waiting for the exec): the caller reads the ready byte from
 /// [`Proxy::sync_fd`] when it needs the sockets, and an exec failure shows
 /// there as EOF.
-pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
+///
+/// The proxy runs in a mount namespace of its own (and a user namespace
+/// when we are not root) whose root shows the host's `/` unchanged plus a
+/// read-only `/.flatpak-info` holding `info`, the instance's info: the bus
+/// reports the proxy as the sender of the app's messages, and services
+/// identify the app from that file (see [`ProxyRoot`]).
+pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
     let io = |op: &'static str| {
         let path = plan.program.clone();
         move |source: std::io::Error| BusError::Io { op, path, source }
     };
     let args = args_fd(&plan.args()).map_err(io("memfd for"))?;
+    let mut root = ProxyRoot::prepare(info).map_err(io("list / for the root of"))?;
     let (sync_r, sync_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe for")(e.into()))?;
     let null = std::fs::File::options()
@@ -286,7 +673,8 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
     let parent = nix::unistd::getpid().as_raw();
     let (args_raw, sync_raw, null_raw) = (args.as_raw_fd(), sync_w.as_raw_fd(), null.as_raw_fd());
     // SAFETY: the child calls only async-signal-safe functions (prctl,
-    // getppid, fcntl, dup2, execv, write, _exit) on data prepared above, so fork is
+    // getppid, unshare, open/write/close, the mount syscalls, pivot_root,
+    // chdir, fcntl, dup2, execv, write, _exit) on data prepared above, so fork is
     // sound even if the process had other threads.
     let pid = match unsafe { nix::unistd::fork() } {
         Err(e) => return Err(io("fork for")(e.into())),
@@ -300,6 +688,7 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
             {
                 libc::_exit(1);
             }
+            child_enter_root(&mut root);
             for fd in [args_raw, sync_raw] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     libc::_exit(1);
@@ -328,6 +717,7 @@ pub fn start(plan: &ProxyPlan) -> Result<Proxy, BusError> {
     drop(sync_w);
     drop(args);
     drop(null);
+    drop(root);
     Ok(Proxy { pid, sync: sync_r })
 }
 

@@ -1072,8 +1072,9 @@ async fn pipelined_calls_from_one_client_apply_in_order() {
 
 /// The history records the caller's app id as `porthole-identity` resolves
 /// it from the sender's process: here `gdbus` runs in a bubblewrap sandbox
-/// whose root holds a `.flatpak-info` naming the app. (Behind our proxy the
-/// bus reports the proxy's process, a host process; see the issue notes.)
+/// whose root holds a `.flatpak-info` naming the app, independently of our
+/// launcher (whose proxy path is covered by
+/// `a_write_through_the_proxy_is_recorded_with_the_sandboxed_app_id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_names_the_sandboxed_caller() {
     if !std::path::Path::new("/usr/bin/bwrap").exists() {
@@ -1226,6 +1227,40 @@ async fn an_idle_service_never_wakes_up() {
     );
 }
 
+/// True (after saying so) when not root: the tests running `porthole run`
+/// here are root only; the launcher's own tests cover the unprivileged user.
+fn skip_unless_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    let skip = unsafe { libc::geteuid() } != 0;
+    if skip {
+        eprintln!("skipped: needs root (the launcher's own tests cover the unprivileged user)");
+    }
+    skip
+}
+
+/// Runs `permctl ARGS` inside `porthole run APP_ID`, with the store's name
+/// granted or not. Without a bus permctl falls back to a database in the
+/// app's data directory, which outlives the test: tests that write use an
+/// app id of their own.
+fn permctl_in_sandbox(
+    bus: &Bus,
+    app_id: &str,
+    grant: bool,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let bins = porthole_tests::bin_dir();
+    let mut cmd = bus.command(bin("porthole"));
+    cmd.arg("run")
+        .arg(format!("--filesystem={}:ro", bins.display()));
+    if grant {
+        cmd.arg(format!("--talk-name={BUS_NAME}"));
+    }
+    cmd.args([app_id, "--"])
+        .arg(bins.join("permctl"))
+        .args(args);
+    run_with_timeout(&mut cmd, Duration::from_secs(60))
+}
+
 /// A zbus client (permctl) inside `porthole run` reaches the store through
 /// the instance's filtering proxy only when the store's name is granted:
 /// by default a sandbox sees only org.freedesktop.portal.*, and permctl,
@@ -1233,8 +1268,7 @@ async fn an_idle_service_never_wakes_up() {
 /// data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (the launcher's own tests cover the unprivileged user)");
+    if skip_unless_root() {
         return;
     }
     let bus = Bus::start();
@@ -1244,18 +1278,8 @@ async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
     ps.set_permission("devices", true, "camera", "org.example.App", &["yes"])
         .await
         .unwrap();
-    let bins = porthole_tests::bin_dir();
     let run = |grant: bool| {
-        let mut cmd = bus.command(bin("porthole"));
-        cmd.arg("run")
-            .arg(format!("--filesystem={}:ro", bins.display()));
-        if grant {
-            cmd.arg(format!("--talk-name={BUS_NAME}"));
-        }
-        cmd.args(["org.example.Sandboxed", "--"])
-            .arg(bins.join("permctl"))
-            .args(["tables", "--json"]);
-        run_with_timeout(&mut cmd, Duration::from_secs(60))
+        permctl_in_sandbox(&bus, "org.example.Sandboxed", grant, &["tables", "--json"])
     };
     let (status, out, err) = run(true);
     assert!(status.success(), "{out}{err}");
@@ -1272,5 +1296,44 @@ async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
     assert!(
         tables.iter().all(|t| t["table"] != "devices"),
         "not granted, yet the host store answered: {out}; stderr {err}"
+    );
+}
+
+/// A write from inside `porthole run` is recorded with the sandbox's app
+/// id: the bus reports the filtering proxy as the sender, and the proxy's
+/// root carries the instance's `/.flatpak-info`, so the store identifies
+/// the app and not a host process ("").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_proxy_is_recorded_with_the_sandboxed_app_id() {
+    if skip_unless_root() {
+        return;
+    }
+    let bus = Bus::start();
+    let _store = start_store(&bus).await;
+    let (status, out, err) = permctl_in_sandbox(
+        &bus,
+        "org.example.SandboxedWriter",
+        true,
+        &["grant", "t", "i", "org.example.X", "yes"],
+    );
+    assert!(status.success(), "{out}{err}");
+    let conn = bus.connection().await;
+    let ours = PortholeStoreProxy::new(&conn).await.unwrap();
+    let records = ours
+        .history(std::collections::HashMap::new())
+        .await
+        .unwrap();
+    let callers: Vec<&str> = records
+        .iter()
+        .map(|r| <&str>::try_from(&r["caller"]).unwrap())
+        .collect();
+    assert_eq!(callers, ["org.example.SandboxedWriter"], "{records:?}");
+    // And the write reached the host's store, not a database of the app's.
+    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let (perms, _) = ps.lookup("t", "i").await.unwrap();
+    assert_eq!(
+        perms.get("org.example.X").map(Vec::as_slice),
+        Some(&["yes".to_string()][..]),
+        "{perms:?}"
     );
 }

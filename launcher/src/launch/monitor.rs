@@ -98,7 +98,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     let mut proxy = None;
     if let Some(plan) = p.bus.clone() {
         early_dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
-        match bus::start(&plan) {
+        match bus::start(&plan, p.info.as_bytes()) {
             Ok(px) => {
                 tracing::debug!(pid = px.pid().as_raw(), "D-Bus proxy started");
                 proxy = Some(px);
