@@ -694,3 +694,122 @@ fn gdbus_libdbus_and_sd_bus_clients_work_inside_as_user() {
         client_libraries(Who::User);
     }
 }
+
+/// The system bus: proxied only when a system name is granted, and then
+/// filtered like the session bus. A second private dbus-daemon stands in
+/// for the host's system bus (`DBUS_SYSTEM_BUS_ADDRESS`); inside, `gdbus
+/// --system` finds it at /run/dbus/system_bus_socket. Checked through our
+/// proxy and through xdg-dbus-proxy, which must agree.
+fn system_bus(who: Who) {
+    const SYS_GRANTED: &str = "org.example.SystemGranted";
+    const SYS_HIDDEN: &str = "org.example.SystemHidden";
+    let session = Bus::start(who, "sys-session");
+    let system = Bus::start(who, "sys-system");
+    let (_service, service_rx) = serve(who, &system, &[SYS_GRANTED, SYS_HIDDEN]);
+    let rt = runtime_dir(who, "dbus-system");
+    let script = format!(
+        "test -S /run/dbus/system_bus_socket; echo socket=$?; \
+         gdbus call --system --dest {SYS_GRANTED} --object-path / --method org.freedesktop.DBus.Peer.Ping >/dev/null 2>&1; echo granted=$?; \
+         e=$(gdbus call --system --dest {SYS_HIDDEN} --object-path / --method org.freedesktop.DBus.Peer.Ping 2>&1 | grep -o 'org.freedesktop.DBus.Error.[A-Za-z]*' | head -n1); echo hidden=$e; \
+         o=$(gdbus call --system --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus --method org.freedesktop.DBus.NameHasOwner {SYS_HIDDEN}); echo visible=$o"
+    );
+    let l = who.label();
+    let ours = our_proxy()
+        .expect("checked by the caller")
+        .display()
+        .to_string();
+    let mut proxies = vec![ours];
+    if Path::new("/usr/bin/xdg-dbus-proxy").exists() {
+        proxies.push("/usr/bin/xdg-dbus-proxy".to_owned());
+    }
+    for proxy in &proxies {
+        let env = [
+            ("DBUS_SESSION_BUS_ADDRESS", session.address.as_str()),
+            ("DBUS_SYSTEM_BUS_ADDRESS", system.address.as_str()),
+            ("PORTHOLE_DBUS_PROXY", proxy.as_str()),
+        ];
+        // Granted one system name: that one answers, the other is unknown
+        // and invisible.
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &[
+                    "run",
+                    &format!("--system-talk-name={SYS_GRANTED}"),
+                    APP_ID,
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    &script,
+                ],
+                &env,
+            ),
+            Stdio::null(),
+            60,
+        );
+        let got = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            got,
+            "socket=0 granted=0 hidden=org.freedesktop.DBus.Error.ServiceUnknown visible=(false,)",
+            "[{l}] through {proxy}; stderr {}",
+            out.stderr
+        );
+        // No system name granted: no system bus inside at all.
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &[
+                    "run",
+                    APP_ID,
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "test -e /run/dbus/system_bus_socket; echo socket=$?",
+                ],
+                &env,
+            ),
+            Stdio::null(),
+            60,
+        );
+        assert_eq!(
+            out.stdout.trim(),
+            "socket=1",
+            "[{l}] through {proxy}; stderr {}",
+            out.stderr
+        );
+    }
+    // Only calls to the granted name reached the service: one Ping per
+    // proxy (gdbus introspects before it calls).
+    let mut seen = Vec::new();
+    while let Ok(line) = service_rx.recv_timeout(Duration::from_millis(500)) {
+        seen.push(line);
+    }
+    let calls: Vec<&String> = seen.iter().filter(|l| l.contains("SERVE.call")).collect();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.contains(&format!("\"destination\":\"{SYS_GRANTED}\""))),
+        "[{l}] {calls:?}"
+    );
+    let pings = calls
+        .iter()
+        .filter(|c| c.contains("\"member\":\"Ping\""))
+        .count();
+    assert_eq!(pings, proxies.len(), "[{l}] {seen:?}");
+}
+
+#[test]
+fn the_system_bus_is_proxied_only_when_granted_as_root() {
+    if !skip_clients(Who::Root) {
+        system_bus(Who::Root);
+    }
+}
+
+#[test]
+fn the_system_bus_is_proxied_only_when_granted_as_user() {
+    if !skip_clients(Who::User) {
+        system_bus(Who::User);
+    }
+}
