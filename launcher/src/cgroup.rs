@@ -10,8 +10,10 @@
 //! no limits, the instance still gets a v2 cgroup when one can be created,
 //! for grouping; when that is impossible we say so at info level and go on.
 //!
-//! (A systemd --user scope would be the first choice where user systemd
-//! runs; it does not here, so that path is not implemented yet.)
+//! Where a systemd user manager runs, the unified hierarchy is its own: the
+//! instance then gets a transient scope from it ([`crate::systemd`]) and
+//! only v1 hierarchies get directories from us
+//! ([`InstanceCgroup::create_beside_scope`]).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -294,9 +296,32 @@ impl InstanceCgroup {
     /// Creates the instance's cgroup(s) and writes the limits. `Ok(None)`
     /// when there are no limits and no cgroup can be created.
     pub fn create(uid: u32, id: &str, limits: &Limits) -> Result<Option<Self>, CgroupError> {
+        Self::create_inner(uid, id, limits, false).map(|(cg, _)| cg)
+    }
+
+    /// As [`InstanceCgroup::create`] for an instance that a systemd scope
+    /// will hold (see [`crate::systemd`]): the unified hierarchy belongs to
+    /// systemd, so nothing is created there. Limits whose controller lives
+    /// in it are returned for the scope to carry; the others get
+    /// directories in their v1 hierarchies as usual.
+    pub fn create_beside_scope(
+        uid: u32,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<(Option<Self>, Limits), CgroupError> {
+        Self::create_inner(uid, id, limits, true)
+    }
+
+    fn create_inner(
+        uid: u32,
+        id: &str,
+        limits: &Limits,
+        scope: bool,
+    ) -> Result<(Option<Self>, Limits), CgroupError> {
         let (hs, own) = host_state(limits);
         let name = format!("porthole-{id}");
         let mut cg = InstanceCgroup { dirs: Vec::new() };
+        let mut for_scope = Limits::default();
         let result = (|| {
             for (controller, limit) in [("pids", limits.pids_max), ("memory", limits.memory_max)] {
                 let Some(limit) = limit else {
@@ -304,6 +329,13 @@ impl InstanceCgroup {
                 };
                 let (h, own_dir) =
                     locate(&hs, &own, controller).ok_or(CgroupError::NoController(controller))?;
+                if scope && h.v2 {
+                    match controller {
+                        "pids" => for_scope.pids_max = Some(limit),
+                        _ => for_scope.memory_max = Some(limit),
+                    }
+                    continue;
+                }
                 let dir = match cg.dirs.iter().find(|d| d.path.starts_with(&h.mount)) {
                     Some(d) => d.path.clone(),
                     None => {
@@ -340,7 +372,7 @@ impl InstanceCgroup {
             let _ = cg.remove_now();
             return Err(e);
         }
-        if cg.dirs.is_empty() {
+        if cg.dirs.is_empty() && !scope {
             // No limits: a v2 cgroup for grouping, when we may create one.
             if let Some(h) = hs.iter().find(|h| h.v2)
                 && let Some(cur) = current_path(&own, h)
@@ -354,7 +386,7 @@ impl InstanceCgroup {
                 }
             }
         }
-        Ok((!cg.dirs.is_empty()).then_some(cg))
+        Ok(((!cg.dirs.is_empty()).then_some(cg), for_scope))
     }
 
     /// An fd of the v2 directory, for `clone3(CLONE_INTO_CGROUP)`: the child

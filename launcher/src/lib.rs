@@ -27,6 +27,7 @@ pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
+pub mod systemd;
 pub mod wayland;
 
 pub use launch::{LaunchError, Prepared, RunRequest};

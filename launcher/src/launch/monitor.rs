@@ -138,16 +138,26 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         op: "sigprocmask",
         source: e.into(),
     })?;
+    // Where a systemd user manager runs, the instance gets a transient
+    // scope from it (asked for once the sandbox's pid is known, below) and
+    // we create directories only in v1 hierarchies.
+    let runtime_dir = p.instances_dir.parent().and_then(Path::parent);
+    let scope_dir = runtime_dir.filter(|d| crate::systemd::available(d));
     // Limits that cannot be enforced are said clearly; the launch goes on.
-    let mut cgroup = match cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &p.limits) {
-        Ok(cg) => cg,
+    let created = match scope_dir {
+        Some(_) => cgroup::InstanceCgroup::create_beside_scope(p.uid, &p.instance_id, &p.limits),
+        None => cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &p.limits)
+            .map(|cg| (cg, cgroup::Limits::default())),
+    };
+    let (mut cgroup, scope_limits) = match created {
+        Ok(c) => c,
         Err(e) => {
             if p.limits.is_empty() {
                 tracing::info!(error = %e, "no cgroup for this instance; continuing without");
             } else {
                 eprintln!("porthole: warning: --memory-max/--pids-max cannot be enforced: {e}");
             }
-            None
+            (None, cgroup::Limits::default())
         }
     };
     trace_stage(p.trace, "cgroup created, cloning");
@@ -181,9 +191,10 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // The sandbox waits for "go" only when it still has to be moved into a
     // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs
     // scheduling latency on a busy machine.
-    let child_waits = cgroup
-        .as_ref()
-        .is_some_and(|c| c.needs_move(born_in_cgroup));
+    let child_waits = scope_dir.is_some()
+        || cgroup
+            .as_ref()
+            .is_some_and(|c| c.needs_move(born_in_cgroup));
     let child = match forked {
         Forked::Child => {
             drop(go_wr);
@@ -203,6 +214,21 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     };
     drop(go_rd);
     drop(ready_wr);
+    // The manager creates the scope while the sandbox assembles its root.
+    let unit = crate::systemd::unit_name(p.app_id.as_str(), &p.instance_id);
+    let description = format!("porthole sandbox of {}", p.app_id.as_str());
+    let pending_scope = scope_dir.map(|d| {
+        crate::systemd::request_scope(
+            d,
+            &crate::systemd::ScopeRequest {
+                unit: &unit,
+                description: &description,
+                pid: child.as_raw() as u32,
+                memory_max: scope_limits.memory_max,
+                tasks_max: scope_limits.pids_max,
+            },
+        )
+    });
     // While the sandbox assembles its root (on the other core), record the
     // instance and create its cgroup; the sandbox waits for "go" before
     // anything of the app runs.
@@ -232,6 +258,17 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         );
         if let Some(cg) = cgroup.take() {
             let _ = cg.remove();
+        }
+    }
+    if let Some(pending) = pending_scope {
+        match pending.and_then(crate::systemd::PendingScope::wait) {
+            Ok(()) => tracing::debug!(unit, "in its systemd scope"),
+            Err(e) if scope_limits.is_empty() => {
+                tracing::info!(error = %e, "no systemd scope for this instance; continuing without")
+            }
+            Err(e) => eprintln!(
+                "porthole: warning: --memory-max/--pids-max cannot be enforced: no systemd scope: {e}"
+            ),
         }
     }
     if child_waits {
