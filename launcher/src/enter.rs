@@ -164,7 +164,6 @@ fn ns_differs(pid: i32, name: &str) -> bool {
 pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
     let filters = Filters::builtin();
     let init_fd = pidfd(r)?;
-    let (target, fd) = join_target(r, &init_fd)?;
     // Join the instance's cgroup(s) first, while the host's /sys is visible.
     // A command that cannot join would run outside the instance's limits:
     // refuse instead.
@@ -178,21 +177,38 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
             source,
         })?;
     }
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    for (name, flag) in [
-        ("net", libc::CLONE_NEWNET),
-        ("cgroup", libc::CLONE_NEWCGROUP),
-    ] {
-        if ns_differs(target, name) {
-            flags |= flag;
+    // Between pid 1's fork and the app's exec, the app's process inherits
+    // pid 1's "not dumpable", and setns needs ptrace read access to its
+    // target: an enter right after start-up gets EPERM for a moment (seen
+    // under load in CI). Retrying with a fresh target rides that out; a
+    // lasting EPERM is reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let (target, fd) = join_target(r, &init_fd)?;
+        let mut flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        for (name, flag) in [
+            ("net", libc::CLONE_NEWNET),
+            ("cgroup", libc::CLONE_NEWCGROUP),
+        ] {
+            if ns_differs(target, name) {
+                flags |= flag;
+            }
+        }
+        match namespace::join(fd.as_fd(), flags) {
+            Ok(()) => break,
+            Err(namespace::NamespaceError::Join { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    namespace::join(fd.as_fd(), flags)?;
-    drop(fd);
     drop(init_fd);
     let old_mask = init::block_signals().map_err(|e| EnterError::Io {
         op: "sigprocmask",

@@ -25,23 +25,9 @@ const GRANTED: &str = "org.example.Granted";
 const PORTAL: &str = "org.freedesktop.portal.Desktop";
 const SECRETS: &str = "org.freedesktop.secrets";
 
-/// `program` run as `who` (setpriv for the test user), in its own process
-/// group, with a clean environment.
-fn as_who(who: Who, program: &Path) -> Command {
-    let mut c = match who {
-        Who::Root => Command::new(program),
-        Who::User => {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args([
-                &format!("--reuid={TEST_USER}"),
-                &format!("--regid={TEST_USER}"),
-                "--init-groups",
-                "--",
-            ]);
-            c.arg(program);
-            c
-        }
-    };
+/// `program` as `who`, with a clean environment, in its own process group.
+fn clean_as_who(who: Who, program: &Path) -> Command {
+    let mut c = as_who(who, program);
     c.env_clear();
     c.env("PATH", "/usr/bin:/bin");
     c.current_dir("/");
@@ -90,18 +76,6 @@ fn skip_dbus(test: &str, who: Who) -> bool {
     false
 }
 
-/// A kill-on-drop child (by its pid, with its process group).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.0.id() as i32;
-        // SAFETY: signalling the process group this test created.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
 /// A private session bus owned by `who`.
 struct Bus {
     _daemon: Proc,
@@ -142,7 +116,7 @@ impl Bus {
                 nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).unwrap();
             }
         }
-        let mut cmd = as_who(who, Path::new("/usr/bin/dbus-daemon"));
+        let mut cmd = clean_as_who(who, Path::new("/usr/bin/dbus-daemon"));
         cmd.arg(format!("--config-file={}", conf.display()))
             .arg("--nofork")
             .arg("--print-address")
@@ -197,7 +171,7 @@ fn until(rx: &Receiver<String>, seen: &mut Vec<String>, id: &str, secs: u64) -> 
 
 /// The harness's stand-in service: the probe, on the host, owning `names`.
 fn serve(who: Who, bus: &Bus, names: &[&str]) -> (Proc, Receiver<String>) {
-    let mut cmd = as_who(who, &stage().probe);
+    let mut cmd = clean_as_who(who, &stage().probe);
     cmd.arg("dbus-serve")
         .args(names)
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
@@ -220,7 +194,7 @@ fn serve(who: Who, bus: &Bus, names: &[&str]) -> (Proc, Receiver<String>) {
 
 /// Asks the host bus whether `name` has an owner.
 fn has_owner(who: Who, bus: &Bus, name: &str) -> String {
-    let mut cmd = as_who(who, &stage().probe);
+    let mut cmd = clean_as_who(who, &stage().probe);
     cmd.args(["dbus-has-owner", name])
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
     let out = run(cmd, Stdio::null(), 10);

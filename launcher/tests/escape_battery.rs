@@ -336,21 +336,7 @@ fn probe_run(
 /// P09: kill(-1, SIGKILL) inside reaches no host process; kill(pid, 0)
 /// answers only for sandbox pids.
 fn kill_all(who: Who) {
-    let mut sentinel = match who {
-        Who::Root => std::process::Command::new("sleep"),
-        Who::User => {
-            let mut c = std::process::Command::new("/usr/bin/setpriv");
-            c.args([
-                &format!("--reuid={TEST_USER}"),
-                &format!("--regid={TEST_USER}"),
-                "--init-groups",
-                "--",
-                "sleep",
-            ]);
-            c
-        }
-    };
-    let mut sentinel = sentinel.arg("600").spawn().unwrap();
+    let mut sentinel = as_who(who, "sleep").arg("600").spawn().unwrap();
     let spid = sentinel.id() as i32;
     std::thread::sleep(std::time::Duration::from_millis(50));
     let (out, m) = probe_run(who, "killall", &[], &["kill-all"], &[]);
@@ -632,20 +618,7 @@ fn p16_network_as_user() {
 /// not.
 fn setuid(who: Who) {
     let suid = stage().app_dir.join("bin/suid-probe");
-    let host = match who {
-        Who::Root => std::process::Command::new(&suid).arg("euid").output(),
-        Who::User => std::process::Command::new("/usr/bin/setpriv")
-            .args([
-                &format!("--reuid={TEST_USER}"),
-                &format!("--regid={TEST_USER}"),
-                "--init-groups",
-                "--",
-            ])
-            .arg(&suid)
-            .arg("euid")
-            .output(),
-    }
-    .unwrap();
+    let host = as_who(who, &suid).arg("euid").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&host.stdout).trim(),
         SUID_OWNER.to_string(),

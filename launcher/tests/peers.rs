@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use common::*;
 
@@ -17,23 +17,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn as_who(who: Who, program: &str) -> Command {
-    match who {
-        Who::Root => Command::new(program),
-        Who::User => {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args([
-                &format!("--reuid={TEST_USER}"),
-                &format!("--regid={TEST_USER}"),
-                "--init-groups",
-                "--",
-                program,
-            ]);
-            c
-        }
     }
 }
 

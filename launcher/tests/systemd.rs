@@ -12,24 +12,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 const SYSTEMD: &str = "/lib/systemd/systemd";
-
-/// Kills its process group and waits when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.0.id() as i32;
-        // SAFETY: signalling the process group this test created.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
 
 /// The unified hierarchy's mount: /sys/fs/cgroup on unified hosts,
 /// /sys/fs/cgroup/unified on hybrid ones such as this.
@@ -161,21 +149,7 @@ fn start_manager(who: Who, rt: &Path) -> Result<Manager, String> {
 
 /// `systemctl --user ARGS` against the manager at `rt`, as `who`.
 fn systemctl(who: Who, rt: &Path, args: &[&str]) -> String {
-    let mut c = match who {
-        Who::Root => Command::new("/usr/bin/systemctl"),
-        Who::User => {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args([
-                &format!("--reuid={TEST_USER}"),
-                &format!("--regid={TEST_USER}"),
-                "--init-groups",
-                "--",
-                "/usr/bin/systemctl",
-            ]);
-            c
-        }
-    };
-    let out = c
+    let out = as_who(who, "/usr/bin/systemctl")
         .arg("--user")
         .args(args)
         .env_clear()

@@ -195,10 +195,10 @@ pub fn home(who: Who) -> PathBuf {
 
 /// A `Command` running `porthole ARGS` as `who`, with a clean environment
 /// plus `extra_env` (used to plant hostile variables for P24).
-pub fn porthole(who: Who, rt: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-    let s = stage();
-    let mut cmd = match who {
-        Who::Root => Command::new(&s.porthole),
+/// A command that runs `program` as `who` (through setpriv for the user).
+pub fn as_who(who: Who, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match who {
+        Who::Root => Command::new(program),
         Who::User => {
             let mut c = Command::new("/usr/bin/setpriv");
             c.args([
@@ -207,10 +207,27 @@ pub fn porthole(who: Who, rt: &Path, args: &[&str], extra_env: &[(&str, &str)]) 
                 "--init-groups",
                 "--",
             ]);
-            c.arg(&s.porthole);
+            c.arg(program);
             c
         }
-    };
+    }
+}
+
+/// A child started in its own process group (`process_group(0)`), killed
+/// with that group and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        // SAFETY: signalling the process group this test created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+pub fn porthole(who: Who, rt: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = as_who(who, &stage().porthole);
     cmd.args(args);
     cmd.env_clear();
     cmd.env("PATH", "/usr/bin:/bin");
