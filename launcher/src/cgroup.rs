@@ -191,6 +191,15 @@ fn standard_v2_mount() -> Option<Hierarchy> {
     None
 }
 
+/// The unified-hierarchy directory that holds `pid` (such as its systemd
+/// scope), for `porthole enter` to join.
+pub fn v2_dir_of(pid: i32) -> Option<PathBuf> {
+    let h = standard_v2_mount()?;
+    let text = read_proc(&format!("/proc/{pid}/cgroup"), 1024);
+    let cur = current_path(&text, &h)?;
+    Some(h.mount.join(cur.strip_prefix("/").unwrap_or(&cur)))
+}
+
 /// The hierarchies to consider and our own `/proc/self/cgroup` text. With
 /// no limits only the v2 hierarchy matters (see [`standard_v2_mount`]).
 fn host_state(limits: &Limits) -> (Vec<Hierarchy>, String) {

@@ -186,6 +186,28 @@ fn scopes(who: Who, rt: &Path) -> Vec<String> {
     .collect()
 }
 
+/// Makes `cmd` move itself into the cgroup `dir` before it execs.
+fn start_in_cgroup(cmd: &mut Command, dir: &Path) {
+    let procs = std::ffi::CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: the hook only calls open/write/close (async-signal-safe) on
+    // a string made before fork; writing "0" moves the writer itself.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+}
+
 fn scope(who: Who) {
     let l = who.label();
     let rt = runtime_dir(who, "systemd");
@@ -227,25 +249,7 @@ fn scope(who: Who) {
     for p in [terminal.clone(), terminal.join("cgroup.procs")] {
         nix::unistd::chown(&p, Some(uid.into()), Some(gid.into())).unwrap();
     }
-    let procs = std::ffi::CString::new(
-        terminal
-            .join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
-    // SAFETY: the hook only calls open/write/close (async-signal-safe) on
-    // a string made before fork; writing "0" moves the writer itself.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
+    start_in_cgroup(&mut cmd, &terminal);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -292,6 +296,31 @@ fn scope(who: Who) {
             .is_ok_and(|info| info.contains(&format!("name={APP_ID}")))
     });
     assert!(sandboxed, "[{l}] scope {cg} holds {procs:?}");
+
+    // `porthole enter` joins the scope too: inside the instance's cgroup
+    // namespace (rooted at the scope) its command sees itself at the root.
+    let ps = run(
+        porthole(who, &rt, &["ps", "--json"], &[]),
+        Stdio::null(),
+        10,
+    );
+    let v: serde_json::Value = serde_json::from_str(&ps.stdout).unwrap_or_default();
+    let id = v[0]["instance"].as_str().unwrap_or_default().to_owned();
+    let mut enter = porthole(
+        who,
+        &rt,
+        &["enter", &id, "--", "/bin/cat", "/proc/self/cgroup"],
+        &[],
+    );
+    start_in_cgroup(&mut enter, &terminal);
+    let entered = run(enter, Stdio::null(), 10);
+    assert!(
+        entered.stdout.lines().any(|l| l == "0::/"),
+        "[{l}] enter {id}: {:?} {} {}",
+        entered.code,
+        entered.stdout,
+        entered.stderr
+    );
 
     // The app ends: porthole exits 0, said nothing, and the scope is gone.
     drop(app.0.stdin.take());

@@ -260,9 +260,13 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
             let _ = cg.remove();
         }
     }
+    let mut scope_cgroup = None;
     if let Some(pending) = pending_scope {
         match pending.and_then(crate::systemd::PendingScope::wait) {
-            Ok(()) => tracing::debug!(unit, "in its systemd scope"),
+            Ok(()) => {
+                tracing::debug!(unit, "in its systemd scope");
+                scope_cgroup = cgroup::v2_dir_of(child.as_raw());
+            }
             Err(e) if scope_limits.is_empty() => {
                 tracing::info!(error = %e, "no systemd scope for this instance; continuing without")
             }
@@ -307,7 +311,15 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         uid: p.uid,
         env: p.env.clone(),
         home: p.home.display().to_string(),
-        cgroups: cgroup.as_ref().map(|c| c.paths()).unwrap_or_default(),
+        // `enter` joins each of these: the scope's directory too, so an
+        // entered command is under the same limits.
+        cgroups: cgroup
+            .as_ref()
+            .map(|c| c.paths())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(scope_cgroup.map(|d| d.display().to_string()))
+            .collect(),
     };
     if let Err(e) = dir.write_record(&record) {
         cleanup.push(e.to_string());
