@@ -277,10 +277,7 @@ fn make_dir(
     for parent in [own_dir.to_path_buf(), delegated.clone()] {
         let dir = parent.join(name);
         match std::fs::create_dir(&dir) {
-            Ok(()) => {
-                sweep_stale(&parent);
-                return Ok(dir);
-            }
+            Ok(()) => return Ok(dir),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(dir),
             Err(e) => {
                 first.get_or_insert(e);
@@ -422,6 +419,18 @@ impl InstanceCgroup {
             write(&d.path.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// Removes empty `porthole-*` cgroups that monitors killed with SIGKILL
+    /// left beside ours (see [`sweep_stale`]). Housekeeping: the monitor
+    /// calls it after the clone, off the sandbox's start-up path (reading a
+    /// cgroup directory costs a 32 KiB buffer and a stat per entry).
+    pub fn sweep_stale_siblings(&self) {
+        for d in &self.dirs {
+            if let Some(parent) = d.path.parent() {
+                sweep_stale(parent);
+            }
+        }
     }
 
     pub fn paths(&self) -> Vec<String> {

@@ -155,10 +155,17 @@ impl InstanceDir {
 
 impl Drop for InstanceDir {
     fn drop(&mut self) {
-        // The files we wrote, then the directory; a full directory walk
-        // (opendir allocates 32 KiB) only when something else was left in it.
-        // "bus" and "system-bus": the D-Bus proxy's sockets.
-        for name in ["instance.json", "info", "bus", "system-bus"] {
+        // The files we wrote, then the directory; then the D-Bus proxy's
+        // sockets ("bus", "system-bus"), which exist only with a proxy; a
+        // full directory walk (opendir allocates 32 KiB) only when
+        // something else was left in it.
+        for name in ["instance.json", "info"] {
+            let _ = std::fs::remove_file(self.path.join(name));
+        }
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        for name in ["bus", "system-bus"] {
             let _ = std::fs::remove_file(self.path.join(name));
         }
         if std::fs::remove_dir(&self.path).is_ok() {

@@ -114,22 +114,21 @@ impl<'r> Dirs<'r> {
         let fd = match fd {
             Some(fd) => fd,
             None => {
+                // mkdir first: below the new root nearly every directory is
+                // new, and EEXIST costs no more than a failed open would
+                // (mkdirat(2) reports an existing name before any write or
+                // permission check, and never follows a symlink there; the
+                // open below then refuses one).
                 let dir = self.get(parent)?;
-                match mount::open_path(dir, Path::new(name)) {
-                    Ok(fd) => fd,
-                    Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {
-                        match nix::sys::stat::mkdirat(
-                            dir,
-                            name,
-                            nix::sys::stat::Mode::from_bits_truncate(0o755),
-                        ) {
-                            Ok(()) | Err(nix::Error::EEXIST) => {}
-                            Err(e) => return Err(nix_err("mkdir", dest)(e)),
-                        }
-                        mount::open_path(dir, Path::new(name))?
-                    }
-                    Err(e) => return Err(e.into()),
+                match nix::sys::stat::mkdirat(
+                    dir,
+                    name,
+                    nix::sys::stat::Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::Error::EEXIST) => {}
+                    Err(e) => return Err(nix_err("mkdir", dest)(e)),
                 }
+                mount::open_path(dir, Path::new(name))?
             }
         };
         self.held.push((dest.to_owned(), fd));
@@ -166,8 +165,10 @@ fn parent_and_name(dest: &Path) -> (&Path, &std::ffi::OsStr) {
     )
 }
 
-/// Creates an empty regular file to serve as a mount point; returns an
-/// `O_PATH` fd of it.
+/// Creates an empty regular file to serve as a mount point; returns the fd
+/// of that creation (a single name opened relative to a directory fd with
+/// O_NOFOLLOW names exactly the file made, so it serves as the target of
+/// `move_mount` without a second lookup).
 fn touch(dirs: &mut Dirs<'_>, dest: &Path) -> Result<OwnedFd, RootfsError> {
     let (parent, name) = parent_and_name(dest);
     let dir = dirs.get(parent)?;
@@ -180,7 +181,7 @@ fn touch(dirs: &mut Dirs<'_>, dest: &Path) -> Result<OwnedFd, RootfsError> {
             | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::from_bits_truncate(0o444),
     ) {
-        Ok(_fd) => Ok(mount::open_path(dir, Path::new(name))?),
+        Ok(fd) => Ok(fd),
         Err(e) => Err(nix_err("create mount point", dest)(e)),
     }
 }

@@ -83,12 +83,12 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     }
     trace_stage(p.trace, "execute");
     ensure_app_data(&p.home, &p.app_data, p.uid)?;
-    let instances = instance::instances_dir(
-        p.instances_dir
-            .parent()
-            .and_then(|d| d.parent())
-            .unwrap_or(Path::new("/nonexistent")),
-    )?;
+    let runtime = p
+        .instances_dir
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap_or(Path::new("/nonexistent"))
+        .to_owned();
     trace_stage(p.trace, "app data ready");
     // The D-Bus proxy starts first and comes up while the sandbox is
     // assembled; the sandbox waits for its ready byte only just before
@@ -97,6 +97,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     let mut early_dir = None;
     let mut proxy = None;
     if let Some(plan) = p.bus.clone() {
+        let instances = instance::instances_dir(&runtime)?;
         early_dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
         match bus::start(&plan, p.info.as_bytes()) {
             Ok(px) => {
@@ -234,7 +235,8 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // anything of the app runs.
     let created = match early_dir {
         Some(d) => Ok(d),
-        None => InstanceDir::create(&instances, &p.instance_id, &p.info),
+        None => instance::instances_dir(&runtime)
+            .and_then(|instances| InstanceDir::create(&instances, &p.instance_id, &p.info)),
     };
     let dir = match created {
         Ok(d) => d,
@@ -325,6 +327,10 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         cleanup.push(e.to_string());
     }
     trace_stage(p.trace, "recorded");
+    // Housekeeping while the app runs, off the start-up path.
+    if let Some(cg) = &cgroup {
+        cg.sweep_stale_siblings();
+    }
     let code = init::supervise(child, Reap::MainOnly);
     trace_stage(p.trace, "sandbox exited");
     // The proxy ends with its instance: killed now, reaped (on drop) after
