@@ -347,10 +347,8 @@ impl ProxyRoot {
 /// In the forked child: writes `porthole: D-Bus proxy: STEP: errno N` to
 /// stderr and exits 127, so the launcher sees the proxy fail (EOF on the
 /// sync pipe) instead of a proxy running without its identity.
-///
-/// # Safety
-/// Only for the child of `start`; async-signal-safe (no allocation).
-unsafe fn child_fail(step: &[u8]) -> ! {
+/// Async-signal-safe: no allocation, only write(2) and _exit(2).
+fn child_fail(step: &[u8]) -> ! {
     // SAFETY: __errno_location returns this thread's errno slot.
     let errno = unsafe { *libc::__errno_location() };
     let mut buf = [0u8; 192];
@@ -379,47 +377,143 @@ unsafe fn child_fail(step: &[u8]) -> ! {
     }
     put(&digits[d..]);
     buf[n] = b'\n';
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf[..=n]` is
-    // initialised and lives for the call.
+    // SAFETY: write(2) of the initialised `buf[..=n]`, then _exit(2).
     unsafe {
         libc::write(2, buf.as_ptr().cast(), n + 1);
         libc::_exit(127)
     }
 }
 
-/// In the forked child: writes `data` to the file at `path`; false on error.
-///
-/// # Safety
-/// Async-signal-safe: open/write/close only.
-unsafe fn child_write(path: &std::ffi::CStr, data: &[u8]) -> bool {
-    // SAFETY: `path` is NUL-terminated and `data` valid for the calls; the
-    // descriptor is ours and closed before returning.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
+// Thin wrappers of the syscalls the proxy's child makes between fork and
+// execv. Each is async-signal-safe (one raw syscall, no allocation, no
+// lock) and returns the kernel's answer; `child_enter_root` decides what a
+// failure means.
+
+/// Writes all of `data` to `fd`, retrying on EINTR and short writes.
+fn sys_write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: write(2) reads `data.len()` initialised bytes.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
             return false;
         }
-        let ok = libc::write(fd, data.as_ptr().cast(), data.len()) == data.len() as isize;
-        libc::close(fd);
-        ok
+        data = &data[n as usize..];
+    }
+    true
+}
+
+/// Writes `data` to the existing file at `path` (a /proc/self file).
+fn sys_write_file(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    // SAFETY: `path` is NUL-terminated; the descriptor is ours and closed.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let ok = sys_write_all(fd, data);
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    ok
+}
+
+/// Creates `name` in `dir` with O_EXCL, mode 0444; the new fd or -1.
+fn sys_create(dir: libc::c_int, name: &std::ffi::CStr) -> libc::c_int {
+    // SAFETY: openat(2) with a NUL-terminated name.
+    unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o444,
+        )
     }
 }
 
-/// In the forked child: new namespaces and a root of our own (see
-/// [`ProxyRoot`]), pivoted into; returns only when all of it is in place.
-///
-/// # Safety
-/// Only in the child of `start`, after fork: raw, async-signal-safe libc
-/// calls on data prepared before fork (`root.trees` is written by index,
-/// never grown).
-unsafe fn child_enter_root(root: &mut ProxyRoot) {
+/// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of `path`, symlinks not
+/// followed: a detached copy of the tree, like `mount --rbind`.
+fn sys_clone_tree(path: &std::ffi::CStr) -> libc::c_int {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: open_tree(2) with a NUL-terminated path; no memory written.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+        )
+    };
+    fd as libc::c_int
+}
+
+/// A new, detached tmpfs (mode 0755, nosuid, nodev); its mount fd or -1.
+fn sys_new_tmpfs() -> libc::c_int {
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
+    // SAFETY: fsopen/fsconfig/fsmount(2) with NUL-terminated literals or
+    // null pointers where the command takes none; every fd is ours.
+    unsafe {
+        let fsfd = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint);
+        if fsfd < 0 {
+            return -1;
+        }
+        let fsfd = fsfd as libc::c_int;
+        let configured = libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd,
+            FSCONFIG_SET_STRING,
+            c"mode".as_ptr(),
+            c"0755".as_ptr(),
+            0,
+        ) >= 0
+            && libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd,
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            ) >= 0;
+        let mnt = if configured {
+            libc::syscall(
+                libc::SYS_fsmount,
+                fsfd,
+                1 as libc::c_uint,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            ) as libc::c_int
+        } else {
+            -1
+        };
+        libc::close(fsfd);
+        mnt
+    }
+}
+
+/// Attaches the detached mount `tree` at `name` in `dir` (`dir` may be
+/// AT_FDCWD and `name` a path).
+fn sys_attach(tree: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr) -> bool {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: move_mount(2) with an empty and a NUL-terminated path.
+    unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            dir,
+            name.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) >= 0
+    }
+}
+
+/// Makes the mount `fd` itself (not the mounts on it) read-only.
+fn sys_make_read_only(fd: libc::c_int) -> bool {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -427,206 +521,168 @@ unsafe fn child_enter_root(root: &mut ProxyRoot) {
         propagation: u64,
         userns_fd: u64,
     }
-    // SAFETY: every pointer passed is a NUL-terminated CString
-    // or a byte slice prepared before fork, or a C string literal, all alive
-    // until execv; every descriptor is one this function just created. None
-    // of these calls allocates or takes a lock.
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) reads `attr`, which outlives the call.
     unsafe {
-        let flags = if root.id_maps.is_some() {
-            libc::CLONE_NEWUSER | libc::CLONE_NEWNS
-        } else {
-            libc::CLONE_NEWNS
-        };
-        if libc::unshare(flags) != 0 {
-            child_fail(b"unshare");
-        }
-        if let Some((uid_map, gid_map)) = &root.id_maps {
-            // An unprivileged process may map only its own ids, and its gid
-            // only after denying setgroups(2) (user_namespaces(7)).
-            if !child_write(c"/proc/self/setgroups", b"deny") {
-                child_fail(b"write /proc/self/setgroups");
-            }
-            if !child_write(c"/proc/self/uid_map", uid_map) {
-                child_fail(b"write /proc/self/uid_map");
-            }
-            if !child_write(c"/proc/self/gid_map", gid_map) {
-                child_fail(b"write /proc/self/gid_map");
-            }
-        }
-        // Nothing mounted from here on propagates back to the host.
-        if libc::mount(
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) >= 0
+    }
+}
+
+/// `mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL)`: nothing mounted from
+/// here on propagates back to the host.
+fn sys_make_slave() -> bool {
+    // SAFETY: mount(2) with a literal path and null pointers it accepts.
+    unsafe {
+        libc::mount(
             std::ptr::null(),
             c"/".as_ptr(),
             std::ptr::null(),
             libc::MS_REC | libc::MS_SLAVE,
             std::ptr::null(),
-        ) != 0
-        {
-            child_fail(b"mount(MS_REC|MS_SLAVE) /");
-        }
-        // Detached copies of the host's trees, taken before our root covers
-        // /tmp: like `mount --rbind`, submounts included.
-        for (entry, slot) in root.entries.iter().zip(root.trees.iter_mut()) {
-            if matches!(entry.kind, RootEntryKind::Symlink(_)) {
-                continue;
-            }
-            let fd = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                entry.path.as_ptr(),
-                OPEN_TREE_CLONE
-                    | libc::O_CLOEXEC as libc::c_uint
-                    | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
-            );
-            if fd < 0 {
-                child_fail(entry.path.as_bytes());
-            }
-            *slot = fd as libc::c_int;
-        }
-        // The new root: a tmpfs, attached over /tmp of this namespace.
-        let fsfd = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint);
-        if fsfd < 0 {
-            child_fail(b"fsopen tmpfs");
-        }
-        if libc::syscall(
-            libc::SYS_fsconfig,
-            fsfd,
-            FSCONFIG_SET_STRING,
-            c"mode".as_ptr(),
-            c"0755".as_ptr(),
-            0,
-        ) < 0
-            || libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd,
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            ) < 0
-        {
-            child_fail(b"fsconfig tmpfs");
-        }
-        let rootfd = libc::syscall(
-            libc::SYS_fsmount,
-            fsfd,
-            1 as libc::c_uint,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        );
-        if rootfd < 0 {
-            child_fail(b"fsmount tmpfs");
-        }
-        let rootfd = rootfd as libc::c_int;
-        libc::close(fsfd as libc::c_int);
-        if libc::syscall(
-            libc::SYS_move_mount,
-            rootfd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c"/tmp".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        ) < 0
-        {
-            child_fail(b"move_mount new root /tmp");
-        }
-        for (entry, &tree) in root.entries.iter().zip(root.trees.iter()) {
-            match &entry.kind {
-                RootEntryKind::Symlink(target) => {
-                    if libc::symlinkat(target.as_ptr(), rootfd, entry.name.as_ptr()) != 0 {
-                        child_fail(entry.path.as_bytes());
-                    }
-                    continue;
-                }
-                RootEntryKind::Dir => {
-                    if libc::mkdirat(rootfd, entry.name.as_ptr(), 0o755) != 0 {
-                        child_fail(entry.path.as_bytes());
-                    }
-                }
-                RootEntryKind::File => {
-                    let fd = libc::openat(
-                        rootfd,
-                        entry.name.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                        0o444,
-                    );
-                    if fd < 0 {
-                        child_fail(entry.path.as_bytes());
-                    }
-                    libc::close(fd);
-                }
-            }
-            if libc::syscall(
-                libc::SYS_move_mount,
-                tree,
-                c"".as_ptr(),
-                rootfd,
-                entry.name.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ) < 0
-            {
-                child_fail(entry.path.as_bytes());
-            }
-            libc::close(tree);
-        }
-        // The instance's identity, the same bytes as the sandbox's.
-        let fd = libc::openat(
-            rootfd,
-            c".flatpak-info".as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o444,
-        );
-        if fd < 0 {
-            child_fail(b"create /.flatpak-info");
-        }
-        let mut rest: &[u8] = &root.info;
-        while !rest.is_empty() {
-            let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            if n <= 0 {
-                child_fail(b"write /.flatpak-info");
-            }
-            rest = &rest[n as usize..];
-        }
-        libc::close(fd);
-        // The root tmpfs itself (not the binds on it) becomes read-only.
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        if libc::syscall(
-            libc::SYS_mount_setattr,
-            rootfd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        ) < 0
-        {
-            child_fail(b"mount_setattr(MOUNT_ATTR_RDONLY) new root");
-        }
-        // pivot_root(2)'s "new_root and put_old may be the same" idiom.
-        if libc::fchdir(rootfd) != 0 {
-            child_fail(b"fchdir new root");
+        ) == 0
+    }
+}
+
+/// Pivots into the directory `root` (pivot_root(2)'s "new_root and put_old
+/// may be the same" idiom) and detaches the old root.
+fn sys_pivot_into(root: libc::c_int) -> Result<(), &'static [u8]> {
+    // SAFETY: fchdir/pivot_root/umount2(2) on our fd and literal paths.
+    unsafe {
+        if libc::fchdir(root) != 0 {
+            return Err(b"fchdir new root");
         }
         if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
-            child_fail(b"pivot_root");
+            return Err(b"pivot_root");
         }
         if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
-            child_fail(b"umount2(MNT_DETACH) old root");
+            return Err(b"umount2(MNT_DETACH) old root");
         }
-        libc::close(rootfd);
-        // Back where the launcher was (every host path is still there), else /.
-        let back = root
-            .cwd
-            .as_ref()
-            .is_some_and(|d| libc::chdir(d.as_ptr()) == 0);
-        if !back && libc::chdir(c"/".as_ptr()) != 0 {
-            child_fail(b"chdir /");
+    }
+    Ok(())
+}
+
+/// In the forked child: new namespaces and a root of our own (see
+/// [`ProxyRoot`]), pivoted into; returns only when all of it is in place
+/// (any failure ends the child through [`child_fail`]). Only raw,
+/// async-signal-safe calls on data prepared before fork (`root.trees` is
+/// written by index, never grown), so it is sound after fork in a
+/// multi-threaded process.
+fn child_enter_root(root: &mut ProxyRoot) {
+    let flags = if root.id_maps.is_some() {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+    } else {
+        libc::CLONE_NEWNS
+    };
+    // SAFETY: unshare(2) takes flags only.
+    if unsafe { libc::unshare(flags) } != 0 {
+        child_fail(b"unshare");
+    }
+    if let Some((uid_map, gid_map)) = &root.id_maps {
+        // An unprivileged process may map only its own ids, and its gid
+        // only after denying setgroups(2) (user_namespaces(7)).
+        if !sys_write_file(c"/proc/self/setgroups", b"deny") {
+            child_fail(b"write /proc/self/setgroups");
         }
+        if !sys_write_file(c"/proc/self/uid_map", uid_map) {
+            child_fail(b"write /proc/self/uid_map");
+        }
+        if !sys_write_file(c"/proc/self/gid_map", gid_map) {
+            child_fail(b"write /proc/self/gid_map");
+        }
+    }
+    if !sys_make_slave() {
+        child_fail(b"mount(MS_REC|MS_SLAVE) /");
+    }
+    // Detached copies of the host's trees, taken before our root covers
+    // /tmp: like `mount --rbind`, submounts included.
+    for (entry, slot) in root.entries.iter().zip(root.trees.iter_mut()) {
+        if matches!(entry.kind, RootEntryKind::Symlink(_)) {
+            continue;
+        }
+        let fd = sys_clone_tree(&entry.path);
+        if fd < 0 {
+            child_fail(entry.path.as_bytes());
+        }
+        *slot = fd;
+    }
+    // The new root: a tmpfs, attached over /tmp of this namespace.
+    let rootfd = sys_new_tmpfs();
+    if rootfd < 0 {
+        child_fail(b"new tmpfs root");
+    }
+    if !sys_attach(rootfd, libc::AT_FDCWD, c"/tmp") {
+        child_fail(b"move_mount new root /tmp");
+    }
+    for (entry, &tree) in root.entries.iter().zip(root.trees.iter()) {
+        match &entry.kind {
+            RootEntryKind::Symlink(target) => {
+                // SAFETY: symlinkat(2) with two NUL-terminated strings.
+                if unsafe { libc::symlinkat(target.as_ptr(), rootfd, entry.name.as_ptr()) } != 0 {
+                    child_fail(entry.path.as_bytes());
+                }
+                continue;
+            }
+            RootEntryKind::Dir => {
+                // SAFETY: mkdirat(2) with a NUL-terminated name.
+                if unsafe { libc::mkdirat(rootfd, entry.name.as_ptr(), 0o755) } != 0 {
+                    child_fail(entry.path.as_bytes());
+                }
+            }
+            RootEntryKind::File => {
+                let fd = sys_create(rootfd, &entry.name);
+                if fd < 0 {
+                    child_fail(entry.path.as_bytes());
+                }
+                // SAFETY: closing the descriptor just created.
+                unsafe { libc::close(fd) };
+            }
+        }
+        if !sys_attach(tree, rootfd, &entry.name) {
+            child_fail(entry.path.as_bytes());
+        }
+        // SAFETY: closing the detached tree's fd, now attached.
+        unsafe { libc::close(tree) };
+    }
+    // The instance's identity, the same bytes as the sandbox's.
+    let fd = sys_create(rootfd, c".flatpak-info");
+    if fd < 0 {
+        child_fail(b"create /.flatpak-info");
+    }
+    if !sys_write_all(fd, &root.info) {
+        child_fail(b"write /.flatpak-info");
+    }
+    // SAFETY: closing the descriptor created above.
+    unsafe { libc::close(fd) };
+    // The root tmpfs itself (not the binds on it) becomes read-only.
+    if !sys_make_read_only(rootfd) {
+        child_fail(b"mount_setattr(MOUNT_ATTR_RDONLY) new root");
+    }
+    if let Err(step) = sys_pivot_into(rootfd) {
+        child_fail(step);
+    }
+    // SAFETY: closing our fd of the new root, now `/`.
+    unsafe { libc::close(rootfd) };
+    // Back where the launcher was (every host path is still there), else /.
+    // SAFETY: chdir(2) with NUL-terminated paths.
+    let back = root
+        .cwd
+        .as_ref()
+        .is_some_and(|d| unsafe { libc::chdir(d.as_ptr()) } == 0);
+    // SAFETY: as above.
+    if !back && unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+        child_fail(b"chdir /");
     }
 }
 
