@@ -90,21 +90,22 @@ pub fn fork_into(flags: libc::c_int) -> Result<Forked, NamespaceError> {
     }
 }
 
-/// `struct clone_args` (include/uapi/linux/sched.h, CLONE_ARGS_SIZE_VER2).
+/// `struct clone_args` (include/uapi/linux/sched.h, CLONE_ARGS_SIZE_VER2);
+/// public for the probe, which tries clone3 from inside the sandbox.
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;

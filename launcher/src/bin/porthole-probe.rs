@@ -384,18 +384,7 @@ fn battery() {
 
     // P05: clone3 with CLONE_NEWUSER.
     {
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-        }
+        use porthole_launcher::namespace::CloneArgs;
         let args = CloneArgs {
             flags: libc::CLONE_NEWUSER as u64,
             exit_signal: libc::SIGCHLD as u64,
