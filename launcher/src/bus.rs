@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use porthole_identity::AppId;
 
+use crate::io_error::PathIoError;
 use crate::permissions::Permissions;
 
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
@@ -25,13 +26,8 @@ pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// Errors of starting the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// One bus the proxy serves: the host's address and our socket for it.
@@ -698,24 +694,26 @@ fn child_enter_root(root: &mut ProxyRoot) {
 /// reports the proxy as the sender of the app's messages, and services
 /// identify the app from that file (see [`ProxyRoot`]).
 pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
-    let io = |op: &'static str| {
-        let path = plan.program.clone();
-        move |source: std::io::Error| BusError::Io { op, path, source }
-    };
-    let args = args_fd(&plan.args()).map_err(io("memfd for"))?;
-    let mut root = ProxyRoot::prepare(info).map_err(io("list / for the root of"))?;
-    let (sync_r, sync_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe for")(e.into()))?;
+    let args = args_fd(&plan.args()).map_err(PathIoError::with("memfd for", &plan.program))?;
+    let mut root = ProxyRoot::prepare(info)
+        .map_err(PathIoError::with("list / for the root of", &plan.program))?;
+    let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(PathIoError::with("pipe for", &plan.program))?;
     let null = std::fs::File::options()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(io("open /dev/null for"))?;
+        .map_err(PathIoError::with("open /dev/null for", &plan.program))?;
     // Everything the child needs exists before fork: it only makes
     // async-signal-safe calls.
     let cstr = |s: &[u8]| {
-        std::ffi::CString::new(s)
-            .map_err(|_| io("NUL byte in")(std::io::ErrorKind::InvalidInput.into()))
+        std::ffi::CString::new(s).map_err(|_| {
+            PathIoError::new(
+                "NUL byte in",
+                &plan.program,
+                std::io::ErrorKind::InvalidInput,
+            )
+        })
     };
     let program = cstr(plan.program.as_os_str().as_encoded_bytes())?;
     let fd_arg = cstr(format!("--fd={}", sync_w.as_raw_fd()).as_bytes())?;
@@ -733,7 +731,7 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
     // chdir, fcntl, dup2, execv, write, _exit) on data prepared above, so fork is
     // sound even if the process had other threads.
     let pid = match unsafe { nix::unistd::fork() } {
-        Err(e) => return Err(io("fork for")(e.into())),
+        Err(e) => return Err(PathIoError::new("fork for", &plan.program, e).into()),
         // SAFETY: in the forked child: only async-signal-safe libc calls on
         // descriptors and strings that stay valid until execv or _exit.
         Ok(nix::unistd::ForkResult::Child) => unsafe {

@@ -18,6 +18,8 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::PathIoError;
+
 /// Resource limits asked for on the command line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -47,21 +49,8 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// A mounted cgroup hierarchy.
@@ -295,7 +284,8 @@ fn make_dir(
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(io("write", path))
+    std::fs::write(path, value).map_err(PathIoError::with("write", path))?;
+    Ok(())
 }
 
 impl InstanceCgroup {
@@ -445,7 +435,7 @@ impl InstanceCgroup {
             match std::fs::remove_dir(&d.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io("rmdir", &d.path)(e)),
+                Err(e) => return Err(PathIoError::new("rmdir", &d.path, e).into()),
             }
         }
         Ok(())
@@ -458,7 +448,7 @@ impl InstanceCgroup {
         for _ in 0..1000 {
             last = self.remove_now();
             match &last {
-                Err(CgroupError::Io { source, .. })
+                Err(CgroupError::Io(PathIoError { source, .. }))
                     if source.raw_os_error() == Some(libc::EBUSY) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(1))

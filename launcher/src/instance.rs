@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::io_error::PathIoError;
+
 /// Errors around instance records.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{path}: owned by uid {owner}, not by us; refusing to use it")]
     NotOurs { path: PathBuf, owner: u32 },
     #[error("{path}: {source}")]
@@ -31,14 +28,6 @@ pub enum InstanceError {
     NotFound(String),
     #[error("{0:?} matches several instances; use the instance id")]
     Ambiguous(String),
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InstanceError + 'a {
-    move |source| InstanceError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// What `instance.json` records.
@@ -83,9 +72,9 @@ pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
     match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io("mkdir", &tmp)(e)),
+        Err(e) => return Err(PathIoError::new("mkdir", &tmp, e).into()),
     }
-    let m = std::fs::symlink_metadata(&tmp).map_err(io("stat", &tmp))?;
+    let m = std::fs::symlink_metadata(&tmp).map_err(PathIoError::with("stat", &tmp))?;
     if !m.is_dir() || m.uid() != uid {
         return Err(InstanceError::NotOurs {
             path: tmp,
@@ -102,7 +91,7 @@ pub fn instances_dir(runtime: &Path) -> Result<PathBuf, InstanceError> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .map_err(io("mkdir", &dir))?;
+        .map_err(PathIoError::with("mkdir", &dir))?;
     Ok(dir)
 }
 
@@ -135,7 +124,7 @@ impl InstanceDir {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(io("mkdir", &path))?;
+            .map_err(PathIoError::with("mkdir", &path))?;
         let dir = InstanceDir { path };
         write_new(&dir.path.join("info"), info.as_bytes(), 0o444)?;
         Ok(dir)
@@ -149,7 +138,8 @@ impl InstanceDir {
             source,
         })?;
         write_new(&tmp, &bytes, 0o600)?;
-        std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+        std::fs::rename(&tmp, &path).map_err(PathIoError::with("rename", &path))?;
+        Ok(())
     }
 }
 
@@ -184,8 +174,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstanceError> 
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(io("create", path))?;
-    f.write_all(bytes).map_err(io("write", path))
+        .map_err(PathIoError::with("create", path))?;
+    f.write_all(bytes)
+        .map_err(PathIoError::with("write", path))?;
+    Ok(())
 }
 
 /// Start time (clock ticks since boot) of a process, field 22 of its stat.
@@ -214,7 +206,7 @@ pub fn list(instances: &Path) -> Result<Vec<Record>, InstanceError> {
     let entries = match std::fs::read_dir(instances) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io("read dir", instances)(e)),
+        Err(e) => return Err(PathIoError::new("read dir", instances, e).into()),
     };
     for entry in entries.flatten() {
         let json = entry.path().join("instance.json");

@@ -18,6 +18,7 @@ pub mod exit_code;
 pub mod flatpak_info;
 pub mod init;
 pub mod instance;
+pub mod io_error;
 pub mod landlock;
 pub mod launch;
 pub mod mount;

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::io_error::PathIoError;
 use crate::mount::{
     self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountError,
 };
@@ -23,29 +24,8 @@ use crate::plan::{FsKind, Op};
 pub enum RootfsError {
     #[error(transparent)]
     Mount(#[from] MountError),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn nix_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> RootfsError + 'a {
-    move |e| RootfsError::Io {
-        op,
-        path: path.to_owned(),
-        source: e.into(),
-    }
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 /// Path relative to a root fd ("/usr/bin" -> "usr/bin").
@@ -59,7 +39,7 @@ fn open_dir_fd(path: &str) -> Result<OwnedFd, RootfsError> {
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(nix_err("open", Path::new(path)))?;
+    .map_err(PathIoError::with("open", Path::new(path)))?;
     Ok(fd)
 }
 
@@ -126,7 +106,7 @@ impl<'r> Dirs<'r> {
                     nix::sys::stat::Mode::from_bits_truncate(0o755),
                 ) {
                     Ok(()) | Err(nix::Error::EEXIST) => {}
-                    Err(e) => return Err(nix_err("mkdir", dest)(e)),
+                    Err(e) => return Err(PathIoError::new("mkdir", dest, e).into()),
                 }
                 mount::open_path(dir, Path::new(name))?
             }
@@ -149,12 +129,13 @@ fn set_mode(dir: BorrowedFd<'_>, mode: u32, what: &Path) -> Result<(), RootfsErr
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(nix_err("open", what))?;
+    .map_err(PathIoError::with("open", what))?;
     nix::sys::stat::fchmod(
         reopened.as_fd(),
         nix::sys::stat::Mode::from_bits_truncate(mode),
     )
-    .map_err(nix_err("chmod", what))
+    .map_err(PathIoError::with("chmod", what))?;
+    Ok(())
 }
 
 fn parent_and_name(dest: &Path) -> (&Path, &std::ffi::OsStr) {
@@ -182,7 +163,7 @@ fn touch(dirs: &mut Dirs<'_>, dest: &Path) -> Result<OwnedFd, RootfsError> {
         nix::sys::stat::Mode::from_bits_truncate(0o444),
     ) {
         Ok(fd) => Ok(fd),
-        Err(e) => Err(nix_err("create mount point", dest)(e)),
+        Err(e) => Err(PathIoError::new("create mount point", dest, e).into()),
     }
 }
 
@@ -204,19 +185,21 @@ fn write_file(
             | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::from_bits_truncate(mode),
     )
-    .map_err(nix_err("create", dest))?;
+    .map_err(PathIoError::with("create", dest))?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(contents).map_err(io_err("write", dest))?;
+    file.write_all(contents)
+        .map_err(PathIoError::with("write", dest))?;
     // The umask may have narrowed the mode.
     nix::sys::stat::fchmod(file.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))
-        .map_err(nix_err("chmod", dest))?;
+        .map_err(PathIoError::with("chmod", dest))?;
     Ok(())
 }
 
 fn symlink(dirs: &mut Dirs<'_>, target: &Path, dest: &Path) -> Result<(), RootfsError> {
     let (parent, name) = parent_and_name(dest);
     let dir = dirs.get(parent)?;
-    nix::unistd::symlinkat(target, dir, name).map_err(nix_err("symlink", dest))
+    nix::unistd::symlinkat(target, dir, name).map_err(PathIoError::with("symlink", dest))?;
+    Ok(())
 }
 
 fn fs_of(kind: FsKind, dest: &Path, attrs: u64) -> Result<OwnedFd, RootfsError> {
@@ -248,7 +231,7 @@ struct Source {
 
 fn clone_source(host_root: BorrowedFd<'_>, src: &Path, attrs: u64) -> Result<Source, RootfsError> {
     let fd = mount::open_path(host_root, rel(src))?;
-    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(nix_err("stat", src))?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(PathIoError::with("stat", src))?;
     let is_dir = (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
     let tree = mount::clone_tree(fd.as_fd(), src)?;
     // Flags are set while the copy is detached, recursively: the mount is

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use zvariant::serialized::{Context, Data};
 use zvariant::{LE, OwnedObjectPath, OwnedValue, Value};
 
+use crate::io_error::PathIoError;
+
 /// How long the manager may take to answer and to run the job: past this
 /// the launch goes on without a scope (the manager is wedged).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,13 +32,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Errors while asking systemd for a scope.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("the systemd user manager refused authentication: {0:?}")]
     Auth(String),
     #[error("cannot encode or decode a D-Bus message: {0}")]
@@ -106,15 +103,15 @@ pub fn request_scope(
     req: &ScopeRequest<'_>,
 ) -> Result<PendingScope, SystemdError> {
     let path = private_socket(runtime_dir);
-    let io = |op: &'static str| {
-        let path = path.clone();
-        move |source: std::io::Error| SystemdError::Io { op, path, source }
-    };
-    let stream = UnixStream::connect(&path).map_err(io("connect"))?;
+    let stream = UnixStream::connect(&path).map_err(PathIoError::with("connect", &path))?;
     stream
         .set_read_timeout(Some(TIMEOUT))
-        .map_err(io("set a timeout on"))?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(io("dup"))?);
+        .map_err(PathIoError::with("set a timeout on", &path))?;
+    let mut reader = BufReader::new(
+        stream
+            .try_clone()
+            .map_err(PathIoError::with("dup", &path))?,
+    );
     let mut writer = stream;
 
     // SASL EXTERNAL: the server checks our uid from the socket's
@@ -128,18 +125,20 @@ pub fn request_scope(
         .collect();
     writer
         .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
-        .map_err(io("write to"))?;
+        .map_err(PathIoError::with("write to", &path))?;
     let mut line = String::new();
     reader
         .read_line(&mut line)
-        .map_err(timeout(io("read from")))?;
+        .map_err(timeout(PathIoError::with("read from", &path)))?;
     if !line.starts_with("OK ") {
         return Err(SystemdError::Auth(line.trim_end().to_owned()));
     }
     let call = start_transient_unit(req)?;
     let mut out = b"BEGIN\r\n".to_vec();
     out.extend_from_slice(&call);
-    writer.write_all(&out).map_err(io("write to"))?;
+    writer
+        .write_all(&out)
+        .map_err(PathIoError::with("write to", &path))?;
     Ok(PendingScope {
         reader,
         unit: req.unit.to_owned(),
@@ -164,10 +163,6 @@ fn wait_for_job(
     unit: &str,
     path: &Path,
 ) -> Result<(), SystemdError> {
-    let io = |op: &'static str| {
-        let path = path.to_owned();
-        move |source: std::io::Error| SystemdError::Io { op, path, source }
-    };
     // The reply names the job; the manager then sends JobRemoved to every
     // direct connection when the job is done. Signals of other jobs, sent
     // to us as well, are skipped.
@@ -177,7 +172,7 @@ fn wait_for_job(
         if Instant::now() > deadline {
             return Err(SystemdError::Timeout(TIMEOUT));
         }
-        let msg = read_message(reader).map_err(timeout(io("read from")))?;
+        let msg = read_message(reader).map_err(timeout(PathIoError::with("read from", path)))?;
         match (msg.kind, job.as_deref()) {
             // A method return to our call (serial 1).
             (2, None) if msg.reply_serial == Some(1) => {
@@ -218,13 +213,13 @@ fn wait_for_job(
 
 /// Read timeouts surface as EAGAIN/EWOULDBLOCK: say "timeout" instead.
 fn timeout(
-    f: impl FnOnce(std::io::Error) -> SystemdError,
+    f: impl FnOnce(std::io::Error) -> PathIoError,
 ) -> impl FnOnce(std::io::Error) -> SystemdError {
     move |e| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             SystemdError::Timeout(TIMEOUT)
         }
-        _ => f(e),
+        _ => f(e).into(),
     }
 }
 
