@@ -14,7 +14,12 @@ fn main() {
     // binutils 2.38): the dynamic loader walks a few hundred bytes instead
     // of ~70 KiB of Elf64_Rela records on every launch, and those pages are
     // neither read nor resident.
-    println!("cargo:rustc-link-arg-bin=porthole=-Wl,-z,pack-relative-relocs");
+    // Not in a static build (crt-static): glibc's static start-up code does
+    // not apply DT_RELR, and the binary would crash before main.
+    let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    if !features.split(',').any(|f| f == "crt-static") {
+        println!("cargo:rustc-link-arg-bin=porthole=-Wl,-z,pack-relative-relocs");
+    }
     println!("cargo:rerun-if-changed=src/seccomp/policy.txt");
     println!("cargo:rerun-if-changed=src/seccomp/policy.rs");
     let text = std::fs::read_to_string("src/seccomp/policy.txt").expect("read policy.txt");
