@@ -24,7 +24,10 @@ set -eu
 # (bench_startup_dbus.sh measures a full launch with the proxy).
 unset DBUS_SESSION_BUS_ADDRESS DBUS_SYSTEM_BUS_ADDRESS
 HERE="$(cd "$(dirname "$0")" && pwd)"
-PORTHOLE="${1:-$HERE/../../target/release/porthole}"
+# The static build (scripts/build-static) when there is one, as installed.
+STATIC="$HERE/../../target/static/x86_64-unknown-linux-gnu/release/porthole"
+if [ -x "$STATIC" ]; then DEFAULT="$STATIC"; else DEFAULT="$HERE/../../target/release/porthole"; fi
+PORTHOLE="${1:-$DEFAULT}"
 RUNS="${RUNS:-50}"
 WARMUP="${WARMUP:-5}"
 BENCH_USER="${BENCH_USER:-porthole-test}"
