@@ -111,7 +111,12 @@ pub fn stage() -> &'static Stage {
         std::fs::create_dir_all(dir.join("app/bin")).unwrap();
         let porthole = dir.join("porthole");
         let probe = dir.join("app/bin/porthole-probe");
-        stage_executable(Path::new(env!("CARGO_BIN_EXE_porthole")), &porthole, None);
+        // PORTHOLE_TEST_PORTHOLE: another build of porthole under test (the
+        // static one of scripts/build-static, which scripts/test checks too).
+        let under_test = std::env::var_os("PORTHOLE_TEST_PORTHOLE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_porthole")));
+        stage_executable(&under_test, &porthole, None);
         stage_executable(
             Path::new(env!("CARGO_BIN_EXE_porthole-probe")),
             &probe,
