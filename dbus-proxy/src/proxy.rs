@@ -50,6 +50,7 @@ type Sock = AsyncFd<std::os::unix::net::UnixStream>;
 fn to_sock(s: UnixStream) -> io::Result<Sock> {
     // into_std keeps O_NONBLOCK set.
     let std = s.into_std()?;
+    crate::busy_poll::watch(std.as_raw_fd());
     // SAFETY: the AsyncFd owns the std UnixStream, whose fd stays open and
     // unchanged until the AsyncFd drops it; as_raw_fd always returns it.
     unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) }
@@ -319,6 +320,7 @@ impl Listener {
             path: spec.path.clone(),
             source,
         })?;
+        crate::busy_poll::watch(listener.as_raw_fd());
         Ok(Listener {
             listener,
             spec: Arc::new(Spec {
