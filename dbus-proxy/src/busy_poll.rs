@@ -23,9 +23,12 @@
 //! its last message and then not at all, and traffic slower than
 //! [`MAX_WINDOW`] between messages shrinks the window to zero. Each poll
 //! yields the CPU, so a runnable task on the same CPU (the client the
-//! proxy just answered, say) is not kept waiting by the spin, and a yield
-//! that actually lost the CPU ends the spin: on a busy machine the proxy
-//! sleeps as it did before, and leaves the CPU to others.
+//! proxy just answered, say) is not kept waiting by the spin, and on a
+//! busy CPU the yield hands it to the other work for a time slice, which
+//! outlasts the window and so ends the spin. (Ending the spin at the
+//! first yield that lost the CPU, or pausing spinning after one, was
+//! tried: our own client, bus and service running in such a yield set it
+//! off, and the gain was gone.)
 
 use std::cell::Cell;
 use std::io;
@@ -41,11 +44,6 @@ use tracing::debug;
 pub const MAX_WINDOW: Duration = Duration::from_micros(200);
 /// The window's first size when it grows from nothing.
 const GROW_START: Duration = Duration::from_micros(25);
-
-/// A sched_yield that takes longer than this gave the CPU to another
-/// task (with nothing else runnable it returns in a microsecond or two; a
-/// switch there and back costs several here).
-const YIELD_LOST: Duration = Duration::from_micros(10);
 
 /// The level-triggered epoll set polled while spinning (`None`: busy
 /// polling is off, or epoll_create1 failed).
@@ -159,20 +157,13 @@ pub fn before_park() {
         w.parked_at.set(Some(start));
         let window = w.window.get();
         // Hand-written spin (the point of this module): one epoll_wait
-        // with timeout 0 and one sched_yield per turn, a microsecond or
-        // so each, until the set is readable or the window is over.
+        // with timeout 0 and one sched_yield per turn, about a microsecond
+        // each, until the set is readable or the window is over.
         while !window.is_zero() && start.elapsed() < window {
             if ready(set) {
                 return;
             }
-            let turn = Instant::now();
             yield_cpu();
-            if turn.elapsed() > YIELD_LOST {
-                // Another task ran: the CPU is contended, and spinning
-                // would take its share from the bus, the service or the
-                // client. Sleep as usual.
-                return;
-            }
         }
     });
 }
