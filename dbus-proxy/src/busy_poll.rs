@@ -121,6 +121,9 @@ fn yield_cpu() {
     unsafe { libc::sched_yield() };
 }
 
+/// How long a [`contended`] answer is used.
+const CONTENTION_CHECK: Duration = Duration::from_millis(1);
+
 /// `/proc/loadavg` kept open, and the CPUs we may run on.
 static LOADAVG: OnceLock<Option<(File, usize)>> = OnceLock::new();
 
@@ -177,6 +180,8 @@ struct Window {
     window: Cell<Duration>,
     /// When the last park began.
     parked_at: Cell<Option<Instant>>,
+    /// The last [`contended`] answer and when it was asked.
+    contended: Cell<Option<(Instant, bool)>>,
 }
 
 thread_local! {
@@ -184,6 +189,7 @@ thread_local! {
         Window {
             window: Cell::new(Duration::ZERO),
             parked_at: Cell::new(None),
+            contended: Cell::new(None),
         }
     };
 }
@@ -195,8 +201,20 @@ pub fn before_park() {
         let start = Instant::now();
         w.parked_at.set(Some(start));
         let mut window = w.window.get();
-        if !window.is_zero() && contended() {
-            window = Duration::ZERO;
+        if !window.is_zero() {
+            // Reading /proc/loadavg costs about a microsecond: asked at
+            // most once per CONTENTION_CHECK, not on every park.
+            let busy = match w.contended.get() {
+                Some((at, busy)) if start - at < CONTENTION_CHECK => busy,
+                _ => {
+                    let busy = contended();
+                    w.contended.set(Some((start, busy)));
+                    busy
+                }
+            };
+            if busy {
+                window = Duration::ZERO;
+            }
         }
         // Hand-written spin (the point of this module): one epoll_wait
         // with timeout 0 and one sched_yield per turn, about a microsecond
