@@ -121,6 +121,10 @@ fn yield_cpu() {
     unsafe { libc::sched_yield() };
 }
 
+/// Messages of different clients closer than this count as concurrent
+/// traffic, which turns spinning off for as long again.
+const INTERLEAVED: Duration = Duration::from_millis(2);
+
 /// How long a [`contended`] answer is used.
 const CONTENTION_CHECK: Duration = Duration::from_millis(1);
 
@@ -182,6 +186,10 @@ struct Window {
     parked_at: Cell<Option<Instant>>,
     /// The last [`contended`] answer and when it was asked.
     contended: Cell<Option<(Instant, bool)>>,
+    /// The client whose message was relayed last, and when.
+    last_client: Cell<Option<(u64, Instant)>>,
+    /// Messages of several clients came close together until then.
+    interleaved_until: Cell<Option<Instant>>,
 }
 
 thread_local! {
@@ -190,6 +198,8 @@ thread_local! {
             window: Cell::new(Duration::ZERO),
             parked_at: Cell::new(None),
             contended: Cell::new(None),
+            last_client: Cell::new(None),
+            interleaved_until: Cell::new(None),
         }
     };
 }
@@ -201,6 +211,9 @@ pub fn before_park() {
         let start = Instant::now();
         w.parked_at.set(Some(start));
         let mut window = w.window.get();
+        if w.interleaved_until.get().is_some_and(|t| start < t) {
+            window = Duration::ZERO;
+        }
         if !window.is_zero() {
             // Reading /proc/loadavg costs about a microsecond: asked at
             // most once per CONTENTION_CHECK, not on every park.
@@ -228,6 +241,23 @@ pub fn before_park() {
     });
 }
 
+/// A message of `client` (the session's number) is being relayed. Spinning
+/// pays for one conversation waiting on its replies; when several clients'
+/// messages come within [`INTERLEAVED`] of each other there is work enough
+/// to keep the loop awake, and a spin only sets the proxy back in the run
+/// queue (8 clients at once lost some 10% of their calls/s to it).
+pub fn note_client(client: u64) {
+    WINDOW.with(|w| {
+        let now = Instant::now();
+        if let Some((last, at)) = w.last_client.replace(Some((client, now)))
+            && last != client
+            && now - at < INTERLEAVED
+        {
+            w.interleaved_until.set(Some(now + INTERLEAVED));
+        }
+    });
+}
+
 /// The runtime woke up: adapt the window to how long it waited.
 pub fn after_unpark() {
     if set().is_none() {
@@ -246,6 +276,16 @@ mod tests {
     use super::*;
 
     const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn two_clients_at_once_turn_spinning_off() {
+        let off = || WINDOW.with(|w| w.interleaved_until.get().is_some());
+        note_client(1);
+        note_client(1);
+        assert!(!off(), "one client's messages");
+        note_client(2);
+        assert!(off(), "another client's message right after");
+    }
 
     #[test]
     fn runnable_tasks_from_loadavg() {

@@ -484,6 +484,7 @@ async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyEr
             forward: Arc::clone(&to_bus),
             back: Arc::clone(&to_client),
             resume: Arc::clone(&resume),
+            client: id,
         },
     ));
     let mut bus_reader = tokio::spawn(pump(
@@ -495,6 +496,7 @@ async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyEr
             forward: Arc::clone(&to_client),
             back: Arc::clone(&to_bus),
             resume,
+            client: id,
         },
     ));
     let mut client_writer = tokio::spawn(writer(Arc::clone(&to_client)));
@@ -555,6 +557,8 @@ struct Route {
     /// The socket read from (for the proxy's own calls to the bus).
     back: Arc<Outbox>,
     resume: Arc<Notify>,
+    /// The session's client number.
+    client: u64,
 }
 
 /// What [`dispatch`] did with a message.
@@ -577,7 +581,9 @@ fn dispatch(
         forward,
         back,
         resume,
+        client,
     } = route;
+    crate::busy_poll::note_client(*client);
     let h = if prefix_only {
         Header::parse_prefix(&msg)
     } else {
