@@ -9,7 +9,8 @@
 #   ping  N_CALLS        empty round trips (one client)
 #   bulk  BULK_N         Bulk(1 MiB) round trips (one client)
 #   par8  N_PAR each     8 clients doing ping at once: aggregate calls/s
-# Prints per target the median [min..max] over repeats, ratios vs direct,
+# Prints per target the median [min..max] over repeats, ratios vs direct
+# (of the medians, and paired: the median of each repeat's ratio),
 # added latency (proxied - direct) and ours/xdg of it, and peak RSS (VmHWM).
 #
 # Build ours first: cargo build --release -p porthole-dbus-proxy
@@ -68,11 +69,13 @@ echo "# porthole-dbus-proxy benchmark $(date -u +%FT%TZ); $(uname -r); $(nproc) 
 echo "# xdg: $XDG ($("$XDG" --version 2>&1 | head -1)); ours: $OURS"
 echo "# ping N=$N_CALLS, bulk N=$BULK_N x 1 MiB, par8 8 x $N_PAR pings; REPEATS=$REPEATS interleaved"
 for ((r=1; r<=REPEATS; r++)); do
-  for t in "${TARGETS[@]}"; do
+  # Each repeat starts at another target, so none always runs first.
+  for ((k=0; k<${#TARGETS[@]}; k++)); do
+    t="${TARGETS[$(( (r + k) % ${#TARGETS[@]} ))]}"
     a="${ADDR[$t]}"
-    l="$("$CLIENT" "$a" ping "$N_CALLS")" || { echo "FAIL $t ping"; exit 1; }; echo "$t ping $l" >>"$RAW"
-    l="$("$CLIENT" "$a" bulk "$BULK_N" 1048576)" || { echo "FAIL $t bulk"; exit 1; }; echo "$t bulk $l" >>"$RAW"
-    c="$(par8 "$a")" || { echo "FAIL $t par8"; exit 1; }; echo "$t par8 calls_per_s=$c" >>"$RAW"
+    l="$("$CLIENT" "$a" ping "$N_CALLS")" || { echo "FAIL $t ping"; exit 1; }; echo "$t ping $l r=$r" >>"$RAW"
+    l="$("$CLIENT" "$a" bulk "$BULK_N" 1048576)" || { echo "FAIL $t bulk"; exit 1; }; echo "$t bulk $l r=$r" >>"$RAW"
+    c="$(par8 "$a")" || { echo "FAIL $t par8"; exit 1; }; echo "$t par8 calls_per_s=$c r=$r" >>"$RAW"
   done
 done
 
@@ -98,6 +101,16 @@ for m in ping bulk; do
   awk -v m="$m" -v d="$d" -v x="$x" -v o="$o" -v dm="$dmin" -v xm="$xmin" -v om="$omin" 'BEGIN{
     printf "added latency %-4s: median xdg %+.1f us, ours %+.1f us, ours/xdg %.2f | fastest run xdg %+.1f us, ours %+.1f us, ours/xdg %.2f (target <= 0.50)\n",
       m, x-d, o-d, (x-d)!=0 ? (o-d)/(x-d) : 0, xm-dm, om-dm, (xm-dm)!=0 ? (om-dm)/(xm-dm) : 0}'
+done
+# Paired by repeat: each proxy's calls/s over direct's in the same repeat
+# (load from elsewhere shifts between repeats more than within one).
+paired() { # target mode -> median of per-repeat ratios to direct
+  awk -v t="$1" -v m="$2" '$2==m { c=""; r=""; for(i=3;i<=NF;i++){split($i,kv,"="); if(kv[1]=="calls_per_s") c=kv[2]; if(kv[1]=="r") r=kv[2]}
+      if($1=="direct") d[r]=c; if($1==t) p[r]=c }
+    END{ for(r in p) if(d[r]>0) print p[r]/d[r] }' "$RAW" | sort -g | awk '{a[NR]=$1} END{printf "%.2f", a[int((NR+1)/2)]}'
+}
+for m in ping bulk par8; do
+  echo "paired calls/s vs direct, $m: xdg $(paired xdg $m)x, ours $(paired ours $m)x (median of per-repeat ratios)"
 done
 read -r x _ < <(med xdg par8 calls_per_s); read -r o _ < <(med ours par8 calls_per_s)
 awk -v x="$x" -v o="$o" 'BEGIN{printf "8 clients: ours/xdg aggregate calls/s %.2f (target >= 1.00)\n", o/x}'

@@ -6,11 +6,13 @@
 //! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
 //! - [`wire`]: hand-written message framing and header parsing (hot path).
 //! - [`auth`]: the SASL handshake relay.
+//! - [`busy_poll`]: a bounded spin before the event loop sleeps.
 //! - [`filter`]: the per-client decisions.
 //! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.
 //! - [`proxy`]: listeners and per-client sessions on tokio.
 
 pub mod auth;
+pub mod busy_poll;
 pub mod cli;
 pub mod filter;
 #[doc(hidden)]

@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use porthole_dbus_proxy::{Listener, cli};
+use porthole_dbus_proxy::{Listener, busy_poll, cli};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -37,6 +37,8 @@ fn run() -> anyhow::Result<()> {
     // lowest latency on a loaded machine, as upstream's GLib main loop.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(busy_poll::before_park)
+        .on_thread_unpark(busy_poll::after_unpark)
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {

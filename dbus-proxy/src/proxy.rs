@@ -50,6 +50,7 @@ type Sock = AsyncFd<std::os::unix::net::UnixStream>;
 fn to_sock(s: UnixStream) -> io::Result<Sock> {
     // into_std keeps O_NONBLOCK set.
     let std = s.into_std()?;
+    crate::busy_poll::watch(std.as_raw_fd());
     // SAFETY: the AsyncFd owns the std UnixStream, whose fd stays open and
     // unchanged until the AsyncFd drops it; as_raw_fd always returns it.
     unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) }
@@ -319,6 +320,7 @@ impl Listener {
             path: spec.path.clone(),
             source,
         })?;
+        crate::busy_poll::watch(listener.as_raw_fd());
         Ok(Listener {
             listener,
             spec: Arc::new(Spec {
@@ -482,6 +484,7 @@ async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyEr
             forward: Arc::clone(&to_bus),
             back: Arc::clone(&to_client),
             resume: Arc::clone(&resume),
+            client: id,
         },
     ));
     let mut bus_reader = tokio::spawn(pump(
@@ -493,6 +496,7 @@ async fn session(client: UnixStream, spec: &Spec, id: u64) -> Result<(), ProxyEr
             forward: Arc::clone(&to_client),
             back: Arc::clone(&to_bus),
             resume,
+            client: id,
         },
     ));
     let mut client_writer = tokio::spawn(writer(Arc::clone(&to_client)));
@@ -553,6 +557,8 @@ struct Route {
     /// The socket read from (for the proxy's own calls to the bus).
     back: Arc<Outbox>,
     resume: Arc<Notify>,
+    /// The session's client number.
+    client: u64,
 }
 
 /// What [`dispatch`] did with a message.
@@ -575,7 +581,9 @@ fn dispatch(
         forward,
         back,
         resume,
+        client,
     } = route;
+    crate::busy_poll::note_client(*client);
     let h = if prefix_only {
         Header::parse_prefix(&msg)
     } else {

@@ -1093,3 +1093,81 @@ print(b.get_object('org.example.Talk', '/obj').Allowed(dbus_interface='org.examp
         assert_eq!(lines[4], "allowed");
     }
 }
+
+/// CPU time of all of a process's threads (ns, from schedstat) and its
+/// context switches.
+fn cpu_and_switches(pid: u32) -> (u64, u64) {
+    let (mut ns, mut switches) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let sched = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += sched
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                switches += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (ns, switches)
+}
+
+/// The proxy busy-polls between messages that come close together, and
+/// that must stay bounded: once calls stop, it goes to sleep within a few
+/// milliseconds and makes no context switch while idle; calls spaced
+/// wider than its window make it spin little (regression guard for a spin
+/// that never stops). Calls still go through after the idle time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_stops_when_idle() {
+    let w = world().await;
+    let (p, addr) = ours(&w.bus, POLICY);
+    let c = zbus_client(&addr).await;
+    for _ in 0..300 {
+        assert_eq!(
+            zbus_call(&c, "org.example.Talk", "/obj", "Allowed").await,
+            O("allowed".into())
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ns0, sw0) = cpu_and_switches(p.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ns1, sw1) = cpu_and_switches(p.pid());
+    assert_eq!(
+        sw1,
+        sw0,
+        "the idle proxy woke up {} times in 2 s",
+        sw1 - sw0
+    );
+    assert!(ns1 - ns0 < 1_000_000, "the idle proxy ran {} ns", ns1 - ns0);
+
+    // One call every 5 ms for 0.5 s: the window stays closed, so the proxy
+    // uses a small fraction of that time (a spinning proxy would use all).
+    let (ns0, _) = cpu_and_switches(p.pid());
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            zbus_call(&c, "org.example.Talk", "/obj", "Allowed").await,
+            O("allowed".into())
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (ns1, _) = cpu_and_switches(p.pid());
+    let share = (ns1 - ns0) as f64 / t0.elapsed().as_nanos() as f64;
+    assert!(
+        share < 0.25,
+        "the proxy used {:.0}% of a CPU",
+        share * 100.0
+    );
+}
