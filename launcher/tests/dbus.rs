@@ -463,79 +463,63 @@ fn no_bus(who: Who) {
         Who::Root => 0,
         Who::User => user_ids().unwrap().0,
     };
-    let check = format!("test ! -e /run/user/{uid}/bus && test -z \"$DBUS_SESSION_BUS_ADDRESS\"");
     let bus = Bus::start(who, "none");
     let l = who.label();
+    // Runs `script` in the sandbox with `env`; it must succeed, and porthole
+    // must have said exactly one warning, which is returned.
+    let the_warning = |script: &str, env: &[(&str, &str)]| -> String {
+        let cmd = porthole(
+            who,
+            &rt,
+            &["run", APP_ID, "--", "/bin/sh", "-c", script],
+            env,
+        );
+        let out = run(cmd, Stdio::null(), 20);
+        assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
+        let warnings: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|x| x.starts_with("porthole: warning:"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
+        warnings[0].to_owned()
+    };
+    let no_bus_inside =
+        format!("test ! -e /run/user/{uid}/bus && test -z \"$DBUS_SESSION_BUS_ADDRESS\"");
     // A bus, but no proxy program.
-    let cmd = porthole(
-        who,
-        &rt,
-        &["run", APP_ID, "--", "/bin/sh", "-c", &check],
+    let w = the_warning(
+        &no_bus_inside,
         &[
             ("DBUS_SESSION_BUS_ADDRESS", &bus.address),
             ("PORTHOLE_DBUS_PROXY", "/nonexistent/proxy"),
         ],
     );
-    let out = run(cmd, Stdio::null(), 20);
-    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
-    let warnings: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|x| x.starts_with("porthole: warning:"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
-    assert!(
-        warnings[0].contains("PORTHOLE_DBUS_PROXY"),
-        "{}",
-        warnings[0]
-    );
+    assert!(w.contains("PORTHOLE_DBUS_PROXY"), "[{l}] {w}");
     // An executable file that is no program (text without a #! line): the
-    // exec fails in the forked child, and the reason is named.
-    // The plan set the address before the exec failed; the socket is absent.
+    // exec fails in the forked child, and the reason is named. (The plan set
+    // the address before the exec failed; the socket is absent.)
     let bogus = stage().dir.join(format!("not-a-program-{l}"));
     stage_executable(Path::new("/etc/os-release"), &bogus, None);
-    let no_socket = format!("test ! -e /run/user/{uid}/bus");
-    let cmd = porthole(
-        who,
-        &rt,
-        &["run", APP_ID, "--", "/bin/sh", "-c", &no_socket],
+    let w = the_warning(
+        &format!("test ! -e /run/user/{uid}/bus"),
         &[
             ("DBUS_SESSION_BUS_ADDRESS", &bus.address),
             ("PORTHOLE_DBUS_PROXY", &bogus.display().to_string()),
         ],
     );
-    let out = run(cmd, Stdio::null(), 20);
-    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
-    let warnings: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|x| x.starts_with("porthole: warning:"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
     assert!(
-        warnings[0].contains("cannot execute the D-Bus proxy: Exec format error"),
-        "[{l}] {}",
-        warnings[0]
+        w.contains("cannot execute the D-Bus proxy: Exec format error"),
+        "[{l}] {w}"
     );
     // A proxy, but no bus on the host.
-    let cmd = porthole(
-        who,
-        &rt,
-        &["run", APP_ID, "--", "/bin/sh", "-c", &check],
+    let w = the_warning(
+        &no_bus_inside,
         &[(
             "PORTHOLE_DBUS_PROXY",
             &proxy().unwrap().display().to_string(),
         )],
     );
-    let out = run(cmd, Stdio::null(), 20);
-    assert_eq!(out.code, Some(0), "[{l}] stderr {}", out.stderr);
-    let warnings: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|x| x.starts_with("porthole: warning:"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "[{l}] {}", out.stderr);
-    assert!(warnings[0].contains("no session bus"), "{}", warnings[0]);
+    assert!(w.contains("no session bus"), "[{l}] {w}");
 }
 
 #[test]

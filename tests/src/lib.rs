@@ -449,3 +449,47 @@ where
         Err(e) => panic!("{method}: not a D-Bus error reply: {e}"),
     }
 }
+
+/// The service the D-Bus proxy tests call through the proxy:
+/// `org.example.Iface` with plain methods and fds in both directions.
+pub struct ExampleIface;
+
+#[zbus::interface(name = "org.example.Iface")]
+impl ExampleIface {
+    fn allowed(&self) -> String {
+        "allowed".into()
+    }
+    fn other(&self) -> String {
+        "other".into()
+    }
+    /// Reads the file behind a passed fd.
+    fn read_fd(&self, fd: zvariant::OwnedFd) -> String {
+        use std::io::Read;
+        let mut f = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        s
+    }
+    /// Returns an fd to a file holding "from-service".
+    fn make_fd(&self) -> zvariant::OwnedFd {
+        use std::io::{Seek, Write};
+        let mut f = tempfile::tempfile().expect("tempfile");
+        f.write_all(b"from-service").expect("write");
+        f.rewind().expect("rewind");
+        zvariant::OwnedFd::from(std::os::fd::OwnedFd::from(f))
+    }
+}
+
+/// Owns `name` on `bus` and serves [`ExampleIface`] at each of `paths`.
+pub async fn serve_example(bus: &Bus, name: &str, paths: &[&str]) -> zbus::Connection {
+    let mut b = zbus::connection::Builder::address(bus.address())
+        .unwrap()
+        .name(name.to_owned())
+        .unwrap();
+    for p in paths {
+        b = b.serve_at(*p, ExampleIface).unwrap();
+    }
+    b.build()
+        .await
+        .unwrap_or_else(|e| panic!("serving {name}: {e}"))
+}

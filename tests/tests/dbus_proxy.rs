@@ -11,52 +11,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use porthole_tests::{Bus, Service, bin, run_with_timeout, serve_example};
 
 const T: Duration = Duration::from_secs(20);
 const XDG_DBUS_PROXY: &str = "/usr/bin/xdg-dbus-proxy";
 
-/// The service every test name is served by, at /obj and /other.
-struct Iface;
-
-#[zbus::interface(name = "org.example.Iface")]
-impl Iface {
-    fn allowed(&self) -> String {
-        "allowed".into()
-    }
-    fn other(&self) -> String {
-        "other".into()
-    }
-    /// Reads the file behind a passed fd.
-    fn read_fd(&self, fd: zvariant::OwnedFd) -> String {
-        let fd: std::os::fd::OwnedFd = fd.into();
-        let mut f = std::fs::File::from(fd);
-        let mut s = String::new();
-        let _ = f.read_to_string(&mut s);
-        s
-    }
-    /// Returns an fd to a file holding "from-service".
-    fn make_fd(&self) -> zvariant::OwnedFd {
-        let mut f = tempfile::tempfile().expect("tempfile");
-        f.write_all(b"from-service").expect("write");
-        use std::io::Seek;
-        f.rewind().expect("rewind");
-        zvariant::OwnedFd::from(std::os::fd::OwnedFd::from(f))
-    }
-}
-
+/// Every test name is served by [`porthole_tests::ExampleIface`] at /obj
+/// and /other.
 async fn serve(bus: &Bus, name: &str) -> zbus::Connection {
-    zbus::connection::Builder::address(bus.address())
-        .unwrap()
-        .name(name.to_owned())
-        .unwrap()
-        .serve_at("/obj", Iface)
-        .unwrap()
-        .serve_at("/other", Iface)
-        .unwrap()
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("serving {name}: {e}"))
+    serve_example(bus, name, &["/obj", "/other"]).await
 }
 
 /// The policy most tests use.

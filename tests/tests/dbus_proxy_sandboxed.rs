@@ -8,12 +8,12 @@
 //! the same app through xdg-dbus-proxy, started the same way, must observe
 //! exactly the same.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use porthole_tests::{Bus, bin, bin_dir};
+use porthole_tests::{Bus, bin, bin_dir, serve_example};
 
 const APP_ID: &str = "org.example.SandboxedClient";
 const SEEN: &str = "org.example.Seen";
@@ -22,40 +22,8 @@ const HIDDEN: &str = "org.example.Hidden";
 const PORTAL: &str = "org.freedesktop.portal.Desktop";
 const PORTAL_PATH: &str = "/org/freedesktop/portal/desktop";
 
-struct Iface;
-
-#[zbus::interface(name = "org.example.Iface")]
-impl Iface {
-    fn allowed(&self) -> String {
-        "allowed".into()
-    }
-    fn read_fd(&self, fd: zvariant::OwnedFd) -> String {
-        let mut f = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-        let mut s = String::new();
-        let _ = f.read_to_string(&mut s);
-        s
-    }
-    fn make_fd(&self) -> zvariant::OwnedFd {
-        let mut f = tempfile::tempfile().expect("tempfile");
-        f.write_all(b"from-service").expect("write");
-        use std::io::Seek;
-        f.rewind().expect("rewind");
-        zvariant::OwnedFd::from(std::os::fd::OwnedFd::from(f))
-    }
-}
-
 async fn serve(bus: &Bus, name: &str) -> zbus::Connection {
-    zbus::connection::Builder::address(bus.address())
-        .unwrap()
-        .name(name.to_owned())
-        .unwrap()
-        .serve_at("/obj", Iface)
-        .unwrap()
-        .serve_at(PORTAL_PATH, Iface)
-        .unwrap()
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("serving {name}: {e}"))
+    serve_example(bus, name, &["/obj", PORTAL_PATH]).await
 }
 
 /// The app: prints one JSON object of outcomes, then READY once its signal
