@@ -430,7 +430,7 @@ fn sys_create(dir: libc::c_int, name: &std::ffi::CStr) -> libc::c_int {
 /// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of `path`, symlinks not
 /// followed: a detached copy of the tree, like `mount --rbind`.
 fn sys_clone_tree(path: &std::ffi::CStr) -> libc::c_int {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    use crate::mount::OPEN_TREE_CLONE;
     // SAFETY: open_tree(2) with a NUL-terminated path; no memory written.
     let fd = unsafe {
         libc::syscall(
@@ -447,10 +447,9 @@ fn sys_clone_tree(path: &std::ffi::CStr) -> libc::c_int {
 
 /// A new, detached tmpfs (mode 0755, nosuid, nodev); its mount fd or -1.
 fn sys_new_tmpfs() -> libc::c_int {
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    use crate::mount::{
+        FSCONFIG_CMD_CREATE, FSCONFIG_SET_STRING, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID,
+    };
     // SAFETY: fsopen/fsconfig/fsmount(2) with NUL-terminated literals or
     // null pointers where the command takes none; every fd is ours.
     unsafe {
@@ -493,7 +492,7 @@ fn sys_new_tmpfs() -> libc::c_int {
 /// Attaches the detached mount `tree` at `name` in `dir` (`dir` may be
 /// AT_FDCWD and `name` a path).
 fn sys_attach(tree: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr) -> bool {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    use crate::mount::MOVE_MOUNT_F_EMPTY_PATH;
     // SAFETY: move_mount(2) with an empty and a NUL-terminated path.
     unsafe {
         libc::syscall(
@@ -509,14 +508,7 @@ fn sys_attach(tree: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr) -> boo
 
 /// Makes the mount `fd` itself (not the mounts on it) read-only.
 fn sys_make_read_only(fd: libc::c_int) -> bool {
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
+    use crate::mount::{MOUNT_ATTR_RDONLY, MountAttr};
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
