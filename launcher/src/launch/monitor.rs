@@ -142,8 +142,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // Where a systemd user manager runs, the instance gets a transient
     // scope from it (asked for once the sandbox's pid is known, below) and
     // we create directories only in v1 hierarchies.
-    let runtime_dir = p.instances_dir.parent().and_then(Path::parent);
-    let scope_dir = runtime_dir.filter(|d| crate::systemd::available(d));
+    let scope_dir = Some(runtime.as_path()).filter(|d| crate::systemd::available(d));
     // Limits that cannot be enforced are said clearly; the launch goes on.
     let created = match scope_dir {
         Some(_) => cgroup::InstanceCgroup::create_beside_scope(p.uid, &p.instance_id, &p.limits),
