@@ -441,6 +441,15 @@ impl InstanceCgroup {
         Ok(())
     }
 
+    /// The directories, as C strings for [`crate::janitor`].
+    pub fn c_paths(&self) -> Vec<std::ffi::CString> {
+        use std::os::unix::ffi::OsStrExt;
+        self.dirs
+            .iter()
+            .filter_map(|d| std::ffi::CString::new(d.path.as_os_str().as_bytes()).ok())
+            .collect()
+    }
+
     /// Removes the directories once they are empty (processes killed with
     /// the pid namespace may take a moment to leave).
     pub fn remove(self) -> Result<(), CgroupError> {

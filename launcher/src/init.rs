@@ -100,6 +100,68 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
     }
 }
 
+/// How [`supervise_with_status`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// `main` sent the app's exit status on the status pipe; `main` itself
+    /// may still be exiting (and is not reaped).
+    Reported(i32),
+    /// `main` exited and was reaped; its own exit code.
+    Reaped(i32),
+}
+
+/// As [`supervise`] with [`Reap::MainOnly`], but also returns as soon as
+/// `main` writes one status byte on `status` (the sandbox's pid 1 does so
+/// when the app has exited, before its own exit and the teardown of its
+/// namespaces). EOF on `status` (pid 1 killed before it could write) falls
+/// back to waiting for `main`.
+pub fn supervise_with_status(main: Pid, status: std::os::fd::BorrowedFd<'_>) -> Ended {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let set = supervised_set();
+    let Ok(sfd) = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
+        return Ended::Reaped(supervise(main, Reap::MainOnly));
+    };
+    loop {
+        match waitpid(main, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(st) => {
+                if let Some(code) = exit_code(st) {
+                    return Ended::Reaped(code);
+                }
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(nix::Error::ECHILD) => return Ended::Reaped(127),
+            Err(_) => {}
+        }
+        let mut fds = [
+            PollFd::new(status, PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return Ended::Reaped(supervise(main, Reap::MainOnly)),
+        }
+        if fds[0].any().unwrap_or(false) {
+            let mut b = [0u8; 1];
+            match nix::unistd::read(status, &mut b) {
+                Ok(1) => return Ended::Reported(i32::from(b[0])),
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+                // EOF: pid 1 is gone without a word; its exit says it all.
+                _ => return Ended::Reaped(supervise(main, Reap::MainOnly)),
+            }
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+                && sig != Signal::SIGCHLD
+            {
+                let _ = nix::sys::signal::kill(main, sig);
+            }
+        }
+    }
+}
+
 /// PR_SET_PDEATHSIG: `sig` when the parent exits.
 pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(sig))

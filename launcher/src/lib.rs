@@ -19,6 +19,7 @@ pub mod flatpak_info;
 pub mod init;
 pub mod instance;
 pub mod io_error;
+pub mod janitor;
 pub mod landlock;
 pub mod launch;
 pub mod mount;

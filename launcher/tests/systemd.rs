@@ -57,10 +57,19 @@ impl Drop for Manager {
         // pulseaudio through socket activation) outlive it: end everything
         // in its delegated cgroup, which holds only what this test started.
         let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
-        // The cgroups empty out once the processes are gone.
+        // The cgroups empty out once the processes are gone; on a hybrid
+        // host a manager of root's also mirrors its tree in the v1
+        // name=systemd hierarchy.
+        let v1 = self
+            .cgroup
+            .file_name()
+            .map(|n| Path::new("/sys/fs/cgroup/systemd").join(n));
         for _ in 0..200 {
             remove_cgroup_tree(&self.cgroup);
-            if !self.cgroup.exists() {
+            if let Some(v1) = &v1 {
+                remove_cgroup_tree(v1);
+            }
+            if !self.cgroup.exists() && !v1.as_ref().is_some_and(|d| d.exists()) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -292,7 +292,6 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         }
         return Ok(code);
     }
-    drop(ready_rd);
     trace_stage(p.trace, "sandbox root ready");
     let record = Record {
         instance: p.instance_id.clone(),
@@ -330,7 +329,13 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     if let Some(cg) = &cgroup {
         cg.sweep_stale_siblings();
     }
-    let code = init::supervise(child, Reap::MainOnly);
+    // Pid 1 reports the app's exit status on the ready pipe as soon as the
+    // app has exited; its own exit and the namespaces' teardown then
+    // happen while we clean up and report (as with bwrap).
+    let ended = init::supervise_with_status(child, ready_rd.as_fd());
+    let code = match ended {
+        init::Ended::Reported(c) | init::Ended::Reaped(c) => c,
+    };
     trace_stage(p.trace, "sandbox exited");
     // The proxy ends with its instance: killed now, reaped (on drop) after
     // the rest of the clean-up, so that its exit overlaps that work.
@@ -341,15 +346,48 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // died (before its parent-death signal was armed) to give up.
     drop(go_wr);
     drop(dir);
-    if let Some(cg) = cgroup
-        && let Err(e) = cg.remove()
-    {
-        tracing::warn!(error = %e, "could not remove the instance cgroup");
+    // Pid 1 may still be exiting (Reported): the cgroup empties out only
+    // after its teardown, which a janitor waits for, started last of all.
+    let mut later = None;
+    if let Some(cg) = cgroup {
+        match ended {
+            init::Ended::Reported(_) => later = Some(cg),
+            init::Ended::Reaped(_) => remove_cgroup(cg),
+        }
     }
-    trace_stage(p.trace, "cgroup removed");
     drop(proxy);
     for c in cleanup {
         tracing::warn!(error = %c, "instance record");
     }
+    if let Some(cg) = later {
+        remove_cgroup_later(cg, child);
+    }
+    trace_stage(p.trace, "cgroup removal arranged");
     Ok(code)
+}
+
+fn remove_cgroup(cg: cgroup::InstanceCgroup) {
+    if let Err(e) = cg.remove() {
+        tracing::warn!(error = %e, "could not remove the instance cgroup");
+    }
+}
+
+/// Removes the instance's cgroup once `pid1` has exited, through
+/// [`crate::janitor`], so that `porthole run` can exit with the app's
+/// status without waiting for the sandbox's teardown. The pidfd is taken
+/// while pid 1 is still our unreaped child, so it names that process and no
+/// other. If the janitor cannot start, we remove the cgroup ourselves,
+/// waiting as before. Must be the last thing before returning the status
+/// (see the janitor's notes on shared memory and errno).
+fn remove_cgroup_later(cg: cgroup::InstanceCgroup, pid1: Pid) {
+    // SAFETY: pidfd_open takes a pid and flags, no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid1.as_raw(), 0) };
+    if fd < 0 {
+        return remove_cgroup(cg);
+    }
+    // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if !crate::janitor::remove_when_gone(pidfd, cg.c_paths()) {
+        remove_cgroup(cg);
+    }
 }

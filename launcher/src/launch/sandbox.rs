@@ -104,7 +104,7 @@ pub(super) fn sandbox_init(
     }
     trace_stage(p.trace, "root assembled");
     let _ = nix::unistd::write(&ready, b"r");
-    drop(ready);
+    // Kept: the app's exit status goes to the monitor on it (below).
     // Wait until the host has moved us into our cgroups, when it has to;
     // otherwise only check that it is still there. EOF or hang-up means it
     // died, possibly before our parent-death signal was armed.
@@ -167,6 +167,10 @@ pub(super) fn sandbox_init(
         {
             let code = init::supervise(child, Reap::All);
             trace_stage(p.trace, "app exited");
+            // The monitor learns the status now, as bwrap's does from its
+            // pid 1, and need not wait for our exit and the namespaces'
+            // teardown (half a millisecond and more) to report it.
+            let _ = nix::unistd::write(&ready, &[code as u8]);
             // SAFETY: see `fail`.
             unsafe { libc::_exit(code) }
         }
