@@ -437,9 +437,12 @@ fn sys_clone_tree(path: &std::ffi::CStr) -> libc::c_int {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
+            // AT_NO_AUTOMOUNT: an autofs entry in / is cloned as it is,
+            // never mounted (a dead NFS server would block the proxy).
             OPEN_TREE_CLONE
                 | libc::O_CLOEXEC as libc::c_uint
-                | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW) as libc::c_uint,
+                | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT)
+                    as libc::c_uint,
         )
     };
     fd as libc::c_int
@@ -719,7 +722,7 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
     let parent = nix::unistd::getpid().as_raw();
     let (args_raw, sync_raw, null_raw) = (args.as_raw_fd(), sync_w.as_raw_fd(), null.as_raw_fd());
     // SAFETY: the child calls only async-signal-safe functions (prctl,
-    // getppid, unshare, open/write/close, the mount syscalls, pivot_root,
+    // getppid, setsid, close_range, unshare, open/write/close, the mount syscalls, pivot_root,
     // chdir, fcntl, dup2, execv, write, _exit) on data prepared above, so fork is
     // sound even if the process had other threads.
     let pid = match unsafe { nix::unistd::fork() } {
@@ -734,6 +737,17 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
             {
                 libc::_exit(1);
             }
+            // Its own session: a terminal's SIGINT or SIGTSTP for porthole
+            // must not stop the app's bus (the app gets them forwarded).
+            libc::setsid();
+            // Nothing the caller of porthole left open survives our exec
+            // (a directory fd would undo the proxy's mount namespace).
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             child_enter_root(&mut root);
             for fd in [args_raw, sync_raw] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {

@@ -150,14 +150,15 @@ pub fn signal(r: &Record, sig: Signal) -> Result<(), EnterError> {
     Ok(())
 }
 
-fn ns_differs(pid: i32, name: &str) -> bool {
-    let a = std::fs::metadata(format!("/proc/self/ns/{name}"));
-    let b = std::fs::metadata(format!("/proc/{pid}/ns/{name}"));
+/// Whether `pid` is in another `name` namespace than we are. Fails closed:
+/// an error (the target not dumpable at this instant: the stat needs
+/// ptrace read access, like setns) is returned, never read as "the same"
+/// (which would leave an entered command in the host's network namespace).
+fn ns_differs(pid: i32, name: &str) -> std::io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
-    match (a, b) {
-        (Ok(a), Ok(b)) => a.ino() != b.ino() || a.dev() != b.dev(),
-        _ => false,
-    }
+    let a = std::fs::metadata(format!("/proc/self/ns/{name}"))?;
+    let b = std::fs::metadata(format!("/proc/{pid}/ns/{name}"))?;
+    Ok(a.ino() != b.ino() || a.dev() != b.dev())
 }
 
 /// Runs `argv` inside the instance; returns its exit code.
@@ -168,11 +169,7 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
     // A command that cannot join would run outside the instance's limits:
     // refuse instead.
     for cg in &r.cgroups {
-        std::fs::write(
-            Path::new(cg).join("cgroup.procs"),
-            std::process::id().to_string(),
-        )
-        .map_err(|source| EnterError::Cgroup {
+        join_cgroup(Path::new(cg)).map_err(|source| EnterError::Cgroup {
             path: cg.clone(),
             source,
         })?;
@@ -183,6 +180,10 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
     // under load in CI). Retrying with a fresh target rides that out; a
     // lasting EPERM is reported.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let retry = |e: &std::io::Error| {
+        matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+            && std::time::Instant::now() < deadline
+    };
     loop {
         let (target, fd) = join_target(r, &init_fd)?;
         let mut flags = libc::CLONE_NEWUSER
@@ -190,23 +191,32 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS;
+        let mut probed = Ok(());
         for (name, flag) in [
             ("net", libc::CLONE_NEWNET),
             ("cgroup", libc::CLONE_NEWCGROUP),
         ] {
-            if ns_differs(target, name) {
-                flags |= flag;
+            match ns_differs(target, name) {
+                Ok(true) => flags |= flag,
+                Ok(false) => {}
+                Err(e) => probed = Err(e),
             }
         }
-        match namespace::join(fd.as_fd(), flags) {
+        let joined = probed.and_then(|()| {
+            namespace::join(fd.as_fd(), flags).map_err(|e| match e {
+                namespace::NamespaceError::Join { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })
+        });
+        match joined {
             Ok(()) => break,
-            Err(namespace::NamespaceError::Join { source, .. })
-                if source.raw_os_error() == Some(libc::EPERM)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            Err(e) if retry(&e) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(source) => {
+                return Err(EnterError::Io {
+                    op: "join the instance's namespaces",
+                    source,
+                });
             }
-            Err(e) => return Err(e.into()),
         }
     }
     drop(init_fd);
@@ -228,4 +238,27 @@ pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
             Reap::MainOnly,
         )),
     }
+}
+
+/// Moves us into the cgroup `dir`: its existing `cgroup.procs` only
+/// (O_NOFOLLOW, no O_CREAT, no O_TRUNC), and only on a cgroup file system,
+/// since `dir` comes from an instance record on disk.
+fn join_cgroup(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join("cgroup.procs"))?;
+    let fs = nix::sys::statfs::fstatfs(&f)?;
+    let magic = fs.filesystem_type();
+    if magic != nix::sys::statfs::CGROUP2_SUPER_MAGIC
+        && magic != nix::sys::statfs::CGROUP_SUPER_MAGIC
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a cgroup file system",
+        ));
+    }
+    f.write_all(std::process::id().to_string().as_bytes())
 }

@@ -12,8 +12,10 @@
 //! nothing the janitor uses is freed or unmapped: all it touches is leaked
 //! on purpose (its job, its stack), and the kernel keeps the address space
 //! for as long as one user is left. It makes only raw, async-signal-safe
-//! calls. It also shares our TLS, so errno: it is started as the very last
-//! thing before our exit, when nothing of ours reads errno any more.
+//! calls. It also shares our TLS, so errno: it never reads errno (it tells
+//! a removed directory by access(2), not by rmdir's error), and it is
+//! started after the last of porthole's work whose errors matter, so its
+//! writes to errno can only reach drops and exit paths that ignore it.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -111,23 +113,34 @@ extern "C" fn janitor(arg: *mut libc::c_void) -> libc::c_int {
             0 as libc::c_uint,
         );
     }
+    // The caller's blocked signals are not ours to keep: a SIGTERM for the
+    // janitor ends it.
+    // SAFETY: an empty set, built and passed by pointer for the call only.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
     let mut pfd = libc::pollfd {
         fd: job.pidfd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
+    // Bounded: pid 1 is already exiting when we start; an interrupted or
+    // failed poll only moves on to the removal attempts below. No errno is
+    // read anywhere here (it is the caller's, see the module notes).
     // SAFETY: poll(2) on one valid pollfd.
-    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {}
+    unsafe { libc::poll(&mut pfd, 1, 10_000) };
     for dir in &job.dirs {
         for _ in 0..1000 {
-            // SAFETY: rmdir(2) with a NUL-terminated path.
-            if unsafe { libc::rmdir(dir.as_ptr()) } == 0 {
+            // SAFETY: rmdir(2) and access(2) with a NUL-terminated path.
+            let gone = unsafe {
+                libc::rmdir(dir.as_ptr()) == 0 || libc::access(dir.as_ptr(), libc::F_OK) != 0
+            };
+            if gone {
                 break;
             }
-            // SAFETY: reads this thread's errno slot.
-            if unsafe { *libc::__errno_location() } != libc::EBUSY {
-                break;
-            }
+            // Still there: the kernel still counts the exiting processes.
             let pause = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 1_000_000,

@@ -81,6 +81,11 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
     // and has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // An ignored SIGCHLD (inherited across exec from a careless caller)
+    // would make the kernel reap our children by itself: waitpid would
+    // then fail with ECHILD and the app's exit status be lost.
+    // SAFETY: as above; SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     // A panic: the hook printed the message; exit 101, as std would.
     std::panic::catch_unwind(run).unwrap_or(101)
 }

@@ -91,9 +91,44 @@ pub fn start_scope(runtime_dir: &Path, req: &ScopeRequest<'_>) -> Result<(), Sys
 /// the app may start, so the manager's few milliseconds overlap with the
 /// sandbox assembling its root.
 pub struct PendingScope {
-    reader: BufReader<UnixStream>,
+    reader: BufReader<DeadlineStream>,
     unit: String,
     path: PathBuf,
+}
+
+/// The manager's socket, whose reads all end by one deadline: a peer that
+/// trickles bytes cannot hold the launch past [`TIMEOUT`].
+struct DeadlineStream {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Connects without blocking: a listener whose backlog is full (a wedged
+/// manager) is an error at once, not a hang.
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Sends the request for the scope; [`PendingScope::wait`] collects the
@@ -103,21 +138,30 @@ pub fn request_scope(
     req: &ScopeRequest<'_>,
 ) -> Result<PendingScope, SystemdError> {
     let path = private_socket(runtime_dir);
-    let stream = UnixStream::connect(&path).map_err(PathIoError::with("connect", &path))?;
+    let deadline = Instant::now() + TIMEOUT;
+    let stream = connect(&path).map_err(PathIoError::with("connect", &path))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    // Only our own manager: whoever else could create a socket there must
+    // not be able to claim a scope it never made.
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(PathIoError::with("SO_PEERCRED of", &path))?;
+    if peer.uid() != uid {
+        return Err(SystemdError::Auth(format!(
+            "the socket belongs to uid {}, not to us ({uid})",
+            peer.uid()
+        )));
+    }
     stream
-        .set_read_timeout(Some(TIMEOUT))
+        .set_write_timeout(Some(TIMEOUT))
         .map_err(PathIoError::with("set a timeout on", &path))?;
-    let mut reader = BufReader::new(
-        stream
-            .try_clone()
-            .map_err(PathIoError::with("dup", &path))?,
-    );
-    let mut writer = stream;
+    let mut writer = stream
+        .try_clone()
+        .map_err(PathIoError::with("dup", &path))?;
+    let mut reader = BufReader::new(DeadlineStream { stream, deadline });
 
     // SASL EXTERNAL: the server checks our uid from the socket's
     // credentials; the uid is sent as hex of its decimal digits.
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
     let hex: String = uid
         .to_string()
         .bytes()
@@ -126,11 +170,14 @@ pub fn request_scope(
     writer
         .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
         .map_err(PathIoError::with("write to", &path))?;
+    // One line, of bounded length.
     let mut line = String::new();
     reader
+        .by_ref()
+        .take(512)
         .read_line(&mut line)
         .map_err(timeout(PathIoError::with("read from", &path)))?;
-    if !line.starts_with("OK ") {
+    if !line.starts_with("OK ") || !line.ends_with('\n') {
         return Err(SystemdError::Auth(line.trim_end().to_owned()));
     }
     let call = start_transient_unit(req)?;
@@ -159,19 +206,16 @@ impl PendingScope {
 }
 
 fn wait_for_job(
-    reader: &mut BufReader<UnixStream>,
+    reader: &mut BufReader<DeadlineStream>,
     unit: &str,
     path: &Path,
 ) -> Result<(), SystemdError> {
     // The reply names the job; the manager then sends JobRemoved to every
     // direct connection when the job is done. Signals of other jobs, sent
-    // to us as well, are skipped.
-    let deadline = Instant::now() + TIMEOUT;
+    // to us as well, are skipped. Every read ends by the deadline set at
+    // connect.
     let mut job: Option<String> = None;
     loop {
-        if Instant::now() > deadline {
-            return Err(SystemdError::Timeout(TIMEOUT));
-        }
         let msg = read_message(reader).map_err(timeout(PathIoError::with("read from", path)))?;
         match (msg.kind, job.as_deref()) {
             // A method return to our call (serial 1).
@@ -193,8 +237,13 @@ fn wait_for_job(
                 });
             }
             (4, Some(ours)) if msg.member.as_deref() == Some("JobRemoved") => {
-                let ((_, path, _, result), _): ((u32, OwnedObjectPath, String, String), _) =
-                    msg.body().deserialize()?;
+                // Another sender's malformed signal is skipped, not fatal.
+                let Ok(((_, path, _, result), _)) =
+                    msg.body()
+                        .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                else {
+                    continue;
+                };
                 if path.as_str() != ours {
                     continue;
                 }
@@ -337,6 +386,9 @@ fn read_message(r: &mut impl Read) -> std::io::Result<Message> {
     };
     let body_len = u32_at(&fixed, 4) as usize;
     let fields_len = u32_at(&fixed, 12) as usize;
+    if body_len > MAX_MESSAGE || fields_len > MAX_MESSAGE {
+        return Err(malformed());
+    }
     let header_len = (16 + fields_len).next_multiple_of(8);
     if header_len + body_len > MAX_MESSAGE {
         return Err(malformed());

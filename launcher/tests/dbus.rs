@@ -426,12 +426,29 @@ fn proxy_dies_with_monitor(who: Who) {
         rec.then_some(())
     });
     let proxies = proxy_children(monitor);
+    // The proxy has a session of its own: a terminal's SIGINT or SIGTSTP
+    // for porthole's session must not reach the app's bus.
+    let session = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let after = s.rsplit_once(')')?.1;
+                after.split_whitespace().nth(3)?.parse::<i32>().ok()
+            })
+    };
+    let sessions: Vec<_> = proxies.iter().map(|&p| session(p)).collect();
+    let own = session(monitor);
     // SAFETY: SIGKILL to the porthole process this test started.
     unsafe { libc::kill(monitor, libc::SIGKILL) };
     let _ = child.0.wait();
     let l = who.label();
     assert!(up.is_some(), "[{l}] instance never came up");
     assert_eq!(proxies.len(), 1, "[{l}] proxy processes: {proxies:?}");
+    assert!(own.is_some(), "[{l}] no session id for porthole");
+    assert!(
+        sessions[0].is_some() && sessions[0] != own,
+        "[{l}] the proxy shares porthole's session: {sessions:?} vs {own:?}"
+    );
     assert!(
         wait_for(5, || gone(proxies[0]).then_some(())).is_some(),
         "[{l}] proxy {} survived SIGKILL of porthole",

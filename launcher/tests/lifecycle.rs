@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -173,6 +175,29 @@ fn exit_status(who: Who) {
         30,
     );
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "--version|-x|"));
+    // A caller that left SIGCHLD ignored (inherited across exec, so the
+    // kernel would reap porthole's children itself) still gets the app's
+    // status.
+    let mut cmd = porthole(
+        who,
+        &rt,
+        &["run", APP_ID, "--", "/bin/sh", "-c", "exit 9"],
+        &[],
+    );
+    // SAFETY: signal(2) in the forked child before exec; no handler.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = run(cmd, Stdio::null(), 30);
+    assert_eq!(
+        out.code,
+        Some(9),
+        "SIGCHLD ignored by the caller: {}",
+        out.stderr
+    );
     // The app starts with SIGPIPE at its default, as under bwrap, although
     // the launcher itself ignores it.
     let out = run(

@@ -379,3 +379,55 @@ fn the_sandbox_runs_in_a_systemd_scope_as_user() {
         scope(Who::User);
     }
 }
+
+/// A socket at the manager's place that accepts and then trickles a byte
+/// a second, never finishing an answer: the launch goes on after the
+/// launcher's deadline (5 s) without a scope, and the app runs.
+#[test]
+fn a_wedged_manager_does_not_hold_the_launch() {
+    if skip("wedged_manager", Who::Root) {
+        return;
+    }
+    let rt = runtime_dir(Who::Root, "systemd-wedged");
+    std::fs::create_dir_all(rt.join("systemd")).unwrap();
+    let sock = rt.join("systemd/private");
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                for _ in 0..60 {
+                    if std::io::Write::write_all(&mut conn, b"O").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = run(
+        porthole(
+            Who::Root,
+            &rt,
+            &["run", APP_ID, "--", "/bin/sh", "-c", "echo ran"],
+            &[("RUST_LOG", "porthole_launcher=info")],
+        ),
+        Stdio::null(),
+        30,
+    );
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "ran");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("no systemd scope"),
+        "stderr: {}",
+        out.stderr
+    );
+}

@@ -264,10 +264,22 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     let mut scope_cgroup = None;
     if let Some(pending) = pending_scope {
         match pending.and_then(crate::systemd::PendingScope::wait) {
-            Ok(()) => {
-                tracing::debug!(unit, "in its systemd scope");
-                scope_cgroup = cgroup::v2_dir_of(child.as_raw());
-            }
+            // Trusted only when the sandbox really is in a cgroup of that
+            // name: the limits it carries are enforced nowhere else.
+            Ok(()) => match cgroup::v2_dir_of(child.as_raw())
+                .filter(|d| d.file_name().is_some_and(|n| n == unit.as_str()))
+            {
+                Some(d) => {
+                    tracing::debug!(unit, "in its systemd scope");
+                    scope_cgroup = Some(d);
+                }
+                None if scope_limits.is_empty() => {
+                    tracing::info!(unit, "the systemd scope does not hold the sandbox")
+                }
+                None => eprintln!(
+                    "porthole: warning: --memory-max/--pids-max cannot be enforced: the systemd scope {unit} does not hold the sandbox"
+                ),
+            },
             Err(e) if scope_limits.is_empty() => {
                 tracing::info!(error = %e, "no systemd scope for this instance; continuing without")
             }
