@@ -52,14 +52,25 @@ pub struct Record {
     pub cgroups: Vec<String>,
 }
 
-/// The per-user runtime directory: `$XDG_RUNTIME_DIR`, else
-/// `/run/user/UID`, else `/tmp/porthole-UID` (created 0700, ours, not a link).
+/// The per-user runtime directory: `$XDG_RUNTIME_DIR` when it is a
+/// directory of ours that nobody else may write to (instance records, the
+/// proxy's sockets and the systemd manager's socket are trusted from it),
+/// else `/run/user/UID`, else `/tmp/porthole-UID` (created 0700, ours, not
+/// a link).
 pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
         && d.is_absolute()
-        && d.is_dir()
     {
-        return Ok(d);
+        match std::fs::metadata(&d) {
+            Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => return Ok(d),
+            Ok(m) if m.is_dir() => eprintln!(
+                "porthole: warning: XDG_RUNTIME_DIR={} is not private to uid {uid} (owner {}, mode {:o}); not used",
+                d.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+            _ => {}
+        }
     }
     let run = PathBuf::from(format!("/run/user/{uid}"));
     if let Ok(m) = std::fs::symlink_metadata(&run)

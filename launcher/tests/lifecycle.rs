@@ -850,3 +850,42 @@ fn runtime_symlinks_as_user() {
     }
     runtime_symlinks(Who::User);
 }
+
+/// A runtime directory others may write to (here /tmp itself) is not
+/// trusted with instance records and sockets: porthole says so and uses
+/// its own fallback; the app still runs.
+fn shared_runtime_dir(who: Who) {
+    let out = run(
+        porthole(
+            who,
+            std::path::Path::new("/tmp"),
+            &["run", APP_ID, "--", "/bin/true"],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!(out.code, Some(0), "[{}] {}", who.label(), out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("porthole: warning: XDG_RUNTIME_DIR=/tmp is not private")),
+        "[{}] {}",
+        who.label(),
+        out.stderr
+    );
+}
+
+#[test]
+fn a_shared_runtime_dir_is_not_trusted_as_root() {
+    if !skip("shared_runtime_dir", Who::Root) {
+        shared_runtime_dir(Who::Root);
+    }
+}
+
+#[test]
+fn a_shared_runtime_dir_is_not_trusted_as_user() {
+    if !skip("shared_runtime_dir", Who::User) {
+        shared_runtime_dir(Who::User);
+    }
+}
