@@ -98,23 +98,11 @@ enum Handler {
     ValidateMatch,
 }
 
-const fn match_all(level: Level) -> Rule {
-    Rule {
-        name_is_subtree: false,
-        level,
-        call: true,
-        broadcast: true,
-        path: None,
-        path_is_subtree: false,
-        interface: None,
-        member: None,
-    }
-}
 static MATCH_ALL: [Rule; 4] = [
-    match_all(Level::None),
-    match_all(Level::See),
-    match_all(Level::Talk),
-    match_all(Level::Own),
+    Rule::level(Level::None, false),
+    Rule::level(Level::See, false),
+    Rule::level(Level::Talk, false),
+    Rule::level(Level::Own, false),
 ];
 
 /// Filtering state of one client connection.

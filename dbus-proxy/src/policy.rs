@@ -36,7 +36,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn level(level: Level, subtree: bool) -> Rule {
+    /// A rule granting `level` to every call and broadcast.
+    pub(crate) const fn level(level: Level, subtree: bool) -> Rule {
         Rule {
             name_is_subtree: subtree,
             level,
