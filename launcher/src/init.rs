@@ -71,24 +71,8 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
     let set = supervised_set();
     loop {
         // Reap first: SIGCHLD may have been consumed before we got here.
-        loop {
-            let target = match reap {
-                Reap::MainOnly => main,
-                Reap::All => Pid::from_raw(-1),
-            };
-            match waitpid(target, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(status) => {
-                    if status.pid() == Some(main)
-                        && let Some(code) = exit_code(status)
-                    {
-                        return code;
-                    }
-                }
-                Err(nix::Error::EINTR) => continue,
-                Err(nix::Error::ECHILD) => return 127,
-                Err(_) => break,
-            }
+        if let Some(code) = reap_exited(main, reap) {
+            return code;
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) => {}
@@ -124,16 +108,8 @@ pub fn supervise_with_status(main: Pid, status: std::os::fd::BorrowedFd<'_>) -> 
         return Ended::Reaped(supervise(main, Reap::MainOnly));
     };
     loop {
-        match waitpid(main, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(st) => {
-                if let Some(code) = exit_code(st) {
-                    return Ended::Reaped(code);
-                }
-            }
-            Err(nix::Error::EINTR) => continue,
-            Err(nix::Error::ECHILD) => return Ended::Reaped(127),
-            Err(_) => {}
+        if let Some(code) = reap_exited(main, Reap::MainOnly) {
+            return Ended::Reaped(code);
         }
         let mut fds = [
             PollFd::new(status, PollFlags::POLLIN),
@@ -158,6 +134,30 @@ pub fn supervise_with_status(main: Pid, status: std::os::fd::BorrowedFd<'_>) -> 
             {
                 let _ = nix::sys::signal::kill(main, sig);
             }
+        }
+    }
+}
+
+/// Reaps what has exited, without blocking: `main`'s exit code once it has
+/// exited (127 when there is no child left to wait for), else None.
+fn reap_exited(main: Pid, reap: Reap) -> Option<i32> {
+    let target = match reap {
+        Reap::MainOnly => main,
+        Reap::All => Pid::from_raw(-1),
+    };
+    loop {
+        match waitpid(target, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(status) => {
+                if status.pid() == Some(main)
+                    && let Some(code) = exit_code(status)
+                {
+                    return Some(code);
+                }
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(nix::Error::ECHILD) => return Some(127),
+            Err(_) => return None,
         }
     }
 }
