@@ -95,9 +95,14 @@ pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
     Ok(tmp)
 }
 
-/// `RUNTIME/porthole/instances`, created 0700.
+/// `RUNTIME/porthole/instances`, where the instance records are.
+pub fn instances_path(runtime: &Path) -> PathBuf {
+    runtime.join("porthole/instances")
+}
+
+/// [`instances_path`], created 0700.
 pub fn instances_dir(runtime: &Path) -> Result<PathBuf, InstanceError> {
-    let dir = runtime.join("porthole/instances");
+    let dir = instances_path(runtime);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

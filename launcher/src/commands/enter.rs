@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 
-use porthole_launcher::{enter, exit_code, instance};
+use porthole_launcher::{enter, exit_code};
 
 /// Run COMMAND inside a running sandbox (same namespaces, seccomp filter and
 /// capability drop as the app).
@@ -30,16 +30,9 @@ pub fn main(args: EnterArgs) -> i32 {
         );
         return exit_code::MISSING_COMMAND;
     }
-    let uid = nix::unistd::getuid().as_raw();
-    let record = match instance::runtime_dir(uid)
-        .map(|r| r.join("porthole/instances"))
-        .and_then(|d| instance::find(&d, &args.instance))
-    {
+    let record = match super::find(&args.instance) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("porthole: {e}");
-            return exit_code::NO_SUCH_INSTANCE;
-        }
+        Err(code) => return code,
     };
     match enter::enter(&record, &args.command) {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! `porthole kill [--signal SIG] INSTANCE`
 
-use porthole_launcher::{enter, exit_code, instance};
+use porthole_launcher::{enter, exit_code};
 
 /// Stop a running sandbox (all its processes).
 #[derive(Debug, clap::Args)]
@@ -17,21 +17,14 @@ pub struct KillArgs {
 }
 
 pub fn main(args: KillArgs) -> i32 {
-    let uid = nix::unistd::getuid().as_raw();
     let name = args.signal.trim_start_matches("SIG").to_uppercase();
     let Ok(sig) = format!("SIG{name}").parse::<nix::sys::signal::Signal>() else {
         eprintln!("porthole: --signal={}: unknown signal", args.signal);
         return exit_code::USAGE;
     };
-    let record = match instance::runtime_dir(uid)
-        .map(|r| r.join("porthole/instances"))
-        .and_then(|d| instance::find(&d, &args.instance))
-    {
+    let record = match super::find(&args.instance) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("porthole: {e}");
-            return exit_code::NO_SUCH_INSTANCE;
-        }
+        Err(code) => return code,
     };
     match enter::signal(&record, sig) {
         Ok(()) => 0,

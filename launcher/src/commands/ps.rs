@@ -11,11 +11,7 @@ pub struct PsArgs {
 }
 
 pub fn main(args: PsArgs) -> i32 {
-    let uid = nix::unistd::getuid().as_raw();
-    let records = match instance::runtime_dir(uid)
-        .map(|r| r.join("porthole/instances"))
-        .and_then(|d| instance::list(&d))
-    {
+    let records = match super::instances().and_then(|d| instance::list(&d)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("porthole: {e}");

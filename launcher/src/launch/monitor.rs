@@ -83,12 +83,6 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     }
     trace_stage(p.trace, "execute");
     ensure_app_data(&p.home, &p.app_data, p.uid)?;
-    let runtime = p
-        .instances_dir
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or(Path::new("/nonexistent"))
-        .to_owned();
     trace_stage(p.trace, "app data ready");
     // The D-Bus proxy starts first and comes up while the sandbox is
     // assembled; the sandbox waits for its ready byte only just before
@@ -97,7 +91,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     let mut early_dir = None;
     let mut proxy = None;
     if let Some(plan) = p.bus.clone() {
-        let instances = instance::instances_dir(&runtime)?;
+        let instances = instance::instances_dir(&p.runtime_dir)?;
         early_dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
         match bus::start(&plan, p.info.as_bytes()) {
             Ok(px) => {
@@ -142,7 +136,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // Where a systemd user manager runs, the instance gets a transient
     // scope from it (asked for once the sandbox's pid is known, below) and
     // we create directories only in v1 hierarchies.
-    let scope_dir = Some(runtime.as_path()).filter(|d| crate::systemd::available(d));
+    let scope_dir = Some(p.runtime_dir.as_path()).filter(|d| crate::systemd::available(d));
     // Limits that cannot be enforced are said clearly; the launch goes on.
     let created = match scope_dir {
         Some(_) => cgroup::InstanceCgroup::create_beside_scope(p.uid, &p.instance_id, &p.limits),
@@ -234,7 +228,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // anything of the app runs.
     let created = match early_dir {
         Some(d) => Ok(d),
-        None => instance::instances_dir(&runtime)
+        None => instance::instances_dir(&p.runtime_dir)
             .and_then(|instances| InstanceDir::create(&instances, &p.instance_id, &p.info)),
     };
     let dir = match created {

@@ -8,6 +8,9 @@ use super::*;
 pub struct Prepared {
     pub app_id: AppId,
     pub instance_id: String,
+    /// The per-user runtime directory ([`instance::runtime_dir`]): the
+    /// instance records below it, a systemd user manager's socket in it.
+    pub runtime_dir: PathBuf,
     pub instances_dir: PathBuf,
     pub info: String,
     pub ops: Vec<Op>,
@@ -369,14 +372,13 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
 
     let app_data = home.join(".var/app").join(req.app_id.as_str());
     let runtime = instance::runtime_dir(uid)?;
-    let instances_dir = runtime.join("porthole/instances");
+    let instances_dir = instance::instances_path(&runtime);
     let instance_id = instance::new_id();
     // The proxy's sockets live in the instance dir; the sandbox opens that
     // dir refusing symlinks, hence the canonical path.
-    let socket_dir = std::fs::canonicalize(&runtime)
-        .unwrap_or(runtime)
-        .join("porthole/instances")
-        .join(&instance_id);
+    let socket_dir =
+        instance::instances_path(&std::fs::canonicalize(&runtime).unwrap_or(runtime.clone()))
+            .join(&instance_id);
     let (bus, bus_warnings) = bus_plan(&req.app_id, &perms, host_runtime.as_deref(), &socket_dir);
     let info = flatpak_info::render(&InfoInput {
         app_id: &req.app_id,
@@ -460,6 +462,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     Ok(Prepared {
         app_id: req.app_id.clone(),
         instance_id,
+        runtime_dir: runtime,
         instances_dir,
         info,
         ops,
