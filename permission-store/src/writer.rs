@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
@@ -440,34 +442,18 @@ async fn apply(
             }])
         }
         Op::ResetApp { app } => {
-            let rows = sqlx::query(
+            let select = sqlx::query(
                 "SELECT tbl, id, app, perms FROM grants WHERE app = ? ORDER BY tbl, id",
             )
-            .bind(app)
-            .fetch_all(&mut *tx.conn)
-            .await?;
-            tx.drop_grants(
-                rows.iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                    .collect(),
-                "revoke",
-            )
-            .await
+            .bind(app);
+            tx.drop_grants(select, "revoke").await
         }
         Op::PruneExpired => {
-            let rows = sqlx::query(
+            let select = sqlx::query(
                 "SELECT tbl, id, app, perms FROM grants WHERE expires <= ? ORDER BY tbl, id, app",
             )
-            .bind(now_secs())
-            .fetch_all(&mut *tx.conn)
-            .await?;
-            tx.drop_grants(
-                rows.iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                    .collect(),
-                "expire",
-            )
-            .await
+            .bind(now_secs());
+            tx.drop_grants(select, "expire").await
         }
     }
 }
@@ -566,13 +552,20 @@ impl Tx<'_> {
         .await
     }
 
-    /// Removes the listed grants (table, id, app, stored permissions; expired
-    /// ones included for pruning) and reports one change per touched id.
-    async fn drop_grants(
+    /// Removes the grants that `select` yields (table, id, app, stored
+    /// permissions, ordered by table and id; expired ones included, for
+    /// pruning) and reports one change per touched id.
+    async fn drop_grants<'q>(
         &mut self,
-        rows: Vec<(String, String, String, String)>,
+        select: Query<'q, Sqlite, SqliteArguments<'q>>,
         action: &str,
     ) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = select
+            .fetch_all(&mut *self.conn)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
         let mut touched: Vec<(String, String)> = Vec::new();
         for (table, id, app, perms) in rows {
             let old = Grant {

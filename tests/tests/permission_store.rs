@@ -17,6 +17,34 @@ async fn start_store(bus: &Bus) -> Service {
     bus.spawn_owning("permission-store", cmd, BUS_NAME).await
 }
 
+/// A store on a private bus and one client of it. Fields drop in order:
+/// the client, then the service (stopped by PID), then the bus.
+struct Running {
+    ps: PermissionStoreProxy<'static>,
+    conn: zbus::Connection,
+    store: Service,
+    bus: Bus,
+}
+
+impl Running {
+    async fn start() -> Self {
+        Self::on(Bus::start()).await
+    }
+
+    /// Starts the store on `bus`, which a test may have prepared.
+    async fn on(bus: Bus) -> Self {
+        let store = start_store(&bus).await;
+        let conn = bus.connection().await;
+        let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+        Running {
+            ps,
+            conn,
+            store,
+            bus,
+        }
+    }
+}
+
 fn db_path(bus: &Bus) -> std::path::PathBuf {
     bus.data_home().join("porthole/permissions.db")
 }
@@ -37,10 +65,8 @@ fn method_error(e: zbus::Error) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_and_the_changed_signal() {
-    let bus = Bus::start();
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { ps, .. } = &t;
     let mut changed = ps.receive_changed().await.unwrap();
 
     assert_eq!(ps.version().await.unwrap(), 2);
@@ -308,10 +334,14 @@ async fn gdbus_as_a_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_precise_errors_and_the_service_keeps_serving() {
-    let bus = Bus::start();
-    let mut store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let mut t = Running::start().await;
+    let Running {
+        bus,
+        conn,
+        ps,
+        store,
+        ..
+    } = &mut t;
 
     // Wrong argument types: the bus-level error, as GDBus gives.
     let iface = "org.freedesktop.impl.portal.PermissionStore";
@@ -424,9 +454,8 @@ async fn a_corrupt_database_is_moved_aside_not_wiped() {
     );
 
     // The next start begins empty and works.
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::on(bus).await;
+    let Running { ps, .. } = &t;
     ps.set_permission("t", true, "i", "a.b.c", &["x"])
         .await
         .unwrap();
@@ -482,9 +511,8 @@ async fn acknowledged_writes_survive_kill_9() {
             acked.push(id);
         }
     }
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::on(bus).await;
+    let Running { bus, ps, .. } = &t;
     let stored: std::collections::HashSet<String> =
         ps.list("crash").await.unwrap().into_iter().collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
@@ -508,10 +536,8 @@ async fn acknowledged_writes_survive_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_hides_then_prunes_a_grant_and_history_records_it() {
-    let bus = Bus::start();
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { conn, ps, .. } = &t;
     let ours = PortholeStoreProxy::new(&conn).await.unwrap();
     let mut changed = ps.receive_changed().await.unwrap();
     let now = std::time::SystemTime::now()
@@ -625,10 +651,8 @@ fn permctl(bus: &Bus, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permctl_talks_to_the_running_service_so_changed_fires() {
-    let bus = Bus::start();
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { bus, ps, .. } = &t;
     let mut changed = ps.receive_changed().await.unwrap();
 
     let (code, out, err) = permctl(
@@ -820,9 +844,8 @@ async fn permctl_opens_the_database_itself_when_no_service_runs() {
     assert!(out.contains("camera  org.example.App  yes"), "{out}");
 
     // The service started later sees what permctl wrote.
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::on(bus).await;
+    let Running { bus, ps, .. } = &t;
     assert_eq!(
         ps.get_permission("devices", "camera", "org.example.App")
             .await
@@ -921,10 +944,8 @@ async fn a_second_instance_refuses_unless_replace() {
 /// by the running service within a couple of seconds, despite its cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_notices_writes_by_another_process() {
-    let bus = Bus::start();
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { bus, ps, .. } = &t;
     ps.set_permission("t", true, "i", "org.example.App", &["old"])
         .await
         .unwrap();
@@ -1196,10 +1217,8 @@ fn context_switches(pid: u32) -> u64 {
 /// next call is still answered correctly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_service_never_wakes_up() {
-    let bus = Bus::start();
-    let store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { ps, store, .. } = &t;
     ps.set_permission("t", true, "i", "org.example.App", &["yes"])
         .await
         .unwrap();
@@ -1271,10 +1290,8 @@ async fn a_zbus_client_in_the_sandbox_reaches_the_store_only_when_granted() {
     if skip_unless_root() {
         return;
     }
-    let bus = Bus::start();
-    let _store = start_store(&bus).await;
-    let conn = bus.connection().await;
-    let ps = PermissionStoreProxy::new(&conn).await.unwrap();
+    let t = Running::start().await;
+    let Running { bus, ps, .. } = &t;
     ps.set_permission("devices", true, "camera", "org.example.App", &["yes"])
         .await
         .unwrap();
