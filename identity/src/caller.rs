@@ -55,7 +55,21 @@ pub enum CallerError {
 }
 
 /// Identifies the app behind `sender` on `conn`'s bus.
+///
+/// Reading the caller's `.flatpak-info` can block when the caller shaped its
+/// own root (a FUSE file in a user namespace, say); a service that must not
+/// stall runs [`sender_process`] and then [`identify_pid`] on a blocking
+/// thread under a deadline instead.
 pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppInfo, CallerError> {
+    let (pid, pidfd) = sender_process(conn, sender).await?;
+    identify_pid(pid, &pidfd)
+}
+
+/// The process behind `sender`: its PID and a pidfd that keeps naming it.
+pub async fn sender_process(
+    conn: &zbus::Connection,
+    sender: &str,
+) -> Result<(u32, OwnedFd), CallerError> {
     let err = |source: zbus::fdo::Error| CallerError::Credentials {
         sender: sender.to_owned(),
         source: Box::new(source),
@@ -73,26 +87,13 @@ pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppI
             .map_err(|source| CallerError::PidFd { pid, source })?,
         None => pidfd_open(pid)?,
     };
-    identify_pid(pid, &pidfd)
+    Ok((pid, pidfd))
 }
 
 /// Reads the instance info of `pid`, then proves `pidfd` (which names the
 /// same process) is still alive, so the answer belongs to that process.
 pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
-    let path = format!("/proc/{pid}/root/.flatpak-info");
-    let text = match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            let mut s = String::new();
-            f.read_to_string(&mut s)
-                .map_err(|source| CallerError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-            Some(s)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(CallerError::Read { path, source }),
-    };
+    let text = read_info(pid)?;
     if !pidfd_alive(pidfd) {
         return Err(CallerError::Gone(pid));
     }
@@ -122,6 +123,52 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
         instance_id: kf.get("Instance", "instance-id"),
         pid,
     })
+}
+
+/// The most a `.flatpak-info` may hold; Flatpak's and ours are under 4 KiB.
+pub const INFO_MAX: u64 = 64 * 1024;
+
+/// The text of `/proc/PID/root/.flatpak-info`, or None when there is none.
+///
+/// The caller's root is the caller's to shape when it made its own mount
+/// namespace, so the file is not trusted to be a file: a symlink there would
+/// resolve absolute targets in *our* root (O_NOFOLLOW refuses it), a FIFO
+/// would block the open until someone writes (O_NONBLOCK), and `/dev/zero`
+/// would never end (a regular file of at most [`INFO_MAX`] bytes is read).
+fn read_info(pid: u32) -> Result<Option<String>, CallerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/{pid}/root/.flatpak-info");
+    let bad = |reason: String| CallerError::BadInfo { pid, reason };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(bad("/.flatpak-info is a symbolic link".into()));
+        }
+        Err(source) => return Err(CallerError::Read { path, source }),
+    };
+    let read_err = |source| CallerError::Read {
+        path: path.clone(),
+        source,
+    };
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.file_type().is_file() {
+        return Err(bad("/.flatpak-info is not a regular file".into()));
+    }
+    let mut text = String::new();
+    file.take(INFO_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > INFO_MAX {
+        return Err(bad(format!(
+            "/.flatpak-info is larger than {INFO_MAX} bytes"
+        )));
+    }
+    Ok(Some(text))
 }
 
 /// `pidfd_open(2)`: a handle that keeps naming this process even if the PID

@@ -29,15 +29,17 @@ impl Data {
         Self::from_value(&Value::U8(0)).expect("a byte always encodes")
     }
 
-    /// Encodes a value. File descriptors are refused: the store outlives them.
+    /// Encodes a value. File descriptors are refused, wherever they sit (a
+    /// variant inside a struct hides its `h` from the outer signature): the
+    /// store outlives them, and the stored index would name no fd on reading.
     pub fn from_value(value: &Value<'_>) -> Result<Self, StoreError> {
-        if value.value_signature().to_string().contains('h') {
+        let encoded =
+            zvariant::to_bytes(ctxt(), value).map_err(|e| StoreError::BadData(e.to_string()))?;
+        if !encoded.fds().is_empty() {
             return Err(StoreError::BadData(
                 "file descriptors cannot be stored".into(),
             ));
         }
-        let encoded =
-            zvariant::to_bytes(ctxt(), value).map_err(|e| StoreError::BadData(e.to_string()))?;
         Ok(Self(encoded.to_vec()))
     }
 
@@ -91,6 +93,26 @@ mod tests {
             assert_eq!(Value::from(back), v);
             let again = Data::from_value(&d.to_value().unwrap()).unwrap();
             assert_eq!(again, d, "re-encoding must give the same bytes");
+        }
+    }
+
+    #[test]
+    fn file_descriptors_are_refused_however_deeply_nested() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = || Value::Fd(zvariant::Fd::from(std::os::fd::AsFd::as_fd(&file)));
+        let mut dict: HashMap<String, Value<'_>> = HashMap::new();
+        dict.insert("k".into(), Value::Value(Box::new(fd())));
+        for v in [
+            fd(),
+            Value::Value(Box::new(fd())),
+            Value::from((1u32, Value::Value(Box::new(fd())))),
+            Value::from(dict),
+        ] {
+            let sig = v.value_signature().to_string();
+            assert!(
+                matches!(Data::from_value(&v), Err(StoreError::BadData(m)) if m.contains("file descriptors")),
+                "a value of type {sig} holding an fd was accepted"
+            );
         }
     }
 

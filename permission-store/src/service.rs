@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use zbus::message::Header;
@@ -63,6 +64,25 @@ struct CallerCache(Mutex<HashMap<String, String>>);
 
 const CALLER_CACHE_MAX: usize = 4096;
 
+/// How long a caller's identity may take before its write is recorded as
+/// unidentified. The writer waits for it (before it takes the database
+/// lock), so this bounds what one slow caller costs the others.
+const IDENTIFY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The app id behind `sender`. The caller's `.flatpak-info` is read on a
+/// blocking thread: a caller that shaped its own root can make that read
+/// hang (a FUSE file), and it must not hang the service's one thread.
+async fn identify(conn: &zbus::Connection, sender: &str) -> Result<String, String> {
+    let (pid, pidfd) = porthole_identity::sender_process(conn, sender)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || porthole_identity::identify_pid(pid, &pidfd))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|info| info.app_id)
+        .map_err(|e| e.to_string())
+}
+
 impl CallerCache {
     /// The caller's app id, or a promise of it: never awaits, so the handler
     /// can queue its write at once (see [`Caller`]).
@@ -77,10 +97,15 @@ impl CallerCache {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (cache, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
-            let app = match porthole_identity::lookup_caller(&conn, &sender).await {
-                Ok(info) => info.app_id,
-                Err(e) => {
+            let app = match tokio::time::timeout(IDENTIFY_DEADLINE, identify(&conn, &sender)).await
+            {
+                Ok(Ok(app)) => app,
+                Ok(Err(e)) => {
                     tracing::warn!(%sender, "could not identify caller: {e}");
+                    format!("(unidentified {sender})")
+                }
+                Err(_) => {
+                    tracing::warn!(%sender, "identifying the caller took over {IDENTIFY_DEADLINE:?}; gave up");
                     format!("(unidentified {sender})")
                 }
             };
@@ -322,7 +347,7 @@ impl PortholeStore {
         table: &str,
     ) -> Result<Vec<(String, BTreeMap<String, GrantWire>, OwnedValue)>, PortalError> {
         let entries = self.0.store.entries(table).await?;
-        entries
+        Ok(entries
             .into_iter()
             .map(|(id, e)| {
                 let apps = e
@@ -330,9 +355,19 @@ impl PortholeStore {
                     .iter()
                     .map(|(a, g)| (a.clone(), grant_wire(g)))
                     .collect();
-                Ok((id, apps, data_value(&e.data)?))
+                // One damaged value (written by an older build, or by hand)
+                // must not hide the whole table from its listing.
+                let data = data_value(&e.data).unwrap_or_else(|err| {
+                    tracing::warn!(
+                        table,
+                        id,
+                        "stored data cannot be decoded, listed as byte 0: {err:?}"
+                    );
+                    OwnedValue::from(0u8)
+                });
+                (id, apps, data)
             })
-            .collect()
+            .collect())
     }
 
     /// Every live grant of one app: (table, id, permissions, expires).
@@ -372,6 +407,13 @@ impl PortholeStore {
                 "expiry {expires} is negative"
             )));
         }
+        // A grant that has already lapsed would be announced by Changed and
+        // then never returned: refuse it instead.
+        if expires != 0 && expires <= crate::writer::now_secs() {
+            return Err(PortalError::InvalidArgument(format!(
+                "expiry {expires} is not in the future"
+            )));
+        }
         let expires = (expires != 0).then_some(expires);
         let caller = self.0.callers.caller(conn, &hdr);
         let change = self
@@ -399,9 +441,10 @@ impl PortholeStore {
     }
 
     /// The audit history, newest first. Filter keys: `table` (s), `app` (s),
-    /// `limit` (u, 0 = all). Each record has `seq` (x), `time` (x, µs since
-    /// the epoch), `action` (s), `table`, `id`, `caller` (s), and when they
-    /// apply `app` (s), `old` and `new` (as).
+    /// `limit` (any integer type, 0 = all). Each record has `seq` (x), `time`
+    /// (x, µs since the epoch), `action` (s: grant, revoke, expire, data or
+    /// delete), `table`, `id`, `caller` (s), and when they apply `app` (s),
+    /// `old` and `new` (as).
     #[zbus(out_args("records"))]
     async fn history(
         &self,
@@ -416,12 +459,14 @@ impl PortholeStore {
                     PortalError::InvalidArgument(format!("filter key {key:?} must be a string"))
                 })
         };
-        let limit = filter
-            .get("limit")
-            .map(u32::try_from)
-            .transpose()
-            .map_err(|_| PortalError::InvalidArgument("filter key \"limit\" must be a u32".into()))?
-            .unwrap_or(0);
+        let limit = match filter.get("limit") {
+            None => 0,
+            Some(v) => count(v).ok_or_else(|| {
+                PortalError::InvalidArgument(
+                    "filter key \"limit\" must be a non-negative integer".into(),
+                )
+            })?,
+        };
         for key in filter.keys() {
             if !matches!(key.as_str(), "table" | "app" | "limit") {
                 return Err(PortalError::InvalidArgument(format!(
@@ -462,6 +507,21 @@ impl PortholeStore {
     #[zbus(property(emits_changed_signal = "const"), name = "version")]
     async fn version(&self) -> u32 {
         1
+    }
+}
+
+/// A count given as any D-Bus integer type: `gdbus call` sends a plain
+/// `<5>` as an int32, zbus a u32.
+fn count(v: &Value<'_>) -> Option<u32> {
+    match *v {
+        Value::U8(n) => Some(n.into()),
+        Value::U16(n) => Some(n.into()),
+        Value::U32(n) => Some(n),
+        Value::I16(n) => u32::try_from(n).ok(),
+        Value::I32(n) => u32::try_from(n).ok(),
+        Value::U64(n) => u32::try_from(n).ok(),
+        Value::I64(n) => u32::try_from(n).ok(),
+        _ => None,
     }
 }
 

@@ -184,6 +184,11 @@ pub(crate) async fn run(
             version = now;
         }
     };
+    // One clock for the whole loop: a sleep made anew each turn would be
+    // put off for as long as writes kept coming less than a second apart,
+    // and the cache would serve another process's revoked grants meanwhile.
+    let mut tick = tokio::time::interval(FOREIGN_WRITE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let idle = activity.idle.load(Ordering::SeqCst);
         tokio::select! {
@@ -193,7 +198,7 @@ pub(crate) async fn run(
                 }
                 commit_batch(&mut conn, &mut batch, &cache, &pending).await;
             }
-            _ = tokio::time::sleep(FOREIGN_WRITE_CHECK), if !idle => {
+            _ = tick.tick(), if !idle => {
                 check_foreign(&mut conn).await;
                 if activity.quiet() {
                     activity.idle.store(true, Ordering::SeqCst);
@@ -227,6 +232,14 @@ async fn commit_batch(
     pending: &AtomicUsize,
 ) {
     let mut results: Vec<Result<Reply, StoreError>> = Vec::with_capacity(batch.len());
+    // Who made each write is settled before the database lock is taken, so
+    // a caller slow to identify holds up only this batch, not other
+    // processes writing to the file.
+    for req in batch.iter_mut() {
+        if !matches!(req.op, Op::Lookup { .. } | Op::List { .. }) {
+            req.caller.resolve().await;
+        }
+    }
     let begin = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
     if let Err(e) = begin {
         let msg = e.to_string();
@@ -520,8 +533,15 @@ impl Tx<'_> {
         .execute(&mut *self.conn)
         .await?;
         if old != Some(grant) {
+            // Taking some permissions away is a revocation, though a list
+            // remains.
+            let narrowed = old.is_some_and(|o| {
+                grant.permissions.len() < o.permissions.len()
+                    && grant.permissions.iter().all(|p| o.permissions.contains(p))
+            });
+            let action = if narrowed { "revoke" } else { "grant" };
             let old = old.map(|g| g.permissions.as_slice());
-            self.history("grant", table, id, Some(app), old, Some(&grant.permissions))
+            self.history(action, table, id, Some(app), old, Some(&grant.permissions))
                 .await?;
         }
         Ok(())
