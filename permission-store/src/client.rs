@@ -78,6 +78,13 @@ pub trait PortholeStore {
         permissions: &[&str],
         expires: i64,
     ) -> zbus::Result<()>;
+    fn revoke_permissions(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<Vec<String>>;
     fn reset_app(&self, app: &str) -> zbus::Result<u32>;
     fn history(
         &self,

@@ -12,6 +12,13 @@ pub enum StoreError {
     /// SetPermission with `create` false.
     #[error("Id {0} not found")]
     IdNotFound(String),
+    /// The id exists but the app holds nothing (or not this) on it.
+    #[error("{app:?} {what} on {id}")]
+    NoGrant {
+        app: String,
+        id: String,
+        what: String,
+    },
     #[error("invalid table name {name:?}: {reason}")]
     BadTable { name: String, reason: &'static str },
     #[error("invalid data value: {0}")]
@@ -49,6 +56,9 @@ pub enum StoreError {
 impl StoreError {
     /// Whether this is the "no such id" answer rather than a failure.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::NoEntry(_) | StoreError::IdNotFound(_))
+        matches!(
+            self,
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant { .. }
+        )
     }
 }

@@ -42,7 +42,7 @@ pub enum PortalError {
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) => {
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant { .. } => {
                 PortalError::NotFound(e.to_string())
             }
             StoreError::BadTable { .. }
@@ -424,6 +424,37 @@ impl PortholeStore {
         emit_all(&standard_emitter(conn)?, &[change]).await;
         self.0.expiry_changed.notify_one();
         Ok(())
+    }
+
+    /// Takes `permissions` away from `app`'s grant on `id` in one step (no
+    /// read-modify-write race with other writers); all of them, or with an
+    /// empty list the whole grant. Returns what the app keeps. NotFound when
+    /// the id, the grant or one of the permissions is not there; then
+    /// nothing changes.
+    #[zbus(out_args("remaining"))]
+    async fn revoke_permissions(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+        permissions: Vec<String>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<Vec<String>, PortalError> {
+        let caller = self.0.callers.caller(conn, &hdr);
+        let change = self
+            .0
+            .store
+            .revoke_permissions(table, id, app, permissions, caller)
+            .await?;
+        let remaining = change
+            .entry
+            .apps
+            .get(app)
+            .map(|g| g.permissions.clone())
+            .unwrap_or_default();
+        emit_all(&standard_emitter(conn)?, &[change]).await;
+        Ok(remaining)
     }
 
     /// Removes every grant of `app` in every table; returns how many ids

@@ -490,6 +490,31 @@ impl Store {
         .await
     }
 
+    /// Takes `permissions` (all of them, or with an empty list the whole
+    /// grant) away from `app` on `id` as one write. Fails with
+    /// [`StoreError::NoEntry`] or [`StoreError::NoGrant`], changing nothing,
+    /// when the id, the grant or one of the permissions is missing.
+    pub async fn revoke_permissions(
+        &self,
+        table: &str,
+        id: &str,
+        app: &str,
+        permissions: Vec<String>,
+        caller: impl Into<Caller>,
+    ) -> Result<Change, StoreError> {
+        validate_table(table)?;
+        self.one(
+            Op::RevokePermissions {
+                table: table.into(),
+                id: id.into(),
+                app: app.into(),
+                permissions,
+            },
+            caller,
+        )
+        .await
+    }
+
     /// Upstream `Delete`.
     pub async fn delete(
         &self,

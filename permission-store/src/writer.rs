@@ -56,6 +56,12 @@ pub(crate) enum Op {
         table: String,
         id: String,
     },
+    RevokePermissions {
+        table: String,
+        id: String,
+        app: String,
+        permissions: Vec<String>,
+    },
     /// Reads that arrive while writes are queued go through the queue, so a
     /// client that sent a write and then a read sees its write (upstream
     /// answers everything in arrival order).
@@ -421,6 +427,49 @@ async fn apply(
             if let Some(old) = entry.apps.remove(app) {
                 tx.remove_grant(table, id, app, Some(&old), "revoke")
                     .await?;
+            }
+            Ok(vec![changed(table, id, entry)])
+        }
+        Op::RevokePermissions {
+            table,
+            id,
+            app,
+            permissions,
+        } => {
+            let mut entry = tx
+                .load(table, id)
+                .await?
+                .ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+            let no_grant = |what: String| StoreError::NoGrant {
+                app: app.clone(),
+                id: id.clone(),
+                what,
+            };
+            let old = entry
+                .apps
+                .get(app)
+                .cloned()
+                .ok_or_else(|| no_grant("has no grant".into()))?;
+            if let Some(p) = permissions.iter().find(|p| !old.permissions.contains(p)) {
+                return Err(no_grant(format!("does not hold {p:?}")));
+            }
+            let kept: Vec<String> = old
+                .permissions
+                .iter()
+                .filter(|p| !permissions.is_empty() && !permissions.contains(p))
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                entry.apps.remove(app);
+                tx.remove_grant(table, id, app, Some(&old), "revoke")
+                    .await?;
+            } else {
+                let grant = Grant {
+                    permissions: kept,
+                    expires: old.expires,
+                };
+                tx.put_grant(table, id, app, &grant, Some(&old)).await?;
+                entry.apps.insert(app.clone(), grant);
             }
             Ok(vec![changed(table, id, entry)])
         }

@@ -1176,6 +1176,98 @@ async fn pipelined_calls_from_one_client_apply_in_order() {
     }
 }
 
+/// RevokePermissions takes permissions away in one step: what remains is
+/// returned and announced, a missing id, grant or permission is NotFound
+/// and changes nothing, and many clients revoking different permissions
+/// of one grant at once lose none of their revocations (a read-modify-write
+/// through Lookup and SetPermission would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_permissions_is_one_atomic_step() {
+    let t = Running::start().await;
+    let Running { bus, conn, ps, .. } = &t;
+    let ours = PortholeStoreProxy::new(conn).await.unwrap();
+    let mut changed = ps.receive_changed().await.unwrap();
+    let app = "org.example.App";
+    ps.set_permission("t", true, "i", app, &["a", "b", "c"])
+        .await
+        .unwrap();
+    changed.next().await.unwrap();
+
+    let left = ours
+        .revoke_permissions("t", "i", app, &["b"])
+        .await
+        .unwrap();
+    assert_eq!(left, ["a", "c"]);
+    let sig = tokio::time::timeout(Duration::from_secs(5), changed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sig.args().unwrap().permissions,
+        perms(&[(app, &["a", "c"])])
+    );
+    for (id, who, what, expected) in [
+        ("nope", app, vec!["a"], "No entry for nope"),
+        (
+            "i",
+            "org.example.Other",
+            vec!["a"],
+            "\"org.example.Other\" has no grant on i",
+        ),
+        (
+            "i",
+            app,
+            vec!["a", "zzz"],
+            "\"org.example.App\" does not hold \"zzz\" on i",
+        ),
+    ] {
+        let err = ours
+            .revoke_permissions("t", id, who, &what)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            method_error(err),
+            (
+                "org.freedesktop.portal.Error.NotFound".to_owned(),
+                expected.to_owned()
+            )
+        );
+    }
+    assert_eq!(
+        ps.get_permission("t", "i", app).await.unwrap(),
+        ["a", "c"],
+        "a refused revocation changed nothing"
+    );
+    let left = ours.revoke_permissions("t", "i", app, &[]).await.unwrap();
+    assert!(left.is_empty());
+    let (apps, _) = ps.lookup("t", "i").await.unwrap();
+    assert!(apps.is_empty(), "{apps:?}");
+
+    // 16 clients at once, each taking away its own permission.
+    let all: Vec<String> = (0..16).map(|n| format!("p{n}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    ps.set_permission("t", true, "many", app, &refs)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for p in all.clone() {
+        let conn = bus.connection().await;
+        tasks.push(tokio::spawn(async move {
+            let ours = PortholeStoreProxy::new(&conn).await.unwrap();
+            ours.revoke_permissions("t", "many", "org.example.App", &[p.as_str()])
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        ps.get_permission("t", "many", app).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 /// True (after saying so) when bubblewrap is missing and anchors may be
 /// skipped; fails the test when it is missing otherwise.
 fn skip_without_bwrap() -> bool {
