@@ -491,6 +491,59 @@ async fn a_corrupt_database_is_moved_aside_not_wiped() {
 
 /// kill -9 during a stream of writes, many times: every acknowledged write
 /// survives and the database passes `PRAGMA integrity_check`.
+/// Damage inside the file, not only a file that is no database at all: a
+/// store with a few thousand grants gets one page in its middle
+/// overwritten, and the next start refuses it (`PRAGMA quick_check`) and
+/// moves it aside byte for byte instead of serving from a broken b-tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_a_damaged_page_is_refused_too() {
+    let mut t = Running::start().await;
+    let calls = (0..3000).map(|n| {
+        let ps = t.ps.clone();
+        async move {
+            ps.set_permission("t", true, &format!("id{n}"), "org.example.App", &["yes"])
+                .await
+                .unwrap()
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(t.store.stop_with(libc::SIGTERM).unwrap().code(), Some(0));
+    let db = db_path(&t.bus);
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA wal_checkpoint(TRUNCATE);")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = 4096;
+    let middle = bytes.len() / page / 2 * page;
+    assert!(bytes.len() >= 8 * page, "only {} bytes", bytes.len());
+    for (i, b) in bytes[middle..middle + page].iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).to_be_bytes()[0];
+    }
+    std::fs::write(&db, &bytes).unwrap();
+
+    let mut cmd = t.bus.command(bin("porthole-permission-store"));
+    let (status, _, err) = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains("moved aside to"),
+        "{err}"
+    );
+    let moved = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("permissions.db.corrupt-")
+        })
+        .expect("a file moved aside");
+    assert_eq!(std::fs::read(moved.path()).unwrap(), bytes);
+    assert!(!db.exists(), "the damaged file is not left in place");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     const ROUNDS: usize = 12;
