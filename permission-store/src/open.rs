@@ -1,10 +1,13 @@
 //! Opening the database file: location, pragmas, migrations, and what to do
 //! with a file that is not a healthy SQLite database.
 //!
-//! A corrupt file is never wiped: it is renamed aside with a timestamp (its
-//! `-wal` and `-shm` companions with it) and the open fails with an error
-//! naming both paths. The next start then begins with an empty store while the
-//! old bytes stay available for recovery.
+//! A corrupt file is never wiped. The service ([`open`]) renames it aside
+//! with a timestamp (its `-wal` and `-shm` companions with it) and fails with
+//! an error naming both paths; its next start then begins with an empty store
+//! while the old bytes stay available for recovery. Tools such as permctl
+//! ([`open_leaving_corrupt`], [`open_read_only`]) never move the user's file:
+//! a command that only looks must not change what it looks at, and deciding
+//! to start over belongs to the service, at its start.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,6 +17,31 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 
 use crate::error::StoreError;
+
+/// The schema every open brings the file up to (the service and permctl's
+/// writes), and that a read-only open requires.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Why a tool could not open a database without moving it aside.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("no database at {}", path.display())]
+    Missing { path: PathBuf },
+    #[error(
+        "the database {} is damaged ({reason}) and was left as it is; the permission store service moves it aside when it starts (and then begins empty), or move it away yourself",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "the database {} has no schema yet or an older one; starting the permission store service (or one change with permctl) brings it up to date",
+        path.display()
+    )]
+    OldSchema { path: PathBuf },
+    #[error("opening {} read-only: {source}", path.display())]
+    ReadOnly { path: PathBuf, source: sqlx::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// `$XDG_DATA_HOME/porthole/permissions.db` (with `~/.local/share` when
 /// XDG_DATA_HOME is unset), as in DESIGN.md.
@@ -66,18 +94,151 @@ fn corruption_reason(e: &sqlx::Error) -> Option<String> {
 }
 
 /// Opens (creating if missing) the database at `path` and brings its schema
-/// up to date. Returns the single write connection and the read pool.
+/// up to date; a corrupt file is moved aside. Returns the single write
+/// connection and the read pool. This is the service's open.
 pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)?;
+    match open_writable(path).await {
+        Ok(opened) => Ok(opened),
+        Err(Checked::Corrupt(reason)) => Err(move_aside(path, reason)),
+        Err(Checked::Other(e)) => Err(e),
     }
-    create_private_file(path)?;
-    let mut conn = match connect_checked(path).await {
-        Ok(conn) => conn,
-        Err(Checked::Corrupt(reason)) => return Err(move_aside(path, reason)),
-        Err(Checked::Other(e)) => return Err(e),
+}
+
+/// Like [`open`], but a corrupt file stays where it is, byte for byte, and
+/// the open fails with [`OpenError::Corrupt`]: for tools that write (permctl
+/// with `--db`, or with no service running).
+pub async fn open_leaving_corrupt(
+    path: &Path,
+) -> Result<(SqliteConnection, SqlitePool), OpenError> {
+    // Check an existing file read-only first: the write connection's
+    // `journal_mode=WAL` could rewrite the header of a damaged file that is
+    // not yet in WAL mode.
+    if path.exists() {
+        let (conn, _) = connect_read_only(path).await?;
+        let _ = conn.close().await;
+    }
+    open_writable(path).await.map_err(|e| match e {
+        Checked::Corrupt(reason) => OpenError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        },
+        Checked::Other(e) => e.into(),
+    })
+}
+
+/// Opens an existing database for reading only: nothing is created,
+/// migrated or moved, and a damaged file is reported, not touched. SQLite may
+/// still create the `-shm` and `-wal` companions of a WAL database, which
+/// its readers need.
+pub async fn open_read_only(path: &Path) -> Result<SqlitePool, OpenError> {
+    let (mut conn, options) = connect_read_only(path).await?;
+    let schema_ok = schema_is_current(&mut conn).await;
+    let _ = conn.close().await;
+    let sqlx_err = |source| OpenError::ReadOnly {
+        path: path.to_owned(),
+        source,
     };
-    sqlx::migrate!("./migrations").run(&mut conn).await?;
+    if !schema_ok.map_err(sqlx_err)? {
+        return Err(OpenError::OldSchema {
+            path: path.to_owned(),
+        });
+    }
+    SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(sqlx_err)
+}
+
+/// One read-only connection to an existing, healthy file, and the options
+/// that made it.
+async fn connect_read_only(
+    path: &Path,
+) -> Result<(SqliteConnection, SqliteConnectOptions), OpenError> {
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OpenError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "opening",
+                path: path.to_owned(),
+                source,
+            }
+            .into());
+        }
+    }
+    // No journal_mode or other writing pragma: a WAL file stays WAL, any
+    // other stays as it is.
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(BUSY_TIMEOUT)
+        .disable_statement_logging();
+    let classify = |e: Checked| match e {
+        Checked::Corrupt(reason) => OpenError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        },
+        Checked::Other(StoreError::Database(source)) => OpenError::ReadOnly {
+            path: path.to_owned(),
+            source,
+        },
+        Checked::Other(e) => e.into(),
+    };
+    // A read-only connection to a file whose header says WAL creates the
+    // `-wal` and `-shm` companions, even when the pages turn out damaged.
+    // With no `-wal` the main file holds everything, so look at it alone
+    // first ("immutable": no companions, no locks) and leave a damaged file
+    // without new neighbours.
+    if !companion(path, "-wal").exists() {
+        let conn = connect_checked(options.clone().immutable(true))
+            .await
+            .map_err(classify)?;
+        let _ = conn.close().await;
+    }
+    let conn = connect_checked(options.clone()).await.map_err(classify)?;
+    Ok((conn, options))
+}
+
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", path.display()))
+}
+
+/// Whether every migration has been applied: a read-only open cannot apply
+/// them, and the queries assume the current schema.
+async fn schema_is_current(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let has_table: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if has_table == 0 {
+        return Ok(false);
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+}
+
+/// Creates the directory and file if needed, checks the file and migrates
+/// it. A damaged file is reported as [`Checked::Corrupt`] for the caller to
+/// decide about.
+async fn open_writable(path: &Path) -> Result<(SqliteConnection, SqlitePool), Checked> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(Checked::Other)?;
+    }
+    create_private_file(path).map_err(Checked::Other)?;
+    let mut conn = connect_checked(options(path).create_if_missing(true)).await?;
+    let other = |e: StoreError| Checked::Other(e);
+    MIGRATOR.run(&mut conn).await.map_err(|e| other(e.into()))?;
     let read = SqlitePoolOptions::new()
         .max_connections(READERS)
         // The default pings each connection on checkout: a second round
@@ -85,7 +246,8 @@ pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreEr
         .test_before_acquire(false)
         .min_connections(1)
         .connect_with(options(path).read_only(true))
-        .await?;
+        .await
+        .map_err(|e| other(e.into()))?;
     Ok((conn, read))
 }
 
@@ -94,16 +256,12 @@ enum Checked {
     Other(StoreError),
 }
 
-async fn connect_checked(path: &Path) -> Result<SqliteConnection, Checked> {
+async fn connect_checked(options: SqliteConnectOptions) -> Result<SqliteConnection, Checked> {
     let classify = |e: sqlx::Error| match corruption_reason(&e) {
         Some(reason) => Checked::Corrupt(reason),
         None => Checked::Other(e.into()),
     };
-    let mut conn = options(path)
-        .create_if_missing(true)
-        .connect()
-        .await
-        .map_err(classify)?;
+    let mut conn = options.connect().await.map_err(classify)?;
     // quick_check reads every page: O(size), a few ms at 100k grants, and the
     // only way to learn at start-up rather than at the first unlucky query.
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")

@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
+use crate::open::OpenError;
 use crate::writer::{self, Activity, Caller, Op, Reply, Request, now_secs};
 
 /// A handle to an open store. Cheap to clone; the writer stops when the last
@@ -80,6 +81,36 @@ impl Store {
     /// current tokio runtime).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let (conn, read) = crate::open::open(path).await?;
+        Ok(Self::start(path, conn, read))
+    }
+
+    /// Like [`Store::open`], but a damaged file is left where it is and the
+    /// open fails: for tools (permctl) that write without the service. Only
+    /// the service moves a database aside, at its start.
+    pub async fn open_leaving_corrupt(path: &Path) -> Result<Self, OpenError> {
+        let (conn, read) = crate::open::open_leaving_corrupt(path).await?;
+        Ok(Self::start(path, conn, read))
+    }
+
+    /// Opens an existing database for reading only, as permctl's read
+    /// commands do: nothing is created, migrated or moved. There is no
+    /// writer; a write fails with [`StoreError::WriterGone`].
+    pub async fn open_read_only(path: &Path) -> Result<Self, OpenError> {
+        let read = crate::open::open_read_only(path).await?;
+        // The receiver is dropped at once, so a write fails instead of
+        // waiting for a writer that never comes.
+        let (writer, _) = mpsc::unbounded_channel();
+        Ok(Self {
+            read,
+            cache: Arc::new(Cache::default()),
+            writer,
+            pending: Arc::new(AtomicUsize::new(0)),
+            activity: Arc::new(Activity::default()),
+            path: path.to_owned(),
+        })
+    }
+
+    fn start(path: &Path, conn: SqliteConnection, read: SqlitePool) -> Self {
         // Unbounded so that queueing never awaits (order is decided at the
         // send); the bus bounds a client's outstanding calls.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -94,14 +125,14 @@ impl Store {
             pending.clone(),
             activity.clone(),
         ));
-        Ok(Self {
+        Self {
             read,
             cache,
             writer: tx,
             pending,
             activity,
             path: path.to_owned(),
-        })
+        }
     }
 
     /// Resolves when another process has changed the database (noticed

@@ -2,14 +2,14 @@
 //! opened directly. Both give the same domain values.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
 use porthole_permission_store::service::BUS_NAME;
-use porthole_permission_store::{Grant, HistoryQuery, HistoryRecord, Store, StoreError};
+use porthole_permission_store::{Grant, HistoryQuery, HistoryRecord, OpenError, Store, StoreError};
 use zvariant::{OwnedValue, Value};
 
-use crate::exit;
+use crate::{exit, output};
 
 /// An error for the user: one line and an exit code.
 #[derive(Debug)]
@@ -43,15 +43,32 @@ impl From<StoreError> for CliError {
     }
 }
 
+impl From<OpenError> for CliError {
+    /// Every failure to open is "unopenable" (4), whatever its cause.
+    fn from(e: OpenError) -> Self {
+        let message = match &e {
+            OpenError::Missing { path } => format!(
+                "no database at {}; read commands never create one (a grant does)",
+                path.display()
+            ),
+            _ => e.to_string(),
+        };
+        CliError::new(exit::UNAVAILABLE, message)
+    }
+}
+
 impl From<zbus::Error> for CliError {
     fn from(e: zbus::Error) -> Self {
         if let zbus::Error::MethodError(name, msg, _) = &e {
             let msg = msg.clone().unwrap_or_default();
-            let code = match name.as_str() {
+            let name = name.as_str();
+            if is_activation_failure(name) {
+                return activation_failed(&msg);
+            }
+            let code = match name {
                 "org.freedesktop.portal.Error.NotFound" => exit::NOT_FOUND,
                 "org.freedesktop.portal.Error.InvalidArgument" => exit::USAGE,
-                "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.Spawn.ChildExited" => exit::UNAVAILABLE,
+                "org.freedesktop.DBus.Error.ServiceUnknown" => exit::UNAVAILABLE,
                 _ => exit::FAILURE,
             };
             return CliError::new(code, msg);
@@ -61,6 +78,88 @@ impl From<zbus::Error> for CliError {
             format!("talking to the permission store: {e}"),
         )
     }
+}
+
+/// The bus (or systemd for it) could not start the activatable service:
+/// `org.freedesktop.DBus.Error.Spawn.ChildExited` when it exited at once.
+fn is_activation_failure(name: &str) -> bool {
+    name.starts_with("org.freedesktop.DBus.Error.Spawn.")
+        || name.starts_with("org.freedesktop.systemd1.")
+}
+
+/// The bus's own message ("Process ... exited with status 1") says nothing
+/// about why. The likely reason, a damaged database, leaves a trace: the
+/// service moved it aside next to the default database before exiting.
+fn activation_failed(bus_message: &str) -> CliError {
+    let mut message =
+        format!("the permission store service failed to start (the bus said: {bus_message})");
+    let moved = porthole_permission_store::default_db_path()
+        .map(|db| moved_aside(&db))
+        .unwrap_or_default();
+    if !moved.is_empty() {
+        let list: Vec<String> = moved.iter().map(|p| p.display().to_string()).collect();
+        message.push_str(&format!(
+            "; it found a damaged database and moved it aside to {} (the next start begins with an empty store)",
+            list.join(", ")
+        ));
+    }
+    message.push_str(
+        "; see the service's log: `journalctl --user -u porthole-permission-store`, or the log of the session's bus when it started the service itself",
+    );
+    CliError::new(exit::UNAVAILABLE, message)
+}
+
+/// `permissions.db.corrupt-*` files beside `db` (not their -wal and -shm),
+/// oldest first.
+fn moved_aside(db: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .map(|n| dir.join(n))
+        .collect();
+    found.sort();
+    found
+}
+
+/// For calls on `org.porthole.PermissionStore1`: another implementation
+/// (xdg-permission-store) owning the bus name answers them with
+/// UnknownInterface or UnknownMethod, which is no failure of a call but of
+/// the setup.
+fn ours_err(e: zbus::Error) -> CliError {
+    if let zbus::Error::MethodError(name, _, _) = &e
+        && matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.UnknownInterface"
+                | "org.freedesktop.DBus.Error.UnknownMethod"
+                | "org.freedesktop.DBus.Error.UnknownObject"
+        )
+    {
+        return CliError::new(
+            exit::UNAVAILABLE,
+            format!(
+                "the permission store on the session bus is not Porthole's (no {PORTHOLE_INTERFACE}); stop it or use --db PATH"
+            ),
+        );
+    }
+    e.into()
+}
+
+const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
+
+/// What the command will do with the store: reads never create or change a
+/// file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
 }
 
 /// One id as permctl shows it.
@@ -78,6 +177,9 @@ pub enum Backend {
         ours: PortholeStoreProxy<'static>,
     },
     Direct(Store),
+    /// No service and no database at the default path: an empty store, for
+    /// reads only (looking must not create the file).
+    Empty,
 }
 
 fn text_of(v: OwnedValue) -> String {
@@ -86,10 +188,10 @@ fn text_of(v: OwnedValue) -> String {
 
 impl Backend {
     /// `--db` wins; else the service when it runs or can be activated; else
-    /// the default database file.
-    pub async fn connect(db: Option<&Path>) -> Result<Self, CliError> {
+    /// the default database file, which only a write creates.
+    pub async fn connect(db: Option<&Path>, access: Access) -> Result<Self, CliError> {
         if let Some(path) = db {
-            return Ok(Backend::Direct(Store::open(path).await?));
+            return Self::open(path, access).await;
         }
         if let Some(backend) = Self::try_bus().await {
             return Ok(backend);
@@ -100,7 +202,22 @@ impl Backend {
                 "neither XDG_DATA_HOME nor HOME is set; pass --db",
             )
         })?;
-        Ok(Backend::Direct(Store::open(&path).await?))
+        if access == Access::Read && matches!(path.try_exists(), Ok(false)) {
+            output::note(&format!(
+                "no grants yet: no permission store runs and {} does not exist",
+                path.display()
+            ));
+            return Ok(Backend::Empty);
+        }
+        Self::open(&path, access).await
+    }
+
+    async fn open(path: &Path, access: Access) -> Result<Self, CliError> {
+        let store = match access {
+            Access::Read => Store::open_read_only(path).await?,
+            Access::Write => Store::open_leaving_corrupt(path).await?,
+        };
+        Ok(Backend::Direct(store))
     }
 
     async fn try_bus() -> Option<Self> {
@@ -125,8 +242,9 @@ impl Backend {
 
     pub async fn tables(&self) -> Result<Vec<(String, u32)>, CliError> {
         Ok(match self {
-            Backend::Bus { ours, .. } => ours.list_tables().await?,
+            Backend::Bus { ours, .. } => ours.list_tables().await.map_err(ours_err)?,
             Backend::Direct(s) => s.tables().await?,
+            Backend::Empty => Vec::new(),
         })
     }
 
@@ -134,7 +252,8 @@ impl Backend {
         Ok(match self {
             Backend::Bus { ours, .. } => ours
                 .list_entries(table)
-                .await?
+                .await
+                .map_err(ours_err)?
                 .into_iter()
                 .map(|(id, apps, data)| Row {
                     id,
@@ -163,6 +282,7 @@ impl Backend {
                     apps: e.apps,
                 })
                 .collect(),
+            Backend::Empty => Vec::new(),
         })
     }
 
@@ -170,7 +290,8 @@ impl Backend {
         Ok(match self {
             Backend::Bus { ours, .. } => ours
                 .list_app(app)
-                .await?
+                .await
+                .map_err(ours_err)?
                 .into_iter()
                 .map(|(t, id, permissions, exp)| {
                     (
@@ -184,13 +305,15 @@ impl Backend {
                 })
                 .collect(),
             Backend::Direct(s) => s.app_grants(app).await?,
+            Backend::Empty => Vec::new(),
         })
     }
 
     pub async fn app_known(&self, app: &str) -> Result<bool, CliError> {
         Ok(match self {
-            Backend::Bus { ours, .. } => ours.app_known(app).await?,
+            Backend::Bus { ours, .. } => ours.app_known(app).await.map_err(ours_err)?,
             Backend::Direct(s) => s.app_known(app).await?,
+            Backend::Empty => false,
         })
     }
 
@@ -208,10 +331,10 @@ impl Backend {
             Backend::Bus { std, ours } => {
                 let refs: Vec<&str> = perms.iter().map(String::as_str).collect();
                 match expires {
-                    Some(at) => {
-                        ours.set_permission_with_expiry(table, create, id, app, &refs, at)
-                            .await?
-                    }
+                    Some(at) => ours
+                        .set_permission_with_expiry(table, create, id, app, &refs, at)
+                        .await
+                        .map_err(ours_err)?,
                     None => std.set_permission(table, create, id, app, &refs).await?,
                 }
             }
@@ -219,6 +342,7 @@ impl Backend {
                 s.set_permission(table, create, id, app, perms.to_vec(), expires, "")
                     .await?;
             }
+            Backend::Empty => return Err(read_only()),
         }
         Ok(())
     }
@@ -234,14 +358,16 @@ impl Backend {
             Backend::Direct(s) => {
                 s.delete_permission(table, id, app, "").await?;
             }
+            Backend::Empty => return Err(read_only()),
         }
         Ok(())
     }
 
     pub async fn reset(&self, app: &str) -> Result<u32, CliError> {
         Ok(match self {
-            Backend::Bus { ours, .. } => ours.reset_app(app).await?,
+            Backend::Bus { ours, .. } => ours.reset_app(app).await.map_err(ours_err)?,
             Backend::Direct(s) => s.reset_app(app, "").await?.len() as u32,
+            Backend::Empty => return Err(read_only()),
         })
     }
 
@@ -256,12 +382,22 @@ impl Backend {
                     filter.insert("app", Value::from(a.as_str()));
                 }
                 filter.insert("limit", Value::from(q.limit));
-                let records = ours.history(filter).await?;
+                let records = ours.history(filter).await.map_err(ours_err)?;
                 records.into_iter().map(record_from_wire).collect()
             }
             Backend::Direct(s) => Ok(s.history(q).await?),
+            Backend::Empty => Ok(Vec::new()),
         }
     }
+}
+
+/// A write reached a backend opened for reading: a bug in permctl's choice
+/// of [`Access`], not the user's doing.
+fn read_only() -> CliError {
+    CliError::new(
+        exit::FAILURE,
+        "internal error: a change was attempted on a store opened for reading",
+    )
 }
 
 fn record_from_wire(mut m: HashMap<String, OwnedValue>) -> Result<HistoryRecord, CliError> {

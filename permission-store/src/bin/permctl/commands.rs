@@ -3,7 +3,8 @@
 use porthole_identity::AppId;
 use porthole_permission_store::{Grant, HistoryQuery, validate_table};
 
-use crate::backend::{Backend, CliError, Row};
+use crate::backend::{Access, Backend, CliError, Row};
+use crate::output::{self, shown};
 use crate::{Cli, Cmd, exit, table};
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -18,15 +19,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => check_table(table)?,
         _ => {}
     }
-    match &cli.command {
-        Cmd::Show { app }
-        | Cmd::Grant { app, .. }
-        | Cmd::Revoke { app, .. }
-        | Cmd::Reset { app } => check_app(app)?,
-        Cmd::History { app: Some(app), .. } => check_app(app)?,
-        _ => {}
+    // App ids are not checked: the store holds whatever callers of
+    // SetPermission chose (snap.firefox, firefox), and each of them must be
+    // shown, revoked and reset. Only a new grant gets a warning.
+    if let Cmd::Grant {
+        app, permissions, ..
+    } = &cli.command
+    {
+        check_permissions(permissions)?;
+        warn_unusual_app(app);
     }
-    let backend = Backend::connect(cli.db.as_deref()).await?;
+    let access = match cli.command {
+        Cmd::Tables | Cmd::List { .. } | Cmd::Show { .. } | Cmd::History { .. } => Access::Read,
+        Cmd::Grant { .. } | Cmd::Revoke { .. } | Cmd::Reset { .. } => Access::Write,
+    };
+    let backend = Backend::connect(cli.db.as_deref(), access).await?;
     let json = cli.json;
     match cli.command {
         Cmd::Tables => tables(&backend, json).await,
@@ -46,11 +53,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let until = expires
                 .map(|e| format!(" until {}", format_time(e)))
                 .unwrap_or_default();
-            println!(
-                "granted {} to {} on {table}/{id}{until}",
-                permissions.join(","),
-                display_app(&app)
-            );
+            output::line(&format!(
+                "granted {} to {} on {}/{}{until}",
+                shown(&permissions.join(",")),
+                display_app(&app),
+                shown(&table),
+                shown(&id)
+            ));
             Ok(())
         }
         Cmd::Revoke {
@@ -70,7 +79,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     ),
                 ));
             }
-            println!("removed the grants of {} from {n} id(s)", display_app(&app));
+            output::line(&format!(
+                "removed the grants of {} from {n} id(s)",
+                display_app(&app)
+            ));
             Ok(())
         }
         Cmd::History { table, app, limit } => {
@@ -83,28 +95,45 @@ fn check_table(t: &str) -> Result<(), CliError> {
     validate_table(t).map_err(|e| CliError::new(exit::USAGE, e.to_string()))
 }
 
-/// App ids follow Flatpak's rules; "" names host (unsandboxed) apps, as upstream.
-fn check_app(app: &str) -> Result<(), CliError> {
-    if app.is_empty() {
-        return Ok(());
+/// An empty string grants nothing a portal understands, and a typo such as
+/// `grant T I APP "$UNSET"` should not store it.
+fn check_permissions(permissions: &[String]) -> Result<(), CliError> {
+    if permissions.iter().any(String::is_empty) {
+        return Err(CliError::new(
+            exit::USAGE,
+            "empty permission string: name the permission (e.g. yes), or use `permctl revoke` to take permissions away",
+        ));
     }
-    AppId::parse(app)
-        .map(|_| ())
-        .map_err(|e| CliError::new(exit::USAGE, format!("invalid app id {app:?}: {e}")))
+    Ok(())
+}
+
+/// Flatpak apps have ids like org.example.App and host apps "", but the
+/// store (like upstream) takes any string, and other portal backends use
+/// ids such as `snap.firefox`. A grant to anything else is probably a typo,
+/// so say so, and grant anyway.
+fn warn_unusual_app(app: &str) {
+    if app.is_empty() {
+        return;
+    }
+    if let Err(e) = AppId::parse(app) {
+        output::warn(&format!(
+            "{app:?} is not a Flatpak app id ({e}); granting anyway, as the store accepts any app id"
+        ));
+    }
 }
 
 fn display_app(app: &str) -> String {
     if app.is_empty() {
         "\"\" (host apps)".into()
     } else {
-        app.to_owned()
+        shown(app)
     }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     let text =
         serde_json::to_string_pretty(v).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
-    println!("{text}");
+    output::line(&text);
     Ok(())
 }
 
@@ -170,12 +199,13 @@ fn entry_rows(rows: &[Row]) -> Vec<Vec<String>> {
             ]);
         }
         for (app, g) in &r.apps {
-            let app = if app.is_empty() {
-                "\"\"".to_owned()
-            } else {
-                app.clone()
-            };
-            out.push(vec![r.id.clone(), app, perms(g), expiry(g), r.data.clone()]);
+            out.push(vec![
+                r.id.clone(),
+                app.clone(),
+                perms(g),
+                expiry(g),
+                r.data.clone(),
+            ]);
         }
     }
     out
@@ -246,21 +276,33 @@ async fn revoke(
     let grant = row.apps.get(app).ok_or_else(|| {
         CliError::new(
             exit::NOT_FOUND,
-            format!("{} has no grant on {t}/{id}", display_app(app)),
+            format!(
+                "{} has no grant on {}/{}",
+                display_app(app),
+                shown(t),
+                shown(id)
+            ),
         )
     })?;
     if remove.is_empty() {
         b.delete_permission(t, id, app).await?;
-        println!(
-            "revoked every permission of {} on {t}/{id}",
-            display_app(app)
-        );
+        output::line(&format!(
+            "revoked every permission of {} on {}/{}",
+            display_app(app),
+            shown(t),
+            shown(id)
+        ));
         return Ok(());
     }
     if let Some(missing) = remove.iter().find(|p| !grant.permissions.contains(p)) {
         return Err(CliError::new(
             exit::NOT_FOUND,
-            format!("{} does not hold {missing:?} on {t}/{id}", display_app(app)),
+            format!(
+                "{} does not hold {missing:?} on {}/{}",
+                display_app(app),
+                shown(t),
+                shown(id)
+            ),
         ));
     }
     let keep: Vec<String> = grant
@@ -275,11 +317,13 @@ async fn revoke(
         b.set_permission(t, false, id, app, &keep, grant.expires)
             .await?;
     }
-    println!(
-        "revoked {} from {} on {t}/{id}",
-        remove.join(","),
-        display_app(app)
-    );
+    output::line(&format!(
+        "revoked {} from {} on {}/{}",
+        shown(&remove.join(",")),
+        display_app(app),
+        shown(t),
+        shown(id)
+    ));
     Ok(())
 }
 
@@ -301,11 +345,7 @@ async fn history(b: &Backend, q: HistoryQuery, json: bool) -> Result<(), CliErro
                 r.action.clone(),
                 r.table.clone(),
                 r.id.clone(),
-                r.app
-                    .as_deref()
-                    .map(|a| if a.is_empty() { "\"\"" } else { a })
-                    .unwrap_or("-")
-                    .to_owned(),
+                r.app.clone().unwrap_or_else(|| "-".into()),
                 list(&r.old),
                 list(&r.new),
                 if r.caller.is_empty() {
@@ -318,14 +358,7 @@ async fn history(b: &Backend, q: HistoryQuery, json: bool) -> Result<(), CliErro
         .collect();
     table::print(
         &[
-            "TIME (UTC)",
-            "ACTION",
-            "TABLE",
-            "ID",
-            "APP",
-            "OLD",
-            "NEW",
-            "CALLER",
+            "TIME", "ACTION", "TABLE", "ID", "APP", "OLD", "NEW", "CALLER",
         ],
         &rows,
     );
@@ -362,7 +395,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC (days-from-civil, Howard Hinnant's algorithm).
+/// `YYYY-MM-DD HH:MM:SS UTC` (days-from-civil, Howard Hinnant's
+/// algorithm). Every time permctl shows says UTC, so none can be read as
+/// local time.
 pub fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
@@ -376,7 +411,7 @@ pub fn format_time(secs: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -402,8 +437,8 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(format_time(1_795_000_000), "2026-11-18 11:06:40");
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_time(1_795_000_000), "2026-11-18 11:06:40 UTC");
     }
 }

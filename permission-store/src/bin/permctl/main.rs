@@ -3,10 +3,13 @@
 //! It talks to the running permission store over D-Bus, so every change
 //! fires `Changed` for the services that listen; when no store runs (and
 //! none can be activated), or with `--db`, it opens the database itself
-//! through the same library.
+//! through the same library: read-only for the read commands, which never
+//! create a file, and never moving a damaged file aside (the service does
+//! that, at its start).
 
 mod backend;
 mod commands;
+mod output;
 mod table;
 
 use std::path::PathBuf;
@@ -28,13 +31,17 @@ const AFTER_HELP: &str = "\
 Exit status:
   0  success
   1  the store reported an error
-  2  bad arguments (unknown command or option, invalid app id, bad duration)
+  2  bad arguments (unknown command or option, invalid table name, empty
+     permission, bad duration)
   3  no such table, id, app or grant
-  4  the store could not be reached or opened (corrupt database, no bus)
+  4  the store could not be reached or opened (missing or damaged database,
+     a service that failed to start, another store on the bus, no bus)
 
 Without --db, permctl uses the running porthole-permission-store on the
 session bus (starting it by D-Bus activation where installed), else opens
-$XDG_DATA_HOME/porthole/permissions.db directly.";
+$XDG_DATA_HOME/porthole/permissions.db directly. Read commands open files
+read-only and never create them; nothing permctl does moves a damaged
+database aside (the service does that when it starts). Times are UTC.";
 
 #[derive(Parser, Debug)]
 #[command(name = "permctl", version, about = "Inspect and change the grants in the Porthole permission store", after_help = AFTER_HELP)]
@@ -54,10 +61,15 @@ pub enum Cmd {
     /// List the tables that hold at least one id.
     Tables,
     /// List every id of TABLE with its grants (or just ID).
-    List { table: String, id: Option<String> },
+    List {
+        /// Table name, e.g. devices, notifications, network (see `permctl tables`).
+        table: String,
+        /// Only this id of the table (default: every id).
+        id: Option<String>,
+    },
     /// Show every grant of one app across all tables.
     Show {
-        /// Flatpak-style app id (org.example.App), or "" for host apps.
+        /// App id as the store holds it: org.example.App for Flatpak, "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
     },
@@ -67,7 +79,7 @@ pub enum Cmd {
         table: String,
         /// The id within the table (what the grant is about).
         id: String,
-        /// Flatpak-style app id (org.example.App), or "" for host apps.
+        /// App id as the store holds it: org.example.App for Flatpak, "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
         /// Permission strings; their meaning belongs to the table's portal.
@@ -83,7 +95,7 @@ pub enum Cmd {
         table: String,
         /// The id within the table (what the grant is about).
         id: String,
-        /// Flatpak-style app id (org.example.App), or "" for host apps.
+        /// App id as the store holds it: org.example.App for Flatpak, "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
         /// Only these permissions (default: the whole grant).
@@ -92,7 +104,7 @@ pub enum Cmd {
     },
     /// Remove every grant of APP_ID in every table.
     Reset {
-        /// Flatpak-style app id (org.example.App), or "" for host apps.
+        /// App id as the store holds it: org.example.App for Flatpak, "" for host apps.
         #[arg(value_name = "APP_ID")]
         app: String,
     },
@@ -124,14 +136,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("permctl: cannot start the async runtime: {e}");
+            output::error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(exit::FAILURE);
         }
     };
     match rt.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("permctl: {}", e.message);
+            output::error(&e.message);
             ExitCode::from(e.code)
         }
     }

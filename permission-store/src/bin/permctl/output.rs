@@ -1,0 +1,99 @@
+//! Everything permctl prints goes through here. Human output shows ids,
+//! apps and permissions as they are except for what a terminal would act on:
+//! anyone who can call the store's `SetPermission` chooses those strings, so a
+//! newline must not forge a table row and an escape sequence must not reach
+//! the terminal. JSON output stays exact.
+
+use std::fmt::Write;
+
+/// Prints one line of the command's result on stdout.
+pub fn line(text: &str) {
+    println!("{text}");
+}
+
+/// Prints text that already ends in a newline (a rendered table, JSON).
+pub fn block(text: &str) {
+    print!("{text}");
+}
+
+/// A remark that is not the result (an empty store, say), on stderr.
+pub fn note(text: &str) {
+    eprintln!("permctl: {text}");
+}
+
+/// Something the user may not have meant, done anyway, on stderr.
+pub fn warn(text: &str) {
+    eprintln!("permctl: warning: {text}");
+}
+
+/// A failure, on stderr; the caller exits with its code.
+pub fn error(text: &str) {
+    eprintln!("permctl: {}", escape_controls(text));
+}
+
+/// One value as a table cell or inside a message: `""` for the empty string
+/// (the host apps' id, or an empty id), control characters escaped.
+pub fn shown(s: &str) -> String {
+    if s.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        escape_controls(s)
+    }
+}
+
+/// Replaces control characters (C0, DEL, C1) and the invisible characters
+/// that reorder or hide text (bidi overrides and isolates, zero-width
+/// characters, BOM) with Rust-style escapes: `\n`, `\t`, `\x1b`, `\u{202e}`.
+/// Backslashes are left alone, so ids with them read as typed.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
+            | '\u{2028}' | '\u{2029}' // line and paragraph separators
+            | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{feff}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape_controls("\u{1b}[31mred"), "\\x1b[31mred");
+        assert_eq!(escape_controls("x\u{7f}\u{85}"), "x\\x7f\\u{85}");
+        assert_eq!(escape_controls("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape_controls("caf\u{e9} \\n"), "caf\u{e9} \\n");
+    }
+
+    #[test]
+    fn empty_is_shown_quoted() {
+        assert_eq!(shown(""), "\"\"");
+        assert_eq!(shown("org.example.App"), "org.example.App");
+    }
+}
