@@ -13,12 +13,8 @@ pub enum StoreError {
     #[error("Id {0} not found")]
     IdNotFound(String),
     /// The id exists but the app holds nothing (or not this) on it.
-    #[error("{app:?} {what} on {id}")]
-    NoGrant {
-        app: String,
-        id: String,
-        what: String,
-    },
+    #[error("{0}")]
+    NoGrant(String),
     #[error("invalid table name {name:?}: {reason}")]
     BadTable { name: String, reason: &'static str },
     #[error("invalid data value: {0}")]
@@ -58,7 +54,7 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant { .. }
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant(_)
         )
     }
 }

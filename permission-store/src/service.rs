@@ -42,7 +42,7 @@ pub enum PortalError {
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant { .. } => {
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant(_) => {
                 PortalError::NotFound(e.to_string())
             }
             StoreError::BadTable { .. }

@@ -440,10 +440,8 @@ async fn apply(
                 .load(table, id)
                 .await?
                 .ok_or_else(|| StoreError::NoEntry(id.clone()))?;
-            let no_grant = |what: String| StoreError::NoGrant {
-                app: app.clone(),
-                id: id.clone(),
-                what,
+            let no_grant = |what: String| {
+                StoreError::NoGrant(format!("{app:?} {what} on {id:?} in table {table:?}"))
             };
             let old = entry
                 .apps

@@ -30,7 +30,7 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         let code = match &e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) => exit::NOT_FOUND,
+            e if e.is_not_found() => exit::NOT_FOUND,
             StoreError::BadTable { .. }
             | StoreError::BadData(_)
             | StoreError::InvalidArgument(_) => exit::USAGE,
@@ -347,20 +347,35 @@ impl Backend {
         Ok(())
     }
 
-    pub async fn delete_permission(
+    /// Takes PERMS (with none, the whole grant) from APP on ID in one
+    /// write; returns what APP keeps.
+    pub async fn revoke_permissions(
         &self,
         table: &str,
         id: &str,
         app: &str,
-    ) -> Result<(), CliError> {
+        perms: &[String],
+    ) -> Result<Vec<String>, CliError> {
         match self {
-            Backend::Bus { std, .. } => std.delete_permission(table, id, app).await?,
-            Backend::Direct(s) => {
-                s.delete_permission(table, id, app, "").await?;
+            Backend::Bus { ours, .. } => {
+                let refs: Vec<&str> = perms.iter().map(String::as_str).collect();
+                ours.revoke_permissions(table, id, app, &refs)
+                    .await
+                    .map_err(ours_err)
             }
-            Backend::Empty => return Err(read_only()),
+            Backend::Direct(s) => {
+                let change = s
+                    .revoke_permissions(table, id, app, perms.to_vec(), "")
+                    .await?;
+                Ok(change
+                    .entry
+                    .apps
+                    .get(app)
+                    .map(|g| g.permissions.clone())
+                    .unwrap_or_default())
+            }
+            Backend::Empty => Err(read_only()),
         }
-        Ok(())
     }
 
     pub async fn reset(&self, app: &str) -> Result<u32, CliError> {

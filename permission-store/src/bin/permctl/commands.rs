@@ -261,6 +261,8 @@ async fn show(b: &Backend, app: &str, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// One write on the store's side (RevokePermissions), so a revocation
+/// racing another change loses neither.
 async fn revoke(
     b: &Backend,
     t: &str,
@@ -268,58 +270,29 @@ async fn revoke(
     app: &str,
     remove: &[String],
 ) -> Result<(), CliError> {
-    let rows = b.entries(t).await?;
-    let row = rows
-        .iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| CliError::new(exit::NOT_FOUND, format!("no id {id:?} in table {t:?}")))?;
-    let grant = row.apps.get(app).ok_or_else(|| {
-        CliError::new(
-            exit::NOT_FOUND,
-            format!(
-                "{} has no grant on {}/{}",
-                display_app(app),
-                shown(t),
-                shown(id)
-            ),
-        )
-    })?;
-    if remove.is_empty() {
-        b.delete_permission(t, id, app).await?;
-        output::line(&format!(
-            "revoked every permission of {} on {}/{}",
-            display_app(app),
-            shown(t),
-            shown(id)
-        ));
-        return Ok(());
-    }
-    if let Some(missing) = remove.iter().find(|p| !grant.permissions.contains(p)) {
-        return Err(CliError::new(
-            exit::NOT_FOUND,
-            format!(
-                "{} does not hold {missing:?} on {}/{}",
-                display_app(app),
-                shown(t),
-                shown(id)
-            ),
-        ));
-    }
-    let keep: Vec<String> = grant
-        .permissions
-        .iter()
-        .filter(|p| !remove.contains(p))
-        .cloned()
-        .collect();
-    if keep.is_empty() {
-        b.delete_permission(t, id, app).await?;
+    let left = b
+        .revoke_permissions(t, id, app, remove)
+        .await
+        .map_err(|e| {
+            // The store answers a missing id in upstream's words.
+            if e.code == exit::NOT_FOUND && e.message.starts_with("No entry for") {
+                CliError::new(exit::NOT_FOUND, format!("no id {id:?} in table {t:?}"))
+            } else {
+                e
+            }
+        })?;
+    let what = if remove.is_empty() {
+        "every permission".to_owned()
     } else {
-        b.set_permission(t, false, id, app, &keep, grant.expires)
-            .await?;
-    }
+        shown(&remove.join(","))
+    };
+    let kept = if left.is_empty() {
+        String::new()
+    } else {
+        format!(" (it keeps {})", shown(&left.join(",")))
+    };
     output::line(&format!(
-        "revoked {} from {} on {}/{}",
-        shown(&remove.join(",")),
+        "revoked {what} of {} on {}/{}{kept}",
         display_app(app),
         shown(t),
         shown(id)
