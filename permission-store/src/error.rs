@@ -12,9 +12,11 @@ pub enum StoreError {
     /// SetPermission with `create` false.
     #[error("Id {0} not found")]
     IdNotFound(String),
-    /// The id exists but the app holds nothing (or not this) on it.
+    /// Something our own methods were asked about is not there (an id, a
+    /// grant, a permission), in words a person can act on; upstream's
+    /// methods keep upstream's messages ([`StoreError::NoEntry`]).
     #[error("{0}")]
-    NoGrant(String),
+    NotFound(String),
     #[error("invalid table name {name:?}: {reason}")]
     BadTable { name: String, reason: &'static str },
     #[error("invalid data value: {0}")]
@@ -54,7 +56,7 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant(_)
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NotFound(_)
         )
     }
 }

@@ -31,6 +31,14 @@ impl Entry {
         }
     }
 
+    /// The permissions `app` holds here (none without a grant).
+    pub fn permissions_of(&self, app: &str) -> Vec<String> {
+        self.apps
+            .get(app)
+            .map(|g| g.permissions.clone())
+            .unwrap_or_default()
+    }
+
     /// The `a{sas}` view of the grants.
     pub fn permissions(&self) -> BTreeMap<String, Vec<String>> {
         self.apps

@@ -206,8 +206,13 @@ async fn connect_read_only(
     Ok((conn, options))
 }
 
+/// `path` with `suffix` appended to its last component (`-wal`,
+/// `.corrupt-STAMP`), byte for byte: `display()` would mangle a file name
+/// that is not UTF-8.
 fn companion(path: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}{suffix}", path.display()))
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Whether every migration has been applied: a read-only open cannot apply
@@ -245,6 +250,10 @@ async fn open_writable(path: &Path) -> Result<(SqliteConnection, SqlitePool), Ch
         // trip to the SQLite thread for every Lookup.
         .test_before_acquire(false)
         .min_connections(1)
+        // sqlx's defaults (close after 10 min idle, replace after 30 min)
+        // run a reaper task that would wake an idle service for nothing.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_with(options(path).read_only(true))
         .await
         .map_err(|e| other(e.into()))?;
@@ -280,10 +289,10 @@ fn move_aside(path: &Path, reason: String) -> StoreError {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let mut moved_to = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    let mut moved_to = companion(path, &format!(".corrupt-{stamp}"));
     let mut n = 1;
     while moved_to.exists() {
-        moved_to = PathBuf::from(format!("{}.corrupt-{stamp}.{n}", path.display()));
+        moved_to = companion(path, &format!(".corrupt-{stamp}.{n}"));
         n += 1;
     }
     if let Err(error) = std::fs::rename(path, &moved_to) {
@@ -294,9 +303,9 @@ fn move_aside(path: &Path, reason: String) -> StoreError {
         };
     }
     for suffix in ["-wal", "-shm"] {
-        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let from = companion(path, suffix);
         if from.exists() {
-            let to = PathBuf::from(format!("{}{suffix}", moved_to.display()));
+            let to = companion(&moved_to, suffix);
             if let Err(e) = std::fs::rename(&from, &to) {
                 tracing::warn!(from = %from.display(), to = %to.display(), "could not move companion file: {e}");
             }

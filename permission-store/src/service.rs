@@ -42,7 +42,7 @@ pub enum PortalError {
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NoGrant(_) => {
+            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NotFound(_) => {
                 PortalError::NotFound(e.to_string())
             }
             StoreError::BadTable { .. }
@@ -447,12 +447,7 @@ impl PortholeStore {
             .store
             .revoke_permissions(table, id, app, permissions, caller)
             .await?;
-        let remaining = change
-            .entry
-            .apps
-            .get(app)
-            .map(|g| g.permissions.clone())
-            .unwrap_or_default();
+        let remaining = change.entry.permissions_of(app);
         emit_all(&standard_emitter(conn)?, &[change]).await;
         Ok(remaining)
     }

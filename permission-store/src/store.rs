@@ -523,7 +523,7 @@ impl Store {
 
     /// Takes `permissions` (all of them, or with an empty list the whole
     /// grant) away from `app` on `id` as one write. Fails with
-    /// [`StoreError::NoEntry`] or [`StoreError::NoGrant`], changing nothing,
+    /// [`StoreError::NotFound`], changing nothing,
     /// when the id, the grant or one of the permissions is missing.
     pub async fn revoke_permissions(
         &self,

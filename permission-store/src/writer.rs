@@ -439,9 +439,9 @@ async fn apply(
             let mut entry = tx
                 .load(table, id)
                 .await?
-                .ok_or_else(|| StoreError::NoEntry(id.clone()))?;
+                .ok_or_else(|| StoreError::NotFound(format!("no id {id:?} in table {table:?}")))?;
             let no_grant = |what: String| {
-                StoreError::NoGrant(format!("{app:?} {what} on {id:?} in table {table:?}"))
+                StoreError::NotFound(format!("{app:?} {what} on {id:?} in table {table:?}"))
             };
             let old = entry
                 .apps

@@ -1265,7 +1265,7 @@ async fn revoke_permissions_is_one_atomic_step() {
         perms(&[(app, &["a", "c"])])
     );
     for (id, who, what, expected) in [
-        ("nope", app, vec!["a"], "No entry for nope"),
+        ("nope", app, vec!["a"], "no id \"nope\" in table \"t\""),
         (
             "i",
             "org.example.Other",

@@ -367,12 +367,7 @@ impl Backend {
                 let change = s
                     .revoke_permissions(table, id, app, perms.to_vec(), "")
                     .await?;
-                Ok(change
-                    .entry
-                    .apps
-                    .get(app)
-                    .map(|g| g.permissions.clone())
-                    .unwrap_or_default())
+                Ok(change.entry.permissions_of(app))
             }
             Backend::Empty => Err(read_only()),
         }

@@ -270,17 +270,7 @@ async fn revoke(
     app: &str,
     remove: &[String],
 ) -> Result<(), CliError> {
-    let left = b
-        .revoke_permissions(t, id, app, remove)
-        .await
-        .map_err(|e| {
-            // The store answers a missing id in upstream's words.
-            if e.code == exit::NOT_FOUND && e.message.starts_with("No entry for") {
-                CliError::new(exit::NOT_FOUND, format!("no id {id:?} in table {t:?}"))
-            } else {
-                e
-            }
-        })?;
+    let left = b.revoke_permissions(t, id, app, remove).await?;
     let what = if remove.is_empty() {
         "every permission".to_owned()
     } else {
