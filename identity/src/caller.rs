@@ -6,7 +6,8 @@
 //! live process: if the process had died and its PID been reused while we
 //! read, the pidfd reports it and we refuse rather than trust the stranger's
 //! file (xdg-desktop-portal issue 913). The app can never name its own id:
-//! the keyfile sits in a root it cannot write.
+//! the keyfile sits in a root it cannot write. Services use [`CallerLookup`],
+//! which bounds what reading that file may cost them.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -52,17 +53,65 @@ pub enum CallerError {
     Gone(u32),
     #[error("the instance info of process {pid} is malformed: {reason}")]
     BadInfo { pid: u32, reason: String },
+    #[error("reading the instance info of process {pid} took over {after:?}")]
+    TimedOut {
+        pid: u32,
+        after: std::time::Duration,
+    },
+    #[error("too many callers' instance info reads are stuck; not reading another")]
+    Busy,
+    #[error("the instance info read failed: {0}")]
+    Panicked(String),
 }
 
-/// Identifies the app behind `sender` on `conn`'s bus.
+/// Identifies callers for a service that must stay responsive whatever a
+/// caller does.
 ///
-/// Reading the caller's `.flatpak-info` can block when the caller shaped its
-/// own root (a FUSE file in a user namespace, say); a service that must not
-/// stall runs [`sender_process`] and then [`identify_pid`] on a blocking
-/// thread under a deadline instead.
-pub async fn lookup_caller(conn: &zbus::Connection, sender: &str) -> Result<AppInfo, CallerError> {
-    let (pid, pidfd) = sender_process(conn, sender).await?;
-    identify_pid(pid, &pidfd)
+/// Reading a caller's `.flatpak-info` can block: a caller that made its own
+/// mount namespace chooses that file, and a FUSE file that never answers
+/// holds the reading thread until its file system does. So each read runs
+/// on a blocking thread under a deadline, and at most `max_stuck` reads run
+/// at once: a caller that wedges them all gets later callers reported as
+/// [`CallerError::Busy`] at once, not a growing pile of threads or waits.
+#[derive(Clone)]
+pub struct CallerLookup {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    deadline: std::time::Duration,
+}
+
+impl CallerLookup {
+    pub fn new(max_stuck: usize, deadline: std::time::Duration) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_stuck)),
+            deadline,
+        }
+    }
+
+    /// Identifies the app behind `sender` on `conn`'s bus.
+    pub async fn identify(
+        &self,
+        conn: &zbus::Connection,
+        sender: &str,
+    ) -> Result<AppInfo, CallerError> {
+        let (pid, pidfd) = sender_process(conn, sender).await?;
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallerError::Busy)?;
+        let read = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            identify_pid(pid, &pidfd)
+        });
+        match tokio::time::timeout(self.deadline, read).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(CallerError::Panicked(join.to_string())),
+            Err(_) => Err(CallerError::TimedOut {
+                pid,
+                after: self.deadline,
+            }),
+        }
+    }
 }
 
 /// The process behind `sender`: its PID and a pidfd that keeps naming it.

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use porthole_identity::CallerLookup;
+use tokio::sync::{Notify, oneshot};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zvariant::{OwnedValue, Value};
@@ -57,30 +58,40 @@ impl From<StoreError> for PortalError {
     }
 }
 
-/// Sender unique name -> app id. Unique names are never reused on a bus, so
-/// an entry can only go stale by growing old; the map is cleared when large.
-#[derive(Default)]
-struct CallerCache(Mutex<HashMap<String, String>>);
+/// Sender unique name -> app id, or the writes waiting for its lookup.
+/// Unique names are never reused on a bus, so an answer can only go stale
+/// by growing old; answers are dropped when the map is large.
+struct CallerCache {
+    map: Mutex<HashMap<String, Known>>,
+    lookup: CallerLookup,
+}
+
+enum Known {
+    App(String),
+    /// One lookup per sender at a time, however many calls it sends: a
+    /// sender whose lookup hangs costs one blocking thread, not one per call.
+    Waiting(Vec<oneshot::Sender<String>>),
+}
 
 const CALLER_CACHE_MAX: usize = 4096;
 
 /// How long a caller's identity may take before its write is recorded as
-/// unidentified. The writer waits for it (before it takes the database
-/// lock), so this bounds what one slow caller costs the others.
+/// unidentified. The writer waits for the answer before it takes the
+/// database lock, so this bounds how long one slow caller can hold up the
+/// writes queued behind its own.
 const IDENTIFY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The app id behind `sender`. The caller's `.flatpak-info` is read on a
-/// blocking thread: a caller that shaped its own root can make that read
-/// hang (a FUSE file), and it must not hang the service's one thread.
-async fn identify(conn: &zbus::Connection, sender: &str) -> Result<String, String> {
-    let (pid, pidfd) = porthole_identity::sender_process(conn, sender)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::task::spawn_blocking(move || porthole_identity::identify_pid(pid, &pidfd))
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|info| info.app_id)
-        .map_err(|e| e.to_string())
+/// Caller lookups allowed to hang at once; past that, new callers are
+/// recorded as unidentified at once instead of waiting for the deadline.
+const IDENTIFY_MAX_STUCK: usize = 8;
+
+impl Default for CallerCache {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+            lookup: CallerLookup::new(IDENTIFY_MAX_STUCK, IDENTIFY_DEADLINE),
+        }
+    }
 }
 
 impl CallerCache {
@@ -91,32 +102,43 @@ impl CallerCache {
             // A peer-to-peer connection has no bus to vouch for the sender.
             return Caller::Known(String::new());
         };
-        if let Some(app) = self.0.lock().expect("cache lock").get(&sender) {
-            return Caller::Known(app.clone());
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut map = self.map.lock().expect("cache lock");
+            match map.get_mut(&sender) {
+                Some(Known::App(app)) => return Caller::Known(app.clone()),
+                Some(Known::Waiting(waiters)) => {
+                    waiters.push(tx);
+                    return Caller::Pending(rx);
+                }
+                None => {}
+            }
+            if map.len() >= CALLER_CACHE_MAX {
+                map.retain(|_, known| matches!(known, Known::Waiting(_)));
+            }
+            map.insert(sender.clone(), Known::Waiting(vec![tx]));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let (cache, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
-            let app = match tokio::time::timeout(IDENTIFY_DEADLINE, identify(&conn, &sender)).await
-            {
-                Ok(Ok(app)) => app,
-                Ok(Err(e)) => {
+            let app = match cache.lookup.identify(&conn, &sender).await {
+                Ok(info) => info.app_id,
+                Err(e) => {
                     tracing::warn!(%sender, "could not identify caller: {e}");
                     format!("(unidentified {sender})")
                 }
-                Err(_) => {
-                    tracing::warn!(%sender, "identifying the caller took over {IDENTIFY_DEADLINE:?}; gave up");
-                    format!("(unidentified {sender})")
-                }
             };
+            let waiters = match cache
+                .map
+                .lock()
+                .expect("cache lock")
+                .insert(sender, Known::App(app.clone()))
             {
-                let mut map = cache.0.lock().expect("cache lock");
-                if map.len() >= CALLER_CACHE_MAX {
-                    map.clear();
-                }
-                map.insert(sender, app.clone());
+                Some(Known::Waiting(waiters)) => waiters,
+                _ => Vec::new(),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(app.clone());
             }
-            let _ = tx.send(app);
         });
         Caller::Pending(rx)
     }

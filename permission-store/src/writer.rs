@@ -238,9 +238,10 @@ async fn commit_batch(
     pending: &AtomicUsize,
 ) {
     let mut results: Vec<Result<Reply, StoreError>> = Vec::with_capacity(batch.len());
-    // Who made each write is settled before the database lock is taken, so
-    // a caller slow to identify holds up only this batch, not other
-    // processes writing to the file.
+    // Who made each write is settled before the database lock is taken: a
+    // caller slow to identify (at most the service's identification
+    // deadline) holds up the writes queued here behind its own, but never
+    // other processes writing to the file.
     for req in batch.iter_mut() {
         if !matches!(req.op, Op::Lookup { .. } | Op::List { .. }) {
             req.caller.resolve().await;

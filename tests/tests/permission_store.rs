@@ -1509,6 +1509,226 @@ async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
     }
 }
 
+/// A FUSE file system with one file, `/info`, that never answers a read:
+/// what a caller in its own user and mount namespaces can put at its
+/// `/.flatpak-info`. The replies are held, not dropped (fuser answers a
+/// dropped reply with EIO).
+struct StuckInfo {
+    held: Vec<fuser::ReplyData>,
+}
+
+impl StuckInfo {
+    fn attr(ino: u64) -> fuser::FileAttr {
+        let dir = ino == 1;
+        fuser::FileAttr {
+            ino,
+            size: if dir { 0 } else { 64 },
+            blocks: 1,
+            atime: std::time::UNIX_EPOCH,
+            mtime: std::time::UNIX_EPOCH,
+            ctime: std::time::UNIX_EPOCH,
+            crtime: std::time::UNIX_EPOCH,
+            kind: if dir {
+                fuser::FileType::Directory
+            } else {
+                fuser::FileType::RegularFile
+            },
+            perm: if dir { 0o755 } else { 0o644 },
+            nlink: if dir { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl fuser::Filesystem for StuckInfo {
+    fn lookup(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        if parent == 1 && name == "info" {
+            reply.entry(&Duration::ZERO, &Self::attr(2), 0);
+        } else {
+            reply.error(libc::ENOENT);
+        }
+    }
+
+    fn getattr(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        ino: u64,
+        _fh: Option<u64>,
+        reply: fuser::ReplyAttr,
+    ) {
+        match ino {
+            1 | 2 => reply.attr(&Duration::ZERO, &Self::attr(ino)),
+            _ => reply.error(libc::ENOENT),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: fuser::ReplyData,
+    ) {
+        self.held.push(reply);
+    }
+}
+
+/// A caller whose `/.flatpak-info` is a FUSE file that never answers: its
+/// write waits out the 2 s deadline and is recorded as unidentified, the
+/// store keeps answering others meanwhile, many such callers at once wedge
+/// at most 8 threads (the rest are refused at once), and SIGTERM ends the
+/// service's work at once. (The kernel keeps a thread in a FUSE read until
+/// the file system answers or its connection is aborted, so the process
+/// itself lingers until then; only a same-user process, which could signal
+/// the service anyway, can set this up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
+    if skip_without_bwrap() || skip_unless_root() {
+        return;
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: this machine has no /dev/fuse");
+        return;
+    }
+    let mut t = Running::start().await;
+    let mnt = t.bus.root().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let session = fuser::spawn_mount2(
+        StuckInfo { held: Vec::new() },
+        &mnt,
+        &[
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName("porthole-test".into()),
+        ],
+    )
+    .expect("mounting a FUSE file system (is /dev/fuse there?)");
+    let info = mnt.join("info");
+    let hostile = |n: usize| {
+        let args = [
+            std::ffi::OsString::from("--ro-bind"),
+            info.clone().into_os_string(),
+            std::ffi::OsString::from("/.flatpak-info"),
+        ];
+        let mut cmd = set_permission_in_bwrap(&t.bus, &args, &format!("org.example.Stuck{n}"));
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
+            (status.success(), started.elapsed(), format!("{out}{err}"))
+        })
+    };
+    t.ps.set_permission("t", true, "i", "org.example.Host", &["yes"])
+        .await
+        .unwrap();
+    let tasks = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    let threads_before = tasks(t.store.pid());
+
+    // One stuck caller: the deadline, while others are served.
+    let first = hostile(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        t.ps.get_permission("t", "i", "org.example.Host"),
+    )
+    .await
+    .expect("the store answers a host client while a caller is stuck")
+    .unwrap();
+    assert_eq!(answer, ["yes"]);
+    let (ok, took, out) = first.join().unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the stuck caller's write took {took:?}"
+    );
+    assert!(
+        t.store.log_text().contains("took over 2s"),
+        "{}",
+        t.store.log_text()
+    );
+
+    // Twelve more at once: at most 8 lookups hang, the rest are refused.
+    let many: Vec<_> = (1..=12).map(hostile).collect();
+    for h in many {
+        let (ok, took, out) = h.join().unwrap();
+        assert!(ok && took < Duration::from_secs(10), "{took:?} {out}");
+    }
+    let log = t.store.log_text();
+    assert!(log.contains("too many callers"), "{log}");
+    let threads = tasks(t.store.pid());
+    assert!(
+        threads <= threads_before + 8 + 1,
+        "{threads} threads, {threads_before} before the stuck callers"
+    );
+    for n in 0..=12 {
+        let mut filter = std::collections::HashMap::new();
+        filter.insert("app", Value::from(format!("org.example.Stuck{n}")));
+        let ours = PortholeStoreProxy::new(&t.conn).await.unwrap();
+        let records = ours.history(filter).await.unwrap();
+        let caller = <&str>::try_from(&records[0]["caller"]).unwrap();
+        assert!(
+            caller.starts_with("(unidentified"),
+            "caller {n}: {caller:?}"
+        );
+    }
+
+    // SIGTERM ends the service's own work at once; the process itself can
+    // only go once the kernel lets go of the thread stuck in the FUSE read,
+    // which here the force-unmount (aborting the connection) does.
+    let pid = t.store.pid();
+    // SAFETY: kill(2) takes a pid and a signal number and touches no memory.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let main_thread_ended = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !main_thread_ended() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service kept running 1 s after SIGTERM:\n{}",
+            t.store.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("umount")
+        .args(["--force", "--lazy"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = t
+        .store
+        .wait_timeout(Duration::from_secs(5))
+        .expect("the service is gone once the FUSE connection is aborted");
+    assert_eq!(status.code(), Some(0));
+    drop(session);
+}
+
 fn context_switches(pid: u32) -> u64 {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -45,7 +45,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(run(args));
+    // A caller's `.flatpak-info` read that never returns (a FUSE file) keeps
+    // its blocking thread; exiting must not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
