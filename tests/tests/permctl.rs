@@ -429,14 +429,17 @@ async fn hostile_strings_are_escaped_for_humans_and_exact_in_json() {
     );
     let lines: Vec<&str> = r.out.lines().collect();
     assert_eq!(lines.len(), 3, "header and one line per grant: {:?}", r.out);
+    // A string that needs escaping is shown quoted, backslashes and quotes
+    // escaped too, so it cannot pass for one that holds a backslash.
     assert!(
-        lines[1].starts_with("cam\\nforged  row\\x1b[2J  \"\"  "),
+        lines[1].starts_with("\"cam\\nforged  row\\x1b[2J\"  \"\"  "),
         "{:?}",
         lines[1]
     );
     assert!(
-        lines[2]
-            .starts_with("cam\\nforged  row\\x1b[2J  org.evil.App\\x1b]0;title\\x07  yes\\x1b[8m"),
+        lines[2].starts_with(
+            "\"cam\\nforged  row\\x1b[2J\"  \"org.evil.App\\x1b]0;title\\x07\"  \"yes\\x1b[8m\""
+        ),
         "{:?}",
         lines[2]
     );
@@ -460,6 +463,67 @@ async fn hostile_strings_are_escaped_for_humans_and_exact_in_json() {
     let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
     assert_eq!(v[0]["id"], id, "JSON keeps the id exact");
     assert_eq!(v[0]["apps"][""]["permissions"], serde_json::json!(["no"]));
+}
+
+/// An id holding a newline and one holding a backslash and an `n` are
+/// different ids, and a human must see two: the one that needs escaping is
+/// quoted, the other is shown as typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_and_a_typed_backslash_n_look_different() {
+    let bus = Bus::start();
+    let db = bus.root().join("p.db");
+    let db = db.to_str().unwrap();
+    let real = "a\nb";
+    let typed = "a\\nb";
+    for (id, perm) in [(real, "yes"), (typed, "no")] {
+        let r = permctl(
+            &bus,
+            &["--db", db, "grant", "t", id, "org.example.App", perm],
+        );
+        assert_eq!(r.code, 0, "{}", r.err);
+    }
+
+    let r = permctl(&bus, &["--db", db, "list", "t"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let rows: Vec<(&str, &str)> = r
+        .out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split("  ").filter(|c| !c.is_empty()).collect();
+            (cells[0].trim(), cells[2].trim())
+        })
+        .collect();
+    assert_eq!(rows, [("\"a\\nb\"", "yes"), ("a\\nb", "no")], "{}", r.out);
+
+    let r = permctl(&bus, &["--db", db, "show", "org.example.App"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.contains("t      \"a\\nb\"  yes") && r.out.contains("t      a\\nb    no"),
+        "{}",
+        r.out
+    );
+
+    let r = permctl(&bus, &["--db", db, "revoke", "t", real, "org.example.App"]);
+    assert_eq!(
+        (r.code, r.out.as_str()),
+        (
+            0,
+            "revoked every permission of org.example.App on t/\"a\\nb\"\n"
+        ),
+        "{}",
+        r.err
+    );
+    let r = permctl(&bus, &["--db", db, "revoke", "t", typed, "org.example.App"]);
+    assert_eq!(
+        (r.code, r.out.as_str()),
+        (
+            0,
+            "revoked every permission of org.example.App on t/a\\nb\n"
+        ),
+        "{}",
+        r.err
+    );
 }
 
 // ---- 6: smaller ------------------------------------------------------------
