@@ -88,6 +88,15 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// An app id as messages show it: `"" (host apps)` for the empty one.
+pub fn app(app: &str) -> String {
+    if app.is_empty() {
+        "\"\" (host apps)".into()
+    } else {
+        shown(app)
+    }
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c,
