@@ -5,9 +5,9 @@
 //! with a timestamp (its `-wal` and `-shm` companions with it) and fails with
 //! an error naming both paths; its next start then begins with an empty store
 //! while the old bytes stay available for recovery. Tools such as permctl
-//! ([`open_leaving_corrupt`], [`open_read_only`]) never move the user's file:
-//! a command that only looks must not change what it looks at, and deciding
-//! to start over belongs to the service, at its start.
+//! ([`open_leaving_corrupt`], [`open_existing`], [`open_read_only`]) never
+//! move the user's file: a command that only looks must not change what it
+//! looks at, and deciding to start over belongs to the service, at its start.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -27,6 +27,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum OpenError {
     #[error("no database at {}", path.display())]
     Missing { path: PathBuf },
+    #[error("{} is a directory, not a database file", path.display())]
+    IsDirectory { path: PathBuf },
+    #[error(
+        "{} is not a directory, so {} cannot be a database file",
+        parent.display(),
+        path.display()
+    )]
+    ParentNotDirectory { path: PathBuf, parent: PathBuf },
     #[error(
         "the database {} is damaged ({reason}) and was left as it is; the permission store service moves it aside when it starts (and then begins empty), or move it away yourself",
         path.display()
@@ -97,7 +105,7 @@ fn corruption_reason(e: &sqlx::Error) -> Option<String> {
 /// up to date; a corrupt file is moved aside. Returns the single write
 /// connection and the read pool. This is the service's open.
 pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreError> {
-    match open_writable(path).await {
+    match open_writable(path, Create::Yes).await {
         Ok(opened) => Ok(opened),
         Err(Checked::Corrupt(reason)) => Err(move_aside(path, reason)),
         Err(Checked::Other(e)) => Err(e),
@@ -106,24 +114,71 @@ pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreEr
 
 /// Like [`open`], but a corrupt file stays where it is, byte for byte, and
 /// the open fails with [`OpenError::Corrupt`]: for tools that write (permctl
-/// with `--db`, or with no service running).
+/// with `--db`, or with no service running). A missing file is created.
 pub async fn open_leaving_corrupt(
     path: &Path,
 ) -> Result<(SqliteConnection, SqlitePool), OpenError> {
     // Check an existing file read-only first: the write connection's
     // `journal_mode=WAL` could rewrite the header of a damaged file that is
     // not yet in WAL mode.
-    if path.exists() {
+    if exists_as_file(path)? {
         let (conn, _) = connect_read_only(path).await?;
         let _ = conn.close().await;
     }
-    open_writable(path).await.map_err(|e| match e {
+    open_writable(path, Create::Yes)
+        .await
+        .map_err(leaving_corrupt(path))
+}
+
+/// Like [`open_leaving_corrupt`], but a missing file is
+/// [`OpenError::Missing`] and nothing is created (neither the file nor its
+/// directory): for tools whose change only removes (permctl's revoke and
+/// reset), where a missing database already answers "not found".
+pub async fn open_existing(path: &Path) -> Result<(SqliteConnection, SqlitePool), OpenError> {
+    let (conn, _) = connect_read_only(path).await?;
+    let _ = conn.close().await;
+    open_writable(path, Create::No)
+        .await
+        .map_err(leaving_corrupt(path))
+}
+
+fn leaving_corrupt(path: &Path) -> impl FnOnce(Checked) -> OpenError + '_ {
+    move |e| match e {
         Checked::Corrupt(reason) => OpenError::Corrupt {
             path: path.to_owned(),
             reason,
         },
         Checked::Other(e) => e.into(),
-    })
+    }
+}
+
+/// Whether `path` names an existing file, with the two mistakes a user
+/// makes with `--db` told apart from an I/O failure: a directory given as
+/// the file (SQLite would say "disk I/O error"), and a path that runs
+/// through a file ("Not a directory").
+fn exists_as_file(path: &Path) -> Result<bool, OpenError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(OpenError::IsDirectory {
+            path: path.to_owned(),
+        }),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            // The nearest ancestor that exists is the file in the way.
+            let parent = path
+                .ancestors()
+                .skip(1)
+                .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+            Err(match parent {
+                Some(parent) => OpenError::ParentNotDirectory {
+                    path: path.to_owned(),
+                    parent: parent.to_owned(),
+                },
+                None => io_err("opening", path)(e).into(),
+            })
+        }
+        Err(source) => Err(io_err("opening", path)(source).into()),
+    }
 }
 
 /// Opens an existing database for reading only: nothing is created,
@@ -156,21 +211,10 @@ pub async fn open_read_only(path: &Path) -> Result<SqlitePool, OpenError> {
 async fn connect_read_only(
     path: &Path,
 ) -> Result<(SqliteConnection, SqliteConnectOptions), OpenError> {
-    match std::fs::metadata(path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(OpenError::Missing {
-                path: path.to_owned(),
-            });
-        }
-        Err(source) => {
-            return Err(StoreError::Io {
-                op: "opening",
-                path: path.to_owned(),
-                source,
-            }
-            .into());
-        }
+    if !exists_as_file(path)? {
+        return Err(OpenError::Missing {
+            path: path.to_owned(),
+        });
     }
     // No journal_mode or other writing pragma: a WAL file stays WAL, any
     // other stays as it is.
@@ -233,15 +277,27 @@ async fn schema_is_current(conn: &mut SqliteConnection) -> Result<bool, sqlx::Er
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 
-/// Creates the directory and file if needed, checks the file and migrates
-/// it. A damaged file is reported as [`Checked::Corrupt`] for the caller to
-/// decide about.
-async fn open_writable(path: &Path) -> Result<(SqliteConnection, SqlitePool), Checked> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(Checked::Other)?;
+/// Whether [`open_writable`] may create a missing file and its directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Yes,
+    No,
+}
+
+/// Creates the directory and file if needed (and allowed), checks the file
+/// and migrates it. A damaged file is reported as [`Checked::Corrupt`] for
+/// the caller to decide about.
+async fn open_writable(
+    path: &Path,
+    create: Create,
+) -> Result<(SqliteConnection, SqlitePool), Checked> {
+    if create == Create::Yes {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(Checked::Other)?;
+        }
+        create_private_file(path).map_err(Checked::Other)?;
     }
-    create_private_file(path).map_err(Checked::Other)?;
-    let mut conn = connect_checked(options(path).create_if_missing(true)).await?;
+    let mut conn = connect_checked(options(path).create_if_missing(create == Create::Yes)).await?;
     let other = |e: StoreError| Checked::Other(e);
     MIGRATOR.run(&mut conn).await.map_err(|e| other(e.into()))?;
     let read = SqlitePoolOptions::new()

@@ -92,6 +92,15 @@ impl Store {
         Ok(Self::start(path, conn, read))
     }
 
+    /// Like [`Store::open_leaving_corrupt`], but a missing file is
+    /// [`OpenError::Missing`] and nothing is created: for permctl's revoke
+    /// and reset, which have nothing to remove from a store that does not
+    /// exist.
+    pub async fn open_existing(path: &Path) -> Result<Self, OpenError> {
+        let (conn, read) = crate::open::open_existing(path).await?;
+        Ok(Self::start(path, conn, read))
+    }
+
     /// Opens an existing database for reading only, as permctl's read
     /// commands do: nothing is created, migrated or moved. There is no
     /// writer; a write fails with [`StoreError::WriterGone`].

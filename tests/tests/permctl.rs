@@ -247,6 +247,125 @@ async fn reading_a_missing_db_creates_nothing() {
     );
 }
 
+/// revoke and reset of a database that does not exist have nothing to
+/// remove: exit 3, naming the path, and no file (nor -wal, -shm, nor a
+/// directory) is created, with --db and at the default path alike. Only
+/// grant creates a database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_and_reset_of_a_missing_database_create_nothing() {
+    let bus = Bus::start();
+    let dir = bus.root().join("dbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data_before = snapshot(&bus.data_home());
+    let never = " (revoke and reset never create one; a grant does)";
+    let revoke =
+        |db: &str| format!("permctl: no such grant: there is no database at {db}{never}\n");
+    let reset = |db: &str| {
+        format!("permctl: no grants for org.example.App: there is no database at {db}{never}\n")
+    };
+
+    for db in [dir.join("new.db"), dir.join("typo/x.db")] {
+        let path = db.to_str().unwrap();
+        for (args, expected) in [
+            (&["revoke", "t", "i", "org.example.App"][..], revoke(path)),
+            (
+                &["revoke", "t", "i", "org.example.App", "yes"],
+                revoke(path),
+            ),
+            (&["reset", "org.example.App"], reset(path)),
+        ] {
+            let mut all = vec!["--db", path];
+            all.extend_from_slice(args);
+            let r = permctl(&bus, &all);
+            assert_eq!((r.code, r.out.as_str()), (3, ""), "{all:?}: {}", r.err);
+            assert_eq!(r.err, expected, "{all:?}");
+            assert_eq!(snapshot(&dir), [], "{all:?} created files");
+        }
+    }
+
+    // No service and no --db: the default database is not created either.
+    let default = db_path(&bus);
+    let default = default.to_str().unwrap();
+    for (args, expected) in [
+        (
+            &["revoke", "t", "i", "org.example.App"][..],
+            revoke(default),
+        ),
+        (&["reset", "org.example.App"], reset(default)),
+    ] {
+        let r = permctl(&bus, args);
+        assert_eq!((r.code, r.out.as_str()), (3, ""), "{args:?}: {}", r.err);
+        assert_eq!(r.err, expected, "{args:?}");
+        assert_eq!(snapshot(&bus.data_home()), data_before, "{args:?}");
+    }
+
+    // A grant creates the database; then reset and revoke find it.
+    let db = dir.join("new.db");
+    let path = db.to_str().unwrap();
+    let r = permctl(
+        &bus,
+        &["--db", path, "grant", "t", "i", "org.example.App", "yes"],
+    );
+    assert_eq!(r.code, 0, "{}", r.err);
+    let r = permctl(&bus, &["--db", path, "reset", "org.example.App"]);
+    assert_eq!(
+        (r.code, r.out.as_str()),
+        (0, "removed the grants of org.example.App from 1 id(s)\n"),
+        "{}",
+        r.err
+    );
+    let r = permctl(&bus, &["--db", path, "revoke", "t", "i", "org.example.App"]);
+    assert_eq!(r.code, 3, "{}", r.err);
+    assert!(!r.err.contains("there is no database"), "{}", r.err);
+}
+
+/// --db naming a directory, or a path that runs through a regular file:
+/// permctl says which, exit 4, for every command, instead of SQLite's
+/// "disk I/O error" or "File exists", and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_or_a_path_through_a_file_is_named() {
+    let bus = Bus::start();
+    let dir = bus.root().join("dbs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plain");
+    std::fs::write(&file, "not a directory").unwrap();
+    let before = snapshot(&dir);
+    let d = dir.display();
+    let f = file.display();
+    let cases = [
+        (
+            dir.clone(),
+            format!("permctl: {d} is a directory, not a database file\n"),
+        ),
+        (
+            file.join("x.db"),
+            format!("permctl: {f} is not a directory, so {f}/x.db cannot be a database file\n"),
+        ),
+        (
+            file.join("sub/x.db"),
+            format!("permctl: {f} is not a directory, so {f}/sub/x.db cannot be a database file\n"),
+        ),
+    ];
+    for (db, expected) in &cases {
+        for args in [
+            &["tables"][..],
+            &["list", "t"],
+            &["show", "org.example.App"],
+            &["history"],
+            &["grant", "t", "i", "org.example.App", "yes"],
+            &["revoke", "t", "i", "org.example.App"],
+            &["reset", "org.example.App"],
+        ] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let r = permctl(&bus, &all);
+            assert_eq!((r.code, r.out.as_str()), (4, ""), "{all:?}: {}", r.err);
+            assert_eq!(&r.err, expected, "{all:?}");
+            assert_eq!(snapshot(&dir), before, "{all:?} changed files");
+        }
+    }
+}
+
 /// No service, no --db and no database yet: reads answer as an empty store
 /// and create nothing under XDG_DATA_HOME.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,13 +402,9 @@ async fn a_service_that_fails_to_start_is_explained() {
     let db = db_path(&bus);
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     std::fs::write(&db, garbage()).unwrap();
-    // permctl activates only a name the bus lists as activatable; make the
-    // daemon read the new service file now rather than when it notices.
-    let conn = bus.connection().await;
-    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
-    dbus.reload_config().await.unwrap();
-    let names = dbus.list_activatable_names().await.unwrap();
-    assert!(names.iter().any(|n| n.as_str() == BUS_NAME), "{names:?}");
+    // Left by an earlier start: not this failure's doing.
+    let old = old_corrupt_file(&bus);
+    reload_activatable(&bus).await;
 
     let r = permctl(&bus, &["tables"]);
     assert_eq!(r.code, 4, "{}{}", r.out, r.err);
@@ -298,10 +413,11 @@ async fn a_service_that_fails_to_start_is_explained() {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("permissions.db.corrupt-")
+            p != &old
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("permissions.db.corrupt-")
         })
         .collect();
     assert_eq!(
@@ -317,9 +433,69 @@ async fn a_service_that_fails_to_start_is_explained() {
         r.err
     );
     assert!(
-        r.err
-            .contains(&format!("moved it aside to {}", moved[0].display())),
+        r.err.contains(&format!(
+            "moved it aside to {} (the next start",
+            moved[0].display()
+        )),
         "{}",
+        r.err
+    );
+    assert!(!r.err.contains(OLD_STAMP), "named the old file: {}", r.err);
+    assert!(
+        r.err
+            .contains("journalctl --user -u porthole-permission-store"),
+        "{}",
+        r.err
+    );
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+}
+
+/// The stamp of a `permissions.db.corrupt-*` file from an earlier start
+/// (2020-09-13).
+const OLD_STAMP: &str = "corrupt-1600000000";
+
+/// Puts an old moved-aside database beside the default one, as an earlier
+/// failed start would have left it.
+fn old_corrupt_file(bus: &Bus) -> PathBuf {
+    let db = db_path(bus);
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let old = db.with_file_name(format!("permissions.db.{OLD_STAMP}"));
+    std::fs::write(&old, garbage()).unwrap();
+    old
+}
+
+/// permctl activates only a name the bus lists as activatable; make the
+/// daemon read a new service file now rather than when it notices.
+async fn reload_activatable(bus: &Bus) {
+    let conn = bus.connection().await;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+    dbus.reload_config().await.unwrap();
+    let names = dbus.list_activatable_names().await.unwrap();
+    assert!(names.iter().any(|n| n.as_str() == BUS_NAME), "{names:?}");
+}
+
+/// A service that fails for a reason of its own (here it is /bin/false)
+/// moved nothing aside: an old `permissions.db.corrupt-*` beside the
+/// database must not be blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_blames_no_old_corrupt_file() {
+    let mut bus = Bus::start();
+    bus.add_activatable(BUS_NAME, "/bin/false");
+    let old = old_corrupt_file(&bus);
+    reload_activatable(&bus).await;
+
+    let r = permctl(&bus, &["tables"]);
+    assert_eq!(r.code, 4, "{}{}", r.out, r.err);
+    assert!(
+        r.err
+            .starts_with("permctl: the permission store service failed to start (the bus said: "),
+        "{}",
+        r.err
+    );
+    assert!(
+        !r.err.contains(OLD_STAMP) && !r.err.contains("damaged") && !r.err.contains("moved"),
+        "blamed {}: {}",
+        old.display(),
         r.err
     );
     assert!(
@@ -329,6 +505,113 @@ async fn a_service_that_fails_to_start_is_explained() {
         r.err
     );
     assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+}
+
+// ---- 3b: a store that does not answer ----------------------------------------
+
+/// Takes the store's bus name on a connection of the test without serving
+/// anything: calls to the name reach it and get no reply. (The name is
+/// requested through the bus daemon, not `Connection::request_name`, which
+/// would start zbus's object server and answer UnknownObject.)
+async fn own_the_name_silently(bus: &Bus) -> zbus::Connection {
+    let conn = bus.connection().await;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+    let reply = dbus
+        .request_name(BUS_NAME.try_into().unwrap(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(reply, zbus::fdo::RequestNameReply::PrimaryOwner);
+    conn
+}
+
+/// A store that owns the name and never replies: permctl gives up after
+/// --timeout, says the store did not answer, and exits 4 (unreachable);
+/// for a change it says it may have been made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_never_answers_is_unreachable_after_the_timeout() {
+    let bus = Bus::start();
+    let _silent = own_the_name_silently(&bus).await;
+    for (args, change) in [
+        (&["--timeout", "1", "tables"][..], false),
+        (&["--timeout", "1", "show", "org.example.App"], false),
+        (
+            &[
+                "--timeout",
+                "1",
+                "grant",
+                "t",
+                "i",
+                "org.example.App",
+                "yes",
+            ],
+            true,
+        ),
+        (&["--timeout", "1", "reset", "org.example.App"], true),
+    ] {
+        let start = std::time::Instant::now();
+        let r = permctl(&bus, args);
+        let took = start.elapsed();
+        assert_eq!(r.code, 4, "{args:?}: {}{}", r.out, r.err);
+        assert!(
+            took < Duration::from_secs(8),
+            "{args:?} took {took:?} with --timeout 1"
+        );
+        assert!(
+            r.err
+                .starts_with("permctl: the permission store did not answer within 1s (--timeout)"),
+            "{args:?}: {}",
+            r.err
+        );
+        assert_eq!(
+            r.err.contains("the change may or may not have been made"),
+            change,
+            "{args:?}: {}",
+            r.err
+        );
+        assert_eq!(r.out, "", "{args:?}");
+    }
+}
+
+/// A store that takes the call and leaves the bus without replying: the
+/// bus answers org.freedesktop.DBus.Error.NoReply, which is an unreachable
+/// store (4), not a store error (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_leaves_without_answering_is_unreachable() {
+    use futures_util::StreamExt;
+
+    let bus = Bus::start();
+    let owner = own_the_name_silently(&bus).await;
+    let mut calls = zbus::MessageStream::from(&owner);
+    let leave = tokio::spawn(async move {
+        while let Some(Ok(msg)) = calls.next().await {
+            let header = msg.header();
+            if header.message_type() == zbus::message::Type::MethodCall
+                && header.member().is_some_and(|m| m.as_str() == "ListTables")
+            {
+                break;
+            }
+        }
+        owner.close().await.unwrap();
+    });
+
+    let r = permctl(&bus, &["tables"]);
+    assert_eq!(r.code, 4, "{}{}", r.out, r.err);
+    assert!(
+        r.err
+            .starts_with("permctl: the permission store did not answer (the bus said: "),
+        "{}",
+        r.err
+    );
+    assert!(
+        r.err
+            .contains("journalctl --user -u porthole-permission-store"),
+        "{}",
+        r.err
+    );
+    tokio::time::timeout(Duration::from_secs(5), leave)
+        .await
+        .expect("the call reached the test's connection")
+        .unwrap();
 }
 
 // ---- 4: another store owns the name ----------------------------------------
@@ -429,14 +712,17 @@ async fn hostile_strings_are_escaped_for_humans_and_exact_in_json() {
     );
     let lines: Vec<&str> = r.out.lines().collect();
     assert_eq!(lines.len(), 3, "header and one line per grant: {:?}", r.out);
+    // A string that needs escaping is shown quoted, backslashes and quotes
+    // escaped too, so it cannot pass for one that holds a backslash.
     assert!(
-        lines[1].starts_with("cam\\nforged  row\\x1b[2J  \"\"  "),
+        lines[1].starts_with("\"cam\\nforged  row\\x1b[2J\"  \"\"  "),
         "{:?}",
         lines[1]
     );
     assert!(
-        lines[2]
-            .starts_with("cam\\nforged  row\\x1b[2J  org.evil.App\\x1b]0;title\\x07  yes\\x1b[8m"),
+        lines[2].starts_with(
+            "\"cam\\nforged  row\\x1b[2J\"  \"org.evil.App\\x1b]0;title\\x07\"  \"yes\\x1b[8m\""
+        ),
         "{:?}",
         lines[2]
     );
@@ -460,6 +746,67 @@ async fn hostile_strings_are_escaped_for_humans_and_exact_in_json() {
     let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
     assert_eq!(v[0]["id"], id, "JSON keeps the id exact");
     assert_eq!(v[0]["apps"][""]["permissions"], serde_json::json!(["no"]));
+}
+
+/// An id holding a newline and one holding a backslash and an `n` are
+/// different ids, and a human must see two: the one that needs escaping is
+/// quoted, the other is shown as typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_and_a_typed_backslash_n_look_different() {
+    let bus = Bus::start();
+    let db = bus.root().join("p.db");
+    let db = db.to_str().unwrap();
+    let real = "a\nb";
+    let typed = "a\\nb";
+    for (id, perm) in [(real, "yes"), (typed, "no")] {
+        let r = permctl(
+            &bus,
+            &["--db", db, "grant", "t", id, "org.example.App", perm],
+        );
+        assert_eq!(r.code, 0, "{}", r.err);
+    }
+
+    let r = permctl(&bus, &["--db", db, "list", "t"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let rows: Vec<(&str, &str)> = r
+        .out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split("  ").filter(|c| !c.is_empty()).collect();
+            (cells[0].trim(), cells[2].trim())
+        })
+        .collect();
+    assert_eq!(rows, [("\"a\\nb\"", "yes"), ("a\\nb", "no")], "{}", r.out);
+
+    let r = permctl(&bus, &["--db", db, "show", "org.example.App"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.contains("t      \"a\\nb\"  yes") && r.out.contains("t      a\\nb    no"),
+        "{}",
+        r.out
+    );
+
+    let r = permctl(&bus, &["--db", db, "revoke", "t", real, "org.example.App"]);
+    assert_eq!(
+        (r.code, r.out.as_str()),
+        (
+            0,
+            "revoked every permission of org.example.App on t/\"a\\nb\"\n"
+        ),
+        "{}",
+        r.err
+    );
+    let r = permctl(&bus, &["--db", db, "revoke", "t", typed, "org.example.App"]);
+    assert_eq!(
+        (r.code, r.out.as_str()),
+        (
+            0,
+            "revoked every permission of org.example.App on t/a\\nb\n"
+        ),
+        "{}",
+        r.err
+    );
 }
 
 // ---- 6: smaller ------------------------------------------------------------

@@ -1,5 +1,7 @@
 //! One function per subcommand.
 
+use std::time::Duration;
+
 use porthole_identity::AppId;
 use porthole_permission_store::{Grant, HistoryQuery, validate_table};
 
@@ -31,9 +33,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
     let access = match cli.command {
         Cmd::Tables | Cmd::List { .. } | Cmd::Show { .. } | Cmd::History { .. } => Access::Read,
-        Cmd::Grant { .. } | Cmd::Revoke { .. } | Cmd::Reset { .. } => Access::Write,
+        Cmd::Revoke { .. } | Cmd::Reset { .. } => Access::Remove,
+        Cmd::Grant { .. } => Access::Write,
     };
-    let backend = Backend::connect(cli.db.as_deref(), access).await?;
+    let timeout = Duration::from_secs(cli.timeout);
+    let backend = Backend::connect(cli.db.as_deref(), access, timeout).await?;
     let json = cli.json;
     match cli.command {
         Cmd::Tables => tables(&backend, json).await,
@@ -56,7 +60,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             output::line(&format!(
                 "granted {} to {} on {}/{}{until}",
                 shown(&permissions.join(",")),
-                display_app(&app),
+                output::app(&app),
                 shown(&table),
                 shown(&id)
             ));
@@ -75,13 +79,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     exit::NOT_FOUND,
                     format!(
                         "no grants for {}: the store does not know this app",
-                        display_app(&app)
+                        output::app(&app)
                     ),
                 ));
             }
             output::line(&format!(
                 "removed the grants of {} from {n} id(s)",
-                display_app(&app)
+                output::app(&app)
             ));
             Ok(())
         }
@@ -119,14 +123,6 @@ fn warn_unusual_app(app: &str) {
         output::warn(&format!(
             "{app:?} is not a Flatpak app id ({e}); granting anyway, as the store accepts any app id"
         ));
-    }
-}
-
-fn display_app(app: &str) -> String {
-    if app.is_empty() {
-        "\"\" (host apps)".into()
-    } else {
-        shown(app)
     }
 }
 
@@ -230,7 +226,7 @@ async fn show(b: &Backend, app: &str, json: bool) -> Result<(), CliError> {
             exit::NOT_FOUND,
             format!(
                 "no grants for {}: the store does not know this app",
-                display_app(app)
+                output::app(app)
             ),
         ));
     }
@@ -283,7 +279,7 @@ async fn revoke(
     };
     output::line(&format!(
         "revoked {what} of {} on {}/{}{kept}",
-        display_app(app),
+        output::app(app),
         shown(t),
         shown(id)
     ));

@@ -5,7 +5,7 @@
 //! none can be activated), or with `--db`, it opens the database itself
 //! through the same library: read-only for the read commands, which never
 //! create a file, and never moving a damaged file aside (the service does
-//! that, at its start).
+//! that, at its start). Only `grant` creates a missing database.
 
 mod backend;
 mod commands;
@@ -35,13 +35,15 @@ Exit status:
      permission, bad duration)
   3  no such table, id, app or grant
   4  the store could not be reached or opened (missing or damaged database,
-     a service that failed to start, another store on the bus, no bus)
+     a directory given as the database, a service that failed to start or
+     did not answer, another store on the bus, no bus)
 
 Without --db, permctl uses the running porthole-permission-store on the
 session bus (starting it by D-Bus activation where installed), else opens
-$XDG_DATA_HOME/porthole/permissions.db directly. Read commands open files
-read-only and never create them; nothing permctl does moves a damaged
-database aside (the service does that when it starts). Times are UTC.";
+$XDG_DATA_HOME/porthole/permissions.db directly. Only grant creates a
+missing database: read commands open files read-only, and revoke and reset
+answer 3 (nothing to remove). Nothing permctl does moves a damaged database
+aside (the service does that when it starts). Times are UTC.";
 
 #[derive(Parser, Debug)]
 #[command(name = "permctl", version, about = "Inspect and change the grants in the Porthole permission store", after_help = AFTER_HELP)]
@@ -52,6 +54,11 @@ pub struct Cli {
     /// Print machine-readable JSON (read commands).
     #[arg(long, global = true)]
     json: bool,
+    /// Wait at most this many seconds for each answer of the D-Bus service
+    /// (its start by activation included), then exit with status 4.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
     #[command(subcommand)]
     command: Cmd,
 }

@@ -1,8 +1,9 @@
 //! Everything permctl prints goes through here. Human output shows ids,
-//! apps and permissions as they are except for what a terminal would act on:
+//! apps and permissions as they are unless a terminal would act on them:
 //! anyone who can call the store's `SetPermission` chooses those strings, so a
 //! newline must not forge a table row and an escape sequence must not reach
-//! the terminal. JSON output stays exact.
+//! the terminal. Such a string is printed quoted, with escapes, so it can't be
+//! mistaken for one that really holds a backslash. JSON output stays exact.
 
 use std::fmt::Write;
 
@@ -31,40 +32,69 @@ pub fn error(text: &str) {
     eprintln!("permctl: {}", escape_controls(text));
 }
 
-/// One value as a table cell or inside a message: `""` for the empty string
-/// (the host apps' id, or an empty id), control characters escaped.
+/// One value as a table cell or inside a message. A string that needs no
+/// escaping is shown as it is (`org.example.App`, and `a\nb` typed with a
+/// backslash); any other is quoted with Rust-style escapes, backslashes and
+/// quotes included: `""` for the empty string (the host apps' id), `"a\nb"`
+/// for one holding a newline, `"\"x\""` for one that begins with a quote. So
+/// two different strings never look the same.
 pub fn shown(s: &str) -> String {
-    if s.is_empty() {
-        "\"\"".to_owned()
-    } else {
-        escape_controls(s)
+    let quote = s.is_empty() || s.starts_with('"') || s.chars().any(needs_escape);
+    if !quote {
+        return s.to_owned();
     }
+    let mut out = String::with_capacity(s.len() + 8);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => push_escaped(&mut out, c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Replaces control characters (C0, DEL, C1) and the invisible characters
 /// that reorder or hide text (bidi overrides and isolates, zero-width
 /// characters, BOM) with Rust-style escapes: `\n`, `\t`, `\x1b`, `\u{202e}`.
-/// Backslashes are left alone, so ids with them read as typed.
+/// For whole messages, whose values [`shown`] (or `{:?}`) already quoted:
+/// this is the last guard that keeps an error one line with no escape
+/// sequence in it.
 pub fn escape_controls(s: &str) -> String {
     if !s.chars().any(needs_escape) {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) && (c as u32) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if needs_escape(c) && (c as u32) < 0x80 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if needs_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+/// An app id as messages show it: `"" (host apps)` for the empty one.
+pub fn app(app: &str) -> String {
+    if app.is_empty() {
+        "\"\" (host apps)".into()
+    } else {
+        shown(app)
+    }
 }
 
 fn needs_escape(c: char) -> bool {
@@ -92,8 +122,41 @@ mod tests {
     }
 
     #[test]
-    fn empty_is_shown_quoted() {
-        assert_eq!(shown(""), "\"\"");
+    fn plain_strings_are_shown_as_they_are() {
         assert_eq!(shown("org.example.App"), "org.example.App");
+        assert_eq!(shown("caf\u{e9} x"), "caf\u{e9} x");
+        // A backslash alone needs no escaping: shown as typed.
+        assert_eq!(shown("a\\nb"), "a\\nb");
+        assert_eq!(shown("say \"hi\""), "say \"hi\"");
+    }
+
+    #[test]
+    fn strings_that_need_escaping_are_quoted() {
+        assert_eq!(shown(""), "\"\"");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        assert_eq!(shown("\u{1b}[2J"), "\"\\x1b[2J\"");
+        assert_eq!(shown("a\\b\n\"c"), "\"a\\\\b\\n\\\"c\"");
+        assert_eq!(shown("abc\u{202e}"), "\"abc\\u{202e}\"");
+        // Beginning with a quote: bare, it would read as a quoted value.
+        assert_eq!(shown("\"a\\nb\""), "\"\\\"a\\\\nb\\\"\"");
+    }
+
+    #[test]
+    fn no_two_strings_look_the_same() {
+        let strings = [
+            "a\nb",
+            "a\\nb",
+            "\"a\\nb\"",
+            "\"a\nb\"",
+            "",
+            "\"\"",
+            "x\u{1b}",
+            "x\\x1b",
+            "\"x\\x1b\"",
+        ];
+        let mut seen: Vec<String> = strings.iter().map(|s| shown(s)).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), strings.len(), "{seen:?}");
     }
 }

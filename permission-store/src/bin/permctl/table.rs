@@ -11,8 +11,8 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Cells are shown with [`output::shown`] (escaped, `""` for empty), so a
-/// row is always one line. Widths count characters: exact for the ASCII ids
+/// Cells are shown with [`output::shown`] (quoted with escapes when they
+/// need any, `""` for empty), so a row is always one line. Widths count characters: exact for the ASCII ids
 /// that are the rule, a little off for double-width scripts.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
@@ -70,6 +70,6 @@ mod tests {
                 vec![String::new(), "é".into()],
             ],
         );
-        assert_eq!(out, "ID    APP\na\\nb  \\x1b[2J\n\"\"    é\n");
+        assert_eq!(out, "ID      APP\n\"a\\nb\"  \"\\x1b[2J\"\n\"\"      é\n");
     }
 }
