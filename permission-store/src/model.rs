@@ -15,6 +15,17 @@ pub struct Grant {
     pub expires: Option<i64>,
 }
 
+impl Grant {
+    /// From the D-Bus form of our interface, where an expiry of 0 means
+    /// never.
+    pub fn from_wire(permissions: Vec<String>, expires: i64) -> Self {
+        Self {
+            permissions,
+            expires: (expires != 0).then_some(expires),
+        }
+    }
+}
+
 /// Everything stored under one id. Apps are ordered by id, as upstream
 /// returns them.
 #[derive(Debug, Clone, PartialEq)]

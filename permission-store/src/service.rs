@@ -511,7 +511,7 @@ impl PortholeStore {
             None => 0,
             Some(v) => count(v).ok_or_else(|| {
                 PortalError::InvalidArgument(
-                    "filter key \"limit\" must be a non-negative integer".into(),
+                    "filter key \"limit\" must be an integer from 0 to 4294967295".into(),
                 )
             })?,
         };

@@ -361,15 +361,7 @@ impl Backend {
                     id,
                     apps: apps
                         .into_iter()
-                        .map(|(app, (permissions, exp))| {
-                            (
-                                app,
-                                Grant {
-                                    permissions,
-                                    expires: (exp != 0).then_some(exp),
-                                },
-                            )
-                        })
+                        .map(|(app, (permissions, exp))| (app, Grant::from_wire(permissions, exp)))
                         .collect(),
                     data: text_of(data),
                 })
@@ -396,16 +388,7 @@ impl Backend {
                 .await
                 .map_err(|e| b.ours_err(e))?
                 .into_iter()
-                .map(|(t, id, permissions, exp)| {
-                    (
-                        t,
-                        id,
-                        Grant {
-                            permissions,
-                            expires: (exp != 0).then_some(exp),
-                        },
-                    )
-                })
+                .map(|(t, id, permissions, exp)| (t, id, Grant::from_wire(permissions, exp)))
                 .collect(),
             Backend::Direct(s) => s.app_grants(app).await?,
             Backend::Absent(_) => Vec::new(),
