@@ -1,14 +1,16 @@
 //! Benchmark: ours against Debian's xdg-permission-store, each on its own
 //! private bus, in the same run.
 //!
-//! For each size: load N ids (pipelined Set calls, 2048 in flight, so the
-//! anchor can coalesce its whole-file rewrites), then time sequential Lookup
-//! of random ids and sequential SetPermission on random existing ids, and
-//! read the service's peak RSS (VmHWM). Prints calls/s and ours/anchor.
+//! For each size: start both stores and load N ids into each (pipelined Set
+//! calls, 2048 in flight, so the anchor can coalesce its whole-file
+//! rewrites); time sequential Lookups of random ids in blocks that alternate
+//! between the two; then sequential SetPermission on random existing ids,
+//! and read each service's peak RSS (VmHWM). Prints calls/s and ours/anchor.
 //!
 //! Run: `cargo build --release --workspace --bins &&
 //!       cargo bench -p porthole-tests --bench permission_store`
-//! Env: SIZES (default "100,10000,100000"), LOOKUPS (3000), PROBES (300),
+//! Env: SIZES (default "100,10000,100000"), LOOKUPS (3000, per side, in
+//!      ROUNDS (6) alternating blocks), PROBES (300),
 //!      PROBE_CAP_S (20: a probe loop stops after this many seconds),
 //!      BENCH_PING=1 (time Peer.Ping instead of Lookup: the D-Bus floor).
 
@@ -54,15 +56,17 @@ impl Lcg {
     }
 }
 
-struct Side {
+/// One store on its own private bus, loaded with the size's ids.
+struct Loaded {
+    // Field order is drop order: the client, the service, then its bus.
+    ps: PermissionStoreProxy<'static>,
+    conn: zbus::Connection,
+    service: porthole_tests::Service,
+    _bus: Bus,
     load_s: f64,
-    lookup_per_s: f64,
-    setperm_per_s: f64,
-    setperm_n: usize,
-    peak_rss_kib: u64,
 }
 
-async fn measure(anchor: bool, size: u64) -> Side {
+async fn start_loaded(anchor: bool, size: u64) -> Loaded {
     let bus = Bus::start();
     let mut cmd = if anchor {
         bus.command(ANCHOR)
@@ -73,7 +77,6 @@ async fn measure(anchor: bool, size: u64) -> Side {
     let service = bus
         .spawn_owning(if anchor { "anchor" } else { "ours" }, cmd, BUS_NAME)
         .await;
-    let pid = service.pid();
     let conn = bus.connection().await;
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
 
@@ -94,59 +97,62 @@ async fn measure(anchor: bool, size: u64) -> Side {
     while let Some(r) = calls.next().await {
         r.expect("load Set");
     }
-    let load_s = start.elapsed().as_secs_f64();
+    drop(calls);
+    Loaded {
+        load_s: start.elapsed().as_secs_f64(),
+        ps,
+        conn,
+        service,
+        _bus: bus,
+    }
+}
 
-    let lookups = env_num("LOOKUPS", 3000);
-    let cap = Duration::from_secs(env_num("PROBE_CAP_S", 20));
-    let mut rng = Lcg(1);
+/// Times `n` sequential Lookups (or Pings) of random ids; returns how many
+/// were made and the seconds they took.
+async fn lookup_block(s: &Loaded, size: u64, n: u64, rng: &mut Lcg) -> (u64, f64) {
     let start = Instant::now();
-    let mut done = 0;
-    for _ in 0..lookups {
+    for _ in 0..n {
         let id = format!("id-{:07}", rng.next(size));
         if std::env::var_os("BENCH_PING").is_some() {
-            conn.call_method(
-                Some(BUS_NAME),
-                "/org/freedesktop/impl/portal/PermissionStore",
-                Some("org.freedesktop.DBus.Peer"),
-                "Ping",
-                &(),
-            )
-            .await
-            .expect("Ping");
+            s.conn
+                .call_method(
+                    Some(BUS_NAME),
+                    "/org/freedesktop/impl/portal/PermissionStore",
+                    Some("org.freedesktop.DBus.Peer"),
+                    "Ping",
+                    &(),
+                )
+                .await
+                .expect("Ping");
         } else {
-            ps.lookup("bench", &id).await.expect("Lookup");
+            s.ps.lookup("bench", &id).await.expect("Lookup");
         }
+    }
+    (n, start.elapsed().as_secs_f64())
+}
+
+/// Sequential SetPermission on random existing ids, stopping after `cap`.
+async fn setperm_probe(s: &Loaded, size: u64, probes: u64, cap: Duration) -> (usize, f64) {
+    let mut rng = Lcg(2);
+    let start = Instant::now();
+    let mut done = 0;
+    for n in 0..probes {
+        let id = format!("id-{:07}", rng.next(size));
+        let perm = format!("p{n}");
+        s.ps.set_permission("bench", false, &id, "org.example.Probe", &[perm.as_str()])
+            .await
+            .expect("SetPermission");
         done += 1;
         if start.elapsed() > cap {
             break;
         }
     }
-    let lookup_per_s = done as f64 / start.elapsed().as_secs_f64();
+    (done, done as f64 / start.elapsed().as_secs_f64())
+}
 
-    let probes = env_num("PROBES", 300);
-    let start = Instant::now();
-    let mut setperm_n = 0;
-    for n in 0..probes {
-        let id = format!("id-{:07}", rng.next(size));
-        let perm = format!("p{n}");
-        ps.set_permission("bench", false, &id, "org.example.Probe", &[perm.as_str()])
-            .await
-            .expect("SetPermission");
-        setperm_n += 1;
-        if start.elapsed() > cap {
-            break;
-        }
-    }
-    let setperm_per_s = setperm_n as f64 / start.elapsed().as_secs_f64();
-    let peak_rss_kib = rss_kib(pid, "VmHWM:");
-    drop(service);
-    Side {
-        load_s,
-        lookup_per_s,
-        setperm_per_s,
-        setperm_n,
-        peak_rss_kib,
-    }
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -160,29 +166,64 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let lookups = env_num("LOOKUPS", 3000);
+    let rounds = env_num("ROUNDS", 6).max(1);
+    let probes = env_num("PROBES", 300);
+    let cap = Duration::from_secs(env_num("PROBE_CAP_S", 20));
     println!(
         "{:>7}  {:<6}  {:>8}  {:>10}  {:>13}  {:>9}",
         "entries", "store", "load s", "Lookup/s", "SetPerm/s", "peak RSS"
     );
     let mut summary = Vec::new();
     for &size in &sizes {
-        let theirs = measure(true, size).await;
-        let ours = measure(false, size).await;
-        for (name, s) in [("anchor", &theirs), ("ours", &ours)] {
+        let theirs = start_loaded(true, size).await;
+        let ours = start_loaded(false, size).await;
+        // Lookups in alternating blocks (the order turning each round), so
+        // that the machine's drift over the run falls on both sides alike;
+        // each side's rate is over all its blocks, the ratio the median of
+        // the rounds' ratios.
+        let block = (lookups / rounds).max(1);
+        let mut totals = [(0u64, 0f64); 2];
+        let mut ratios = Vec::new();
+        let mut rng = [Lcg(1), Lcg(1)];
+        for round in 0..rounds {
+            let mut rate = [0f64; 2];
+            for k in 0..2 {
+                let side = (k + round as usize) % 2;
+                let s = if side == 0 { &theirs } else { &ours };
+                let (n, secs) = lookup_block(s, size, block, &mut rng[side]).await;
+                totals[side].0 += n;
+                totals[side].1 += secs;
+                rate[side] = n as f64 / secs;
+            }
+            ratios.push(rate[1] / rate[0]);
+        }
+        let lookup_per_s = totals.map(|(n, secs)| n as f64 / secs);
+        let (their_n, their_set) = setperm_probe(&theirs, size, probes, cap).await;
+        let (our_n, our_set) = setperm_probe(&ours, size, probes, cap).await;
+        let rss = [&theirs, &ours].map(|s| rss_kib(s.service.pid(), "VmHWM:"));
+        for (k, (name, s, n, set)) in [
+            ("anchor", &theirs, their_n, their_set),
+            ("ours", &ours, our_n, our_set),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             println!(
                 "{size:>7}  {name:<6}  {:>8.2}  {:>10.0}  {:>8.1} ({:>3})  {:>6.1} MiB",
                 s.load_s,
-                s.lookup_per_s,
-                s.setperm_per_s,
-                s.setperm_n,
-                s.peak_rss_kib as f64 / 1024.0
+                lookup_per_s[k],
+                set,
+                n,
+                rss[k] as f64 / 1024.0
             );
         }
         summary.push(format!(
-            "{size:>7}  Lookup {:.2}x  SetPermission {:.1}x  peak RSS {:.3}x",
-            ours.lookup_per_s / theirs.lookup_per_s,
-            ours.setperm_per_s / theirs.setperm_per_s,
-            ours.peak_rss_kib as f64 / theirs.peak_rss_kib.max(1) as f64
+            "{size:>7}  Lookup {:.2}x (median of {rounds} rounds {:.2}x)  SetPermission {:.1}x  peak RSS {:.3}x",
+            lookup_per_s[1] / lookup_per_s[0],
+            median(ratios),
+            our_set / their_set,
+            rss[1] as f64 / rss[0].max(1) as f64
         ));
     }
     println!("\nours/anchor (calls/s: higher is better; RSS: lower is better)");
