@@ -72,6 +72,11 @@ fn init_tracing(verbose: bool) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Before anything else: whoever sees our name on the bus may signal us
+    // at once, and the default action would end us with no clean exit.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let path = match args.db {
         Some(p) => p,
         None => default_db_path().context("neither XDG_DATA_HOME nor HOME is set; pass --db")?,
@@ -115,9 +120,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: exiting"); break; }
