@@ -2,12 +2,15 @@
 //! leaves on disk, against our service, against Debian's
 //! xdg-permission-store owning the name, and with no service at all.
 
+mod store_common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use porthole_permission_store::client::PermissionStoreProxy;
 use porthole_permission_store::service::BUS_NAME;
-use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use porthole_tests::{Bus, bin};
+use store_common::{db_path, start_store};
 
 const ANCHOR: &str = "/usr/libexec/xdg-permission-store";
 
@@ -18,23 +21,8 @@ struct Out {
 }
 
 fn permctl(bus: &Bus, args: &[&str]) -> Out {
-    let mut cmd = bus.command(bin("permctl"));
-    cmd.args(args);
-    let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
-    Out {
-        code: status.code().unwrap_or(-1),
-        out,
-        err,
-    }
-}
-
-fn db_path(bus: &Bus) -> PathBuf {
-    bus.data_home().join("porthole/permissions.db")
-}
-
-async fn start_store(bus: &Bus) -> Service {
-    let cmd = bus.command(bin("porthole-permission-store"));
-    bus.spawn_owning("permission-store", cmd, BUS_NAME).await
+    let (code, out, err) = store_common::permctl(bus, args);
+    Out { code, out, err }
 }
 
 /// Every file under `dir`, recursively, with its length and a hash of its
@@ -621,12 +609,7 @@ async fn a_store_that_leaves_without_answering_is_unreachable() {
 /// UnknownInterface; a plain grant goes through the upstream interface.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_store_on_the_bus_is_named() {
-    if !Path::new(ANCHOR).exists() {
-        assert!(
-            std::env::var_os("PORTHOLE_SKIP_ANCHORS").is_some(),
-            "{ANCHOR} is missing (apt-get install xdg-desktop-portal), or set PORTHOLE_SKIP_ANCHORS=1"
-        );
-        eprintln!("skipped: {ANCHOR} missing and PORTHOLE_SKIP_ANCHORS set");
+    if !porthole_tests::anchor_present(ANCHOR, "xdg-desktop-portal") {
         return;
     }
     let bus = Bus::start();

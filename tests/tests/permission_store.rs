@@ -2,6 +2,8 @@
 //! signal with zbus, `gdbus` as an independent client, bad input, a corrupt
 //! database, crash safety, expiry, history and activation.
 
+mod store_common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,13 +11,8 @@ use futures_util::{FutureExt, StreamExt};
 use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
 use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
 use porthole_tests::{Bus, Service, bin, call_error_name, run_with_timeout};
+use store_common::{db_path, permctl, start_store};
 use zvariant::Value;
-
-async fn start_store(bus: &Bus) -> Service {
-    let mut cmd = bus.command(bin("porthole-permission-store"));
-    cmd.arg("-v");
-    bus.spawn_owning("permission-store", cmd, BUS_NAME).await
-}
 
 /// A store on a private bus and one client of it. Fields drop in order:
 /// the client, then the service (stopped by PID), then the bus.
@@ -43,10 +40,6 @@ impl Running {
             bus,
         }
     }
-}
-
-fn db_path(bus: &Bus) -> std::path::PathBuf {
-    bus.data_home().join("porthole/permissions.db")
 }
 
 fn perms(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
@@ -764,13 +757,6 @@ async fn expiry_hides_then_prunes_a_grant_and_history_records_it() {
     );
 }
 
-fn permctl(bus: &Bus, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = bus.command(bin("permctl"));
-    cmd.args(args);
-    let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
-    (status.code().unwrap_or(-1), out, err)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permctl_talks_to_the_running_service_so_changed_fires() {
     let t = Running::start().await;
@@ -1328,18 +1314,20 @@ async fn revoke_permissions_is_one_atomic_step() {
     );
 }
 
-/// True (after saying so) when bubblewrap is missing and anchors may be
-/// skipped; fails the test when it is missing otherwise.
-fn skip_without_bwrap() -> bool {
-    if std::path::Path::new("/usr/bin/bwrap").exists() {
-        return false;
+/// The `caller` of each history record (of `app`'s grants, if given),
+/// newest first.
+async fn history_callers(conn: &zbus::Connection, app: Option<&str>) -> Vec<String> {
+    let ours = PortholeStoreProxy::new(conn).await.unwrap();
+    let mut filter = std::collections::HashMap::new();
+    if let Some(app) = app {
+        filter.insert("app", Value::from(app));
     }
-    assert!(
-        std::env::var_os("PORTHOLE_SKIP_ANCHORS").is_some(),
-        "bubblewrap is not installed"
-    );
-    eprintln!("skipped: no bwrap");
-    true
+    ours.history(filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| <&str>::try_from(&r["caller"]).unwrap().to_owned())
+        .collect()
 }
 
 /// `gdbus call ... SetPermission devices camera APP ['yes']` in a bwrap
@@ -1381,7 +1369,7 @@ fn set_permission_in_bwrap(
 /// `a_write_through_the_proxy_is_recorded_with_the_sandboxed_app_id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_names_the_sandboxed_caller() {
-    if skip_without_bwrap() {
+    if !porthole_tests::anchor_present("/usr/bin/bwrap", "bubblewrap") {
         return;
     }
     let bus = Bus::start();
@@ -1406,26 +1394,16 @@ async fn history_names_the_sandboxed_caller() {
     assert!(status.success(), "{out}{err}");
 
     let conn = bus.connection().await;
-    let ours = PortholeStoreProxy::new(&conn).await.unwrap();
-    let records = ours
-        .history(std::collections::HashMap::new())
-        .await
-        .unwrap();
-    let callers: Vec<&str> = records
-        .iter()
-        .map(|r| <&str>::try_from(&r["caller"]).unwrap())
-        .collect();
-    assert_eq!(callers, ["org.example.Sandboxed"], "{records:?}");
+    assert_eq!(
+        history_callers(&conn, None).await,
+        ["org.example.Sandboxed"]
+    );
     // A host process is recorded as "".
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
     ps.delete_permission("devices", "camera", "org.example.Sandboxed")
         .await
         .unwrap();
-    let records = ours
-        .history(std::collections::HashMap::new())
-        .await
-        .unwrap();
-    assert_eq!(<&str>::try_from(&records[0]["caller"]).unwrap(), "");
+    assert_eq!(history_callers(&conn, None).await[0], "");
 }
 
 /// A caller that shapes its own root cannot stall the service, read it
@@ -1437,12 +1415,11 @@ async fn history_names_the_sandboxed_caller() {
 /// the store keeps answering others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
-    if skip_without_bwrap() {
+    if !porthole_tests::anchor_present("/usr/bin/bwrap", "bubblewrap") {
         return;
     }
     let t = Running::start().await;
     let Running { bus, ps, .. } = &t;
-    let ours = PortholeStoreProxy::new(&t.conn).await.unwrap();
     let root = bus.root();
     let forged = root.join("forged-info");
     std::fs::write(&forged, "[Application]\nname=org.example.Forged\n").unwrap();
@@ -1499,10 +1476,7 @@ async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
         .expect("the store still answers")
         .unwrap();
         assert_eq!(perms, ["yes"], "{case}");
-        let mut filter = std::collections::HashMap::new();
-        filter.insert("app", Value::from(app.as_str()));
-        let records = ours.history(filter).await.unwrap();
-        let caller = <&str>::try_from(&records[0]["caller"]).unwrap();
+        let caller = &history_callers(&t.conn, Some(&app)).await[0];
         assert!(
             caller.starts_with("(unidentified"),
             "{case}: recorded as {caller:?}\n{}",
@@ -1606,7 +1580,7 @@ impl fuser::Filesystem for StuckInfo {
 /// the service anyway, can set this up.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
-    if skip_without_bwrap() || skip_unless_root() {
+    if !porthole_tests::anchor_present("/usr/bin/bwrap", "bubblewrap") || skip_unless_root() {
         return;
     }
     if !std::path::Path::new("/dev/fuse").exists() {
@@ -1686,11 +1660,7 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
         "{threads} threads, {threads_before} before the stuck callers"
     );
     for n in 0..=12 {
-        let mut filter = std::collections::HashMap::new();
-        filter.insert("app", Value::from(format!("org.example.Stuck{n}")));
-        let ours = PortholeStoreProxy::new(&t.conn).await.unwrap();
-        let records = ours.history(filter).await.unwrap();
-        let caller = <&str>::try_from(&records[0]["caller"]).unwrap();
+        let caller = &history_callers(&t.conn, Some(&format!("org.example.Stuck{n}"))).await[0];
         assert!(
             caller.starts_with("(unidentified"),
             "caller {n}: {caller:?}"
@@ -1882,16 +1852,10 @@ async fn a_write_through_the_proxy_is_recorded_with_the_sandboxed_app_id() {
     );
     assert!(status.success(), "{out}{err}");
     let conn = bus.connection().await;
-    let ours = PortholeStoreProxy::new(&conn).await.unwrap();
-    let records = ours
-        .history(std::collections::HashMap::new())
-        .await
-        .unwrap();
-    let callers: Vec<&str> = records
-        .iter()
-        .map(|r| <&str>::try_from(&r["caller"]).unwrap())
-        .collect();
-    assert_eq!(callers, ["org.example.SandboxedWriter"], "{records:?}");
+    assert_eq!(
+        history_callers(&conn, None).await,
+        ["org.example.SandboxedWriter"]
+    );
     // And the write reached the host's store, not a database of the app's.
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
     let (perms, _) = ps.lookup("t", "i").await.unwrap();

@@ -6,7 +6,6 @@
 //! their own at the end (table names that are not valid file names).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use std::time::Duration;
 
@@ -18,19 +17,6 @@ use zvariant::{ObjectPath, Signature, Value};
 
 const ANCHOR: &str = "/usr/libexec/xdg-permission-store";
 const IFACE: &str = "org.freedesktop.impl.portal.PermissionStore";
-
-fn anchor_available() -> bool {
-    if Path::new(ANCHOR).exists() {
-        return true;
-    }
-    // CI installs the anchor; only an explicit opt-out may skip.
-    assert!(
-        std::env::var_os("PORTHOLE_SKIP_ANCHORS").is_some(),
-        "{ANCHOR} is missing (apt-get install xdg-desktop-portal), or set PORTHOLE_SKIP_ANCHORS=1"
-    );
-    eprintln!("skipped: {ANCHOR} missing and PORTHOLE_SKIP_ANCHORS set");
-    false
-}
 
 async fn start(bus: &Bus, anchor: bool) -> Service {
     let mut cmd = if anchor {
@@ -235,7 +221,7 @@ async fn run_side(anchor: bool) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ours_answers_like_xdg_permission_store() {
-    if !anchor_available() {
+    if !porthole_tests::anchor_present(ANCHOR, "xdg-desktop-portal") {
         return;
     }
     let (theirs, their_signals) = run_side(true).await;
@@ -282,7 +268,7 @@ async fn ours_answers_like_xdg_permission_store() {
 /// empty table); we refuse such names with `InvalidArgument`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_table_names_are_a_documented_difference() {
-    if !anchor_available() {
+    if !porthole_tests::anchor_present(ANCHOR, "xdg-desktop-portal") {
         return;
     }
     for (anchor, expected) in [
