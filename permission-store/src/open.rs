@@ -340,15 +340,44 @@ async fn connect_checked(options: SqliteConnectOptions) -> Result<SqliteConnecti
     Ok(conn)
 }
 
+/// What a damaged database's name gets after it: `.corrupt-STAMP` (Unix
+/// seconds), then `.N` if that name is taken.
+const MOVED_ASIDE: &str = ".corrupt-";
+
+/// The files [`open`] moved aside from `db` (not their -wal and -shm),
+/// oldest first: for tools that explain a service that would not start.
+pub fn moved_aside(db: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+        return Vec::new();
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(MOVED_ASIDE);
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| {
+            let n = n.as_encoded_bytes();
+            n.starts_with(prefix) && !n.ends_with(b"-wal") && !n.ends_with(b"-shm")
+        })
+        .map(|n| dir.join(n))
+        .collect();
+    found.sort();
+    found
+}
+
 fn move_aside(path: &Path, reason: String) -> StoreError {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let mut moved_to = companion(path, &format!(".corrupt-{stamp}"));
+    let mut moved_to = companion(path, &format!("{MOVED_ASIDE}{stamp}"));
     let mut n = 1;
     while moved_to.exists() {
-        moved_to = companion(path, &format!(".corrupt-{stamp}.{n}"));
+        moved_to = companion(path, &format!("{MOVED_ASIDE}{stamp}.{n}"));
         n += 1;
     }
     if let Err(error) = std::fs::rename(path, &moved_to) {

@@ -140,7 +140,7 @@ impl BusStore {
         // Listed before the first call to the service, which may activate
         // it.
         let corrupt_before = porthole_permission_store::default_db_path()
-            .map(|db| moved_aside(&db))
+            .map(|db| porthole_permission_store::moved_aside(&db))
             .unwrap_or_default()
             .into_iter()
             .collect();
@@ -221,7 +221,7 @@ impl BusStore {
         let mut message =
             format!("the permission store service failed to start (the bus said: {bus_message})");
         let moved: Vec<String> = porthole_permission_store::default_db_path()
-            .map(|db| moved_aside(&db))
+            .map(|db| porthole_permission_store::moved_aside(&db))
             .unwrap_or_default()
             .into_iter()
             .filter(|p| !self.corrupt_before.contains(p))
@@ -237,26 +237,6 @@ impl BusStore {
         message.push_str(SEE_LOG);
         CliError::new(exit::UNAVAILABLE, message)
     }
-}
-
-/// `permissions.db.corrupt-*` files beside `db` (not their -wal and -shm),
-/// oldest first.
-fn moved_aside(db: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
-        return Vec::new();
-    };
-    let prefix = format!("{}.corrupt-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix) && !n.ends_with("-wal") && !n.ends_with("-shm"))
-        .map(|n| dir.join(n))
-        .collect();
-    found.sort();
-    found
 }
 
 const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
