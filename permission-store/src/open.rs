@@ -105,7 +105,7 @@ fn corruption_reason(e: &sqlx::Error) -> Option<String> {
 /// up to date; a corrupt file is moved aside. Returns the single write
 /// connection and the read pool. This is the service's open.
 pub async fn open(path: &Path) -> Result<(SqliteConnection, SqlitePool), StoreError> {
-    match open_writable(path, Create::Yes).await {
+    match open_writable(path, Create::Yes, Check::Pages).await {
         Ok(opened) => Ok(opened),
         Err(Checked::Corrupt(reason)) => Err(move_aside(path, reason)),
         Err(Checked::Other(e)) => Err(e),
@@ -120,12 +120,12 @@ pub async fn open_leaving_corrupt(
 ) -> Result<(SqliteConnection, SqlitePool), OpenError> {
     // Check an existing file read-only first: the write connection's
     // `journal_mode=WAL` could rewrite the header of a damaged file that is
-    // not yet in WAL mode.
+    // not yet in WAL mode. A file created now has no pages to check.
     if exists_as_file(path)? {
         let (conn, _) = connect_read_only(path).await?;
         let _ = conn.close().await;
     }
-    open_writable(path, Create::Yes)
+    open_writable(path, Create::Yes, Check::Done)
         .await
         .map_err(leaving_corrupt(path))
 }
@@ -137,7 +137,7 @@ pub async fn open_leaving_corrupt(
 pub async fn open_existing(path: &Path) -> Result<(SqliteConnection, SqlitePool), OpenError> {
     let (conn, _) = connect_read_only(path).await?;
     let _ = conn.close().await;
-    open_writable(path, Create::No)
+    open_writable(path, Create::No, Check::Done)
         .await
         .map_err(leaving_corrupt(path))
 }
@@ -240,13 +240,19 @@ async fn connect_read_only(
     // With no `-wal` the main file holds everything, so look at it alone
     // first ("immutable": no companions, no locks) and leave a damaged file
     // without new neighbours.
-    if !companion(path, "-wal").exists() {
-        let conn = connect_checked(options.clone().immutable(true))
+    let conn = if companion(path, "-wal").exists() {
+        connect_checked(options.clone(), Check::Pages)
+            .await
+            .map_err(classify)?
+    } else {
+        let conn = connect_checked(options.clone().immutable(true), Check::Pages)
             .await
             .map_err(classify)?;
         let _ = conn.close().await;
-    }
-    let conn = connect_checked(options.clone()).await.map_err(classify)?;
+        connect_checked(options.clone(), Check::Done)
+            .await
+            .map_err(classify)?
+    };
     Ok((conn, options))
 }
 
@@ -284,12 +290,21 @@ enum Create {
     No,
 }
 
+/// Whether a connection should read every page first (`PRAGMA
+/// quick_check`), or a connection made just before already did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Pages,
+    Done,
+}
+
 /// Creates the directory and file if needed (and allowed), checks the file
-/// and migrates it. A damaged file is reported as [`Checked::Corrupt`] for
+/// (unless `check` says that was done) and migrates it. A damaged file is reported as [`Checked::Corrupt`] for
 /// the caller to decide about.
 async fn open_writable(
     path: &Path,
     create: Create,
+    check: Check,
 ) -> Result<(SqliteConnection, SqlitePool), Checked> {
     if create == Create::Yes {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -297,7 +312,11 @@ async fn open_writable(
         }
         create_private_file(path).map_err(Checked::Other)?;
     }
-    let mut conn = connect_checked(options(path).create_if_missing(create == Create::Yes)).await?;
+    let mut conn = connect_checked(
+        options(path).create_if_missing(create == Create::Yes),
+        check,
+    )
+    .await?;
     let other = |e: StoreError| Checked::Other(e);
     MIGRATOR.run(&mut conn).await.map_err(|e| other(e.into()))?;
     let read = SqlitePoolOptions::new()
@@ -321,12 +340,18 @@ enum Checked {
     Other(StoreError),
 }
 
-async fn connect_checked(options: SqliteConnectOptions) -> Result<SqliteConnection, Checked> {
+async fn connect_checked(
+    options: SqliteConnectOptions,
+    check: Check,
+) -> Result<SqliteConnection, Checked> {
     let classify = |e: sqlx::Error| match corruption_reason(&e) {
         Some(reason) => Checked::Corrupt(reason),
         None => Checked::Other(e.into()),
     };
     let mut conn = options.connect().await.map_err(classify)?;
+    if check == Check::Done {
+        return Ok(conn);
+    }
     // quick_check reads every page: O(size), a few ms at 100k grants, and the
     // only way to learn at start-up rather than at the first unlucky query.
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
