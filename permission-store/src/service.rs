@@ -43,9 +43,7 @@ pub enum PortalError {
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoEntry(_) | StoreError::IdNotFound(_) | StoreError::NotFound(_) => {
-                PortalError::NotFound(e.to_string())
-            }
+            e if e.is_not_found() => PortalError::NotFound(e.to_string()),
             StoreError::BadTable { .. }
             | StoreError::BadData(_)
             | StoreError::InvalidArgument(_) => PortalError::InvalidArgument(e.to_string()),
