@@ -115,7 +115,7 @@ impl CallerLookup {
 }
 
 /// The process behind `sender`: its PID and a pidfd that keeps naming it.
-pub async fn sender_process(
+async fn sender_process(
     conn: &zbus::Connection,
     sender: &str,
 ) -> Result<(u32, OwnedFd), CallerError> {

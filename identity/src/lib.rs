@@ -10,5 +10,5 @@ pub mod caller;
 pub mod keyfile;
 
 pub use app_id::{AppId, AppIdError};
-pub use caller::{AppInfo, CallerError, CallerLookup, identify_pid, sender_process};
+pub use caller::{AppInfo, CallerError, CallerLookup, identify_pid};
 pub use keyfile::{KeyFile, KeyFileError};
