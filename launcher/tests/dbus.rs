@@ -372,19 +372,7 @@ fn results_list(lines: &[String], id: &str, field: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn p19_p22_dbus_battery_as_root() {
-    if !skip_dbus("p19_p22_dbus_battery", Who::Root) {
-        battery(Who::Root);
-    }
-}
-
-#[test]
-fn p19_p22_dbus_battery_as_user() {
-    if !skip_dbus("p19_p22_dbus_battery", Who::User) {
-        battery(Who::User);
-    }
-}
+as_root_and_user!(p19_p22_dbus_battery_as_root, p19_p22_dbus_battery_as_user: skip_dbus("p19_p22_dbus_battery") => battery);
 
 /// SIGKILL of `porthole run`: the proxy goes with the monitor (its
 /// parent-death signal, and the sync pipe's hang-up).
@@ -458,19 +446,7 @@ fn proxy_dies_with_monitor(who: Who) {
     drop(child);
 }
 
-#[test]
-fn proxy_dies_with_sigkilled_porthole_as_root() {
-    if !skip_dbus("proxy_dies_with_sigkilled_porthole", Who::Root) {
-        proxy_dies_with_monitor(Who::Root);
-    }
-}
-
-#[test]
-fn proxy_dies_with_sigkilled_porthole_as_user() {
-    if !skip_dbus("proxy_dies_with_sigkilled_porthole", Who::User) {
-        proxy_dies_with_monitor(Who::User);
-    }
-}
+as_root_and_user!(proxy_dies_with_sigkilled_porthole_as_root, proxy_dies_with_sigkilled_porthole_as_user: skip_dbus("proxy_dies_with_sigkilled_porthole") => proxy_dies_with_monitor);
 
 /// No proxy program, or no host bus: one warning line, and the app runs
 /// without a bus (no socket, no address).
@@ -539,19 +515,7 @@ fn no_bus(who: Who) {
     assert!(w.contains("no session bus"), "[{l}] {w}");
 }
 
-#[test]
-fn no_proxy_or_no_bus_runs_without_bus_as_root() {
-    if !skip_dbus("no_proxy_or_no_bus", Who::Root) {
-        no_bus(Who::Root);
-    }
-}
-
-#[test]
-fn no_proxy_or_no_bus_runs_without_bus_as_user() {
-    if !skip_dbus("no_proxy_or_no_bus", Who::User) {
-        no_bus(Who::User);
-    }
-}
+as_root_and_user!(no_proxy_or_no_bus_runs_without_bus_as_root, no_proxy_or_no_bus_runs_without_bus_as_user: skip_dbus("no_proxy_or_no_bus") => no_bus);
 
 /// Our porthole-dbus-proxy, built beside `porthole` by `cargo build
 /// --workspace --bins`, staged where the test user can run it.

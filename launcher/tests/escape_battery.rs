@@ -298,21 +298,7 @@ fn battery(who: Who) {
     );
 }
 
-#[test]
-fn battery_as_root() {
-    if skip("battery", Who::Root) {
-        return;
-    }
-    battery(Who::Root);
-}
-
-#[test]
-fn battery_as_user() {
-    if skip("battery", Who::User) {
-        return;
-    }
-    battery(Who::User);
-}
+as_root_and_user!(battery_as_root, battery_as_user: skip("battery") => battery);
 
 fn probe_run(
     who: Who,
@@ -378,21 +364,7 @@ fn kill_all(who: Who) {
     assert_no_leftovers(&m);
 }
 
-#[test]
-fn p09_kill_all_as_root() {
-    if skip("p09", Who::Root) {
-        return;
-    }
-    kill_all(Who::Root);
-}
-
-#[test]
-fn p09_kill_all_as_user() {
-    if skip("p09", Who::User) {
-        return;
-    }
-    kill_all(Who::User);
-}
+as_root_and_user!(p09_kill_all_as_root, p09_kill_all_as_user: skip("p09") => kill_all);
 
 /// P15: a real X socket on the host is invisible without --socket=x11, and
 /// reachable with it (positive control).
@@ -495,37 +467,9 @@ fn abstract_socket(who: Who) {
     );
 }
 
-#[test]
-fn p30_abstract_socket_as_root() {
-    if skip("p30", Who::Root) {
-        return;
-    }
-    abstract_socket(Who::Root);
-}
+as_root_and_user!(p30_abstract_socket_as_root, p30_abstract_socket_as_user: skip("p30") => abstract_socket);
 
-#[test]
-fn p30_abstract_socket_as_user() {
-    if skip("p30", Who::User) {
-        return;
-    }
-    abstract_socket(Who::User);
-}
-
-#[test]
-fn p15_x11_socket_as_root() {
-    if skip("p15", Who::Root) {
-        return;
-    }
-    x11(Who::Root);
-}
-
-#[test]
-fn p15_x11_socket_as_user() {
-    if skip("p15", Who::User) {
-        return;
-    }
-    x11(Who::User);
-}
+as_root_and_user!(p15_x11_socket_as_root, p15_x11_socket_as_user: skip("p15") => x11);
 
 /// A non-loopback IPv4 address of this host (no packet is sent).
 fn lan_ip() -> Option<std::net::IpAddr> {
@@ -596,21 +540,7 @@ fn network(who: Who) {
     assert_no_leftovers(&m);
 }
 
-#[test]
-fn p16_network_as_root() {
-    if skip("p16", Who::Root) {
-        return;
-    }
-    network(Who::Root);
-}
-
-#[test]
-fn p16_network_as_user() {
-    if skip("p16", Who::User) {
-        return;
-    }
-    network(Who::User);
-}
+as_root_and_user!(p16_network_as_root, p16_network_as_user: skip("p16") => network);
 
 /// P18: a setuid binary gives no privilege (no_new_privs, nosuid, and the
 /// 1:1 id map). The binary is setuid to nobody; on the host it does change
@@ -644,21 +574,7 @@ fn setuid(who: Who) {
     assert_no_leftovers(&m);
 }
 
-#[test]
-fn p18_setuid_as_root() {
-    if skip("p18", Who::Root) {
-        return;
-    }
-    setuid(Who::Root);
-}
-
-#[test]
-fn p18_setuid_as_user() {
-    if skip("p18", Who::User) {
-        return;
-    }
-    setuid(Who::User);
-}
+as_root_and_user!(p18_setuid_as_root, p18_setuid_as_user: skip("p18") => setuid);
 
 /// P23, host side: while the app runs, the host resolves its app id from
 /// /proc/PID/root/.flatpak-info through a pidfd (porthole-identity).
@@ -728,18 +644,4 @@ fn identity(who: Who) {
     result.unwrap_or_else(|e| panic!("[{}] P23 host side: {e}; stderr {err}", who.label()));
 }
 
-#[test]
-fn p23_identity_from_host_as_root() {
-    if skip("p23", Who::Root) {
-        return;
-    }
-    identity(Who::Root);
-}
-
-#[test]
-fn p23_identity_from_host_as_user() {
-    if skip("p23", Who::User) {
-        return;
-    }
-    identity(Who::User);
-}
+as_root_and_user!(p23_identity_from_host_as_root, p23_identity_from_host_as_user: skip("p23") => identity);

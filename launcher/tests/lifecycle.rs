@@ -119,21 +119,7 @@ fn bad_input(who: Who) {
     }
 }
 
-#[test]
-fn bad_input_as_root() {
-    if skip("bad_input", Who::Root) {
-        return;
-    }
-    bad_input(Who::Root);
-}
-
-#[test]
-fn bad_input_as_user() {
-    if skip("bad_input", Who::User) {
-        return;
-    }
-    bad_input(Who::User);
-}
+as_root_and_user!(bad_input_as_root, bad_input_as_user: skip("bad_input") => bad_input);
 
 fn exit_status(who: Who) {
     let rt = runtime_dir(who, "exit");
@@ -232,21 +218,7 @@ fn exit_status(who: Who) {
     );
 }
 
-#[test]
-fn exit_status_as_root() {
-    if skip("exit_status", Who::Root) {
-        return;
-    }
-    exit_status(Who::Root);
-}
-
-#[test]
-fn exit_status_as_user() {
-    if skip("exit_status", Who::User) {
-        return;
-    }
-    exit_status(Who::User);
-}
+as_root_and_user!(exit_status_as_root, exit_status_as_user: skip("exit_status") => exit_status);
 
 /// SIGTERM to `porthole run` reaches the app (which exits 42 on it).
 fn sigterm(who: Who) {
@@ -296,21 +268,7 @@ fn sigterm(who: Who) {
     assert_no_leftovers(&m);
 }
 
-#[test]
-fn sigterm_reaches_app_as_root() {
-    if skip("sigterm", Who::Root) {
-        return;
-    }
-    sigterm(Who::Root);
-}
-
-#[test]
-fn sigterm_reaches_app_as_user() {
-    if skip("sigterm", Who::User) {
-        return;
-    }
-    sigterm(Who::User);
-}
+as_root_and_user!(sigterm_reaches_app_as_root, sigterm_reaches_app_as_user: skip("sigterm") => sigterm);
 
 /// When the parent of `porthole run` dies, the whole sandbox dies.
 fn die_with_parent(who: Who) {
@@ -362,21 +320,7 @@ fn die_with_parent(who: Who) {
     assert_no_leftovers(&m);
 }
 
-#[test]
-fn die_with_parent_as_root() {
-    if skip("die_with_parent", Who::Root) {
-        return;
-    }
-    die_with_parent(Who::Root);
-}
-
-#[test]
-fn die_with_parent_as_user() {
-    if skip("die_with_parent", Who::User) {
-        return;
-    }
-    die_with_parent(Who::User);
-}
+as_root_and_user!(die_with_parent_as_root, die_with_parent_as_user: skip("die_with_parent") => die_with_parent);
 
 /// `ps` (table and JSON), `enter` (same namespaces, filter, no caps),
 /// `kill` (ends everything and the record disappears).
@@ -526,21 +470,7 @@ fn ps_enter_kill(who: Who) {
     check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
 }
 
-#[test]
-fn ps_enter_kill_as_root() {
-    if skip("ps_enter_kill", Who::Root) {
-        return;
-    }
-    ps_enter_kill(Who::Root);
-}
-
-#[test]
-fn ps_enter_kill_as_user() {
-    if skip("ps_enter_kill", Who::User) {
-        return;
-    }
-    ps_enter_kill(Who::User);
-}
+as_root_and_user!(ps_enter_kill_as_root, ps_enter_kill_as_user: skip("ps_enter_kill") => ps_enter_kill);
 
 /// The sandbox's file-system layout as DESIGN.md describes it.
 fn layout(who: Who) {
@@ -598,21 +528,7 @@ fn layout(who: Who) {
     assert_eq!(out.stdout.trim(), "net-ok", "stderr: {}", out.stderr);
 }
 
-#[test]
-fn layout_as_root() {
-    if skip("layout", Who::Root) {
-        return;
-    }
-    layout(Who::Root);
-}
-
-#[test]
-fn layout_as_user() {
-    if skip("layout", Who::User) {
-        return;
-    }
-    layout(Who::User);
-}
+as_root_and_user!(layout_as_root, layout_as_user: skip("layout") => layout);
 
 /// The debootstrapped runtime tree used by `--runtime` tests (CI creates it
 /// with `debootstrap --variant=minbase bookworm DIR`).
@@ -773,21 +689,7 @@ fn filesystem_symlinks(who: Who) {
     );
 }
 
-#[test]
-fn filesystem_symlinks_as_root() {
-    if skip("filesystem_symlinks", Who::Root) {
-        return;
-    }
-    filesystem_symlinks(Who::Root);
-}
-
-#[test]
-fn filesystem_symlinks_as_user() {
-    if skip("filesystem_symlinks", Who::User) {
-        return;
-    }
-    filesystem_symlinks(Who::User);
-}
+as_root_and_user!(filesystem_symlinks_as_root, filesystem_symlinks_as_user: skip("filesystem_symlinks") => filesystem_symlinks);
 
 /// Review finding 5: a runtime's /etc files are looked up inside the
 /// runtime. Absolute symlinks to host files (`etc/ld.so.cache ->
@@ -835,21 +737,7 @@ fn runtime_symlinks(who: Who) {
     );
 }
 
-#[test]
-fn runtime_symlinks_as_root() {
-    if skip("runtime_symlinks", Who::Root) {
-        return;
-    }
-    runtime_symlinks(Who::Root);
-}
-
-#[test]
-fn runtime_symlinks_as_user() {
-    if skip("runtime_symlinks", Who::User) {
-        return;
-    }
-    runtime_symlinks(Who::User);
-}
+as_root_and_user!(runtime_symlinks_as_root, runtime_symlinks_as_user: skip("runtime_symlinks") => runtime_symlinks);
 
 /// A runtime directory others may write to (here /tmp itself) is not
 /// trusted with instance records and sockets: porthole says so and uses
@@ -876,16 +764,4 @@ fn shared_runtime_dir(who: Who) {
     );
 }
 
-#[test]
-fn a_shared_runtime_dir_is_not_trusted_as_root() {
-    if !skip("shared_runtime_dir", Who::Root) {
-        shared_runtime_dir(Who::Root);
-    }
-}
-
-#[test]
-fn a_shared_runtime_dir_is_not_trusted_as_user() {
-    if !skip("shared_runtime_dir", Who::User) {
-        shared_runtime_dir(Who::User);
-    }
-}
+as_root_and_user!(a_shared_runtime_dir_is_not_trusted_as_root, a_shared_runtime_dir_is_not_trusted_as_user: skip("shared_runtime_dir") => shared_runtime_dir);

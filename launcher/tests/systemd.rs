@@ -366,19 +366,7 @@ fn skip_systemd(test: &str, who: Who) -> bool {
     false
 }
 
-#[test]
-fn the_sandbox_runs_in_a_systemd_scope_as_root() {
-    if !skip_systemd("systemd_scope", Who::Root) {
-        scope(Who::Root);
-    }
-}
-
-#[test]
-fn the_sandbox_runs_in_a_systemd_scope_as_user() {
-    if !skip_systemd("systemd_scope", Who::User) {
-        scope(Who::User);
-    }
-}
+as_root_and_user!(the_sandbox_runs_in_a_systemd_scope_as_root, the_sandbox_runs_in_a_systemd_scope_as_user: skip_systemd("systemd_scope") => scope);
 
 /// A socket at the manager's place that accepts and then trickles a byte
 /// a second, never finishing an answer: the launch goes on after the

@@ -76,6 +76,28 @@ pub fn report_skip(msg: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
 }
 
+/// Defines two tests, `ROOT` and `USER`, that run `BODY(who)` as root and
+/// as the unprivileged user, each unless `SKIP(LABEL, who)` says (and
+/// reports) that it cannot run on this machine.
+#[macro_export]
+macro_rules! as_root_and_user {
+    ($root:ident, $user:ident: $skip:ident($label:literal) => $body:ident) => {
+        #[test]
+        fn $root() {
+            if !$skip($label, Who::Root) {
+                $body(Who::Root);
+            }
+        }
+
+        #[test]
+        fn $user() {
+            if !$skip($label, Who::User) {
+                $body(Who::User);
+            }
+        }
+    };
+}
+
 /// Prints the skip reason and returns true when the test must skip.
 pub fn skip(test: &str, who: Who) -> bool {
     match skip_reason(who) {
