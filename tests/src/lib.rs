@@ -42,20 +42,44 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether this is CI's run (`CI` set to anything but "", "0" or "false";
+/// `.ci/run` runs with `CI=true`). CI installs every real part the tests
+/// use, so there a test that cannot run them fails instead of skipping.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
+/// Reports that a test (or one case of it) cannot run here, `msg` naming
+/// the test and what is missing. Under CI ([`under_ci`]) this fails the test
+/// with that message, so a skipped test never passes silently there;
+/// elsewhere it prints `SKIPPED msg` on the real stderr (not the test
+/// harness's captured output), so every run shows the skip, and the caller
+/// returns.
+pub fn skipped(msg: &str) {
+    assert!(!under_ci(), "cannot run under CI: {msg}");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
+}
+
 /// Whether the anchor binary at `path` (a Debian package named by
-/// `package`) is installed. CI installs every anchor, so a missing one fails
-/// the test, unless PORTHOLE_SKIP_ANCHORS is set: then the test says it is
-/// skipped and the caller returns.
+/// `package`) is installed. When it is not, [`skipped`] says so (a failure
+/// under CI) and the caller returns.
 pub fn anchor_present(path: &str, package: &str) -> bool {
     if Path::new(path).exists() {
         return true;
     }
-    assert!(
-        std::env::var_os("PORTHOLE_SKIP_ANCHORS").is_some(),
-        "{path} is missing (apt-get install {package}), or set PORTHOLE_SKIP_ANCHORS=1"
-    );
-    eprintln!("skipped: {path} missing and PORTHOLE_SKIP_ANCHORS set");
+    skipped(&format!("{path} is missing (apt-get install {package})"));
     false
+}
+
+/// Whether the test runs as root; when not, [`skipped`] says that `test`
+/// needs root (a failure under CI, which runs as root).
+pub fn running_as_root(test: &str) -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skipped(&format!("{test}: needs root"));
+    }
+    root
 }
 
 /// Sends `sig` to `pid`, then waits up to `grace` for it to go away.
@@ -410,31 +434,47 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// Runs `cmd` to completion with a hard timeout; returns (status, stdout, stderr).
+///
+/// The pipes are read while the command runs (a command that writes more
+/// than a pipe holds, 64 KiB, would otherwise block and look like a
+/// time-out). The command gets its own process group, and on time-out the
+/// whole group is killed and the test fails with what it printed so far.
 pub fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
 ) -> (std::process::ExitStatus, String, String) {
+    use std::os::unix::process::CommandExt;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = cmd.spawn().expect("spawn");
+    let pgid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("waiting for the command"),
+        Err(_) => {
+            // SAFETY: kill(2) takes plain integers; the group is the one this
+            // command leads, created for it above.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let printed = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(Result::ok)
+                .map(|out| {
+                    format!(
+                        "stdout: {}\nstderr: {}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })
+                .unwrap_or_else(|| "(its pipes stayed open after the kill)".into());
+            panic!("command timed out after {timeout:?}: {cmd:?}\n{printed}");
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "command timed out after {timeout:?}: {cmd:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = child.wait_with_output().expect("output");
+    };
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -508,4 +548,41 @@ pub async fn serve_example(bus: &Bus, name: &str, paths: &[&str]) -> zbus::Conne
     b.build()
         .await
         .unwrap_or_else(|e| panic!("serving {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More output than a pipe holds (64 KiB) is read while the command
+    /// runs, not reported as a time-out.
+    #[test]
+    fn run_with_timeout_reads_large_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x; head -c 100000 /dev/zero | tr '\\0' y >&2",
+        ]);
+        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
+        assert!(status.success());
+        assert_eq!((out.len(), err.len()), (300_000, 100_000));
+        assert!(out.bytes().all(|b| b == b'x') && err.bytes().all(|b| b == b'y'));
+    }
+
+    /// A command past its time is killed with its children, and the panic
+    /// shows what it printed.
+    #[test]
+    fn run_with_timeout_kills_the_group_and_shows_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; sleep 60 & sleep 60"]);
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_with_timeout(&mut cmd, Duration::from_millis(300))
+        }))
+        .expect_err("the command must time out");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("timed out") && msg.contains("stdout: started"),
+            "{msg}"
+        );
+    }
 }

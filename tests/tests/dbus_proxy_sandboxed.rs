@@ -158,7 +158,9 @@ async fn run_app(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_type_as_the_sandboxed_app_sees_it() {
     if let Some(why) = skip() {
-        eprintln!("SKIPPED each_rule_type_as_the_sandboxed_app_sees_it: {why}");
+        porthole_tests::skipped(&format!(
+            "each_rule_type_as_the_sandboxed_app_sees_it: {why}"
+        ));
         return;
     }
     let bus = Bus::start();

@@ -1584,7 +1584,7 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
         return;
     }
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: this machine has no /dev/fuse");
+        porthole_tests::skipped("a_flatpak_info_that_never_answers: this machine has no /dev/fuse");
         return;
     }
     let mut t = Running::start().await;
@@ -1763,15 +1763,11 @@ async fn an_idle_service_never_wakes_up() {
     );
 }
 
-/// True (after saying so) when not root: the tests running `porthole run`
-/// here are root only; the launcher's own tests cover the unprivileged user.
+/// True (after saying so, a failure under CI) when not root: the tests
+/// running `porthole run` here are root only; the launcher's own tests
+/// cover the unprivileged user.
 fn skip_unless_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    let skip = unsafe { libc::geteuid() } != 0;
-    if skip {
-        eprintln!("skipped: needs root (the launcher's own tests cover the unprivileged user)");
-    }
-    skip
+    !porthole_tests::running_as_root("porthole run as root")
 }
 
 /// Runs `permctl ARGS` inside `porthole run APP_ID`, with the store's name

@@ -2,7 +2,7 @@
 //! run them, runs `porthole` as root or as `porthole-test` with a hard
 //! timeout, parses the probe's JSON lines, and checks that nothing is left
 //! running. Tests that need root or the test user skip (with a printed
-//! reason) when those are missing.
+//! reason) when those are missing, and fail naming them under CI.
 
 #![allow(dead_code)]
 
@@ -68,12 +68,11 @@ pub fn skip_reason(who: Who) -> Option<String> {
     None
 }
 
-/// Reports a skipped check on the real stderr (not the test harness's
-/// captured output), so a skip is visible in every run and never looks like
-/// a silent pass.
+/// Reports a check that cannot run here: under CI (`CI=true`) a failure
+/// naming what is missing, elsewhere `SKIPPED msg` on the real stderr, so a
+/// skip is visible in every run and never looks like a silent pass.
 pub fn report_skip(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
+    porthole_tests::skipped(msg);
 }
 
 /// Defines two tests, `ROOT` and `USER`, that run `BODY(who)` as root and
