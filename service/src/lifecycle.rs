@@ -230,3 +230,23 @@ pub fn block_on<E: std::fmt::Display>(main: impl Future<Output = Result<(), E>>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        common: super::CommonArgs,
+    }
+
+    #[test]
+    fn common_args_take_upstreams_short_and_long_forms() {
+        let a = Args::try_parse_from(["d", "-r", "-v"]).unwrap();
+        assert!(a.common.replace && a.common.verbose);
+        let a = Args::try_parse_from(["d", "--replace"]).unwrap();
+        assert!(a.common.replace && !a.common.verbose);
+        assert!(Args::try_parse_from(["d", "--bogus"]).is_err());
+    }
+}
