@@ -12,7 +12,9 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+#[cfg(feature = "dbus")]
 use zbus::fdo::DBusProxy;
+#[cfg(feature = "dbus")]
 use zbus::names::BusName;
 
 use crate::keyfile::KeyFile;
@@ -35,6 +37,7 @@ impl AppInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallerError {
+    #[cfg(feature = "dbus")]
     #[error("asking the bus for the credentials of {sender}: {source}")]
     Credentials {
         sender: String,
@@ -73,12 +76,14 @@ pub enum CallerError {
 /// on a blocking thread under a deadline, and at most `max_stuck` reads run
 /// at once: a caller that wedges them all gets later callers reported as
 /// [`CallerError::Busy`] at once, not a growing pile of threads or waits.
+#[cfg(feature = "dbus")]
 #[derive(Clone)]
 pub struct CallerLookup {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     deadline: std::time::Duration,
 }
 
+#[cfg(feature = "dbus")]
 impl CallerLookup {
     pub fn new(max_stuck: usize, deadline: std::time::Duration) -> Self {
         Self {
@@ -115,6 +120,7 @@ impl CallerLookup {
 }
 
 /// The process behind `sender`: its PID and a pidfd that keeps naming it.
+#[cfg(feature = "dbus")]
 async fn sender_process(
     conn: &zbus::Connection,
     sender: &str,

@@ -4,11 +4,17 @@
 //! app id, what does an instance-info keyfile (`/.flatpak-info`) say, and which
 //! app sits behind a D-Bus sender. They live here once so that the launcher that
 //! writes the keyfile and the services that read it can never disagree.
+//!
+//! The lookup from a D-Bus sender (`CallerLookup`, feature `dbus`) needs
+//! zbus and tokio; the launcher, which only checks app ids and writes and
+//! reads keyfiles, builds without that feature and so without either.
 
 pub mod app_id;
 pub mod caller;
 pub mod keyfile;
 
 pub use app_id::{AppId, AppIdError};
-pub use caller::{AppInfo, CallerError, CallerLookup, identify_pid};
+#[cfg(feature = "dbus")]
+pub use caller::CallerLookup;
+pub use caller::{AppInfo, CallerError, identify_pid};
 pub use keyfile::{KeyFile, KeyFileError};

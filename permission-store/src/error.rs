@@ -49,6 +49,13 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// The caller of a write could not be identified, so the write was
+    /// refused: the history never records a made-up author.
+    #[error("the caller {} could not be identified: {reason}", sender.as_deref().unwrap_or("(no sender)"))]
+    Unidentified {
+        sender: Option<String>,
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -17,7 +17,6 @@ pub mod model;
 pub mod open;
 pub mod service;
 pub mod store;
-mod strict;
 mod writer;
 
 pub use data::Data;
@@ -25,4 +24,4 @@ pub use error::StoreError;
 pub use model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
 pub use open::{OpenError, default_db_path, moved_aside};
 pub use store::Store;
-pub use writer::Caller;
+pub use writer::Author;

@@ -4,14 +4,14 @@
 //!
 //! This layer only converts wire types, calls [`Store`] and maps errors. The
 //! caller's app id (for the audit history) comes from the message header via
-//! `porthole_identity`, never from an argument.
+//! `porthole_service::Callers`, never from an argument; a write whose caller
+//! cannot be identified is refused with `NotAllowed`. Reads need no caller.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use porthole_identity::CallerLookup;
-use tokio::sync::{Notify, oneshot};
+use porthole_service::{Callers, PortalError, Strict};
+use tokio::sync::Notify;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zvariant::{OwnedValue, Value};
@@ -20,25 +20,12 @@ use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, HistoryQuery};
 use crate::store::Store;
-use crate::strict::Strict;
-use crate::writer::Caller;
+use crate::writer::Author;
 
 pub const BUS_NAME: &str = "org.freedesktop.impl.portal.PermissionStore";
 pub const OBJECT_PATH: &str = "/org/freedesktop/impl/portal/PermissionStore";
 pub const INTERFACE: &str = "org.freedesktop.impl.portal.PermissionStore";
 pub const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
-
-/// The standard portal error names (`org.freedesktop.portal.Error.*`).
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "org.freedesktop.portal.Error")]
-pub enum PortalError {
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    Failed(String),
-    InvalidArgument(String),
-    NotFound(String),
-    NotAllowed(String),
-}
 
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
@@ -47,6 +34,9 @@ impl From<StoreError> for PortalError {
             StoreError::BadTable { .. }
             | StoreError::BadData(_)
             | StoreError::InvalidArgument(_) => PortalError::InvalidArgument(e.to_string()),
+            StoreError::Unidentified { sender, reason } => {
+                porthole_service::caller::refuse_unidentified(sender.as_deref(), &reason)
+            }
             other => {
                 // Paths and SQL stay in our log, out of the reply.
                 tracing::error!("store failure: {other}");
@@ -56,97 +46,11 @@ impl From<StoreError> for PortalError {
     }
 }
 
-/// Sender unique name -> app id, or the writes waiting for its lookup.
-/// Unique names are never reused on a bus, so an answer can only go stale
-/// by growing old; answers are dropped when the map is large.
-struct CallerCache {
-    map: Mutex<HashMap<String, Known>>,
-    lookup: CallerLookup,
-}
-
-enum Known {
-    App(String),
-    /// One lookup per sender at a time, however many calls it sends: a
-    /// sender whose lookup hangs costs one blocking thread, not one per call.
-    Waiting(Vec<oneshot::Sender<String>>),
-}
-
-const CALLER_CACHE_MAX: usize = 4096;
-
-/// How long a caller's identity may take before its write is recorded as
-/// unidentified. The writer waits for the answer before it takes the
-/// database lock, so this bounds how long one slow caller can hold up the
-/// writes queued behind its own.
-const IDENTIFY_DEADLINE: Duration = Duration::from_secs(2);
-
-/// Caller lookups allowed to hang at once; past that, new callers are
-/// recorded as unidentified at once instead of waiting for the deadline.
-const IDENTIFY_MAX_STUCK: usize = 8;
-
-impl Default for CallerCache {
-    fn default() -> Self {
-        Self {
-            map: Mutex::default(),
-            lookup: CallerLookup::new(IDENTIFY_MAX_STUCK, IDENTIFY_DEADLINE),
-        }
-    }
-}
-
-impl CallerCache {
-    /// The caller's app id, or a promise of it: never awaits, so the handler
-    /// can queue its write at once (see [`Caller`]).
-    fn caller(self: &Arc<Self>, conn: &zbus::Connection, hdr: &Header<'_>) -> Caller {
-        let Some(sender) = hdr.sender().map(|s| s.to_string()) else {
-            // A peer-to-peer connection has no bus to vouch for the sender.
-            return Caller::Known(String::new());
-        };
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut map = self.map.lock().expect("cache lock");
-            match map.get_mut(&sender) {
-                Some(Known::App(app)) => return Caller::Known(app.clone()),
-                Some(Known::Waiting(waiters)) => {
-                    waiters.push(tx);
-                    return Caller::Pending(rx);
-                }
-                None => {}
-            }
-            if map.len() >= CALLER_CACHE_MAX {
-                map.retain(|_, known| matches!(known, Known::Waiting(_)));
-            }
-            map.insert(sender.clone(), Known::Waiting(vec![tx]));
-        }
-        let (cache, conn) = (self.clone(), conn.clone());
-        tokio::spawn(async move {
-            let app = match cache.lookup.identify(&conn, &sender).await {
-                Ok(info) => info.app_id,
-                Err(e) => {
-                    tracing::warn!(%sender, "could not identify caller: {e}");
-                    format!("(unidentified {sender})")
-                }
-            };
-            let waiters = match cache
-                .map
-                .lock()
-                .expect("cache lock")
-                .insert(sender, Known::App(app.clone()))
-            {
-                Some(Known::Waiting(waiters)) => waiters,
-                _ => Vec::new(),
-            };
-            for waiter in waiters {
-                let _ = waiter.send(app.clone());
-            }
-        });
-        Caller::Pending(rx)
-    }
-}
-
 /// State shared by both interfaces.
 #[derive(Clone)]
 pub struct Shared {
     store: Store,
-    callers: Arc<CallerCache>,
+    callers: Arc<Callers>,
     /// Wakes the pruner when a grant with an expiry is written.
     expiry_changed: Arc<Notify>,
 }
@@ -158,6 +62,14 @@ impl Shared {
             callers: Arc::default(),
             expiry_changed: Arc::default(),
         }
+    }
+}
+
+impl Shared {
+    /// Who sent the call with header `hdr`, for the history: known now or
+    /// once the lookup ends. Never awaits (see [`Author`]).
+    fn author(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> Author {
+        Author::Pending(self.callers.begin(conn, hdr))
     }
 }
 
@@ -227,7 +139,7 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -245,7 +157,7 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self.0.store.delete(table, id, caller).await?;
         emit_all(&emitter, &[change]).await;
         Ok(())
@@ -263,7 +175,7 @@ impl PermissionStore {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
         let data = decode(&data)?;
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -285,7 +197,7 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -304,7 +216,7 @@ impl PermissionStore {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), PortalError> {
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -435,7 +347,7 @@ impl PortholeStore {
             )));
         }
         let expires = (expires != 0).then_some(expires);
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -461,7 +373,7 @@ impl PortholeStore {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<Vec<String>, PortalError> {
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let change = self
             .0
             .store
@@ -480,7 +392,7 @@ impl PortholeStore {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<u32, PortalError> {
-        let caller = self.0.callers.caller(conn, &hdr);
+        let caller = self.0.author(conn, &hdr);
         let changes = self.0.store.reset_app(app, caller).await?;
         emit_all(&standard_emitter(conn)?, &changes).await;
         Ok(changes.len() as u32)

@@ -14,7 +14,7 @@ use crate::data::Data;
 use crate::error::StoreError;
 use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
 use crate::open::OpenError;
-use crate::writer::{self, Activity, Caller, Op, Reply, Request, now_secs};
+use crate::writer::{self, Activity, Author, Op, Reply, Request, now_secs};
 
 /// A handle to an open store. Cheap to clone; the writer stops when the last
 /// handle is dropped.
@@ -156,7 +156,7 @@ impl Store {
 
     /// Queues a request without awaiting anything, so requests queue in
     /// the order the calls arrived.
-    fn submit(&self, op: Op, caller: Caller) -> oneshot::Receiver<Result<Reply, StoreError>> {
+    fn submit(&self, op: Op, caller: Author) -> oneshot::Receiver<Result<Reply, StoreError>> {
         let (reply, rx) = oneshot::channel();
         self.activity.touch();
         self.pending.fetch_add(1, Ordering::SeqCst);
@@ -166,12 +166,12 @@ impl Store {
         rx
     }
 
-    async fn ask(&self, op: Op, caller: Caller) -> Result<Reply, StoreError> {
+    async fn ask(&self, op: Op, caller: Author) -> Result<Reply, StoreError> {
         let rx = self.submit(op, caller);
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    async fn write(&self, op: Op, caller: impl Into<Caller>) -> Result<Vec<Change>, StoreError> {
+    async fn write(&self, op: Op, caller: impl Into<Author>) -> Result<Vec<Change>, StoreError> {
         match self.ask(op, caller.into()).await? {
             Reply::Changes(c) => Ok(c),
             other => unreachable!("a write answered {other:?}"),
@@ -182,7 +182,7 @@ impl Store {
         self.pending.load(Ordering::SeqCst) > 0
     }
 
-    async fn one(&self, op: Op, caller: impl Into<Caller>) -> Result<Change, StoreError> {
+    async fn one(&self, op: Op, caller: impl Into<Author>) -> Result<Change, StoreError> {
         let mut changes = self.write(op, caller).await?;
         Ok(changes
             .pop()
@@ -203,7 +203,7 @@ impl Store {
                         table: table.into(),
                         id: id.into(),
                     },
-                    Caller::from(""),
+                    Author::from(""),
                 )
                 .await?
             {
@@ -312,7 +312,7 @@ impl Store {
                     Op::List {
                         table: table.into(),
                     },
-                    Caller::from(""),
+                    Author::from(""),
                 )
                 .await?
             {
@@ -442,7 +442,7 @@ impl Store {
         id: &str,
         apps: BTreeMap<String, Vec<String>>,
         data: Data,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -465,7 +465,7 @@ impl Store {
         create: bool,
         id: &str,
         data: Data,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -490,7 +490,7 @@ impl Store {
         app: &str,
         permissions: Vec<String>,
         expires: Option<i64>,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         let grant = Grant {
@@ -516,7 +516,7 @@ impl Store {
         table: &str,
         id: &str,
         app: &str,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -540,7 +540,7 @@ impl Store {
         id: &str,
         app: &str,
         permissions: Vec<String>,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -560,7 +560,7 @@ impl Store {
         &self,
         table: &str,
         id: &str,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Change, StoreError> {
         validate_table(table)?;
         self.one(
@@ -577,13 +577,13 @@ impl Store {
     pub async fn reset_app(
         &self,
         app: &str,
-        caller: impl Into<Caller>,
+        caller: impl Into<Author>,
     ) -> Result<Vec<Change>, StoreError> {
         self.write(Op::ResetApp { app: app.into() }, caller).await
     }
 
     /// Deletes grants whose expiry has passed; returns the ids touched.
     pub async fn prune_expired(&self) -> Result<Vec<Change>, StoreError> {
-        self.write(Op::PruneExpired, Caller::from("")).await
+        self.write(Op::PruneExpired, Author::from("")).await
     }
 }

@@ -80,7 +80,7 @@ pub(crate) enum Op {
 
 pub(crate) struct Request {
     pub op: Op,
-    pub caller: Caller,
+    pub caller: Author,
     pub reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
@@ -92,33 +92,53 @@ pub(crate) enum Reply {
     Ids(Vec<String>),
 }
 
-/// The app id of whoever asked for a write, or the promise of it.
+/// Who asked for a write, as the history records it: an app id, empty for
+/// the host; or the promise of it.
 ///
 /// A D-Bus handler must queue its write before it awaits anything, or two
-/// calls from one client could reach the queue in the wrong order; so an
-/// unidentified caller is looked up beside the queue, and the writer waits
-/// for the answer only when it applies that write.
+/// calls from one client could reach the queue in the wrong order; so a
+/// caller not yet identified is looked up beside the queue, and the writer
+/// waits for the answer only when it applies that write. A caller that
+/// cannot be identified has its write refused ([`StoreError::Unidentified`]):
+/// nothing is written in its name.
 #[derive(Debug)]
-pub enum Caller {
+pub enum Author {
     Known(String),
-    Pending(oneshot::Receiver<String>),
+    Pending(porthole_service::PendingCaller),
+    Refused {
+        sender: Option<String>,
+        reason: String,
+    },
 }
 
-impl From<&str> for Caller {
+impl From<&str> for Author {
     fn from(s: &str) -> Self {
-        Caller::Known(s.to_owned())
+        Author::Known(s.to_owned())
     }
 }
 
-impl Caller {
-    async fn resolve(&mut self) -> String {
+impl Author {
+    async fn resolve(&mut self) -> Result<String, StoreError> {
+        if let Author::Pending(_) = self {
+            let Author::Pending(pending) = std::mem::replace(self, Author::Known(String::new()))
+            else {
+                unreachable!("matched above")
+            };
+            *self = match pending.resolve().await {
+                porthole_service::Caller::Host => Author::Known(String::new()),
+                porthole_service::Caller::App { app_id, .. } => Author::Known(app_id.to_string()),
+                porthole_service::Caller::Unidentified { sender, reason } => {
+                    Author::Refused { sender, reason }
+                }
+            };
+        }
         match self {
-            Caller::Known(s) => s.clone(),
-            Caller::Pending(rx) => {
-                let s = rx.await.unwrap_or_else(|_| "(unidentified)".to_owned());
-                *self = Caller::Known(s.clone());
-                s
-            }
+            Author::Known(s) => Ok(s.clone()),
+            Author::Refused { sender, reason } => Err(StoreError::Unidentified {
+                sender: sender.clone(),
+                reason: reason.clone(),
+            }),
+            Author::Pending(_) => unreachable!("resolved above"),
         }
     }
 }
@@ -244,7 +264,7 @@ async fn commit_batch(
     // other processes writing to the file.
     for req in batch.iter_mut() {
         if !matches!(req.op, Op::Lookup { .. } | Op::List { .. }) {
-            req.caller.resolve().await;
+            let _settled_here = req.caller.resolve().await;
         }
     }
     let begin = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
@@ -264,12 +284,12 @@ async fn commit_batch(
                 .await
                 .map(Reply::Entry),
             Op::List { table } => list_ids(conn, table).await.map(Reply::Ids),
-            op => {
-                let caller = req.caller.resolve().await;
-                apply_in_savepoint(conn, op, &caller)
+            op => match req.caller.resolve().await {
+                Ok(caller) => apply_in_savepoint(conn, op, &caller)
                     .await
-                    .map(Reply::Changes)
-            }
+                    .map(Reply::Changes),
+                Err(refused) => Err(refused),
+            },
         };
         results.push(result);
     }

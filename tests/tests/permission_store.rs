@@ -1019,7 +1019,8 @@ async fn d_bus_activation_starts_the_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_sigterm_end_the_service_cleanly_within_a_second() {
-    for sig in [libc::SIGHUP, libc::SIGTERM] {
+    // SIGINT too: porthole-service's lifecycle handles all three.
+    for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
         let bus = Bus::start();
         let mut store = start_store(&bus).await;
         let start = std::time::Instant::now();
@@ -1411,8 +1412,9 @@ async fn history_names_the_sandboxed_caller() {
 /// (an open that would block until someone writes), `/dev/zero` (a read
 /// that never ends), a file over the size cap, or a symlink to a forged
 /// file on the host (an absolute target would resolve in the service's
-/// root). Each write is applied promptly, recorded as unidentified, and
-/// the store keeps answering others.
+/// root). Each write is refused promptly with `NotAllowed` and writes
+/// nothing (no grant, no history record), and the store keeps answering
+/// others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
     if !porthole_tests::anchor_present("/usr/bin/bwrap", "bubblewrap") {
@@ -1454,12 +1456,20 @@ async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
             vec![arg("--symlink"), os(&forged), arg("/.flatpak-info")],
         ),
     ];
+    // The id exists, so "nothing written" is an absent grant on it.
+    ps.set_permission("devices", true, "camera", "org.example.Host", &["yes"])
+        .await
+        .unwrap();
     for (case, info) in cases {
         let app = format!("org.example.Hostile.{case}");
         let mut cmd = set_permission_in_bwrap(bus, &info, &app);
         let started = std::time::Instant::now();
         let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
-        assert!(status.success(), "{case}: {out}{err}");
+        assert!(!status.success(), "{case}: the write went through: {out}");
+        assert!(
+            err.contains("org.freedesktop.portal.Error.NotAllowed"),
+            "{case}: {out}{err}"
+        );
         // Under the service's 2 s identification deadline: the file checks,
         // not the deadline, must have caught it.
         assert!(
@@ -1475,13 +1485,14 @@ async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
         .await
         .expect("the store still answers")
         .unwrap();
-        assert_eq!(perms, ["yes"], "{case}");
-        let caller = &history_callers(&t.conn, Some(&app)).await[0];
-        assert!(
-            caller.starts_with("(unidentified"),
-            "{case}: recorded as {caller:?}\n{}",
-            t.store.log_text()
-        );
+        assert_eq!(perms, Vec::<String>::new(), "{case}: a grant was written");
+        let recorded = history_callers(&t.conn, Some(&app)).await;
+        assert!(recorded.is_empty(), "{case}: history has {recorded:?}");
+        let host = ps
+            .get_permission("devices", "camera", "org.example.Host")
+            .await
+            .unwrap();
+        assert_eq!(host, ["yes"], "{case}");
         // Refused by the file checks, not left to the 2 s deadline.
         assert!(
             !t.store.log_text().contains("took over"),
@@ -1571,7 +1582,8 @@ impl fuser::Filesystem for StuckInfo {
 }
 
 /// A caller whose `/.flatpak-info` is a FUSE file that never answers: its
-/// write waits out the 2 s deadline and is recorded as unidentified, the
+/// write waits out the 2 s deadline and is refused with `NotAllowed`,
+/// writing nothing, the
 /// store keeps answering others meanwhile, many such callers at once wedge
 /// at most 8 threads (the rest are refused at once), and SIGTERM ends the
 /// service's work at once. (The kernel keeps a thread in a FUSE read until
@@ -1635,7 +1647,11 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
     .unwrap();
     assert_eq!(answer, ["yes"]);
     let (ok, took, out) = first.join().unwrap();
-    assert!(ok, "{out}");
+    assert!(!ok, "the stuck caller's write went through: {out}");
+    assert!(
+        out.contains("org.freedesktop.portal.Error.NotAllowed"),
+        "{out}"
+    );
     assert!(
         took < Duration::from_secs(10),
         "the stuck caller's write took {took:?}"
@@ -1650,7 +1666,11 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
     let many: Vec<_> = (1..=12).map(hostile).collect();
     for h in many {
         let (ok, took, out) = h.join().unwrap();
-        assert!(ok && took < Duration::from_secs(10), "{took:?} {out}");
+        assert!(!ok && took < Duration::from_secs(10), "{took:?} {out}");
+        assert!(
+            out.contains("org.freedesktop.portal.Error.NotAllowed"),
+            "{out}"
+        );
     }
     let log = t.store.log_text();
     assert!(log.contains("too many callers"), "{log}");
@@ -1660,10 +1680,17 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
         "{threads} threads, {threads_before} before the stuck callers"
     );
     for n in 0..=12 {
-        let caller = &history_callers(&t.conn, Some(&format!("org.example.Stuck{n}"))).await[0];
-        assert!(
-            caller.starts_with("(unidentified"),
-            "caller {n}: {caller:?}"
+        let app = format!("org.example.Stuck{n}");
+        let recorded = history_callers(&t.conn, Some(&app)).await;
+        assert!(recorded.is_empty(), "caller {n}: history has {recorded:?}");
+        let err =
+            t.ps.get_permission("devices", "camera", &app)
+                .await
+                .expect_err("no stuck caller's write created the id");
+        assert_eq!(
+            method_error(err).0,
+            "org.freedesktop.portal.Error.NotFound",
+            "caller {n}"
         );
     }
 
