@@ -5,8 +5,6 @@
 //! `porthole_service::conformance`; its own unit tests show that a renamed
 //! method, a changed argument type, a missing signal or property each fail.
 
-use std::path::Path;
-
 use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
 use porthole_service::conformance;
 use porthole_tests::{Bus, bin};
@@ -14,26 +12,10 @@ use porthole_tests::{Bus, bin};
 /// The Debian package that ships upstream's interface XML.
 const XML_PACKAGE: &str = "xdg-desktop-portal-dev";
 
-/// Whether the reference XML is installed. Under CI (`CI=true`) a missing
-/// file fails the test, naming the package; elsewhere the test says
-/// SKIPPED on stderr and the caller returns.
-fn reference_present(path: &Path) -> bool {
-    if path.exists() {
-        return true;
-    }
-    let message = format!(
-        "{} is missing: apt-get install {XML_PACKAGE} (scripts/install-deps does)",
-        path.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-    eprintln!("SKIPPED: {message}");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_permission_store_serves_upstreams_interface() {
     let reference = conformance::reference_path("org.freedesktop.impl.portal.PermissionStore");
-    if !reference_present(&reference) {
+    if !porthole_tests::anchor_present(&reference.to_string_lossy(), XML_PACKAGE) {
         return;
     }
     let bus = Bus::start();
