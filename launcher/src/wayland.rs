@@ -5,20 +5,32 @@
 //! privileged protocols. Without the global (weston 10, Debian 12), the
 //! caller falls back to binding the host socket.
 //!
-//! The protocol is small enough to speak directly (wayland.freedesktop.org,
-//! "Wire Format"): 32-bit words in host byte order, a header of object id and
-//! (size << 16 | opcode), strings as length (with NUL) plus padded bytes, fds
-//! out of band as SCM_RIGHTS.
+//! The protocol is spoken through wayland-client's pure-Rust backend (no
+//! libwayland, so the static build stays static) and the generated
+//! `wp_security_context_v1` bindings of wayland-protocols. Its blocking
+//! helpers (`roundtrip`, `blocking_dispatch`) wait on the compositor without
+//! a bound, so the waits here are our own, against one deadline.
 
-use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use wayland_client::backend::WaylandError as Backend;
+use wayland_client::protocol::{wl_callback, wl_registry};
+use wayland_client::{Connection, Dispatch, DispatchError, EventQueue, QueueHandle};
+use wayland_protocols::wp::security_context::v1::client::{
+    wp_security_context_manager_v1::WpSecurityContextManagerV1,
+    wp_security_context_v1::WpSecurityContextV1,
+};
 
 /// Sandbox engine name given to the compositor.
 pub const ENGINE: &str = "org.porthole";
 const MANAGER: &str = "wp_security_context_manager_v1";
+/// How long the whole exchange with the compositor may take. A compositor
+/// that does not answer must not hold up the app's start: past this, the
+/// caller falls back to binding the host socket.
+const DEADLINE: Duration = Duration::from_secs(2);
 
 /// Errors talking to the compositor.
 #[derive(Debug, thiserror::Error)]
@@ -29,143 +41,186 @@ pub enum WaylandError {
         #[source]
         source: std::io::Error,
     },
-    #[error("wayland compositor error on object {object}, code {code}: {message}")]
+    #[error("wayland compositor error on object {object} ({interface}), code {code}: {message}")]
     Protocol {
         object: u32,
+        interface: String,
         code: u32,
         message: String,
     },
     #[error("malformed wayland message from the compositor")]
     Malformed,
+    #[error("the wayland compositor did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> WaylandError {
     move |source| WaylandError::Io { op, source }
 }
 
-/// A request being encoded.
-struct Msg {
-    words: Vec<u32>,
+fn backend(op: &'static str) -> impl FnOnce(Backend) -> WaylandError {
+    move |e| match e {
+        Backend::Io(source) => WaylandError::Io { op, source },
+        Backend::Protocol(p) => WaylandError::Protocol {
+            object: p.object_id,
+            interface: p.object_interface,
+            code: p.code,
+            message: p.message,
+        },
+    }
 }
 
-impl Msg {
-    fn new(object: u32, opcode: u16) -> Self {
-        Msg {
-            words: vec![object, opcode as u32],
+fn dispatch(e: DispatchError) -> WaylandError {
+    match e {
+        DispatchError::BadMessage { .. } => WaylandError::Malformed,
+        DispatchError::Backend(e) => backend("read")(e),
+    }
+}
+
+/// What the compositor has told us so far.
+#[derive(Default)]
+struct Handshake {
+    /// The registry's globals: name, interface, version.
+    globals: Vec<(u32, String, u32)>,
+    /// The last `wl_display.sync` was answered.
+    synced: bool,
+}
+
+impl Dispatch<wl_registry::WlRegistry, ()> for Handshake {
+    fn event(
+        state: &mut Self,
+        _: &wl_registry::WlRegistry,
+        event: wl_registry::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_registry::Event::Global {
+            name,
+            interface,
+            version,
+        } = event
+        {
+            state.globals.push((name, interface, version));
         }
     }
-    fn uint(mut self, v: u32) -> Self {
-        self.words.push(v);
-        self
-    }
-    fn string(mut self, s: &str) -> Self {
-        let bytes = s.as_bytes();
-        self.words.push(bytes.len() as u32 + 1);
-        let mut padded = bytes.to_vec();
-        padded.push(0);
-        while padded.len() & 3 != 0 {
-            padded.push(0);
+}
+
+impl Dispatch<wl_callback::WlCallback, ()> for Handshake {
+    fn event(
+        state: &mut Self,
+        _: &wl_callback::WlCallback,
+        event: wl_callback::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_callback::Event::Done { .. } = event {
+            state.synced = true;
         }
-        for chunk in padded.chunks(4) {
-            self.words
-                .push(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-        }
-        self
-    }
-    fn bytes(mut self) -> Vec<u8> {
-        let size = (self.words.len() * 4) as u32;
-        self.words[1] |= size << 16;
-        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
     }
 }
 
-/// An event read from the compositor.
-#[derive(Debug)]
-struct Event {
-    object: u32,
-    opcode: u16,
-    args: Vec<u8>,
-}
+// Neither interface has events.
+wayland_client::delegate_noop!(Handshake: ignore WpSecurityContextManagerV1);
+wayland_client::delegate_noop!(Handshake: ignore WpSecurityContextV1);
 
-fn word(args: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(args.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// A string argument at `at`; returns it and the offset after it.
-fn string(args: &[u8], at: usize) -> Option<(String, usize)> {
-    let len = word(args, at)? as usize;
-    let bytes = args.get(at + 4..at + 4 + len)?;
-    let s = String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned();
-    Some((s, at + 4 + len.div_ceil(4) * 4))
-}
-
+/// A connection to the compositor with its one event queue.
 struct Conn {
-    stream: UnixStream,
+    conn: Connection,
+    queue: EventQueue<Handshake>,
+    state: Handshake,
+    deadline: Instant,
 }
 
 impl Conn {
-    fn send(&mut self, msg: Msg) -> Result<(), WaylandError> {
-        self.stream.write_all(&msg.bytes()).map_err(io("write"))
-    }
-
-    fn send_with_fds(&mut self, msg: Msg, fds: &[RawFd]) -> Result<(), WaylandError> {
-        let bytes = msg.bytes();
-        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
-        nix::sys::socket::sendmsg::<()>(
-            self.stream.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &cmsg,
-            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| WaylandError::Io {
-            op: "sendmsg",
-            source: e.into(),
+    fn connect(display: &Path) -> Result<Self, WaylandError> {
+        let stream = UnixStream::connect(display).map_err(io("connect"))?;
+        let conn = Connection::from_socket(stream).map_err(|e| WaylandError::Io {
+            op: "connect",
+            source: std::io::Error::other(e),
         })?;
-        Ok(())
+        let queue = conn.new_event_queue();
+        Ok(Conn {
+            conn,
+            queue,
+            state: Handshake::default(),
+            deadline: Instant::now() + DEADLINE,
+        })
     }
 
-    fn read_event(&mut self) -> Result<Event, WaylandError> {
-        let mut header = [0u8; 8];
-        self.stream.read_exact(&mut header).map_err(io("read"))?;
-        let object = word(&header, 0).ok_or(WaylandError::Malformed)?;
-        let second = word(&header, 4).ok_or(WaylandError::Malformed)?;
-        let size = (second >> 16) as usize;
-        if size < 8 || size & 3 != 0 {
-            return Err(WaylandError::Malformed);
-        }
-        let mut args = vec![0u8; size - 8];
-        self.stream.read_exact(&mut args).map_err(io("read"))?;
-        let ev = Event {
-            object,
-            opcode: (second & 0xffff) as u16,
-            args,
-        };
-        if ev.object == 1 && ev.opcode == 0 {
-            // wl_display.error(object, code, message)
-            let object = word(&ev.args, 0).ok_or(WaylandError::Malformed)?;
-            let code = word(&ev.args, 4).ok_or(WaylandError::Malformed)?;
-            let (message, _) = string(&ev.args, 8).ok_or(WaylandError::Malformed)?;
-            return Err(WaylandError::Protocol {
-                object,
-                code,
-                message,
-            });
-        }
-        Ok(ev)
+    fn handle(&self) -> QueueHandle<Handshake> {
+        self.queue.handle()
     }
 
-    /// wl_display.sync, then read events until its callback is done,
-    /// handing every other event to `f`.
-    fn roundtrip(&mut self, callback: u32, mut f: impl FnMut(&Event)) -> Result<(), WaylandError> {
-        self.send(Msg::new(1, 0).uint(callback))?;
+    /// Waits until `fd` is ready for `events` or the deadline passes.
+    fn wait(&self, fd: impl AsFd, events: nix::poll::PollFlags) -> Result<(), WaylandError> {
+        use nix::poll::{PollFd, PollTimeout, poll};
         loop {
-            let ev = self.read_event()?;
-            if ev.object == callback && ev.opcode == 0 {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(fd.as_fd(), events)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err(WaylandError::Timeout(DEADLINE)),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io("poll")(e.into())),
+            }
+        }
+    }
+
+    /// Sends what is queued; a full socket buffer waits, within the deadline.
+    fn flush(&self) -> Result<(), WaylandError> {
+        loop {
+            match self.conn.flush() {
+                Err(Backend::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let backend = self.conn.backend();
+                    self.wait(backend.poll_fd(), nix::poll::PollFlags::POLLOUT)?;
+                }
+                r => return r.map_err(backend("write")),
+            }
+        }
+    }
+
+    /// `wl_display.sync`, then reads and dispatches events until its
+    /// callback is done: the compositor has handled every request before it,
+    /// and any error it raised on them has arrived.
+    fn roundtrip(&mut self) -> Result<(), WaylandError> {
+        self.state.synced = false;
+        self.conn.display().sync(&self.handle(), ());
+        loop {
+            self.queue
+                .dispatch_pending(&mut self.state)
+                .map_err(dispatch)?;
+            if self.state.synced {
                 return Ok(());
             }
-            f(&ev);
+            self.flush()?;
+            let Some(guard) = self.queue.prepare_read() else {
+                continue; // events arrived meanwhile: dispatch them first
+            };
+            self.wait(guard.connection_fd(), nix::poll::PollFlags::POLLIN)?;
+            match guard.read() {
+                Ok(_) => {}
+                Err(Backend::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(backend("read")(e)),
+            }
         }
+    }
+
+    /// The registry, after one roundtrip has brought all its globals.
+    fn registry(&mut self) -> Result<wl_registry::WlRegistry, WaylandError> {
+        let registry = self.conn.display().get_registry(&self.handle(), ());
+        self.roundtrip()?;
+        Ok(registry)
+    }
+
+    fn manager(&self) -> Option<u32> {
+        self.state
+            .globals
+            .iter()
+            .find(|(_, interface, _)| interface == MANAGER)
+            .map(|(name, _, _)| *name)
     }
 }
 
@@ -178,37 +233,9 @@ pub struct SecurityContext {
 
 /// Whether the compositor at `display` offers the security-context global.
 pub fn offers_security_context(display: &Path) -> Result<bool, WaylandError> {
-    let mut c = connect(display)?;
-    Ok(globals(&mut c)?.iter().any(|(_, i, _)| i == MANAGER))
-}
-
-fn connect(display: &Path) -> Result<Conn, WaylandError> {
-    let stream = UnixStream::connect(display).map_err(io("connect"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(io("timeout"))?;
-    Ok(Conn { stream })
-}
-
-fn globals(c: &mut Conn) -> Result<Vec<(u32, String, u32)>, WaylandError> {
-    // wl_display.get_registry(new_id 2), then a roundtrip on callback 3.
-    c.send(Msg::new(1, 1).uint(2))?;
-    let mut globals = Vec::new();
-    let mut bad = false;
-    c.roundtrip(3, |ev| {
-        if ev.object == 2 && ev.opcode == 0 {
-            match (word(&ev.args, 0), string(&ev.args, 4)) {
-                (Some(name), Some((iface, next))) => {
-                    globals.push((name, iface, word(&ev.args, next).unwrap_or(1)));
-                }
-                _ => bad = true,
-            }
-        }
-    })?;
-    if bad {
-        return Err(WaylandError::Malformed);
-    }
-    Ok(globals)
+    let mut c = Conn::connect(display)?;
+    c.registry()?;
+    Ok(c.manager().is_some())
 }
 
 /// Registers `listener` with the compositor at `display` as a security
@@ -220,150 +247,142 @@ pub fn create_security_context(
     app_id: &str,
     instance_id: &str,
 ) -> Result<Option<SecurityContext>, WaylandError> {
-    let mut c = connect(display)?;
-    let Some((name, _, _)) = globals(&mut c)?.into_iter().find(|(_, i, _)| i == MANAGER) else {
+    let close_fd = register(display, listener.as_fd(), app_id, instance_id)?;
+    Ok(close_fd.map(|close_fd| SecurityContext { close_fd }))
+}
+
+/// The exchange behind [`create_security_context`], for any fd as the
+/// listener; returns our end of close_fd.
+fn register(
+    display: &Path,
+    listen_fd: BorrowedFd<'_>,
+    app_id: &str,
+    instance_id: &str,
+) -> Result<Option<OwnedFd>, WaylandError> {
+    let mut c = Conn::connect(display)?;
+    let registry = c.registry()?;
+    let Some(name) = c.manager() else {
         return Ok(None);
     };
-    // wl_registry.bind(name, interface, version 1, new_id 4)
-    c.send(Msg::new(2, 0).uint(name).string(MANAGER).uint(1).uint(4))?;
+    let qh = c.handle();
+    let manager: WpSecurityContextManagerV1 = registry.bind(name, 1, &qh, ());
     let (close_rd, close_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| WaylandError::Io {
             op: "pipe2",
             source: e.into(),
         })?;
-    // manager.create_listener(new_id 5, listen_fd, close_fd)
-    c.send_with_fds(
-        Msg::new(4, 1).uint(5),
-        &[listener.as_fd().as_raw_fd(), close_rd.as_raw_fd()],
-    )?;
+    // The request keeps its own duplicates of both fds until they are sent.
+    let context = manager.create_listener(listen_fd, close_rd.as_fd(), &qh, ());
     drop(close_rd);
-    c.send(Msg::new(5, 1).string(ENGINE))?; // set_sandbox_engine
-    c.send(Msg::new(5, 2).string(app_id))?; // set_app_id
-    c.send(Msg::new(5, 3).string(instance_id))?; // set_instance_id
-    c.send(Msg::new(5, 4))?; // commit
-    c.send(Msg::new(5, 0))?; // destroy: the listener outlives the object
-    c.roundtrip(6, |_| {})?;
-    Ok(Some(SecurityContext { close_fd: close_wr }))
+    context.set_sandbox_engine(ENGINE.to_owned());
+    context.set_app_id(app_id.to_owned());
+    context.set_instance_id(instance_id.to_owned());
+    context.commit();
+    // Destroying the objects does not end the context: the listener lives
+    // until close_fd's other end closes.
+    context.destroy();
+    manager.destroy();
+    c.roundtrip()?;
+    Ok(Some(close_wr))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::IoSliceMut;
+    use porthole_test_compositor::{Compositor, Event};
 
-    /// Requests as the fake compositor saw them: object, opcode, arguments,
-    /// number of fds that came along.
-    type Seen = Vec<(u32, u16, Vec<u8>, usize)>;
-
-    /// A fake compositor: answers the registry with `offer` globals and
-    /// records every request.
-    fn fake_compositor(listener: UnixListener, offer: bool) -> std::thread::JoinHandle<Seen> {
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut seen = Vec::new();
-            loop {
-                let mut header = [0u8; 8];
-                let mut cbuf = nix::cmsg_space!([RawFd; 4]);
-                let (n, nfds) = {
-                    let mut iov = [IoSliceMut::new(&mut header)];
-                    let msg = match nix::sys::socket::recvmsg::<()>(
-                        s.as_raw_fd(),
-                        &mut iov,
-                        Some(&mut cbuf),
-                        nix::sys::socket::MsgFlags::MSG_WAITALL,
-                    ) {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    };
-                    let mut nfds = 0;
-                    for c in msg.cmsgs().unwrap() {
-                        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                            nfds += fds.len();
-                        }
-                    }
-                    (msg.bytes, nfds)
-                };
-                if n == 0 {
-                    break;
-                }
-                let object = word(&header, 0).unwrap();
-                let second = word(&header, 4).unwrap();
-                let mut args = vec![0u8; (second >> 16) as usize - 8];
-                s.read_exact(&mut args).unwrap();
-                let opcode = (second & 0xffff) as u16;
-                seen.push((object, opcode, args.clone(), nfds));
-                if object == 1 && opcode == 1 {
-                    let mut out = Msg::new(2, 0)
-                        .uint(1)
-                        .string("wl_compositor")
-                        .uint(4)
-                        .bytes();
-                    if offer {
-                        out.extend(Msg::new(2, 0).uint(7).string(MANAGER).uint(1).bytes());
-                    }
-                    s.write_all(&out).unwrap();
-                } else if object == 1 && opcode == 0 {
-                    let cb = word(&args, 0).unwrap();
-                    s.write_all(&Msg::new(cb, 0).uint(0).bytes()).unwrap();
-                }
-            }
-            seen
-        })
+    fn compositor(dir: &Path, offer: bool) -> (Compositor, std::path::PathBuf) {
+        let display = dir.join("wayland-test");
+        let c = Compositor::start(&display, offer).expect("start the test compositor");
+        (c, display)
     }
 
     #[test]
     fn registers_listener_with_app_identity() {
         let dir = tempfile::tempdir().unwrap();
-        let display = dir.path().join("wayland-fake");
-        let server = fake_compositor(UnixListener::bind(&display).unwrap(), true);
+        let (compositor, display) = compositor(dir.path(), true);
+        assert!(offers_security_context(&display).unwrap());
         let ours = UnixListener::bind(dir.path().join("app.sock")).unwrap();
-        let ctx = create_security_context(&display, &ours, "org.example.App", "42").unwrap();
-        assert!(ctx.is_some());
-        let seen = server.join().unwrap();
-        let find = |o: u32, op: u16| {
-            seen.iter()
-                .find(|(ob, opc, _, _)| *ob == o && *opc == op)
-                .unwrap_or_else(|| panic!("no request {o}.{op}: {seen:?}"))
+        let ctx = create_security_context(&display, &ours, "org.example.App", "42")
+            .unwrap()
+            .expect("a security context");
+        let committed = compositor
+            .wait_for(
+                Duration::from_secs(5),
+                |e| matches!(e, Event::Committed(m) if m.instance_id.as_deref() == Some("42")),
+            )
+            .expect("the compositor saw the commit");
+        let Event::Committed(m) = committed else {
+            unreachable!()
         };
-        let bind = find(2, 0);
-        assert_eq!(word(&bind.2, 0), Some(7));
-        assert_eq!(string(&bind.2, 4).unwrap().0, MANAGER);
-        assert_eq!(
-            find(4, 1).3,
-            2,
-            "listen_fd and close_fd travel as SCM_RIGHTS"
+        assert_eq!(m.engine.as_deref(), Some(ENGINE));
+        assert_eq!(m.app_id.as_deref(), Some("org.example.App"));
+        // A client through our listener is that app.
+        let _client = UnixStream::connect(dir.path().join("app.sock")).unwrap();
+        let seen = compositor
+            .wait_for(Duration::from_secs(5), |e| matches!(e, Event::Connected(_)))
+            .expect("the compositor accepted a client on our listener");
+        assert_eq!(seen, Event::Connected(m.clone()));
+        // Closing close_fd ends the context.
+        drop(ctx);
+        assert!(
+            compositor
+                .wait_for(Duration::from_secs(5), |e| matches!(e, Event::Closed(_)))
+                .is_some(),
+            "the compositor noticed close_fd closing"
         );
-        assert_eq!(string(&find(5, 1).2, 0).unwrap().0, ENGINE);
-        assert_eq!(string(&find(5, 2).2, 0).unwrap().0, "org.example.App");
-        assert_eq!(string(&find(5, 3).2, 0).unwrap().0, "42");
-        find(5, 4); // commit
     }
 
     #[test]
     fn reports_absence_for_fallback() {
         let dir = tempfile::tempdir().unwrap();
-        let display = dir.path().join("wayland-old");
-        let server = fake_compositor(UnixListener::bind(&display).unwrap(), false);
+        let (compositor, display) = compositor(dir.path(), false);
+        assert!(!offers_security_context(&display).unwrap());
         let ours = UnixListener::bind(dir.path().join("app.sock")).unwrap();
         assert!(
             create_security_context(&display, &ours, "org.example.App", "1")
                 .unwrap()
                 .is_none()
         );
-        let seen = server.join().unwrap();
         assert!(
-            !seen.iter().any(|(o, _, _, _)| *o == 4),
-            "nothing sent to a manager that does not exist"
+            compositor.events().is_empty(),
+            "nothing registered with a compositor that lacks the global"
         );
     }
 
+    /// A compositor that accepts and never answers costs the launch the
+    /// deadline, not a hang.
     #[test]
-    fn strings_are_padded_words() {
-        let m = Msg::new(5, 2).string("abc").bytes();
-        assert_eq!(m.len(), 8 + 4 + 4);
-        assert_eq!(word(&m, 4).unwrap() >> 16, 16);
-        assert_eq!(string(&m[8..], 0).unwrap(), ("abc".to_string(), 8));
-        let m = Msg::new(5, 2).string("abcd").bytes();
-        assert_eq!(m.len(), 8 + 4 + 8);
+    fn silent_compositor_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let display = dir.path().join("wayland-silent");
+        let server = UnixListener::bind(&display).unwrap();
+        let ours = UnixListener::bind(dir.path().join("app.sock")).unwrap();
+        let start = Instant::now();
+        let r = create_security_context(&display, &ours, "org.example.App", "1");
+        assert!(matches!(r, Err(WaylandError::Timeout(_))), "{r:?}");
+        let took = start.elapsed();
+        assert!(took >= DEADLINE && took < DEADLINE * 3, "{took:?}");
+        drop(server);
+    }
+
+    /// A compositor error reaches the caller with its object and message.
+    #[test]
+    fn compositor_error_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_compositor, display) = compositor(dir.path(), true);
+        // A socket that is not listening: the protocol's invalid_listen_fd.
+        let path = dir.path().join("not-listening.sock");
+        let bound = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let r = register(&display, bound.as_fd(), "org.example.App", "1");
+        match r {
+            Err(WaylandError::Protocol {
+                interface, code, ..
+            }) => {
+                assert_eq!(interface, MANAGER);
+                assert_eq!(code, 1, "invalid_listen_fd");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
