@@ -132,17 +132,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn send(&mut self, msg: Msg) -> Result<(), WaylandError> {
-        self.stream.write_all(&msg.bytes()).map_err(io("write"))
-    }
-
-    fn send_with_fds(&mut self, msg: Msg, fds: &[RawFd]) -> Result<(), WaylandError> {
-        let bytes = msg.bytes();
+    /// Sends `requests` in one sendmsg, with `fds` attached. One write for
+    /// all: a compositor that raises an error on the first request closes
+    /// the connection, and a later write of ours would then fail with EPIPE
+    /// and hide its error message, which the read that follows returns.
+    fn send(&mut self, requests: Vec<Msg>, fds: &[RawFd]) -> Result<(), WaylandError> {
+        let bytes: Vec<u8> = requests.into_iter().flat_map(Msg::bytes).collect();
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
-        nix::sys::socket::sendmsg::<()>(
+        let sent = nix::sys::socket::sendmsg::<()>(
             self.stream.as_raw_fd(),
             &[IoSlice::new(&bytes)],
-            &cmsg,
+            if fds.is_empty() { &[] } else { &cmsg },
             nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             None,
         )
@@ -150,7 +150,9 @@ impl Conn {
             op: "sendmsg",
             source: e.into(),
         })?;
-        Ok(())
+        // A stream socket may take less than all; the fds went with the
+        // first byte.
+        self.stream.write_all(&bytes[sent..]).map_err(io("write"))
     }
 
     fn read_event(&mut self) -> Result<Event, WaylandError> {
@@ -183,10 +185,17 @@ impl Conn {
         Ok(ev)
     }
 
-    /// wl_display.sync, then read events until its callback is done,
-    /// handing every other event to `f`.
-    fn roundtrip(&mut self, callback: u32, mut f: impl FnMut(&Event)) -> Result<(), WaylandError> {
-        self.send(Msg::new(1, 0).uint(callback))?;
+    /// Sends `requests` and wl_display.sync, then reads events until its
+    /// callback is done, handing every other event to `f`.
+    fn roundtrip(
+        &mut self,
+        mut requests: Vec<Msg>,
+        fds: &[RawFd],
+        callback: u32,
+        mut f: impl FnMut(&Event),
+    ) -> Result<(), WaylandError> {
+        requests.push(Msg::new(1, 0).uint(callback));
+        self.send(requests, fds)?;
         loop {
             let ev = self.read_event()?;
             if ev.object == callback && ev.opcode == 0 {
@@ -220,10 +229,9 @@ fn connect(display: &Path) -> Result<Conn, WaylandError> {
 
 fn globals(c: &mut Conn) -> Result<Vec<(u32, String, u32)>, WaylandError> {
     // wl_display.get_registry(new_id 2), then a roundtrip on callback 3.
-    c.send(Msg::new(1, 1).uint(2))?;
     let mut globals = Vec::new();
     let mut bad = false;
-    c.roundtrip(3, |ev| {
+    c.roundtrip(vec![Msg::new(1, 1).uint(2)], &[], 3, |ev| {
         if ev.object == 2 && ev.opcode == 0 {
             match (word(&ev.args, 0), string(&ev.args, 4)) {
                 (Some(name), Some((iface, next))) => {
@@ -264,25 +272,30 @@ fn register(
     let Some((name, _, _)) = globals(&mut c)?.into_iter().find(|(_, i, _)| i == MANAGER) else {
         return Ok(None);
     };
-    // wl_registry.bind(name, interface, version 1, new_id 4)
-    c.send(Msg::new(2, 0).uint(name).string(MANAGER).uint(1).uint(4))?;
     let (close_rd, close_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| WaylandError::Io {
             op: "pipe2",
             source: e.into(),
         })?;
-    // manager.create_listener(new_id 5, listen_fd, close_fd)
-    c.send_with_fds(
+    let requests = vec![
+        // wl_registry.bind(name, interface, version 1, new_id 4)
+        Msg::new(2, 0).uint(name).string(MANAGER).uint(1).uint(4),
+        // manager.create_listener(new_id 5, listen_fd, close_fd): the fds
+        // travel with the batch, in this order.
         Msg::new(4, 1).uint(5),
+        Msg::new(5, 1).string(ENGINE),      // set_sandbox_engine
+        Msg::new(5, 2).string(app_id),      // set_app_id
+        Msg::new(5, 3).string(instance_id), // set_instance_id
+        Msg::new(5, 4),                     // commit
+        Msg::new(5, 0),                     // destroy: the listener outlives the object
+    ];
+    c.roundtrip(
+        requests,
         &[listen_fd.as_raw_fd(), close_rd.as_raw_fd()],
+        6,
+        |_| {},
     )?;
     drop(close_rd);
-    c.send(Msg::new(5, 1).string(ENGINE))?; // set_sandbox_engine
-    c.send(Msg::new(5, 2).string(app_id))?; // set_app_id
-    c.send(Msg::new(5, 3).string(instance_id))?; // set_instance_id
-    c.send(Msg::new(5, 4))?; // commit
-    c.send(Msg::new(5, 0))?; // destroy: the listener outlives the object
-    c.roundtrip(6, |_| {})?;
     Ok(Some(close_wr))
 }
 
