@@ -202,10 +202,15 @@ impl KeyFile {
                 out.push('=');
                 // A CR just before the newline would be read as part of a
                 // CRLF line end; written as its escape it means the same.
+                // After a lone backslash it is no escape, and the value
+                // cannot be read; it is written so that it still cannot
+                // (a trailing backslash) rather than as a valid `\\r`.
                 match v.strip_suffix('\r') {
                     Some(v) => {
                         out.push_str(v);
-                        out.push_str("\\r");
+                        if v.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0 {
+                            out.push_str("\\r");
+                        }
                     }
                     None => out.push_str(v),
                 }
@@ -489,6 +494,12 @@ mod tests {
             KeyFile::parse("[G]\nk=a\\\n").unwrap().get_list("G", "k"),
             None
         );
+        // Found by the fuzzer: a lone backslash before a final CR is no
+        // escape, and stays unreadable after a write and a reread.
+        let odd = KeyFile::parse("[G]\nk=a;\\\r").unwrap();
+        assert_eq!((odd.get("G", "k"), odd.get_list("G", "k")), (None, None));
+        let odd = KeyFile::parse(&odd.to_text()).unwrap();
+        assert_eq!((odd.get("G", "k"), odd.get_list("G", "k")), (None, None));
         // A trailing CR survives a write and a second read.
         let again = KeyFile::parse(&kf.to_text()).unwrap();
         assert_eq!(again.get(g, "end").as_deref(), Some("cr\r"));

@@ -473,9 +473,7 @@ fn deliberate(data: &[u8], our_err: &KeyFileError, glib: &Outcome) -> bool {
             let l = text.split('\n').nth(line - 1).unwrap_or_default();
             let key = l.split('=').next().unwrap_or_default();
             matches!(glib, Outcome::Read(_))
-                && key
-                    .split_once('[')
-                    .is_some_and(|(_, loc)| !loc.is_ascii())
+                && key.split_once('[').is_some_and(|(_, loc)| !loc.is_ascii())
         }
         _ => false,
     }
