@@ -166,6 +166,17 @@ impl KeyFile {
         self.groups.iter().map(|(g, _)| g.as_str()).collect()
     }
 
+    /// Whether [`KeyFile::set`] can store `key` so that [`KeyFile::parse`]
+    /// (and GLib) reads the same key back: a valid key name, no line break,
+    /// no `#` first (a comment), no whitespace at either end (trimmed).
+    /// A writer of keys it does not choose itself (`--env`) checks this.
+    pub fn is_writable_key(key: &str) -> bool {
+        is_key_name(key)
+            && !key.starts_with('#')
+            && !key.contains(['\n', '\0'])
+            && key.trim_matches(is_glib_space) == key
+    }
+
     pub fn has_group(&self, group: &str) -> bool {
         self.groups.iter().any(|(g, _)| g == group)
     }
@@ -261,8 +272,8 @@ fn is_group_name(name: &str) -> bool {
             .any(|c| c == '[' || c == ']' || c.is_ascii_control())
 }
 
-/// GLib's key names: not empty, no brackets except one locale suffix at the
-/// end (`Name[sr@latin]`, `Name[]` too), no space at either end of the
+/// GLib's key names: not empty, no `=`, no brackets except one locale
+/// suffix at the end (`Name[sr@latin]`, `Name[]` too), no space at either end of the
 /// name before the suffix.
 ///
 /// GLib allows any Unicode letter or digit in the suffix; we allow ASCII
@@ -270,7 +281,7 @@ fn is_group_name(name: &str) -> bool {
 /// not GLib's (marks, newer Unicode versions): a key GLib accepts may be
 /// refused here, never the other way round.
 fn is_key_name(key: &str) -> bool {
-    let (name, locale) = match key.find(['[', ']']) {
+    let (name, locale) = match key.find(['[', ']', '=']) {
         None => (key, None),
         Some(at) => (&key[..at], Some(&key[at..])),
     };
@@ -494,6 +505,14 @@ mod tests {
             KeyFile::parse("[G]\nk=a\\\n").unwrap().get_list("G", "k"),
             None
         );
+        for key in ["PATH", "A B", "name[de]", "x.y-z_1", "ctl\u{1}"] {
+            assert!(KeyFile::is_writable_key(key), "{key:?}");
+        }
+        for key in [
+            "", " A", "A ", "\tA", "A\r", "#A", "A\nB", "A=B", "A[x", "A]", "A\0",
+        ] {
+            assert!(!KeyFile::is_writable_key(key), "{key:?}");
+        }
         // Found by the fuzzer: a lone backslash before a final CR is no
         // escape, and stays unreadable after a write and a reread.
         let odd = KeyFile::parse("[G]\nk=a;\\\r").unwrap();
