@@ -11,6 +11,8 @@
 
 pub mod app_id;
 pub mod caller;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keyfile;
 
 pub use app_id::{AppId, AppIdError};

@@ -116,7 +116,9 @@ pub fn parse_env(s: &str) -> Result<(String, String), PermissionError> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| PermissionError::BadEnv(s.to_owned()))?;
-    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+    // The key is also written to `/.flatpak-info`, which every portal must
+    // still be able to read.
+    if !KeyFile::is_writable_key(k) || v.contains('\0') {
         return Err(PermissionError::BadEnv(s.to_owned()));
     }
     if env_forbidden(k) {
@@ -270,6 +272,12 @@ mod tests {
             Err(PermissionError::ForbiddenEnv(_))
         ));
         assert!(parse_env("novalue").is_err());
+        for bad in ["=x", " A=x", "A[x=1", "#A=1", "A\nB=1"] {
+            assert!(
+                matches!(parse_env(bad), Err(PermissionError::BadEnv(_))),
+                "{bad:?}"
+            );
+        }
         assert_eq!(parse_size("64M").unwrap(), 64 << 20);
         assert_eq!(parse_size("1G").unwrap(), 1 << 30);
         assert_eq!(parse_size("4096").unwrap(), 4096);

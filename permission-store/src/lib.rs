@@ -7,10 +7,10 @@
 //! through a pool of read-only connections that never wait for it (WAL).
 //!
 //! `service` puts the store on D-Bus; `permctl` uses the same [`Store`] when
-//! no service runs.
+//! no service runs. Clients of the service use `porthole-permission-store-client`,
+//! which holds the proxies and the wire types without linking SQLite.
 
 mod cache;
-pub mod client;
 pub mod data;
 pub mod error;
 pub mod model;

@@ -89,12 +89,66 @@ pub struct HistoryRecord {
     pub caller: String,
 }
 
+impl From<HistoryRecord> for porthole_permission_store_client::HistoryRecord {
+    fn from(r: HistoryRecord) -> Self {
+        Self {
+            seq: r.seq,
+            time: r.time_us,
+            action: r.action,
+            table: r.table,
+            id: r.id,
+            caller: r.caller,
+            app: r.app,
+            old: r.old,
+            new: r.new,
+        }
+    }
+}
+
+impl From<porthole_permission_store_client::HistoryRecord> for HistoryRecord {
+    fn from(r: porthole_permission_store_client::HistoryRecord) -> Self {
+        Self {
+            seq: r.seq,
+            time_us: r.time,
+            action: r.action,
+            table: r.table,
+            id: r.id,
+            app: r.app,
+            old: r.old,
+            new: r.new,
+            caller: r.caller,
+        }
+    }
+}
+
 /// Which history rows to return, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
     pub table: Option<String>,
     pub app: Option<String>,
     pub limit: u32,
+}
+
+impl From<porthole_permission_store_client::HistoryFilter> for HistoryQuery {
+    /// An absent limit is 0: all records.
+    fn from(f: porthole_permission_store_client::HistoryFilter) -> Self {
+        Self {
+            table: f.table,
+            app: f.app,
+            limit: f.limit.map_or(0, |l| l.0),
+        }
+    }
+}
+
+impl From<&HistoryQuery> for porthole_permission_store_client::HistoryFilter {
+    /// The limit is always sent, 0 included, as permctl always did.
+    fn from(q: &HistoryQuery) -> Self {
+        Self {
+            table: q.table.clone(),
+            app: q.app.clone(),
+            limit: Some(q.limit.into()),
+        }
+    }
 }
 
 /// Longest table name we accept: a file name's limit, as upstream keeps one

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use porthole_permission_store_client::{GrantEntry, HistoryFilter, HistoryRecord, ListEntry};
 use porthole_service::{Callers, PortalError, Strict};
 use tokio::sync::Notify;
 use zbus::message::Header;
@@ -22,10 +23,7 @@ use crate::model::{Change, HistoryQuery};
 use crate::store::Store;
 use crate::writer::Author;
 
-pub const BUS_NAME: &str = "org.freedesktop.impl.portal.PermissionStore";
-pub const OBJECT_PATH: &str = "/org/freedesktop/impl/portal/PermissionStore";
-pub const INTERFACE: &str = "org.freedesktop.impl.portal.PermissionStore";
-pub const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
+pub use porthole_permission_store_client::{BUS_NAME, INTERFACE, OBJECT_PATH, PORTHOLE_INTERFACE};
 
 impl From<StoreError> for PortalError {
     fn from(e: StoreError) -> Self {
@@ -257,10 +255,8 @@ impl PermissionStore {
     }
 }
 
-/// One app's grant on one id, as `(perms, expires)`; expires 0 means never.
-type GrantWire = (Vec<String>, i64);
-
-fn grant_wire(g: &crate::model::Grant) -> GrantWire {
+/// One app's grant on one id on the wire; expires 0 means never.
+fn grant_wire(g: &crate::model::Grant) -> GrantEntry {
     (g.permissions.clone(), g.expires.unwrap_or(0))
 }
 
@@ -274,10 +270,7 @@ impl PortholeStore {
 
     /// Every id of a table: (id, {app: (permissions, expires)}, data).
     #[zbus(out_args("entries"))]
-    async fn list_entries(
-        &self,
-        table: &str,
-    ) -> Result<Vec<(String, BTreeMap<String, GrantWire>, OwnedValue)>, PortalError> {
+    async fn list_entries(&self, table: &str) -> Result<Vec<ListEntry>, PortalError> {
         let entries = self.0.store.entries(table).await?;
         Ok(entries
             .into_iter()
@@ -398,97 +391,24 @@ impl PortholeStore {
         Ok(changes.len() as u32)
     }
 
-    /// The audit history, newest first. Filter keys: `table` (s), `app` (s),
-    /// `limit` (any integer type, 0 = all). Each record has `seq` (x), `time`
-    /// (x, µs since the epoch), `action` (s: grant, revoke, expire, data or
-    /// delete), `table`, `id`, `caller` (s), and when they apply `app` (s),
-    /// `old` and `new` (as).
+    /// The audit history, newest first: `a{sv}` -> `aa{sv}`, the filter and
+    /// each record as [`HistoryFilter`] and [`HistoryRecord`] describe them
+    /// (`limit` of any integer type, 0 = all).
     #[zbus(out_args("records"))]
     async fn history(
         &self,
         filter: HashMap<String, OwnedValue>,
-    ) -> Result<Vec<HashMap<String, OwnedValue>>, PortalError> {
-        let text = |key: &str| -> Result<Option<String>, PortalError> {
-            filter
-                .get(key)
-                .map(|v| <&str>::try_from(v).map(str::to_owned))
-                .transpose()
-                .map_err(|_| {
-                    PortalError::InvalidArgument(format!("filter key {key:?} must be a string"))
-                })
-        };
-        let limit = match filter.get("limit") {
-            None => 0,
-            Some(v) => count(v).ok_or_else(|| {
-                PortalError::InvalidArgument(
-                    "filter key \"limit\" must be an integer from 0 to 4294967295".into(),
-                )
-            })?,
-        };
-        for key in filter.keys() {
-            if !matches!(key.as_str(), "table" | "app" | "limit") {
-                return Err(PortalError::InvalidArgument(format!(
-                    "unknown filter key {key:?}"
-                )));
-            }
-        }
-        let q = HistoryQuery {
-            table: text("table")?,
-            app: text("app")?,
-            limit,
-        };
-        let records = self.0.store.history(&q).await?;
-        Ok(records
-            .into_iter()
-            .map(|r| {
-                let mut m: HashMap<String, OwnedValue> = HashMap::new();
-                m.insert("seq".into(), OwnedValue::from(r.seq));
-                m.insert("time".into(), OwnedValue::from(r.time_us));
-                m.insert("action".into(), str_value(&r.action));
-                m.insert("table".into(), str_value(&r.table));
-                m.insert("id".into(), str_value(&r.id));
-                m.insert("caller".into(), str_value(&r.caller));
-                if let Some(app) = &r.app {
-                    m.insert("app".into(), str_value(app));
-                }
-                if let Some(old) = r.old {
-                    m.insert("old".into(), strv_value(old));
-                }
-                if let Some(new) = r.new {
-                    m.insert("new".into(), strv_value(new));
-                }
-                m
-            })
-            .collect())
+    ) -> Result<Vec<HistoryRecord>, PortalError> {
+        let filter = HistoryFilter::from_dict(&filter)
+            .map_err(|e| PortalError::InvalidArgument(format!("History filter: {e}")))?;
+        let records = self.0.store.history(&HistoryQuery::from(filter)).await?;
+        Ok(records.into_iter().map(HistoryRecord::from).collect())
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "version")]
     async fn version(&self) -> u32 {
         1
     }
-}
-
-/// A count given as any D-Bus integer type: `gdbus call` sends a plain
-/// `<5>` as an int32, zbus a u32.
-fn count(v: &Value<'_>) -> Option<u32> {
-    match *v {
-        Value::U8(n) => Some(n.into()),
-        Value::U16(n) => Some(n.into()),
-        Value::U32(n) => Some(n),
-        Value::I16(n) => u32::try_from(n).ok(),
-        Value::I32(n) => u32::try_from(n).ok(),
-        Value::U64(n) => u32::try_from(n).ok(),
-        Value::I64(n) => u32::try_from(n).ok(),
-        _ => None,
-    }
-}
-
-fn str_value(s: &str) -> OwnedValue {
-    Value::from(s).try_to_owned().expect("a string has no fds")
-}
-
-fn strv_value(v: Vec<String>) -> OwnedValue {
-    Value::from(v).try_to_owned().expect("strings have no fds")
 }
 
 /// `Changed` belongs to the standard interface; our own methods emit it there.

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use porthole_permission_store::client::PermissionStoreProxy;
-use porthole_permission_store::service::BUS_NAME;
+use porthole_permission_store_client::BUS_NAME;
+use porthole_permission_store_client::PermissionStoreProxy;
 use porthole_tests::{Bus, bin};
 use zvariant::Value;
 

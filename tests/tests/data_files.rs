@@ -1,7 +1,7 @@
 //! The files in data/ name the same bus names and binaries as the code.
 
 use porthole_identity::KeyFile;
-use porthole_permission_store::service::BUS_NAME;
+use porthole_permission_store_client::BUS_NAME;
 
 fn read(name: &str) -> KeyFile {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,8 +7,8 @@ mod store_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use porthole_permission_store::client::PermissionStoreProxy;
-use porthole_permission_store::service::BUS_NAME;
+use porthole_permission_store_client::BUS_NAME;
+use porthole_permission_store_client::PermissionStoreProxy;
 use porthole_tests::{Bus, bin};
 use store_common::{db_path, start_store};
 

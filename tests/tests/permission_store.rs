@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
-use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
+use porthole_permission_store_client::{
+    BUS_NAME, HistoryFilter, OBJECT_PATH, PORTHOLE_INTERFACE, PermissionStoreProxy,
+    PortholeStoreProxy,
+};
 use porthole_tests::{Bus, Service, bin, call_error_name, run_with_timeout};
 use store_common::{db_path, permctl, start_store};
 use zvariant::Value;
@@ -698,25 +700,49 @@ async fn expiry_hides_then_prunes_a_grant_and_history_records_it() {
     );
 
     // History: newest first, with the caller's app id ("" for a host process).
-    let mut filter = std::collections::HashMap::new();
-    filter.insert("app", Value::from("org.example.App"));
-    let records = ours.history(filter).await.unwrap();
-    let actions: Vec<String> = records
-        .iter()
-        .map(|r| <&str>::try_from(&r["action"]).unwrap().to_owned())
-        .collect();
+    let filter = HistoryFilter {
+        app: Some("org.example.App".into()),
+        ..Default::default()
+    };
+    let records = ours.history(&filter).await.unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, vec!["expire", "grant"]);
     let grant = &records[1];
-    assert_eq!(<&str>::try_from(&grant["caller"]).unwrap(), "");
-    assert_eq!(
-        Vec::<String>::try_from(grant["new"].try_clone().unwrap()).unwrap(),
-        vec!["allow"]
-    );
-    assert!(!grant.contains_key("old"), "a first grant has no old value");
+    assert_eq!(grant.caller, "");
+    assert_eq!(grant.new.as_deref(), Some(&["allow".to_owned()][..]));
+    assert_eq!(grant.old, None, "a first grant has no old value");
+    // The typed filter cannot carry an unknown key; a raw `a{sv}` can.
     let mut bad = std::collections::HashMap::new();
     bad.insert("colour", Value::from("red"));
+    let raw_history = |filter: std::collections::HashMap<&'static str, Value<'static>>| async move {
+        conn.call_method(
+            Some(BUS_NAME),
+            OBJECT_PATH,
+            Some(PORTHOLE_INTERFACE),
+            "History",
+            &(filter,),
+        )
+        .await
+    };
+    let err = raw_history(bad).await.unwrap_err();
     assert_eq!(
-        method_error(ours.history(bad).await.unwrap_err()).0,
+        method_error(err).0,
+        "org.freedesktop.portal.Error.InvalidArgument"
+    );
+    // `limit` of any integer type in range (gdbus sends an int32); a
+    // negative one is a bad argument.
+    for limit in [Value::I64(1), Value::U16(1), Value::I32(1)] {
+        let sig = limit.value_signature().to_string();
+        let reply = raw_history([("limit", limit)].into()).await.unwrap();
+        let records: Vec<porthole_permission_store_client::HistoryRecord> =
+            reply.body().deserialize().unwrap();
+        assert_eq!(records.len(), 1, "limit as {sig}");
+    }
+    let err = raw_history([("limit", Value::I32(-1))].into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        method_error(err).0,
         "org.freedesktop.portal.Error.InvalidArgument"
     );
 
@@ -732,20 +758,15 @@ async fn expiry_hides_then_prunes_a_grant_and_history_records_it() {
         .await
         .unwrap();
     }
-    let mut filter = std::collections::HashMap::new();
-    filter.insert("app", Value::from("org.example.Keep"));
-    filter.insert("limit", Value::from(2u32));
-    let records = ours.history(filter).await.unwrap();
+    let filter = HistoryFilter {
+        app: Some("org.example.Keep".into()),
+        limit: Some(2.into()),
+        ..Default::default()
+    };
+    let records = ours.history(&filter).await.unwrap();
     let summary: Vec<(String, Vec<String>, Vec<String>)> = records
-        .iter()
-        .map(|r| {
-            let list = |k: &str| Vec::<String>::try_from(r[k].try_clone().unwrap()).unwrap();
-            (
-                <&str>::try_from(&r["action"]).unwrap().to_owned(),
-                list("old"),
-                list("new"),
-            )
-        })
+        .into_iter()
+        .map(|r| (r.action, r.old.unwrap(), r.new.unwrap()))
         .collect();
     let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
@@ -1319,15 +1340,15 @@ async fn revoke_permissions_is_one_atomic_step() {
 /// newest first.
 async fn history_callers(conn: &zbus::Connection, app: Option<&str>) -> Vec<String> {
     let ours = PortholeStoreProxy::new(conn).await.unwrap();
-    let mut filter = std::collections::HashMap::new();
-    if let Some(app) = app {
-        filter.insert("app", Value::from(app));
-    }
-    ours.history(filter)
+    let filter = HistoryFilter {
+        app: app.map(str::to_owned),
+        ..Default::default()
+    };
+    ours.history(&filter)
         .await
         .unwrap()
-        .iter()
-        .map(|r| <&str>::try_from(&r["caller"]).unwrap().to_owned())
+        .into_iter()
+        .map(|r| r.caller)
         .collect()
 }
 

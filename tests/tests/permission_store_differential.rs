@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use porthole_permission_store::client::PermissionStoreProxy;
-use porthole_permission_store::service::{BUS_NAME, OBJECT_PATH};
+use porthole_permission_store_client::PermissionStoreProxy;
+use porthole_permission_store_client::{BUS_NAME, OBJECT_PATH};
 use porthole_tests::{Bus, Service, bin, call_error_name};
 use zvariant::{ObjectPath, Signature, Value};
 

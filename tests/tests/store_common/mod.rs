@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use porthole_permission_store::service::BUS_NAME;
+use porthole_permission_store_client::BUS_NAME;
 use porthole_tests::{Bus, Service, bin, run_with_timeout};
 
 /// Starts `porthole-permission-store -v` on `bus`, once it owns its name.

@@ -1,13 +1,14 @@
 //! Where permctl's answers come from: the D-Bus service, or the database
 //! opened directly. Both give the same domain values.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use porthole_permission_store::client::{PermissionStoreProxy, PortholeStoreProxy};
-use porthole_permission_store::service::BUS_NAME;
 use porthole_permission_store::{Grant, HistoryQuery, HistoryRecord, OpenError, Store, StoreError};
+use porthole_permission_store_client::{
+    BUS_NAME, HistoryFilter, PORTHOLE_INTERFACE, PermissionStoreProxy, PortholeStoreProxy,
+};
 use zvariant::{OwnedValue, Value};
 
 use crate::{exit, output};
@@ -239,8 +240,6 @@ impl BusStore {
     }
 }
 
-const PORTHOLE_INTERFACE: &str = "org.porthole.PermissionStore1";
-
 /// What the command will do with the store. Only a grant creates a missing
 /// database: the others have nothing to find in one that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,16 +470,12 @@ impl Backend {
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, CliError> {
         match self {
             Backend::Bus(b) => {
-                let mut filter: HashMap<&str, Value<'_>> = HashMap::new();
-                if let Some(t) = &q.table {
-                    filter.insert("table", Value::from(t.as_str()));
-                }
-                if let Some(a) = &q.app {
-                    filter.insert("app", Value::from(a.as_str()));
-                }
-                filter.insert("limit", Value::from(q.limit));
-                let records = b.ours.history(filter).await.map_err(|e| b.ours_err(e))?;
-                records.into_iter().map(record_from_wire).collect()
+                let records = b
+                    .ours
+                    .history(&HistoryFilter::from(q))
+                    .await
+                    .map_err(|e| b.ours_err(e))?;
+                Ok(records.into_iter().map(HistoryRecord::from).collect())
             }
             Backend::Direct(s) => Ok(s.history(q).await?),
             Backend::Absent(_) => Ok(Vec::new()),
@@ -498,41 +493,6 @@ fn read_only() -> CliError {
         exit::FAILURE,
         "internal error: a change was attempted on a store opened for reading",
     )
-}
-
-fn record_from_wire(mut m: HashMap<String, OwnedValue>) -> Result<HistoryRecord, CliError> {
-    let bad = |k: &str| {
-        CliError::new(
-            exit::FAILURE,
-            format!("the store sent a history record without a valid {k:?}"),
-        )
-    };
-    let mut take_str = |k: &str| -> Option<String> {
-        m.remove(k)
-            .and_then(|v| <&str>::try_from(&v).ok().map(str::to_owned))
-    };
-    let action = take_str("action").ok_or_else(|| bad("action"))?;
-    let table = take_str("table").ok_or_else(|| bad("table"))?;
-    let id = take_str("id").ok_or_else(|| bad("id"))?;
-    let caller = take_str("caller").ok_or_else(|| bad("caller"))?;
-    let app = take_str("app");
-    let strv = |v: Option<OwnedValue>| v.and_then(|v| Vec::<String>::try_from(v).ok());
-    let old = strv(m.remove("old"));
-    let new = strv(m.remove("new"));
-    let int = |v: Option<OwnedValue>| v.and_then(|v| i64::try_from(v).ok());
-    let seq = int(m.remove("seq")).ok_or_else(|| bad("seq"))?;
-    let time_us = int(m.remove("time")).ok_or_else(|| bad("time"))?;
-    Ok(HistoryRecord {
-        seq,
-        time_us,
-        action,
-        table,
-        id,
-        app,
-        old,
-        new,
-        caller,
-    })
 }
 
 #[cfg(test)]

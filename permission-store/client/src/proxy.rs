@@ -1,8 +1,12 @@
-//! Client proxies for both interfaces, for `permctl` and the tests.
+//! Proxies for both interfaces. The service's `Changed` signal arrives as
+//! [`ChangedArgs`] through [`PermissionStoreProxy::receive_changed`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use zvariant::OwnedValue;
+
+use crate::history::{HistoryFilter, HistoryRecord};
+use crate::listing::{AppGrant, ListEntry, TableCount};
 
 #[zbus::proxy(
     interface = "org.freedesktop.impl.portal.PermissionStore",
@@ -55,18 +59,15 @@ pub trait PermissionStore {
     fn version(&self) -> zbus::Result<u32>;
 }
 
-/// One id of a table as `ListEntries` returns it.
-pub type EntryWire = (String, BTreeMap<String, (Vec<String>, i64)>, OwnedValue);
-
 #[zbus::proxy(
     interface = "org.porthole.PermissionStore1",
     default_service = "org.freedesktop.impl.portal.PermissionStore",
     default_path = "/org/freedesktop/impl/portal/PermissionStore"
 )]
 pub trait PortholeStore {
-    fn list_tables(&self) -> zbus::Result<Vec<(String, u32)>>;
-    fn list_entries(&self, table: &str) -> zbus::Result<Vec<EntryWire>>;
-    fn list_app(&self, app: &str) -> zbus::Result<Vec<(String, String, Vec<String>, i64)>>;
+    fn list_tables(&self) -> zbus::Result<Vec<TableCount>>;
+    fn list_entries(&self, table: &str) -> zbus::Result<Vec<ListEntry>>;
+    fn list_app(&self, app: &str) -> zbus::Result<Vec<AppGrant>>;
     fn app_known(&self, app: &str) -> zbus::Result<bool>;
     #[allow(clippy::too_many_arguments)]
     fn set_permission_with_expiry(
@@ -86,10 +87,7 @@ pub trait PortholeStore {
         permissions: &[&str],
     ) -> zbus::Result<Vec<String>>;
     fn reset_app(&self, app: &str) -> zbus::Result<u32>;
-    fn history(
-        &self,
-        filter: HashMap<&str, zvariant::Value<'_>>,
-    ) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    fn history(&self, filter: &HistoryFilter) -> zbus::Result<Vec<HistoryRecord>>;
     #[zbus(property, name = "version")]
     fn version(&self) -> zbus::Result<u32>;
 }
