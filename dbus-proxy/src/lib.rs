@@ -4,13 +4,14 @@
 //!
 //! - [`cli`]: the order-dependent command line (`ADDRESS PATH [OPTION...]`).
 //! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
-//!
-//! Message framing and header parsing (the hot path), the SASL relay and
-//! bus addresses are the workspace's `porthole-dbus-wire` crate.
 //! - [`busy_poll`]: a bounded spin before the event loop sleeps.
 //! - [`filter`]: the per-client decisions.
 //! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.
 //! - [`proxy`]: listeners and per-client sessions on tokio.
+//!
+//! Message framing and header parsing (the hot path), the SASL relay and
+//! bus addresses are the workspace's `porthole-dbus-wire` crate, shared
+//! with the launcher and the probe.
 
 pub mod busy_poll;
 pub mod cli;
