@@ -23,7 +23,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::policy::{Kind, Level, Policy, Rule};
-use crate::wire::{self, Arg, Builder, Header, WireError};
+use porthole_dbus_wire::{self as wire, Arg, Builder, Header, WireError};
 
 const BUS_NAME: &str = "org.freedesktop.DBus";
 const BUS_PATH: &str = "/org/freedesktop/DBus";

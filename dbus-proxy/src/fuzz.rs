@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::filter::ClientFilter;
 use crate::policy::{Kind, Level, Policy};
 use crate::socket::RecvBuf;
-use crate::wire::{self, Header};
+use porthole_dbus_wire::{self as wire, Header};
 
 fn policy() -> Arc<Policy> {
     let mut p = Policy::default();
@@ -113,7 +113,7 @@ fn check_allowed(policy: &Policy, msg: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Arg, Builder};
+    use porthole_dbus_wire::{Arg, Builder};
 
     /// A deterministic stand-in for the fuzzer: valid messages, then the
     /// same bytes mutated, run through [`run`].

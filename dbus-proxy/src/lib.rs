@@ -4,14 +4,15 @@
 //!
 //! - [`cli`]: the order-dependent command line (`ADDRESS PATH [OPTION...]`).
 //! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
-//! - [`wire`]: hand-written message framing and header parsing (hot path).
-//! - [`auth`]: the SASL handshake relay.
 //! - [`busy_poll`]: a bounded spin before the event loop sleeps.
 //! - [`filter`]: the per-client decisions.
 //! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.
 //! - [`proxy`]: listeners and per-client sessions on tokio.
+//!
+//! Message framing and header parsing (the hot path), the SASL relay and
+//! bus addresses are the workspace's `porthole-dbus-wire` crate, shared
+//! with the launcher and the probe.
 
-pub mod auth;
 pub mod busy_poll;
 pub mod cli;
 pub mod filter;
@@ -20,7 +21,6 @@ pub mod fuzz;
 pub mod policy;
 pub mod proxy;
 pub mod socket;
-pub mod wire;
 
 pub use cli::{Args, ProxySpec};
 pub use filter::ClientFilter;

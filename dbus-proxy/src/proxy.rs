@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use porthole_dbus_wire::address::{self, AddressError, UnixTarget};
+use porthole_dbus_wire::auth::{BusAuth, ClientAuth, RelayError};
+use porthole_dbus_wire::{self as wire, Header};
 use thiserror::Error;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -31,12 +34,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::auth::{AuthError, BusAuth, ClientAuth};
 use crate::cli::ProxySpec;
 use crate::filter::{ClientFilter, FilterError, Verdict};
 use crate::policy::Policy;
 use crate::socket::{RecvBuf, recv_with_fds, send_with_fds};
-use crate::wire::{self, Header};
 
 /// A connected socket registered with the runtime for reading only.
 /// `AsyncFd` rather than tokio's `UnixStream` so a short read can clear read
@@ -89,12 +90,12 @@ impl WriteWatch {
 pub enum ProxyError {
     #[error("listening on {path}: {source}")]
     Listen { path: PathBuf, source: io::Error },
-    #[error("unsupported bus address {0} (only unix:path= and unix:abstract=)")]
-    Address(String),
+    #[error(transparent)]
+    Address(#[from] AddressError),
     #[error("connecting to the bus at {address}: {source}")]
     Connect { address: String, source: io::Error },
     #[error("authentication: {0}")]
-    Auth(#[from] AuthError),
+    Auth(#[from] RelayError),
     #[error("{0}")]
     Filter(#[from] FilterError),
     #[error("message has {want} fds, {have} received")]
@@ -228,60 +229,19 @@ impl Drop for StreamClaim<'_> {
     }
 }
 
-/// Where a bus address leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusAddress {
-    Path(PathBuf),
-    Abstract(Vec<u8>),
+/// The bus socket of the first usable entry of a D-Bus address list.
+pub fn parse_address(address: &str) -> Result<UnixTarget, ProxyError> {
+    Ok(address::first_unix_target(address)?.1)
 }
 
-/// Parses the first usable entry of a D-Bus address list.
-pub fn parse_address(address: &str) -> Result<BusAddress, ProxyError> {
-    for entry in address.split(';') {
-        let Some(params) = entry.strip_prefix("unix:") else {
-            continue;
-        };
-        for kv in params.split(',') {
-            if let Some(p) = kv.strip_prefix("path=") {
-                return Ok(BusAddress::Path(PathBuf::from(unescape(p))));
-            }
-            if let Some(a) = kv.strip_prefix("abstract=") {
-                return Ok(BusAddress::Abstract(unescape(a).into_bytes()));
-            }
-        }
-    }
-    Err(ProxyError::Address(address.to_owned()))
-}
-
-/// D-Bus address values escape bytes as %XX.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn connect_bus(addr: &BusAddress, address: &str) -> Result<UnixStream, ProxyError> {
+async fn connect_bus(addr: &UnixTarget, address: &str) -> Result<UnixStream, ProxyError> {
     let err = |source| ProxyError::Connect {
         address: address.to_owned(),
         source,
     };
     match addr {
-        BusAddress::Path(p) => UnixStream::connect(p).await.map_err(err),
-        BusAddress::Abstract(name) => {
+        UnixTarget::Path(p) => UnixStream::connect(p).await.map_err(err),
+        UnixTarget::Abstract(name) => {
             use std::os::linux::net::SocketAddrExt;
             let sa = std::os::unix::net::SocketAddr::from_abstract_name(name).map_err(err)?;
             let s = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(err)?;
@@ -301,7 +261,7 @@ pub struct Listener {
 #[derive(Debug)]
 struct Spec {
     address: String,
-    bus: BusAddress,
+    bus: UnixTarget,
     path: PathBuf,
     filter: bool,
     log: bool,
@@ -799,12 +759,17 @@ mod tests {
     fn addresses() {
         assert_eq!(
             parse_address("unix:path=/run/user/0/bus").unwrap(),
-            BusAddress::Path("/run/user/0/bus".into())
+            UnixTarget::Path("/run/user/0/bus".into())
         );
         assert_eq!(
             parse_address("tcp:host=x;unix:abstract=/tmp/dbus-a%2cb,guid=1").unwrap(),
-            BusAddress::Abstract(b"/tmp/dbus-a,b".to_vec())
+            UnixTarget::Abstract(b"/tmp/dbus-a,b".to_vec())
         );
         assert!(parse_address("tcp:host=x").is_err());
+        // A broken escape is an error, not a path with a '%' in it.
+        assert!(matches!(
+            parse_address("unix:path=/run/%zz"),
+            Err(ProxyError::Address(AddressError::BadEscape { .. }))
+        ));
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::wire::{self, WireError};
+use porthole_dbus_wire::{self as wire, WireError};
 
 /// Room for the most fds one recvmsg(2) can carry from the bus (the kernel
 /// caps SCM_RIGHTS at 253 per message).
@@ -230,7 +230,7 @@ impl RecvBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Arg, Builder, METHOD_CALL};
+    use porthole_dbus_wire::{Arg, Builder, METHOD_CALL};
 
     fn msg(serial: u32, payload: &str) -> Vec<u8> {
         Builder {

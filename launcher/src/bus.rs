@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use porthole_dbus_wire::address::{self, UnixTarget};
 use porthole_identity::AppId;
 
 use crate::io_error::PathIoError;
@@ -111,13 +112,10 @@ fn grants(v: &mut Vec<String>, see: &[String], talk: &[String], own: &[String]) 
 /// addresses are checked for a socket; others are passed on as given.
 pub fn session_address(env: Option<&str>, host_runtime: Option<&Path>) -> Option<String> {
     match env {
-        Some(a) if !a.is_empty() => match unix_path(a) {
-            Some(p) if !is_socket(Path::new(p)) => None,
-            _ => Some(a.to_owned()),
-        },
+        Some(a) if !a.is_empty() => (!socket_missing(a)).then(|| a.to_owned()),
         _ => {
             let sock = host_runtime?.join("bus");
-            is_socket(&sock).then(|| format!("unix:path={}", sock.display()))
+            is_socket(&sock).then(|| address::unix_path(&sock))
         }
     }
 }
@@ -125,20 +123,17 @@ pub fn session_address(env: Option<&str>, host_runtime: Option<&Path>) -> Option
 /// The host's system bus address, None when it has no socket.
 pub fn system_address(env: Option<&str>) -> Option<String> {
     match env {
-        Some(a) if !a.is_empty() => match unix_path(a) {
-            Some(p) if !is_socket(Path::new(p)) => None,
-            _ => Some(a.to_owned()),
-        },
+        Some(a) if !a.is_empty() => (!socket_missing(a)).then(|| a.to_owned()),
         _ => is_socket(Path::new(SYSTEM_BUS_SOCKET))
             .then(|| format!("unix:path={SYSTEM_BUS_SOCKET}")),
     }
 }
 
-/// `unix:path=/x,guid=...` → `/x` (the first `unix:path=` entry).
-fn unix_path(address: &str) -> Option<&str> {
-    let first = address.split(';').next()?;
-    let rest = first.strip_prefix("unix:")?;
-    rest.split(',').find_map(|kv| kv.strip_prefix("path="))
+/// True when the socket the proxy would connect to for `address` (its
+/// first usable `unix:path=` entry) does not exist. Addresses we cannot
+/// read are passed on as given, for the proxy to name the fault.
+fn socket_missing(address: &str) -> bool {
+    matches!(address::first_unix_target(address), Ok((_, UnixTarget::Path(p))) if !is_socket(&p))
 }
 
 fn is_socket(p: &Path) -> bool {
@@ -895,15 +890,29 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            unix_path("unix:path=/x/bus,guid=1;tcp:host=a"),
-            Some("/x/bus")
-        );
-        assert_eq!(unix_path("unix:abstract=/x"), None);
         // A unix:path address whose socket is missing is no bus.
         assert_eq!(
             session_address(Some("unix:path=/nonexistent/bus"), None),
             None
+        );
+        assert_eq!(
+            system_address(Some("tcp:host=a;unix:path=/nonexistent/bus,guid=1")),
+            None
+        );
+        // The socket's path is %-unescaped before it is looked at, and a
+        // path we name ourselves is escaped.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a b,c");
+        std::fs::create_dir(&odd).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(odd.join("bus")).unwrap();
+        let escaped = format!("unix:path={}/a%20b%2cc/bus", dir.path().display());
+        assert_eq!(
+            session_address(Some(&escaped), None).as_deref(),
+            Some(escaped.as_str())
+        );
+        assert_eq!(
+            session_address(None, Some(&odd)).as_deref(),
+            Some(escaped.as_str())
         );
         // Other transports are passed on as given.
         assert_eq!(

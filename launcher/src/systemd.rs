@@ -12,16 +12,16 @@
 //! `$XDG_RUNTIME_DIR/systemd/private`: peer-to-peer D-Bus that needs no
 //! bus daemon, no `Hello`, and that systemd keeps for exactly this kind of
 //! client (systemctl uses it too). One method call and its reply do not
-//! justify an async D-Bus stack in the launcher; the message is built with
-//! zvariant and framed here.
+//! justify an async D-Bus stack in the launcher: the message is built and
+//! read with the workspace's small framing crate, porthole-dbus-wire.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use zvariant::serialized::{Context, Data};
-use zvariant::{LE, OwnedObjectPath, OwnedValue, Value};
+use porthole_dbus_wire::auth::{self, AuthError};
+use porthole_dbus_wire::{Builder, Encoder, Header, METHOD_CALL, METHOD_RETURN, SIGNAL};
 
 use crate::io_error::PathIoError;
 
@@ -34,10 +34,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub enum SystemdError {
     #[error(transparent)]
     Io(#[from] PathIoError),
-    #[error("the systemd user manager refused authentication: {0:?}")]
+    #[error("the systemd user manager refused authentication: {0}")]
     Auth(String),
-    #[error("cannot encode or decode a D-Bus message: {0}")]
-    Message(#[from] zvariant::Error),
     #[error("the systemd user manager answered with a malformed message")]
     Malformed,
     #[error("systemd refused the scope {unit}: {name}: {message}")]
@@ -161,28 +159,16 @@ pub fn request_scope(
     let mut reader = BufReader::new(DeadlineStream { stream, deadline });
 
     // SASL EXTERNAL: the server checks our uid from the socket's
-    // credentials; the uid is sent as hex of its decimal digits.
-    let hex: String = uid
-        .to_string()
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    writer
-        .write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
-        .map_err(PathIoError::with("write to", &path))?;
-    // One line, of bounded length.
-    let mut line = String::new();
-    reader
-        .by_ref()
-        .take(512)
-        .read_line(&mut line)
-        .map_err(timeout(PathIoError::with("read from", &path)))?;
-    if !line.starts_with("OK ") || !line.ends_with('\n') {
-        return Err(SystemdError::Auth(line.trim_end().to_owned()));
+    // credentials. BEGIN then goes out together with the call.
+    match auth::external(&mut reader, &mut writer, uid, false) {
+        Ok(_) => {}
+        Err(AuthError::Io(e)) => {
+            return Err(timeout(PathIoError::with("authenticate on", &path))(e));
+        }
+        Err(e) => return Err(SystemdError::Auth(e.to_string())),
     }
-    let call = start_transient_unit(req)?;
-    let mut out = b"BEGIN\r\n".to_vec();
-    out.extend_from_slice(&call);
+    let mut out = auth::BEGIN.to_vec();
+    out.extend_from_slice(&start_transient_unit(req));
     writer
         .write_all(&out)
         .map_err(PathIoError::with("write to", &path))?;
@@ -216,42 +202,53 @@ fn wait_for_job(
     // connect.
     let mut job: Option<String> = None;
     loop {
-        let msg = read_message(reader).map_err(timeout(PathIoError::with("read from", path)))?;
-        match (msg.kind, job.as_deref()) {
-            // A method return to our call (serial 1).
-            (2, None) if msg.reply_serial == Some(1) => {
-                let (path, _): (OwnedObjectPath, _) = msg.body().deserialize()?;
-                job = Some(path.as_str().to_owned());
+        let bytes = read_message(reader).map_err(timeout(PathIoError::with("read from", path)))?;
+        let h = Header::parse(&bytes).map_err(|_| SystemdError::Malformed)?;
+        match (h.msg_type, job.as_deref()) {
+            // A method return to our call (serial 1): the job's path.
+            (METHOD_RETURN, None) if h.reply_serial == Some(1) => {
+                if h.signature != "o" {
+                    return Err(SystemdError::Malformed);
+                }
+                let path = h
+                    .body_reader(&bytes)
+                    .string()
+                    .map_err(|_| SystemdError::Malformed)?;
+                job = Some(path.to_owned());
             }
             // An error for our call.
-            (3, None) if msg.reply_serial == Some(1) => {
-                let message = msg
-                    .body()
-                    .deserialize::<String>()
-                    .map(|(m, _)| m)
-                    .unwrap_or_default();
+            (porthole_dbus_wire::ERROR, None) if h.reply_serial == Some(1) => {
                 return Err(SystemdError::Refused {
                     unit: unit.to_owned(),
-                    name: msg.error_name.unwrap_or_default(),
-                    message,
+                    name: h.error_name.unwrap_or_default().to_owned(),
+                    message: h.arg0_str(&bytes).unwrap_or_default().to_owned(),
                 });
             }
-            (4, Some(ours)) if msg.member.as_deref() == Some("JobRemoved") => {
-                // Another sender's malformed signal is skipped, not fatal.
-                let Ok(((_, path, _, result), _)) =
-                    msg.body()
-                        .deserialize::<(u32, OwnedObjectPath, String, String)>()
-                else {
-                    continue;
-                };
-                if path.as_str() != ours {
+            (SIGNAL, Some(ours)) if h.member == Some("JobRemoved") => {
+                // JobRemoved(u id, o job, s unit, s result). Another
+                // sender's malformed signal is skipped, not fatal.
+                if h.signature != "uoss" {
                     continue;
                 }
-                return match result.as_str() {
+                let mut r = h.body_reader(&bytes);
+                let Ok((_, path, _, result)) = (|| {
+                    Ok::<_, porthole_dbus_wire::WireError>((
+                        r.u32()?,
+                        r.string()?,
+                        r.string()?,
+                        r.string()?,
+                    ))
+                })() else {
+                    continue;
+                };
+                if path != ours {
+                    continue;
+                }
+                return match result {
                     "done" => Ok(()),
                     _ => Err(SystemdError::JobFailed {
                         unit: unit.to_owned(),
-                        result,
+                        result: result.to_owned(),
                     }),
                 };
             }
@@ -272,155 +269,64 @@ fn timeout(
     }
 }
 
-/// Appends the little-endian header of a method call with serial 1.
-/// Written by hand: a header is five string fields, and zvariant would
-/// put parentheses around the body signature (zbus works around the same).
-fn call_header(out: &mut Vec<u8>, body_len: u32, fields: &[(u8, u8, &str)]) {
-    fn pad(out: &mut Vec<u8>, to: usize) {
-        out.resize(out.len().next_multiple_of(to), 0);
-    }
-    out.extend_from_slice(&[b'l', 1, 0, 1]);
-    out.extend_from_slice(&body_len.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    let len_at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let start = out.len().next_multiple_of(8);
-    for &(code, kind, value) in fields {
-        pad(out, 8);
-        out.extend_from_slice(&[code, 1, kind, 0]);
-        if kind == b'g' {
-            out.push(value.len() as u8);
-        } else {
-            pad(out, 4);
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        }
-        out.extend_from_slice(value.as_bytes());
-        out.push(0);
-    }
-    let fields_len = (out.len() - start) as u32;
-    out[len_at..len_at + 4].copy_from_slice(&fields_len.to_le_bytes());
-    pad(out, 8);
-}
-
 /// `org.freedesktop.systemd1.Manager.StartTransientUnit(ssa(sv)a(sa(sv)))`
 /// as one little-endian message with serial 1.
-fn start_transient_unit(req: &ScopeRequest<'_>) -> Result<Vec<u8>, SystemdError> {
-    let mut props: Vec<(&str, Value<'_>)> = vec![
-        ("Description", Value::from(req.description)),
-        ("PIDs", Value::from(vec![req.pid])),
+fn start_transient_unit(req: &ScopeRequest<'_>) -> Vec<u8> {
+    /// One `(sv)` property.
+    fn prop(e: &mut Encoder, name: &str, sig: &str, value: impl FnOnce(&mut Encoder)) {
+        e.struct_start();
+        e.string(name);
+        e.variant(sig);
+        value(e);
+    }
+    let mut body = Encoder::new();
+    body.string(req.unit);
+    body.string("fail");
+    body.array(8, |e| {
+        prop(e, "Description", "s", |e| e.string(req.description));
+        prop(e, "PIDs", "au", |e| e.array(4, |e| e.u32(req.pid)));
         // A failed scope is removed too, not kept around until reset.
-        ("CollectMode", Value::from("inactive-or-failed")),
-    ];
-    if let Some(m) = req.memory_max {
-        props.push(("MemoryMax", Value::from(m)));
-        props.push(("MemorySwapMax", Value::from(0u64)));
+        prop(e, "CollectMode", "s", |e| e.string("inactive-or-failed"));
+        if let Some(m) = req.memory_max {
+            prop(e, "MemoryMax", "t", |e| e.u64(m));
+            prop(e, "MemorySwapMax", "t", |e| e.u64(0));
+        }
+        if let Some(t) = req.tasks_max {
+            prop(e, "TasksMax", "t", |e| e.u64(t));
+        }
+    });
+    // No auxiliary units.
+    body.array(8, |_| {});
+    Builder {
+        msg_type: METHOD_CALL,
+        serial: 1,
+        path: Some("/org/freedesktop/systemd1"),
+        interface: Some("org.freedesktop.systemd1.Manager"),
+        member: Some("StartTransientUnit"),
+        destination: Some("org.freedesktop.systemd1"),
+        ..Default::default()
     }
-    if let Some(t) = req.tasks_max {
-        props.push(("TasksMax", Value::from(t)));
-    }
-    let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
-    let ctxt = Context::new_dbus(LE, 0);
-    let body = zvariant::to_bytes(ctxt, &(req.unit, "fail", props, aux))?;
-    let len = u32::try_from(body.len()).map_err(|_| SystemdError::Malformed)?;
-    let mut msg = Vec::with_capacity(256 + body.len());
-    call_header(
-        &mut msg,
-        len,
-        &[
-            (1, b'o', "/org/freedesktop/systemd1"),
-            (2, b's', "org.freedesktop.systemd1.Manager"),
-            (3, b's', "StartTransientUnit"),
-            (6, b's', "org.freedesktop.systemd1"),
-            (8, b'g', "ssa(sv)a(sa(sv))"),
-        ],
-    );
-    msg.extend_from_slice(&body);
-    Ok(msg)
-}
-
-/// The parts of a received message we look at.
-struct Message {
-    kind: u8,
-    reply_serial: Option<u32>,
-    error_name: Option<String>,
-    member: Option<String>,
-    body: Vec<u8>,
-    little_endian: bool,
-}
-
-impl Message {
-    fn body(&self) -> Data<'_, 'static> {
-        let endian = if self.little_endian {
-            zvariant::Endian::Little
-        } else {
-            zvariant::Endian::Big
-        };
-        Data::new(&self.body[..], Context::new_dbus(endian, 0))
-    }
+    .build_with_body("ssa(sv)a(sa(sv))", body.bytes())
 }
 
 /// The largest message we accept from the manager (its replies and signals
 /// are small; this only bounds what a broken peer can make us allocate).
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// A header as received: endianness, type, flags, version, body length,
-/// serial, header fields.
-type ReceivedHeader = (u8, u8, u8, u8, u32, u32, Vec<(u8, OwnedValue)>);
-
-fn read_message(r: &mut impl Read) -> std::io::Result<Message> {
+/// Reads one whole message whose header is well-formed.
+fn read_message(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let malformed = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed message");
     let mut fixed = [0u8; 16];
     r.read_exact(&mut fixed)?;
-    let little_endian = match fixed[0] {
-        b'l' => true,
-        b'B' => false,
-        _ => return Err(malformed()),
-    };
-    let u32_at = |b: &[u8], i: usize| {
-        let v = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        if little_endian {
-            u32::from_le_bytes(v)
-        } else {
-            u32::from_be_bytes(v)
-        }
-    };
-    let body_len = u32_at(&fixed, 4) as usize;
-    let fields_len = u32_at(&fixed, 12) as usize;
-    if body_len > MAX_MESSAGE || fields_len > MAX_MESSAGE {
+    let total = porthole_dbus_wire::message_len(&fixed).map_err(|_| malformed())?;
+    if total > MAX_MESSAGE {
         return Err(malformed());
     }
-    let header_len = (16 + fields_len).next_multiple_of(8);
-    if header_len + body_len > MAX_MESSAGE {
-        return Err(malformed());
-    }
-    let mut bytes = vec![0u8; header_len + body_len];
+    let mut bytes = vec![0u8; total];
     bytes[..16].copy_from_slice(&fixed);
     r.read_exact(&mut bytes[16..])?;
-    let endian = if little_endian {
-        zvariant::Endian::Little
-    } else {
-        zvariant::Endian::Big
-    };
-    let data = Data::new(&bytes[..header_len], Context::new_dbus(endian, 0));
-    let ((_, kind, _, _, _, _, fields), _): (ReceivedHeader, _) =
-        data.deserialize().map_err(|_| malformed())?;
-    let mut m = Message {
-        kind,
-        reply_serial: None,
-        error_name: None,
-        member: None,
-        body: bytes[header_len..].to_vec(),
-        little_endian,
-    };
-    for (code, value) in fields {
-        match code {
-            3 => m.member = String::try_from(value).ok(),
-            4 => m.error_name = String::try_from(value).ok(),
-            5 => m.reply_serial = u32::try_from(value).ok(),
-            _ => {}
-        }
-    }
-    Ok(m)
+    Header::parse(&bytes).map_err(|_| malformed())?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -436,17 +342,38 @@ mod tests {
             memory_max: Some(1 << 20),
             tasks_max: None,
         };
-        let bytes = start_transient_unit(&req).unwrap();
-        let m = read_message(&mut &bytes[..]).unwrap();
-        assert_eq!(m.kind, 1);
-        assert_eq!(m.member.as_deref(), Some("StartTransientUnit"));
-        type Props = Vec<(String, OwnedValue)>;
-        type Body = (String, String, Props, Vec<(String, Props)>);
-        let ((unit, mode, props, aux), _): (Body, _) = m.body().deserialize().unwrap();
-        assert_eq!(unit, "app-porthole-org.example.App-abc123.scope");
-        assert_eq!(mode, "fail");
-        assert!(aux.is_empty());
-        let names: Vec<&str> = props.iter().map(|(n, _)| n.as_str()).collect();
+        let bytes = start_transient_unit(&req);
+        let bytes = read_message(&mut &bytes[..]).unwrap();
+        let h = Header::parse(&bytes).unwrap();
+        assert_eq!(h.msg_type, METHOD_CALL);
+        assert_eq!(h.member, Some("StartTransientUnit"));
+        assert_eq!(h.signature, "ssa(sv)a(sa(sv))");
+        let mut r = h.body_reader(&bytes);
+        assert_eq!(
+            r.string().unwrap(),
+            "app-porthole-org.example.App-abc123.scope"
+        );
+        assert_eq!(r.string().unwrap(), "fail");
+        let stop = r.array(8).unwrap();
+        let mut names = Vec::new();
+        while r.pos() < stop {
+            r.align(8).unwrap();
+            let name = r.string().unwrap();
+            let sig = r.signature().unwrap();
+            match (name, sig) {
+                ("PIDs", "au") => {
+                    let end = r.array(4).unwrap();
+                    assert_eq!(r.u32().unwrap(), 4242);
+                    assert_eq!(r.pos(), end);
+                }
+                ("MemoryMax", "t") => assert_eq!(r.u64().unwrap(), 1 << 20),
+                ("MemorySwapMax", "t") => assert_eq!(r.u64().unwrap(), 0),
+                ("Description", "s") => assert_eq!(r.string().unwrap(), "org.example.App"),
+                ("CollectMode", "s") => assert_eq!(r.string().unwrap(), "inactive-or-failed"),
+                other => panic!("unexpected property {other:?}"),
+            }
+            names.push(name);
+        }
         assert_eq!(
             names,
             [
@@ -457,8 +384,10 @@ mod tests {
                 "MemorySwapMax"
             ]
         );
-        let pids = Vec::<u32>::try_from(props[1].1.try_clone().unwrap()).unwrap();
-        assert_eq!(pids, [4242]);
+        // The auxiliary units: an empty array, and nothing after it.
+        let aux_end = r.array(8).unwrap();
+        assert_eq!(r.pos(), aux_end);
+        assert!(r.at_end());
     }
 
     #[test]

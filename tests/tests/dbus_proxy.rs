@@ -11,6 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use porthole_dbus_wire::address::{self, UnixTarget};
+use porthole_dbus_wire::auth;
 use porthole_tests::{Bus, Service, bin, run_with_timeout, serve_example};
 
 const T: Duration = Duration::from_secs(20);
@@ -674,15 +676,18 @@ fn raw_client(sock: &Path) -> UnixStream {
     let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() }.to_string();
-    let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-    s.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"OK "), "{:?}", &buf[..n]);
-    s.write_all(b"BEGIN\r\n").unwrap();
+    let uid = unsafe { libc::getuid() };
+    auth::external(&mut &s, &mut &s, uid, false).expect("EXTERNAL through the proxy");
+    s.write_all(auth::BEGIN).unwrap();
     s
+}
+
+/// The socket of a `unix:path=` address.
+fn socket_path(addr: &str) -> PathBuf {
+    match address::first_unix_target(addr) {
+        Ok((_, UnixTarget::Path(p))) => p,
+        other => panic!("{addr}: {other:?}"),
+    }
 }
 
 fn closed_within(s: &mut UnixStream, t: Duration) -> bool {
@@ -702,7 +707,7 @@ fn closed_within(s: &mut UnixStream, t: Duration) -> bool {
 async fn malformed_messages_close_only_that_client() {
     let w = world().await;
     let (mut proxy, addr) = ours(&w.bus, POLICY);
-    let sock = PathBuf::from(addr.trim_start_matches("unix:path="));
+    let sock = socket_path(&addr);
     let good = zbus_client(&addr).await;
     let garbage: Vec<Vec<u8>> = vec![
         // bad endianness marker
@@ -975,7 +980,7 @@ fn read_messages(s: &mut UnixStream, n: usize) -> Vec<u8> {
 async fn byte_orders_packing_splitting_and_large_messages() {
     let w = world().await;
     let (_p, addr) = ours(&w.bus, POLICY);
-    let sock = PathBuf::from(addr.trim_start_matches("unix:path="));
+    let sock = socket_path(&addr);
     let mut s = raw_client(&sock);
     // Hello, GetId and ListNames in one write.
     let packed = [

@@ -1061,7 +1061,7 @@ fn session_address() -> String {
 fn dbus_outcome(r: Result<dbus::Message, String>) -> String {
     match r {
         Ok(m) => match m.first_u32() {
-            Some(v) if !m.body.is_empty() => format!("OK:{v}"),
+            Some(v) if m.has_body() => format!("OK:{v}"),
             _ => "OK".into(),
         },
         Err(e) => e,

@@ -1,4 +1,5 @@
-//! D-Bus message framing, hand-written.
+//! D-Bus message framing, hand-written: the fixed header, the header
+//! fields, the length limits, and building headers.
 //!
 //! This is the proxy's hot path: every message in both directions passes
 //! through [`message_len`] and [`Header::parse`]. We read only the fixed
@@ -12,12 +13,10 @@
 
 use thiserror::Error;
 
+use crate::marshal::{Arg, Encoder, Endian, MAX_ARRAY_LEN, Reader, align};
+
 /// The protocol's limit on a whole message (header + body), 128 MiB.
 pub const MAX_MESSAGE_LEN: usize = 128 * 1024 * 1024;
-/// The protocol's limit on an array (the header-field array included), 64 MiB.
-const MAX_ARRAY_LEN: u32 = 64 * 1024 * 1024;
-/// Nesting limit for the containers we skip in unknown header fields.
-const MAX_DEPTH: u32 = 64;
 
 pub const METHOD_CALL: u8 = 1;
 pub const METHOD_RETURN: u8 = 2;
@@ -27,15 +26,16 @@ pub const SIGNAL: u8 = 4;
 pub const FLAG_NO_REPLY_EXPECTED: u8 = 0x1;
 pub const FLAG_NO_AUTO_START: u8 = 0x2;
 
-const FIELD_PATH: u8 = 1;
-const FIELD_INTERFACE: u8 = 2;
-const FIELD_MEMBER: u8 = 3;
-const FIELD_ERROR_NAME: u8 = 4;
-const FIELD_REPLY_SERIAL: u8 = 5;
-const FIELD_DESTINATION: u8 = 6;
-const FIELD_SENDER: u8 = 7;
-const FIELD_SIGNATURE: u8 = 8;
-const FIELD_UNIX_FDS: u8 = 9;
+/// Header field codes (the spec's table of header fields).
+pub const FIELD_PATH: u8 = 1;
+pub const FIELD_INTERFACE: u8 = 2;
+pub const FIELD_MEMBER: u8 = 3;
+pub const FIELD_ERROR_NAME: u8 = 4;
+pub const FIELD_REPLY_SERIAL: u8 = 5;
+pub const FIELD_DESTINATION: u8 = 6;
+pub const FIELD_SENDER: u8 = 7;
+pub const FIELD_SIGNATURE: u8 = 8;
+pub const FIELD_UNIX_FDS: u8 = 9;
 
 /// Why a message could not be framed or parsed. Any of these closes the
 /// connection it came from.
@@ -63,40 +63,8 @@ pub enum WireError {
     Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endian {
-    Little,
-    Big,
-}
-
-impl Endian {
-    fn from_marker(b: u8) -> Result<Self, WireError> {
-        match b {
-            b'l' => Ok(Endian::Little),
-            b'B' => Ok(Endian::Big),
-            other => Err(WireError::Endianness(other)),
-        }
-    }
-    fn u32(self, b: &[u8]) -> u32 {
-        let a = [b[0], b[1], b[2], b[3]];
-        match self {
-            Endian::Little => u32::from_le_bytes(a),
-            Endian::Big => u32::from_be_bytes(a),
-        }
-    }
-    fn put_u32(self, v: u32) -> [u8; 4] {
-        match self {
-            Endian::Little => v.to_le_bytes(),
-            Endian::Big => v.to_be_bytes(),
-        }
-    }
-}
-
-fn align(n: usize, a: usize) -> usize {
-    (n + a - 1) & !(a - 1)
-}
-
 /// Total length of the message whose first 16 bytes are `prefix`.
+#[inline]
 pub fn message_len(prefix: &[u8]) -> Result<usize, WireError> {
     if prefix.len() < 16 {
         return Err(WireError::Truncated);
@@ -118,6 +86,7 @@ pub fn message_len(prefix: &[u8]) -> Result<usize, WireError> {
 }
 
 /// Offset of the body in the message whose first 16 bytes are `prefix`.
+#[inline]
 pub fn body_offset(prefix: &[u8]) -> Result<usize, WireError> {
     message_len(prefix)?;
     let e = Endian::from_marker(prefix[0])?;
@@ -142,170 +111,6 @@ pub struct Header<'a> {
     /// Offset of the body in the message.
     pub body_offset: usize,
     big_endian: bool,
-}
-
-/// A cursor over marshalled data; offsets are relative to the message start,
-/// which is where D-Bus alignment is measured from.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    end: usize,
-    e: Endian,
-}
-
-impl<'a> Cursor<'a> {
-    fn align(&mut self, a: usize) -> Result<(), WireError> {
-        let p = align(self.pos, a);
-        if p > self.end {
-            return Err(WireError::Value);
-        }
-        // Padding must be zero (the daemon rejects it otherwise too).
-        if self.buf[self.pos..p].iter().any(|&b| b != 0) {
-            return Err(WireError::Value);
-        }
-        self.pos = p;
-        Ok(())
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.end - self.pos < n {
-            return Err(WireError::Value);
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        self.align(4)?;
-        let b = self.take(4)?;
-        Ok(self.e.u32(b))
-    }
-    fn str_of_len(&mut self, len: usize) -> Result<&'a str, WireError> {
-        let b = self.take(len)?;
-        if self.u8()? != 0 {
-            return Err(WireError::Value);
-        }
-        if b.contains(&0) {
-            return Err(WireError::Value);
-        }
-        std::str::from_utf8(b).map_err(|_| WireError::Value)
-    }
-    fn string(&mut self) -> Result<&'a str, WireError> {
-        let len = self.u32()? as usize;
-        self.str_of_len(len)
-    }
-    fn signature(&mut self) -> Result<&'a str, WireError> {
-        let len = self.u8()? as usize;
-        self.str_of_len(len)
-    }
-
-    /// Skips one value of the single complete type at the start of `sig`;
-    /// returns the rest of the signature.
-    fn skip_value<'s>(&mut self, sig: &'s [u8], depth: u32) -> Result<&'s [u8], WireError> {
-        if depth > MAX_DEPTH {
-            return Err(WireError::Value);
-        }
-        let (&c, rest) = sig.split_first().ok_or(WireError::Value)?;
-        match c {
-            b'y' => {
-                self.take(1)?;
-            }
-            b'n' | b'q' => {
-                self.align(2)?;
-                self.take(2)?;
-            }
-            b'b' | b'i' | b'u' | b'h' => {
-                self.u32()?;
-            }
-            b'x' | b't' | b'd' => {
-                self.align(8)?;
-                self.take(8)?;
-            }
-            b's' | b'o' => {
-                self.string()?;
-            }
-            b'g' => {
-                self.signature()?;
-            }
-            b'v' => {
-                let inner = self.signature()?;
-                let left = self.skip_value(inner.as_bytes(), depth + 1)?;
-                if !left.is_empty() {
-                    return Err(WireError::Value);
-                }
-            }
-            b'a' => {
-                let len = self.u32()?;
-                if len > MAX_ARRAY_LEN {
-                    return Err(WireError::Value);
-                }
-                let elem_align = type_alignment(rest)?;
-                self.align(elem_align)?;
-                let stop = self.pos.checked_add(len as usize).ok_or(WireError::Value)?;
-                if stop > self.end {
-                    return Err(WireError::Value);
-                }
-                let elem_end = complete_type_end(rest, depth + 1)?;
-                let elem = &rest[..elem_end];
-                while self.pos < stop {
-                    let saved_end = self.end;
-                    self.end = stop;
-                    let r = self.skip_value(elem, depth + 1);
-                    self.end = saved_end;
-                    r?;
-                }
-                return Ok(&rest[elem_end..]);
-            }
-            b'(' | b'{' => {
-                self.align(8)?;
-                let close = if c == b'(' { b')' } else { b'}' };
-                let mut inner = rest;
-                loop {
-                    match inner.first() {
-                        Some(&x) if x == close => return Ok(&inner[1..]),
-                        Some(_) => inner = self.skip_value(inner, depth + 1)?,
-                        None => return Err(WireError::Value),
-                    }
-                }
-            }
-            _ => return Err(WireError::Value),
-        }
-        Ok(rest)
-    }
-}
-
-fn type_alignment(sig: &[u8]) -> Result<usize, WireError> {
-    Ok(match sig.first().ok_or(WireError::Value)? {
-        b'y' | b'g' | b'v' => 1,
-        b'n' | b'q' => 2,
-        b'b' | b'i' | b'u' | b'h' | b's' | b'o' | b'a' => 4,
-        b'x' | b't' | b'd' | b'(' | b'{' => 8,
-        _ => return Err(WireError::Value),
-    })
-}
-
-/// Length of the single complete type at the start of `sig`.
-fn complete_type_end(sig: &[u8], depth: u32) -> Result<usize, WireError> {
-    if depth > MAX_DEPTH {
-        return Err(WireError::Value);
-    }
-    match sig.first().ok_or(WireError::Value)? {
-        b'a' => Ok(1 + complete_type_end(&sig[1..], depth + 1)?),
-        b'(' | b'{' => {
-            let close = if sig[0] == b'(' { b')' } else { b'}' };
-            let mut i = 1;
-            while i < sig.len() && sig[i] != close {
-                i += complete_type_end(&sig[i..], depth + 1)?;
-            }
-            if i >= sig.len() {
-                return Err(WireError::Value);
-            }
-            Ok(i + 1)
-        }
-        _ => Ok(1),
-    }
 }
 
 impl<'a> Header<'a> {
@@ -353,13 +158,8 @@ impl<'a> Header<'a> {
             ..Header::default()
         };
         let mut seen = 0u32;
-        let mut c = Cursor {
-            buf: msg,
-            pos: 16,
-            end: fields_end,
-            e,
-        };
-        while c.pos < fields_end {
+        let mut c = Reader::new(msg, 16, fields_end, e);
+        while c.pos() < fields_end {
             c.align(8)?;
             let code = c.u8()?;
             let sig = c.signature().map_err(|_| WireError::Field(code))?;
@@ -405,7 +205,7 @@ impl<'a> Header<'a> {
                 _ => unreachable!("filtered above"),
             }
         }
-        if c.pos != fields_end {
+        if c.pos() != fields_end {
             return Err(WireError::Value);
         }
         // Header padding must be zero.
@@ -441,12 +241,18 @@ impl<'a> Header<'a> {
         Ok(h)
     }
 
-    fn endian(&self) -> Endian {
+    /// The message's byte order.
+    pub fn endian(&self) -> Endian {
         if self.big_endian {
             Endian::Big
         } else {
             Endian::Little
         }
+    }
+
+    /// A reader over the body of `msg` (the message this header came from).
+    pub fn body_reader(&self, msg: &'a [u8]) -> Reader<'a> {
+        Reader::new(msg, self.body_offset, msg.len(), self.endian())
     }
 
     /// Whether the sender waits for a reply.
@@ -460,12 +266,7 @@ impl<'a> Header<'a> {
         if !self.signature.starts_with('s') {
             return None;
         }
-        let mut c = Cursor {
-            buf: msg,
-            pos: self.body_offset,
-            end: msg.len(),
-            e: self.endian(),
-        };
+        let mut c = self.body_reader(msg);
         c.string().ok()
     }
 
@@ -474,12 +275,7 @@ impl<'a> Header<'a> {
         if !self.signature.starts_with("sss") {
             return None;
         }
-        let mut c = Cursor {
-            buf: msg,
-            pos: self.body_offset,
-            end: msg.len(),
-            e: self.endian(),
-        };
+        let mut c = self.body_reader(msg);
         Some([c.string().ok()?, c.string().ok()?, c.string().ok()?])
     }
 
@@ -488,22 +284,16 @@ impl<'a> Header<'a> {
         if self.signature != "as" {
             return None;
         }
-        let mut c = Cursor {
-            buf: msg,
-            pos: self.body_offset,
-            end: msg.len(),
-            e: self.endian(),
-        };
-        let len = c.u32().ok()? as usize;
-        let stop = c.pos.checked_add(len)?;
+        let mut c = self.body_reader(msg);
+        let stop = c.array(4).ok()?;
         if stop != msg.len() {
             return None;
         }
         let mut out = Vec::new();
-        while c.pos < stop {
+        while c.pos() < stop {
             out.push(c.string().ok()?);
         }
-        (c.pos == stop).then_some(out)
+        (c.pos() == stop).then_some(out)
     }
 }
 
@@ -529,14 +319,8 @@ pub fn rewrite_strv_body(msg: &[u8], header: &Header<'_>, names: &[&str]) -> Vec
     out
 }
 
-/// A body argument for messages we build.
-#[derive(Debug, Clone, Copy)]
-pub enum Arg<'a> {
-    Str(&'a str),
-    Bool(bool),
-}
-
-/// A message the proxy makes up itself (little-endian).
+/// A message we make up ourselves (little-endian): the proxy's replies
+/// and calls, the launcher's call to systemd, the probe's calls.
 #[derive(Debug, Default)]
 pub struct Builder<'a> {
     pub msg_type: u8,
@@ -553,26 +337,22 @@ pub struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The message with `args` as its body.
     pub fn build(&self) -> Vec<u8> {
         let mut sig = String::new();
-        let mut body = Vec::new();
+        let mut body = Encoder::new();
         for a in self.args {
-            match a {
-                Arg::Str(s) => {
-                    sig.push('s');
-                    pad(&mut body, 4);
-                    body.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    body.extend_from_slice(s.as_bytes());
-                    body.push(0);
-                }
-                Arg::Bool(b) => {
-                    sig.push('b');
-                    pad(&mut body, 4);
-                    body.extend_from_slice(&(*b as u32).to_le_bytes());
-                }
-            }
+            sig.push_str(a.signature());
+            body.arg(a);
         }
-        let mut m = vec![b'l', self.msg_type, self.flags, 1];
+        self.build_with_body(&sig, body.bytes())
+    }
+
+    /// The message with a body encoded elsewhere (`args` is ignored):
+    /// `body` holds little-endian values of the types in `signature`.
+    pub fn build_with_body(&self, signature: &str, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(128 + body.len());
+        m.extend_from_slice(&[b'l', self.msg_type, self.flags, 1]);
         m.extend_from_slice(&(body.len() as u32).to_le_bytes());
         m.extend_from_slice(&self.serial.to_le_bytes());
         m.extend_from_slice(&[0; 4]);
@@ -596,16 +376,16 @@ impl Builder<'_> {
             m.extend_from_slice(&[FIELD_REPLY_SERIAL, 1, b'u', 0]);
             m.extend_from_slice(&r.to_le_bytes());
         }
-        if !sig.is_empty() {
+        if !signature.is_empty() {
             pad(&mut m, 8);
-            m.extend_from_slice(&[FIELD_SIGNATURE, 1, b'g', 0, sig.len() as u8]);
-            m.extend_from_slice(sig.as_bytes());
+            m.extend_from_slice(&[FIELD_SIGNATURE, 1, b'g', 0, signature.len() as u8]);
+            m.extend_from_slice(signature.as_bytes());
             m.push(0);
         }
         let fields_len = (m.len() - 16) as u32;
         m[12..16].copy_from_slice(&fields_len.to_le_bytes());
         pad(&mut m, 8);
-        m.extend_from_slice(&body);
+        m.extend_from_slice(body);
         m
     }
 }
@@ -618,6 +398,7 @@ fn pad(v: &mut Vec<u8>, a: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::marshal::{Arg, Endian};
 
     fn call(dest: &str, member: &str, arg: &str) -> Vec<u8> {
         Builder {
@@ -732,5 +513,194 @@ mod tests {
         assert_eq!(message_len(&p).unwrap(), 16 + 100 * 1024 * 1024);
         p[0] = b'x';
         assert_eq!(message_len(&p), Err(WireError::Endianness(b'x')));
+    }
+
+    /// The little-endian method call `call("org.a", "X", "y")` rebuilt as
+    /// big-endian bytes by hand.
+    fn big_endian_call() -> Vec<u8> {
+        let mut m: Vec<u8> = vec![b'B', 1, 0, 1, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 0];
+        m.extend_from_slice(&[1, 1, b'o', 0, 0, 0, 0, 2, b'/', b'a', 0]);
+        pad(&mut m, 8);
+        m.extend_from_slice(&[3, 1, b's', 0, 0, 0, 0, 1, b'X', 0]);
+        pad(&mut m, 8);
+        m.extend_from_slice(&[6, 1, b's', 0, 0, 0, 0, 5]);
+        m.extend_from_slice(b"org.a\0");
+        pad(&mut m, 8);
+        m.extend_from_slice(&[8, 1, b'g', 0, 1, b's', 0]);
+        let fields_len = (m.len() - 16) as u32;
+        m[12..16].copy_from_slice(&fields_len.to_be_bytes());
+        pad(&mut m, 8);
+        m.extend_from_slice(&[0, 0, 0, 1, b'y', 0]);
+        m
+    }
+
+    #[test]
+    fn both_byte_orders_read_the_same() {
+        let be = big_endian_call();
+        let le = call("org.a", "X", "y");
+        let (hb, hl) = (Header::parse(&be).unwrap(), Header::parse(&le).unwrap());
+        assert_eq!(hb.endian(), Endian::Big);
+        assert_eq!(hl.endian(), Endian::Little);
+        assert_eq!(
+            (hb.member, hb.destination, hb.signature),
+            (Some("X"), Some("org.a"), "s")
+        );
+        assert_eq!(hb.serial, 7);
+        assert_eq!(hb.arg0_str(&be), Some("y"));
+        assert_eq!(hl.arg0_str(&le), Some("y"));
+        assert_eq!(message_len(&be[..16]).unwrap(), be.len());
+    }
+
+    #[test]
+    fn truncated_messages() {
+        let m = call("org.a", "X", "y");
+        assert_eq!(message_len(&m[..15]), Err(WireError::Truncated));
+        for cut in [16, 20, m.len() - 1] {
+            assert_eq!(Header::parse(&m[..cut]), Err(WireError::Truncated), "{cut}");
+        }
+        // A prefix shorter than the header fields.
+        assert_eq!(Header::parse_prefix(&m[..24]), Err(WireError::Truncated));
+        // The field array claims more bytes than the message has.
+        let mut bad = m.clone();
+        bad[12] = bad[12].wrapping_add(64);
+        assert!(Header::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn malformed_fixed_header() {
+        let m = call("org.a", "X", "y");
+        let mut v = m.clone();
+        v[3] = 2;
+        assert_eq!(Header::parse(&v), Err(WireError::Version(2)));
+        let mut t = m.clone();
+        t[1] = 5;
+        assert_eq!(Header::parse(&t), Err(WireError::Type(5)));
+        t[1] = 0;
+        assert_eq!(Header::parse(&t), Err(WireError::Type(0)));
+        let mut z = m.clone();
+        z[8..12].copy_from_slice(&[0; 4]);
+        assert_eq!(Header::parse(&z), Err(WireError::ZeroSerial));
+        // A field array over the 64 MiB array limit.
+        let mut p = [0u8; 16];
+        p[0] = b'l';
+        p[3] = 1;
+        p[12..16].copy_from_slice(&(65u32 * 1024 * 1024).to_le_bytes());
+        assert!(matches!(message_len(&p), Err(WireError::TooLong(_))));
+    }
+
+    /// A method call whose header fields are PATH "/a", MEMBER "M" and
+    /// `extra` (code, signature, value bytes), little-endian, no body.
+    fn with_field(code: u8, sig: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut m: Vec<u8> = vec![b'l', 1, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[1, 1, b'o', 0, 2, 0, 0, 0, b'/', b'a', 0]);
+        pad(&mut m, 8);
+        m.extend_from_slice(&[3, 1, b's', 0, 1, 0, 0, 0, b'M', 0]);
+        pad(&mut m, 8);
+        m.push(code);
+        m.push(sig.len() as u8);
+        m.extend_from_slice(sig);
+        m.push(0);
+        m.extend_from_slice(value);
+        let fl = (m.len() - 16) as u32;
+        m[12..16].copy_from_slice(&fl.to_le_bytes());
+        pad(&mut m, 8);
+        m
+    }
+
+    #[test]
+    fn bad_field_types() {
+        // DESTINATION as a u32, REPLY_SERIAL as a string, SIGNATURE as
+        // a string, PATH as a signature.
+        let cases: [(u8, &[u8], &[u8]); 4] = [
+            (6, b"u", &[0, 0, 0, 0, 1, 0, 0, 0]),
+            (5, b"s", &[0, 0, 0, 0, 1, 0, 0, 0, b'x', 0]),
+            (8, b"s", &[0, 0, 0, 0, 1, 0, 0, 0, b's', 0]),
+            (1, b"g", &[1, b's', 0]),
+        ];
+        for (code, sig, value) in cases {
+            let m = with_field(code, sig, value);
+            let e = Header::parse(&m).unwrap_err();
+            assert!(
+                matches!(e, WireError::Field(c) | WireError::DuplicateField(c) if c == code),
+                "field {code}: {e:?}"
+            );
+        }
+        // Field code 0 is invalid.
+        assert_eq!(
+            Header::parse(&with_field(0, b"u", &[1, 0, 0, 0])),
+            Err(WireError::Field(0))
+        );
+        // An unknown field with a malformed value.
+        assert_eq!(
+            Header::parse(&with_field(100, b"s", &[9, 0, 0, 0, b'x', 0])),
+            Err(WireError::Field(100))
+        );
+        // An unknown field of a well-formed type is ignored.
+        let known = with_field(100, b"u", &[1, 0, 0, 0]);
+        let ok = Header::parse(&known).unwrap();
+        assert_eq!(ok.member, Some("M"));
+        // A string field without its NUL, and with bad UTF-8.
+        assert_eq!(
+            Header::parse(&with_field(2, b"s", &[0, 0, 0, 0, 1, 0, 0, 0, b'x', b'x'])),
+            Err(WireError::Field(2))
+        );
+        assert_eq!(
+            Header::parse(&with_field(2, b"s", &[0, 0, 0, 0, 1, 0, 0, 0, 0xff, 0])),
+            Err(WireError::Field(2))
+        );
+    }
+
+    #[test]
+    fn required_fields_and_padding() {
+        // A method call without MEMBER.
+        let mut m: Vec<u8> = vec![b'l', 1, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[1, 1, b'o', 0, 2, 0, 0, 0, b'/', b'a', 0]);
+        let fl = (m.len() - 16) as u32;
+        m[12..16].copy_from_slice(&fl.to_le_bytes());
+        pad(&mut m, 8);
+        assert_eq!(Header::parse(&m), Err(WireError::MissingField("MEMBER")));
+        // Nonzero padding after the fields.
+        let mut p = with_field(100, b"y", &[7]);
+        let last = p.len() - 1;
+        p[last] = 1;
+        assert_eq!(Header::parse(&p), Err(WireError::Value));
+        // A body with no SIGNATURE field.
+        let mut b = with_field(100, b"y", &[7]);
+        b[4] = 8;
+        b.extend_from_slice(&[0; 8]);
+        assert_eq!(Header::parse(&b), Err(WireError::Value));
+    }
+
+    #[test]
+    fn built_body_of_every_arg_kind() {
+        let strs = ["a", "bc"];
+        let args = [
+            Arg::Str("s"),
+            Arg::ObjectPath("/o"),
+            Arg::Bool(true),
+            Arg::U32(9),
+            Arg::StrArray(&strs),
+        ];
+        let m = Builder {
+            msg_type: SIGNAL,
+            serial: 3,
+            path: Some("/p"),
+            interface: Some("i.I"),
+            member: Some("S"),
+            args: &args,
+            ..Default::default()
+        }
+        .build();
+        let h = Header::parse(&m).unwrap();
+        assert_eq!(h.signature, "sobuas");
+        let mut r = h.body_reader(&m);
+        assert_eq!(r.string().unwrap(), "s");
+        assert_eq!(r.string().unwrap(), "/o");
+        assert!(r.bool().unwrap());
+        assert_eq!(r.u32().unwrap(), 9);
+        let stop = r.array(4).unwrap();
+        assert_eq!([r.string().unwrap(), r.string().unwrap()], strs);
+        assert_eq!(r.pos(), stop);
+        assert!(r.at_end());
     }
 }
