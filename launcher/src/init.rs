@@ -183,20 +183,9 @@ pub fn close_fds_from_3_except(keep: &[std::os::fd::RawFd]) -> std::io::Result<(
     let mut first: libc::c_uint = 3;
     for fd in keep.into_iter().chain(std::iter::once(libc::c_uint::MAX)) {
         if fd > first {
-            close_range(first, fd - 1)?;
+            crate::sys::fd::close_range(first, fd - 1)?;
         }
         first = fd.saturating_add(1);
-    }
-    Ok(())
-}
-
-/// Closes descriptors `first..=last`.
-pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> std::io::Result<()> {
-    // SAFETY: close_range only closes descriptors; no memory is passed. The
-    // callers own every descriptor in the range (nothing else in this
-    // single-threaded process uses them afterwards).
-    if unsafe { libc::close_range(first, last, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

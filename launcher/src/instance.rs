@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::io_error::PathIoError;
+use crate::warning::{Warning, Warnings};
 
 /// Errors around instance records.
 #[derive(Debug, thiserror::Error)]
@@ -56,19 +57,19 @@ pub struct Record {
 /// directory of ours that nobody else may write to (instance records, the
 /// proxy's sockets and the systemd manager's socket are trusted from it),
 /// else `/run/user/UID`, else `/tmp/porthole-UID` (created 0700, ours, not
-/// a link).
-pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
+/// a link). An `$XDG_RUNTIME_DIR` passed over is reported to `warn`.
+pub fn runtime_dir(uid: u32, warn: Warnings<'_>) -> Result<PathBuf, InstanceError> {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
         && d.is_absolute()
     {
         match std::fs::metadata(&d) {
             Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => return Ok(d),
-            Ok(m) if m.is_dir() => eprintln!(
-                "porthole: warning: XDG_RUNTIME_DIR={} is not private to uid {uid} (owner {}, mode {:o}); not used",
-                d.display(),
-                m.uid(),
-                m.mode() & 0o7777
-            ),
+            Ok(m) if m.is_dir() => warn(Warning::RuntimeDirNotPrivate {
+                dir: d,
+                uid,
+                owner: m.uid(),
+                mode: m.mode() & 0o7777,
+            }),
             _ => {}
         }
     }

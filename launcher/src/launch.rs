@@ -40,6 +40,7 @@ use crate::plan::{self, Op, PlanError, PlanInput};
 use crate::rootfs;
 use crate::seccomp::{Filters, SeccompError};
 use crate::spawn;
+use crate::warning::{Warning, Warnings};
 use crate::wayland;
 
 /// A request to run an app, as parsed from the command line.

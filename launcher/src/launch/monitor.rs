@@ -71,15 +71,14 @@ fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
     }
 }
 
-/// Runs a prepared launch to the end; returns the app's exit code.
-pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
+/// Runs a prepared launch to the end; returns the app's exit code. What
+/// the launch cannot honour (a missing socket, a bus or limits it runs
+/// without) goes to `warn` as it is found, before the app starts.
+pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     let mut p = p;
     let _wayland_listener = wayland_security_context(&mut p);
     for m in &p.missing_sockets {
-        eprintln!(
-            "porthole: note: --socket={} granted but the host has no such socket; not provided",
-            m.name()
-        );
+        warn(Warning::SocketMissing { name: m.name() });
     }
     trace_stage(p.trace, "execute");
     ensure_app_data(&p.home, &p.app_data, p.uid)?;
@@ -99,7 +98,9 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
                 proxy = Some(px);
             }
             Err(e) => {
-                eprintln!("porthole: warning: D-Bus proxy: {e}; the app runs without D-Bus");
+                warn(Warning::NoBusProxy {
+                    reason: e.to_string(),
+                });
                 p.ops.retain(|op| !matches!(op, Op::ProxySocket { .. }));
                 p.env.retain(|(k, _)| {
                     k != "DBUS_SESSION_BUS_ADDRESS" && k != "DBUS_SYSTEM_BUS_ADDRESS"
@@ -149,7 +150,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
             if p.limits.is_empty() {
                 tracing::info!(error = %e, "no cgroup for this instance; continuing without");
             } else {
-                eprintln!("porthole: warning: --memory-max/--pids-max cannot be enforced: {e}");
+                warn(Warning::LimitsNoCgroup(e));
             }
             (None, cgroup::Limits::default())
         }
@@ -248,9 +249,7 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         && cg.needs_move(born_in_cgroup)
         && let Err(e) = cg.add(child.as_raw(), born_in_cgroup)
     {
-        eprintln!(
-            "porthole: warning: could not move the sandbox into its cgroup; limits are not enforced: {e}"
-        );
+        warn(Warning::CgroupMoveFailed(e));
         if let Some(cg) = cgroup.take() {
             let _ = cg.remove();
         }
@@ -270,16 +269,14 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
                 None if scope_limits.is_empty() => {
                     tracing::info!(unit, "the systemd scope does not hold the sandbox")
                 }
-                None => eprintln!(
-                    "porthole: warning: --memory-max/--pids-max cannot be enforced: the systemd scope {unit} does not hold the sandbox"
-                ),
+                None => warn(Warning::ScopeMissesSandbox { unit: unit.clone() }),
             },
             Err(e) if scope_limits.is_empty() => {
                 tracing::info!(error = %e, "no systemd scope for this instance; continuing without")
             }
-            Err(e) => eprintln!(
-                "porthole: warning: --memory-max/--pids-max cannot be enforced: no systemd scope: {e}"
-            ),
+            Err(e) => warn(Warning::LimitsNoScope {
+                reason: e.to_string(),
+            }),
         }
     }
     if child_waits {
@@ -386,13 +383,9 @@ fn remove_cgroup(cg: cgroup::InstanceCgroup) {
 /// waiting as before. Must be the last thing before returning the status
 /// (see the janitor's notes on shared memory and errno).
 fn remove_cgroup_later(cg: cgroup::InstanceCgroup, pid1: Pid) {
-    // SAFETY: pidfd_open takes a pid and flags, no memory.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid1.as_raw(), 0) };
-    if fd < 0 {
+    let Ok(pidfd) = crate::sys::pidfd::open(pid1.as_raw()) else {
         return remove_cgroup(cg);
-    }
-    // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
-    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    };
     if !crate::janitor::remove_when_gone(pidfd, cg.c_paths()) {
         remove_cgroup(cg);
     }
