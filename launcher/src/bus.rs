@@ -207,7 +207,11 @@ impl Proxy {
     /// Sends SIGKILL without waiting; `drop` reaps. Lets the monitor end
     /// the proxy first and reap it after its other clean-up.
     pub fn kill(&self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        // Our unreaped child until `drop`: even exited, it takes the signal,
+        // so a failure here is worth a line in the log.
+        if let Err(e) = nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
+            tracing::warn!(error = %e, pid = self.pid.as_raw(), "could not kill the D-Bus proxy");
+        }
     }
 
     /// The read end of the sync pipe: one byte arrives once the proxy's
@@ -220,8 +224,10 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.pid, None);
+        self.kill();
+        if let Err(e) = nix::sys::wait::waitpid(self.pid, None) {
+            tracing::warn!(error = %e, pid = self.pid.as_raw(), "could not reap the D-Bus proxy");
+        }
     }
 }
 

@@ -246,8 +246,13 @@ fn sweep_stale(parent: &Path) {
             .ok()
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > std::time::Duration::from_secs(60));
-        if old {
-            let _ = std::fs::remove_dir(e.path());
+        // EBUSY: processes still in it (an instance whose monitor was
+        // killed, its app still running); not ours to report.
+        if old
+            && let Err(err) = std::fs::remove_dir(e.path())
+            && err.raw_os_error() != Some(libc::EBUSY)
+        {
+            tracing::debug!(path = %e.path().display(), error = %err, "stale instance cgroup stays");
         }
     }
 }
@@ -347,8 +352,12 @@ impl InstanceCgroup {
                     ("pids", _) => write(&dir.join("pids.max"), &limit.to_string())?,
                     ("memory", true) => {
                         write(&dir.join("memory.max"), &limit.to_string())?;
-                        // Swap would let the app exceed the limit.
-                        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                        // Swap would let the app exceed the limit. The file
+                        // is absent without swap accounting: no swap to
+                        // limit then, hence no error.
+                        if let Err(e) = std::fs::write(dir.join("memory.swap.max"), "0") {
+                            tracing::debug!(error = %e, "memory.swap.max not set");
+                        }
                     }
                     ("memory", false) => {
                         write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
@@ -365,7 +374,11 @@ impl InstanceCgroup {
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = cg.remove_now();
+            // The limit's error is the one returned; the clean-up's is
+            // reported beside it.
+            if let Err(c) = cg.remove_now() {
+                tracing::warn!(error = %c, "could not remove the half-made instance cgroup");
+            }
             return Err(e);
         }
         if cg.dirs.is_empty() && !scope {

@@ -77,6 +77,8 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
         match set.wait() {
             Ok(Signal::SIGCHLD) => {}
             Ok(sig) => {
+                // Cannot fail: `main` is our child until reaped here (a zombie
+                // takes the signal too).
                 let _ = nix::sys::signal::kill(main, sig);
             }
             Err(_) => {}
@@ -132,6 +134,8 @@ pub fn supervise_with_status(main: Pid, status: std::os::fd::BorrowedFd<'_>) -> 
             if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
                 && sig != Signal::SIGCHLD
             {
+                // Cannot fail: `main` is our child until reaped here (a zombie
+                // takes the signal too).
                 let _ = nix::sys::signal::kill(main, sig);
             }
         }

@@ -165,7 +165,10 @@ impl Drop for InstanceDir {
         // The files we wrote, then the directory; then the D-Bus proxy's
         // sockets ("bus", "system-bus"), which exist only with a proxy; a
         // full directory walk (opendir allocates 32 KiB) only when
-        // something else was left in it.
+        // something else was left in it. Each file may be absent (the
+        // record is written late, the sockets only with a proxy), so a
+        // failed unlink is not an error by itself: whatever stays shows as
+        // the failure of the last removal, which is logged.
         for name in ["instance.json", "info"] {
             let _ = std::fs::remove_file(self.path.join(name));
         }
@@ -237,7 +240,9 @@ pub fn list(instances: &Path) -> Result<Vec<Record>, InstanceError> {
             out.push(record);
         } else if process_start(record.monitor_pid).is_none() {
             // Monitor gone without cleaning up (killed with SIGKILL).
-            let _ = std::fs::remove_dir_all(entry.path());
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale instance directory");
+            }
         }
     }
     out.sort_by_key(|r| (r.started_unix, r.instance.clone()));

@@ -11,6 +11,7 @@
 
 mod monitor;
 mod prepare;
+mod resources;
 mod sandbox;
 
 pub use monitor::execute;
