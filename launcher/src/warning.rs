@@ -7,6 +7,11 @@
 //! returning a list with the result, because `porthole run`'s result comes
 //! when the app has exited: a warning that the memory limit is not
 //! enforced belongs before the app's own output, not hours after it.
+//!
+//! The sandbox's pid 1 is another process (a clone that never returns to
+//! the command): the few lines it writes itself (a D-Bus proxy that did not
+//! come up, the bus notes it says once the app runs, a failed set-up step)
+//! stay its own writes to the stderr it shares with the command.
 
 use std::fmt;
 use std::path::PathBuf;
