@@ -103,3 +103,21 @@ fn remove_cgroup_later(cg: InstanceCgroup, pid1: Pid) {
         remove_cgroup(cg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_owner_removes_the_instance_dir_with_what_was_left_in_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut res = InstanceResources::default();
+        res.dir = Some(InstanceDir::create(tmp.path(), "42", "[Application]\n").unwrap());
+        // A proxy socket and something unexpected, as a crashed proxy might leave.
+        std::fs::write(tmp.path().join("42/bus"), b"").unwrap();
+        std::fs::write(tmp.path().join("42/stray"), b"").unwrap();
+        assert!(tmp.path().join("42/info").exists());
+        drop(res);
+        assert!(!tmp.path().join("42").exists());
+    }
+}

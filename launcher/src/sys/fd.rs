@@ -48,3 +48,78 @@ fn range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> io::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    fn dir_fd(path: &std::path::Path) -> OwnedFd {
+        std::fs::File::open(path).unwrap().into()
+    }
+
+    #[test]
+    fn openat2_resolves_an_absolute_symlink_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.path().join("link")).unwrap();
+        let root = dir_fd(tmp.path());
+        // With RESOLVE_IN_ROOT, /etc is the tree's own /etc, which is absent.
+        let e = openat2(
+            root.as_fd(),
+            c"link/passwd",
+            OFlags::PATH,
+            ResolveFlags::IN_ROOT,
+        )
+        .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+        // With RESOLVE_NO_SYMLINKS, the link itself is refused.
+        let e = openat2(
+            root.as_fd(),
+            c"link",
+            OFlags::PATH,
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        // The tree's own files open, close-on-exec.
+        std::fs::write(tmp.path().join("f"), b"x").unwrap();
+        let f = openat2(root.as_fd(), c"f", OFlags::RDONLY, ResolveFlags::IN_ROOT).unwrap();
+        let fl = nix::fcntl::fcntl(f.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fl & libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn openat2_never_follows_a_magic_link() {
+        let proc_self = dir_fd(std::path::Path::new("/proc/self"));
+        // /proc/self/root is a magic link to our root: followed, it would
+        // open "/"; the layer always adds RESOLVE_NO_MAGICLINKS.
+        let e = openat2(
+            proc_self.as_fd(),
+            c"root",
+            OFlags::PATH,
+            ResolveFlags::empty(),
+        )
+        .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    }
+
+    #[test]
+    fn cloexec_range_marks_and_a_reversed_range_is_refused() {
+        // Opened without O_CLOEXEC (nix adds nothing).
+        let fd = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let flags = || nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags() & libc::FD_CLOEXEC, 0);
+        let n = fd.as_raw_fd() as libc::c_uint;
+        set_cloexec_range(n, n).unwrap();
+        assert_ne!(flags() & libc::FD_CLOEXEC, 0);
+        // first > last: EINVAL, and nothing closed.
+        let e = close_range(n + 1, n).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        assert_ne!(flags() & libc::FD_CLOEXEC, 0);
+    }
+}
