@@ -663,7 +663,7 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             // The proxy dies with the monitor, even a SIGKILLed one; the
             // sync pipe's hang-up says the same to the proxy itself.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+            if crate::init::parent_death_signal(Signal::SIGKILL).is_err()
                 || libc::getppid() != parent
             {
                 libc::_exit(1);

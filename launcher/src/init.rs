@@ -166,7 +166,8 @@ fn reap_exited(main: Pid, reap: Reap) -> Option<i32> {
     }
 }
 
-/// PR_SET_PDEATHSIG: `sig` when the parent exits.
+/// PR_SET_PDEATHSIG: `sig` when the parent exits. One prctl(2), no
+/// allocation: also used between fork and exec (the D-Bus proxy's child).
 pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(sig))
 }

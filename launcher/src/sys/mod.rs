@@ -13,6 +13,13 @@
 //! to allocate a C string; errors are plain `io::Error` (built from the
 //! errno value without allocating) for the caller to put in its own
 //! context (the operation and the path, STYLE.md "Errors").
+//!
+//! Calls that belong to one kernel feature and one stage keep their single
+//! wrapper in the module named for that feature: `clone`/`clone3` and
+//! `setns` in [`crate::namespace`], `capset` in [`crate::capability`], the
+//! `landlock_*` calls in [`crate::landlock`], `seccomp` in
+//! [`crate::seccomp`]. The probe (`porthole-probe`) makes raw calls on
+//! purpose, with hostile arguments, to see what the filter answers.
 
 pub mod fd;
 pub mod mount;
