@@ -210,7 +210,7 @@ impl Proxy {
         // Our unreaped child until `drop`: even exited, it takes the signal,
         // so a failure here is worth a line in the log.
         if let Err(e) = nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
-            tracing::warn!(error = %e, pid = self.pid.as_raw(), "could not kill the D-Bus proxy");
+            crate::cleanup::failed("kill the D-Bus proxy", &e);
         }
     }
 
@@ -226,7 +226,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.kill();
         if let Err(e) = nix::sys::wait::waitpid(self.pid, None) {
-            tracing::warn!(error = %e, pid = self.pid.as_raw(), "could not reap the D-Bus proxy");
+            crate::cleanup::failed("reap the D-Bus proxy", &e);
         }
     }
 }

@@ -246,13 +246,11 @@ fn sweep_stale(parent: &Path) {
             .ok()
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > std::time::Duration::from_secs(60));
-        // EBUSY: processes still in it (an instance whose monitor was
-        // killed, its app still running); not ours to report.
-        if old
-            && let Err(err) = std::fs::remove_dir(e.path())
-            && err.raw_os_error() != Some(libc::EBUSY)
-        {
-            tracing::debug!(path = %e.path().display(), error = %err, "stale instance cgroup stays");
+        // Ignored on failure: EBUSY is an instance whose monitor was
+        // killed while its app still runs there, and whatever else stops
+        // this best-effort sweep is met again by the next launch's.
+        if old {
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }
@@ -352,12 +350,10 @@ impl InstanceCgroup {
                     ("pids", _) => write(&dir.join("pids.max"), &limit.to_string())?,
                     ("memory", true) => {
                         write(&dir.join("memory.max"), &limit.to_string())?;
-                        // Swap would let the app exceed the limit. The file
-                        // is absent without swap accounting: no swap to
-                        // limit then, hence no error.
-                        if let Err(e) = std::fs::write(dir.join("memory.swap.max"), "0") {
-                            tracing::debug!(error = %e, "memory.swap.max not set");
-                        }
+                        // Swap would let the app exceed the limit. Ignored
+                        // on failure: the file is absent without swap
+                        // accounting, and then there is no swap to limit.
+                        let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                     }
                     ("memory", false) => {
                         write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
@@ -377,7 +373,7 @@ impl InstanceCgroup {
             // The limit's error is the one returned; the clean-up's is
             // reported beside it.
             if let Err(c) = cg.remove_now() {
-                tracing::warn!(error = %c, "could not remove the half-made instance cgroup");
+                crate::cleanup::failed("remove the half-made instance cgroup", &c);
             }
             return Err(e);
         }

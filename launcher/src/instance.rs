@@ -182,7 +182,8 @@ impl Drop for InstanceDir {
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove instance directory");
+            let e = PathIoError::new("remove", &self.path, e);
+            crate::cleanup::failed("remove the instance directory", &e);
         }
     }
 }
@@ -241,7 +242,8 @@ pub fn list(instances: &Path) -> Result<Vec<Record>, InstanceError> {
         } else if process_start(record.monitor_pid).is_none() {
             // Monitor gone without cleaning up (killed with SIGKILL).
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale instance directory");
+                let e = PathIoError::new("remove", entry.path(), e);
+                crate::cleanup::failed("remove a stale instance directory", &e);
             }
         }
     }

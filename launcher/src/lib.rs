@@ -13,6 +13,7 @@
 pub mod bus;
 pub mod capability;
 pub mod cgroup;
+pub mod cleanup;
 pub mod enter;
 pub mod environ;
 pub mod exit_code;

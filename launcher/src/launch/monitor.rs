@@ -230,10 +230,10 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
                 // Our unreaped child: kill cannot miss it (a zombie takes
                 // the signal too). The rest goes with `res`.
                 if let Err(k) = nix::sys::signal::kill(child, Signal::SIGKILL) {
-                    tracing::warn!(error = %k, pid = child.as_raw(), "could not kill the sandbox");
+                    crate::cleanup::failed("kill the sandbox", &k);
                 }
                 if let Err(w) = nix::sys::wait::waitpid(child, None) {
-                    tracing::warn!(error = %w, pid = child.as_raw(), "could not reap the sandbox");
+                    crate::cleanup::failed("reap the sandbox", &w);
                 }
                 return Err(e.into());
             }

@@ -81,7 +81,7 @@ impl Drop for InstanceResources {
 fn remove_cgroup(cg: InstanceCgroup) {
     // The error names the directory that stayed.
     if let Err(e) = cg.remove() {
-        tracing::warn!(error = %e, "could not remove the instance cgroup");
+        crate::cleanup::failed("remove the instance cgroup", &e);
     }
 }
 
@@ -90,16 +90,13 @@ fn remove_cgroup(cg: InstanceCgroup) {
 /// child, so it names that process and no other. If the janitor cannot
 /// start, we remove the cgroup ourselves, waiting as before.
 fn remove_cgroup_later(cg: InstanceCgroup, pid1: Pid) {
-    let pidfd = match crate::sys::pidfd::open(pid1.as_raw()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::debug!(error = %e, "no pidfd for pid 1; removing the cgroup now");
-            return remove_cgroup(cg);
-        }
+    // Either fallback is the removal as it was before the janitor: no
+    // failure to report, only a wait.
+    let Ok(pidfd) = crate::sys::pidfd::open(pid1.as_raw()) else {
+        return remove_cgroup(cg);
     };
     let dirs: Vec<CString> = cg.c_paths();
     if !crate::janitor::remove_when_gone(pidfd, dirs) {
-        tracing::debug!("no janitor; removing the cgroup now");
         remove_cgroup(cg);
     }
 }
