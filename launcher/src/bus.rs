@@ -202,7 +202,11 @@ impl Proxy {
     /// Sends SIGKILL without waiting; `drop` reaps. Lets the monitor end
     /// the proxy first and reap it after its other clean-up.
     pub fn kill(&self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        // Our unreaped child until `drop`: even exited, it takes the signal,
+        // so a failure here is worth a line in the log.
+        if let Err(e) = nix::sys::signal::kill(self.pid, Signal::SIGKILL) {
+            crate::cleanup::failed("kill the D-Bus proxy", &e);
+        }
     }
 
     /// The read end of the sync pipe: one byte arrives once the proxy's
@@ -215,8 +219,10 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.pid, None);
+        self.kill();
+        if let Err(e) = nix::sys::wait::waitpid(self.pid, None) {
+            crate::cleanup::failed("reap the D-Bus proxy", &e);
+        }
     }
 }
 
@@ -272,7 +278,7 @@ struct RootEntry {
 struct ProxyRoot {
     entries: Vec<RootEntry>,
     /// One slot per entry for the detached tree cloned in the child.
-    trees: Vec<libc::c_int>,
+    trees: Vec<Option<OwnedFd>>,
     info: Vec<u8>,
     /// `Some((uid_map, gid_map))`: also a new user namespace mapping our ids
     /// 1:1 (not root: an unprivileged mount namespace needs one).
@@ -326,7 +332,7 @@ impl ProxyRoot {
             .ok()
             .and_then(|d| cstring(d.as_os_str().as_bytes()).ok());
         Ok(ProxyRoot {
-            trees: vec![-1; entries.len()],
+            trees: entries.iter().map(|_| None).collect(),
             entries,
             info: info.to_vec(),
             id_maps,
@@ -338,10 +344,10 @@ impl ProxyRoot {
 /// In the forked child: writes `porthole: D-Bus proxy: STEP: errno N` to
 /// stderr and exits 127, so the launcher sees the proxy fail (EOF on the
 /// sync pipe) instead of a proxy running without its identity.
-/// Async-signal-safe: no allocation, only write(2) and _exit(2).
-fn child_fail(step: &[u8]) -> ! {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    let errno = unsafe { *libc::__errno_location() };
+/// Async-signal-safe: no allocation, only write(2) and _exit(2). `errno`
+/// is the failed call's: the syscall layer's calls return it and leave
+/// libc's errno alone, the libc calls here set it ([`last_errno`]).
+fn child_fail(step: &[u8], errno: i32) -> ! {
     let mut buf = [0u8; 192];
     let mut n = 0;
     let mut put = |bytes: &[u8]| {
@@ -373,6 +379,17 @@ fn child_fail(step: &[u8]) -> ! {
         libc::write(2, buf.as_ptr().cast(), n + 1);
         libc::_exit(127)
     }
+}
+
+/// The errno of the libc call that just failed.
+fn last_errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// The errno in an error of the syscall layer (0 if it holds none).
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
 }
 
 // Thin wrappers of the syscalls the proxy's child makes between fork and
@@ -424,139 +441,44 @@ fn sys_create(dir: libc::c_int, name: &std::ffi::CStr) -> libc::c_int {
 
 /// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of `path`, symlinks not
 /// followed: a detached copy of the tree, like `mount --rbind`.
-fn sys_clone_tree(path: &std::ffi::CStr) -> libc::c_int {
-    use crate::mount::OPEN_TREE_CLONE;
-    // SAFETY: open_tree(2) with a NUL-terminated path; no memory written.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            // AT_NO_AUTOMOUNT: an autofs entry in / is cloned as it is,
-            // never mounted (a dead NFS server would block the proxy).
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | (libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT)
-                    as libc::c_uint,
-        )
-    };
-    fd as libc::c_int
+fn sys_clone_tree(path: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    use crate::sys::mount::{CWD, OpenTreeFlags as F};
+    // AT_NO_AUTOMOUNT: an autofs entry in / is cloned as it is, never
+    // mounted (a dead NFS server would block the proxy).
+    crate::sys::mount::open_tree(
+        CWD,
+        path,
+        F::OPEN_TREE_CLONE | F::AT_RECURSIVE | F::AT_SYMLINK_NOFOLLOW | F::AT_NO_AUTOMOUNT,
+    )
 }
 
-/// A new, detached tmpfs (mode 0755, nosuid, nodev); its mount fd or -1.
-fn sys_new_tmpfs() -> libc::c_int {
-    use crate::mount::{
-        FSCONFIG_CMD_CREATE, FSCONFIG_SET_STRING, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID,
-    };
-    // SAFETY: fsopen/fsconfig/fsmount(2) with NUL-terminated literals or
-    // null pointers where the command takes none; every fd is ours.
-    unsafe {
-        let fsfd = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint);
-        if fsfd < 0 {
-            return -1;
-        }
-        let fsfd = fsfd as libc::c_int;
-        let configured = libc::syscall(
-            libc::SYS_fsconfig,
-            fsfd,
-            FSCONFIG_SET_STRING,
-            c"mode".as_ptr(),
-            c"0755".as_ptr(),
-            0,
-        ) >= 0
-            && libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd,
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            ) >= 0;
-        let mnt = if configured {
-            libc::syscall(
-                libc::SYS_fsmount,
-                fsfd,
-                1 as libc::c_uint,
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            ) as libc::c_int
-        } else {
-            -1
-        };
-        libc::close(fsfd);
-        mnt
-    }
+/// A new, detached tmpfs (mode 0755, nosuid, nodev). Not
+/// [`crate::mount::new_fs`]: its error names the path in a `String`, an
+/// allocation the child must not make.
+fn sys_new_tmpfs() -> std::io::Result<OwnedFd> {
+    use crate::sys::mount::{self as m, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
+    use std::os::fd::AsFd;
+    let fs = m::fsopen(c"tmpfs")?;
+    m::fsconfig_set_string(fs.as_fd(), c"mode", c"0755")?;
+    m::fsconfig_create(fs.as_fd())?;
+    m::fsmount(fs.as_fd(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 }
 
 /// Attaches the detached mount `tree` at `name` in `dir` (`dir` may be
-/// AT_FDCWD and `name` a path).
-fn sys_attach(tree: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr) -> bool {
-    use crate::mount::MOVE_MOUNT_F_EMPTY_PATH;
-    // SAFETY: move_mount(2) with an empty and a NUL-terminated path.
-    unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree,
-            c"".as_ptr(),
-            dir,
-            name.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        ) >= 0
-    }
-}
-
-/// Makes the mount `fd` itself (not the mounts on it) read-only.
-fn sys_make_read_only(fd: libc::c_int) -> bool {
-    use crate::mount::{MOUNT_ATTR_RDONLY, MountAttr};
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr(2) reads `attr`, which outlives the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        ) >= 0
-    }
-}
-
-/// `mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL)`: nothing mounted from
-/// here on propagates back to the host.
-fn sys_make_slave() -> bool {
-    // SAFETY: mount(2) with a literal path and null pointers it accepts.
-    unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ) == 0
-    }
-}
-
-/// Pivots into the directory `root` (pivot_root(2)'s "new_root and put_old
-/// may be the same" idiom) and detaches the old root.
-fn sys_pivot_into(root: libc::c_int) -> Result<(), &'static [u8]> {
-    // SAFETY: fchdir/pivot_root/umount2(2) on our fd and literal paths.
-    unsafe {
-        if libc::fchdir(root) != 0 {
-            return Err(b"fchdir new root");
-        }
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
-            return Err(b"pivot_root");
-        }
-        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(b"umount2(MNT_DETACH) old root");
-        }
-    }
-    Ok(())
+/// [`crate::sys::mount::CWD`] and `name` a path).
+fn sys_attach(
+    tree: std::os::fd::BorrowedFd<'_>,
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+) -> std::io::Result<()> {
+    use crate::sys::mount::MoveMountFlags;
+    crate::sys::mount::move_mount(
+        tree,
+        c"",
+        dir,
+        name,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
 /// In the forked child: new namespaces and a root of our own (see
@@ -566,6 +488,7 @@ fn sys_pivot_into(root: libc::c_int) -> Result<(), &'static [u8]> {
 /// written by index, never grown), so it is sound after fork in a
 /// multi-threaded process.
 fn child_enter_root(root: &mut ProxyRoot) {
+    use std::os::fd::AsFd;
     let flags = if root.id_maps.is_some() {
         libc::CLONE_NEWUSER | libc::CLONE_NEWNS
     } else {
@@ -573,23 +496,23 @@ fn child_enter_root(root: &mut ProxyRoot) {
     };
     // SAFETY: unshare(2) takes flags only.
     if unsafe { libc::unshare(flags) } != 0 {
-        child_fail(b"unshare");
+        child_fail(b"unshare", last_errno());
     }
     if let Some((uid_map, gid_map)) = &root.id_maps {
         // An unprivileged process may map only its own ids, and its gid
         // only after denying setgroups(2) (user_namespaces(7)).
         if !sys_write_file(c"/proc/self/setgroups", b"deny") {
-            child_fail(b"write /proc/self/setgroups");
+            child_fail(b"write /proc/self/setgroups", last_errno());
         }
         if !sys_write_file(c"/proc/self/uid_map", uid_map) {
-            child_fail(b"write /proc/self/uid_map");
+            child_fail(b"write /proc/self/uid_map", last_errno());
         }
         if !sys_write_file(c"/proc/self/gid_map", gid_map) {
-            child_fail(b"write /proc/self/gid_map");
+            child_fail(b"write /proc/self/gid_map", last_errno());
         }
     }
-    if !sys_make_slave() {
-        child_fail(b"mount(MS_REC|MS_SLAVE) /");
+    if let Err(e) = crate::sys::mount::make_rslave_root() {
+        child_fail(b"mount(MS_REC|MS_SLAVE) /", errno_of(&e));
     }
     // Detached copies of the host's trees, taken before our root covers
     // /tmp: like `mount --rbind`, submounts included.
@@ -597,69 +520,77 @@ fn child_enter_root(root: &mut ProxyRoot) {
         if matches!(entry.kind, RootEntryKind::Symlink(_)) {
             continue;
         }
-        let fd = sys_clone_tree(&entry.path);
-        if fd < 0 {
-            child_fail(entry.path.as_bytes());
+        match sys_clone_tree(&entry.path) {
+            // Assigning over `None` frees nothing: no allocation.
+            Ok(fd) => *slot = Some(fd),
+            Err(e) => child_fail(entry.path.as_bytes(), errno_of(&e)),
         }
-        *slot = fd;
     }
     // The new root: a tmpfs, attached over /tmp of this namespace.
-    let rootfd = sys_new_tmpfs();
-    if rootfd < 0 {
-        child_fail(b"new tmpfs root");
+    let rootfd = match sys_new_tmpfs() {
+        Ok(fd) => fd,
+        Err(e) => child_fail(b"new tmpfs root", errno_of(&e)),
+    };
+    if let Err(e) = sys_attach(rootfd.as_fd(), crate::sys::mount::CWD, c"/tmp") {
+        child_fail(b"move_mount new root /tmp", errno_of(&e));
     }
-    if !sys_attach(rootfd, libc::AT_FDCWD, c"/tmp") {
-        child_fail(b"move_mount new root /tmp");
-    }
-    for (entry, &tree) in root.entries.iter().zip(root.trees.iter()) {
+    let root_raw = rootfd.as_raw_fd();
+    for (entry, slot) in root.entries.iter().zip(root.trees.iter_mut()) {
         match &entry.kind {
             RootEntryKind::Symlink(target) => {
                 // SAFETY: symlinkat(2) with two NUL-terminated strings.
-                if unsafe { libc::symlinkat(target.as_ptr(), rootfd, entry.name.as_ptr()) } != 0 {
-                    child_fail(entry.path.as_bytes());
+                if unsafe { libc::symlinkat(target.as_ptr(), root_raw, entry.name.as_ptr()) } != 0 {
+                    child_fail(entry.path.as_bytes(), last_errno());
                 }
                 continue;
             }
             RootEntryKind::Dir => {
                 // SAFETY: mkdirat(2) with a NUL-terminated name.
-                if unsafe { libc::mkdirat(rootfd, entry.name.as_ptr(), 0o755) } != 0 {
-                    child_fail(entry.path.as_bytes());
+                if unsafe { libc::mkdirat(root_raw, entry.name.as_ptr(), 0o755) } != 0 {
+                    child_fail(entry.path.as_bytes(), last_errno());
                 }
             }
             RootEntryKind::File => {
-                let fd = sys_create(rootfd, &entry.name);
+                let fd = sys_create(root_raw, &entry.name);
                 if fd < 0 {
-                    child_fail(entry.path.as_bytes());
+                    child_fail(entry.path.as_bytes(), last_errno());
                 }
                 // SAFETY: closing the descriptor just created.
                 unsafe { libc::close(fd) };
             }
         }
-        if !sys_attach(tree, rootfd, &entry.name) {
-            child_fail(entry.path.as_bytes());
+        // Taken out of its slot and closed (dropped) once attached.
+        let Some(tree) = slot.take() else {
+            child_fail(entry.path.as_bytes(), libc::EBADF);
+        };
+        if let Err(e) = sys_attach(tree.as_fd(), rootfd.as_fd(), &entry.name) {
+            child_fail(entry.path.as_bytes(), errno_of(&e));
         }
-        // SAFETY: closing the detached tree's fd, now attached.
-        unsafe { libc::close(tree) };
     }
     // The instance's identity, the same bytes as the sandbox's.
-    let fd = sys_create(rootfd, c".flatpak-info");
+    let fd = sys_create(root_raw, c".flatpak-info");
     if fd < 0 {
-        child_fail(b"create /.flatpak-info");
+        child_fail(b"create /.flatpak-info", last_errno());
     }
     if !sys_write_all(fd, &root.info) {
-        child_fail(b"write /.flatpak-info");
+        child_fail(b"write /.flatpak-info", last_errno());
     }
     // SAFETY: closing the descriptor created above.
     unsafe { libc::close(fd) };
     // The root tmpfs itself (not the binds on it) becomes read-only.
-    if !sys_make_read_only(rootfd) {
-        child_fail(b"mount_setattr(MOUNT_ATTR_RDONLY) new root");
+    if let Err(e) = crate::sys::mount::set_attr(
+        rootfd.as_fd(),
+        crate::sys::mount::MOUNT_ATTR_RDONLY,
+        0,
+        false,
+    ) {
+        child_fail(b"mount_setattr(MOUNT_ATTR_RDONLY) new root", errno_of(&e));
     }
-    if let Err(step) = sys_pivot_into(rootfd) {
-        child_fail(step);
+    if let Err((step, e)) = crate::sys::mount::pivot_into(rootfd.as_fd()) {
+        child_fail(step.as_bytes(), errno_of(&e));
     }
-    // SAFETY: closing our fd of the new root, now `/`.
-    unsafe { libc::close(rootfd) };
+    // Our fd of the new root, now `/`, closes.
+    drop(rootfd);
     // Back where the launcher was (every host path is still there), else /.
     // SAFETY: chdir(2) with NUL-terminated paths.
     let back = root
@@ -668,7 +599,7 @@ fn child_enter_root(root: &mut ProxyRoot) {
         .is_some_and(|d| unsafe { libc::chdir(d.as_ptr()) } == 0);
     // SAFETY: as above.
     if !back && unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
-        child_fail(b"chdir /");
+        child_fail(b"chdir /", last_errno());
     }
 }
 
@@ -727,7 +658,7 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             // The proxy dies with the monitor, even a SIGKILLed one; the
             // sync pipe's hang-up says the same to the proxy itself.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+            if crate::init::parent_death_signal(Signal::SIGKILL).is_err()
                 || libc::getppid() != parent
             {
                 libc::_exit(1);
@@ -737,12 +668,9 @@ pub fn start(plan: &ProxyPlan, info: &[u8]) -> Result<Proxy, BusError> {
             libc::setsid();
             // Nothing the caller of porthole left open survives our exec
             // (a directory fd would undo the proxy's mount namespace).
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
+            // Ignored on failure, as before: a kernel older than 5.11 has
+            // no CLOSE_RANGE_CLOEXEC, and the proxy still runs there.
+            crate::sys::fd::set_cloexec_range(3, libc::c_uint::MAX).ok();
             child_enter_root(&mut root);
             for fd in [args_raw, sync_raw] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {

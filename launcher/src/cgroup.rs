@@ -246,6 +246,9 @@ fn sweep_stale(parent: &Path) {
             .ok()
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        // Ignored on failure: EBUSY is an instance whose monitor was
+        // killed while its app still runs there, and whatever else stops
+        // this best-effort sweep is met again by the next launch's.
         if old {
             let _ = std::fs::remove_dir(e.path());
         }
@@ -347,7 +350,9 @@ impl InstanceCgroup {
                     ("pids", _) => write(&dir.join("pids.max"), &limit.to_string())?,
                     ("memory", true) => {
                         write(&dir.join("memory.max"), &limit.to_string())?;
-                        // Swap would let the app exceed the limit.
+                        // Swap would let the app exceed the limit. Ignored
+                        // on failure: the file is absent without swap
+                        // accounting, and then there is no swap to limit.
                         let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                     }
                     ("memory", false) => {
@@ -365,7 +370,11 @@ impl InstanceCgroup {
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = cg.remove_now();
+            // The limit's error is the one returned; the clean-up's is
+            // reported beside it.
+            if let Err(c) = cg.remove_now() {
+                crate::cleanup::failed("remove the half-made instance cgroup", &c);
+            }
             return Err(e);
         }
         if cg.dirs.is_empty() && !scope {

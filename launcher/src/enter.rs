@@ -4,7 +4,7 @@
 //! the recorded start time, so a reused pid is never hit.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::signal::Signal;
@@ -50,13 +50,7 @@ impl EnterError {
 
 /// A pidfd for the instance's pid 1, verified against the record.
 fn pidfd(r: &Record) -> Result<OwnedFd, EnterError> {
-    // SAFETY: pidfd_open takes a pid and flags, no memory.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, r.pid, 0) };
-    if fd < 0 {
-        return Err(EnterError::Gone(r.instance.clone()));
-    }
-    // SAFETY: pidfd_open just returned this fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = crate::sys::pidfd::open(r.pid).map_err(|_| EnterError::Gone(r.instance.clone()))?;
     // Checked after opening: from here on the pidfd pins the process, so if
     // the start time still matches, the pidfd is ours.
     if !instance::is_alive(r) {
@@ -102,13 +96,9 @@ fn children_of(pid: i32) -> Vec<i32> {
 fn join_target(r: &Record, init: &OwnedFd) -> Result<(i32, OwnedFd), EnterError> {
     let _ = init; // held open: pid 1 cannot be reused while we look
     for child in children_of(r.pid) {
-        // SAFETY: pidfd_open takes a pid and flags, no memory.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) };
-        if fd < 0 {
+        let Ok(fd) = crate::sys::pidfd::open(child) else {
             continue;
-        }
-        // SAFETY: pidfd_open just returned this fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        };
         // Checked after opening: the pidfd pins the child, and pid 1 is
         // pinned by `init`, so a child of it now is the process we hold.
         if parent_of(child) == Some(r.pid) && instance::is_alive(r) {
@@ -121,23 +111,12 @@ fn join_target(r: &Record, init: &OwnedFd) -> Result<(i32, OwnedFd), EnterError>
 /// Sends `sig` to the instance's pid 1 (SIGKILL ends the whole sandbox).
 pub fn signal(r: &Record, sig: Signal) -> Result<(), EnterError> {
     let fd = pidfd(r)?;
-    // SAFETY: pidfd_send_signal with a live pidfd, a signal number, a null
-    // siginfo (kernel fills it in) and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(EnterError::Io {
+    crate::sys::pidfd::send_signal(fd.as_fd(), sig as libc::c_int).map_err(|source| {
+        EnterError::Io {
             op: "pidfd_send_signal",
-            source: std::io::Error::last_os_error(),
-        });
-    }
+            source,
+        }
+    })?;
     if sig == Signal::SIGKILL {
         // Wait (briefly) until the monitor has cleaned up its record.
         for _ in 0..200 {

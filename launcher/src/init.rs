@@ -77,6 +77,8 @@ pub fn supervise(main: Pid, reap: Reap) -> i32 {
         match set.wait() {
             Ok(Signal::SIGCHLD) => {}
             Ok(sig) => {
+                // Cannot fail: `main` is our child until reaped here (a zombie
+                // takes the signal too).
                 let _ = nix::sys::signal::kill(main, sig);
             }
             Err(_) => {}
@@ -132,6 +134,8 @@ pub fn supervise_with_status(main: Pid, status: std::os::fd::BorrowedFd<'_>) -> 
             if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
                 && sig != Signal::SIGCHLD
             {
+                // Cannot fail: `main` is our child until reaped here (a zombie
+                // takes the signal too).
                 let _ = nix::sys::signal::kill(main, sig);
             }
         }
@@ -162,7 +166,8 @@ fn reap_exited(main: Pid, reap: Reap) -> Option<i32> {
     }
 }
 
-/// PR_SET_PDEATHSIG: `sig` when the parent exits.
+/// PR_SET_PDEATHSIG: `sig` when the parent exits. One prctl(2), no
+/// allocation: also used between fork and exec (the D-Bus proxy's child).
 pub fn parent_death_signal(sig: Signal) -> nix::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(sig))
 }
@@ -183,20 +188,9 @@ pub fn close_fds_from_3_except(keep: &[std::os::fd::RawFd]) -> std::io::Result<(
     let mut first: libc::c_uint = 3;
     for fd in keep.into_iter().chain(std::iter::once(libc::c_uint::MAX)) {
         if fd > first {
-            close_range(first, fd - 1)?;
+            crate::sys::fd::close_range(first, fd - 1)?;
         }
         first = fd.saturating_add(1);
-    }
-    Ok(())
-}
-
-/// Closes descriptors `first..=last`.
-pub fn close_range(first: libc::c_uint, last: libc::c_uint) -> std::io::Result<()> {
-    // SAFETY: close_range only closes descriptors; no memory is passed. The
-    // callers own every descriptor in the range (nothing else in this
-    // single-threaded process uses them afterwards).
-    if unsafe { libc::close_range(first, last, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

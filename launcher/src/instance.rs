@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::io_error::PathIoError;
+use crate::warning::{Warning, Warnings};
 
 /// Errors around instance records.
 #[derive(Debug, thiserror::Error)]
@@ -56,19 +57,19 @@ pub struct Record {
 /// directory of ours that nobody else may write to (instance records, the
 /// proxy's sockets and the systemd manager's socket are trusted from it),
 /// else `/run/user/UID`, else `/tmp/porthole-UID` (created 0700, ours, not
-/// a link).
-pub fn runtime_dir(uid: u32) -> Result<PathBuf, InstanceError> {
+/// a link). An `$XDG_RUNTIME_DIR` passed over is reported to `warn`.
+pub fn runtime_dir(uid: u32, warn: Warnings<'_>) -> Result<PathBuf, InstanceError> {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
         && d.is_absolute()
     {
         match std::fs::metadata(&d) {
             Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0 => return Ok(d),
-            Ok(m) if m.is_dir() => eprintln!(
-                "porthole: warning: XDG_RUNTIME_DIR={} is not private to uid {uid} (owner {}, mode {:o}); not used",
-                d.display(),
-                m.uid(),
-                m.mode() & 0o7777
-            ),
+            Ok(m) if m.is_dir() => warn(Warning::RuntimeDirNotPrivate {
+                dir: d,
+                uid,
+                owner: m.uid(),
+                mode: m.mode() & 0o7777,
+            }),
             _ => {}
         }
     }
@@ -164,7 +165,10 @@ impl Drop for InstanceDir {
         // The files we wrote, then the directory; then the D-Bus proxy's
         // sockets ("bus", "system-bus"), which exist only with a proxy; a
         // full directory walk (opendir allocates 32 KiB) only when
-        // something else was left in it.
+        // something else was left in it. Each file may be absent (the
+        // record is written late, the sockets only with a proxy), so a
+        // failed unlink is not an error by itself: whatever stays shows as
+        // the failure of the last removal, which is logged.
         for name in ["instance.json", "info"] {
             let _ = std::fs::remove_file(self.path.join(name));
         }
@@ -178,7 +182,8 @@ impl Drop for InstanceDir {
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove instance directory");
+            let e = PathIoError::new("remove", &self.path, e);
+            crate::cleanup::failed("remove the instance directory", &e);
         }
     }
 }
@@ -236,7 +241,10 @@ pub fn list(instances: &Path) -> Result<Vec<Record>, InstanceError> {
             out.push(record);
         } else if process_start(record.monitor_pid).is_none() {
             // Monitor gone without cleaning up (killed with SIGKILL).
-            let _ = std::fs::remove_dir_all(entry.path());
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                let e = PathIoError::new("remove", entry.path(), e);
+                crate::cleanup::failed("remove a stale instance directory", &e);
+            }
         }
     }
     out.sort_by_key(|r| (r.started_unix, r.instance.clone()));

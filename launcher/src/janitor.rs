@@ -95,24 +95,14 @@ extern "C" fn janitor(arg: *mut libc::c_void) -> libc::c_int {
     }
     // Nothing else of ours stays open in it either (a pipe someone reads
     // to EOF, a lock): everything from 3 up but the pidfd.
+    // close_range fails only for first > last, which the ranges here
+    // exclude, so it never reads errno (see the module notes); nothing to
+    // do about a failure anyway.
     let keep = job.pidfd.as_raw_fd() as libc::c_uint;
-    // SAFETY: close_range(2) on descriptor ranges of this process only.
-    unsafe {
-        if keep > 3 {
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                keep - 1,
-                0 as libc::c_uint,
-            );
-        }
-        libc::syscall(
-            libc::SYS_close_range,
-            keep + 1,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+    if keep > 3 {
+        crate::sys::fd::close_range(3, keep - 1).ok();
     }
+    crate::sys::fd::close_range(keep + 1, libc::c_uint::MAX).ok();
     // The caller's blocked signals are not ours to keep: a SIGTERM for the
     // janitor ends it.
     // SAFETY: an empty set, built and passed by pointer for the call only.

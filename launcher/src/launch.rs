@@ -11,6 +11,7 @@
 
 mod monitor;
 mod prepare;
+mod resources;
 mod sandbox;
 
 pub use monitor::execute;
@@ -40,6 +41,7 @@ use crate::plan::{self, Op, PlanError, PlanInput};
 use crate::rootfs;
 use crate::seccomp::{Filters, SeccompError};
 use crate::spawn;
+use crate::warning::{Warning, Warnings};
 use crate::wayland;
 
 /// A request to run an app, as parsed from the command line.

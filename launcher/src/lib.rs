@@ -7,11 +7,13 @@
 //! [`launch`] (host side, then pid 1) → [`namespace`] → [`rootfs`] (executes
 //! the plan with [`mount`]) → [`capability`] + [`seccomp`] → exec, with
 //! [`init`] supervising and [`instance`] / [`cgroup`] recording; [`bus`]
-//! starts the instance's filtering D-Bus proxy beside the sandbox.
+//! starts the instance's filtering D-Bus proxy beside the sandbox. Every raw
+//! syscall wrapped for more than one stage lives once in [`sys`].
 
 pub mod bus;
 pub mod capability;
 pub mod cgroup;
+pub mod cleanup;
 pub mod enter;
 pub mod environ;
 pub mod exit_code;
@@ -29,7 +31,10 @@ pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
+pub mod sys;
 pub mod systemd;
+pub mod warning;
 pub mod wayland;
 
 pub use launch::{LaunchError, Prepared, RunRequest};
+pub use warning::{Warning, Warnings};

@@ -765,3 +765,37 @@ fn shared_runtime_dir(who: Who) {
 }
 
 as_root_and_user!(a_shared_runtime_dir_is_not_trusted_as_root, a_shared_runtime_dir_is_not_trusted_as_user: skip("shared_runtime_dir") => shared_runtime_dir);
+
+/// A warning found while the launch goes on reaches the user once, from the
+/// command, with its wording unchanged: a --socket grant for a socket the
+/// host does not have.
+fn missing_socket_note(who: Who) {
+    let rt = runtime_dir(who, "no-pulse");
+    let out = run(
+        porthole(
+            who,
+            &rt,
+            &["run", "--socket=pulseaudio", APP_ID, "--", "/bin/true"],
+            &[],
+        ),
+        Stdio::null(),
+        30,
+    );
+    assert_eq!(out.code, Some(0), "[{}] {}", who.label(), out.stderr);
+    let notes: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("porthole: note:"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "porthole: note: --socket=pulseaudio granted but the host has no such socket; not provided"
+        ],
+        "[{}] {}",
+        who.label(),
+        out.stderr
+    );
+}
+
+as_root_and_user!(a_missing_socket_is_noted_once_as_root, a_missing_socket_is_noted_once_as_user: skip("missing_socket_note") => missing_socket_note);

@@ -174,7 +174,7 @@ pub fn main(args: RunArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let prepared = match launch::prepare(&req) {
+    let prepared = match launch::prepare(&req, &mut super::print_warning) {
         Ok(p) => p,
         Err(e) => return fail(e.exit_code(), e),
     };
@@ -182,7 +182,7 @@ pub fn main(args: RunArgs) -> i32 {
         print!("{}", launch::describe(&prepared));
         return 0;
     }
-    match launch::execute(prepared) {
+    match launch::execute(prepared, &mut super::print_warning) {
         Ok(code) => code,
         Err(e) => fail(e.exit_code(), e),
     }

@@ -1,6 +1,7 @@
 //! Host side, second stage: the monitor. Creates what the instance needs on
 //! the host, clones into the namespaces, supervises, cleans up.
 
+use super::resources::InstanceResources;
 use super::sandbox::{exec_parts, sandbox_init};
 use super::*;
 
@@ -71,15 +72,14 @@ fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
     }
 }
 
-/// Runs a prepared launch to the end; returns the app's exit code.
-pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
+/// Runs a prepared launch to the end; returns the app's exit code. What
+/// the launch cannot honour (a missing socket, a bus or limits it runs
+/// without) goes to `warn` as it is found, before the app starts.
+pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     let mut p = p;
     let _wayland_listener = wayland_security_context(&mut p);
     for m in &p.missing_sockets {
-        eprintln!(
-            "porthole: note: --socket={} granted but the host has no such socket; not provided",
-            m.name()
-        );
+        warn(Warning::SocketMissing { name: m.name() });
     }
     trace_stage(p.trace, "execute");
     ensure_app_data(&p.home, &p.app_data, p.uid)?;
@@ -88,18 +88,21 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // assembled; the sandbox waits for its ready byte only just before
     // binding its socket, the last step of the root. Its socket lives in
     // the instance dir, which therefore exists before the proxy.
-    let mut early_dir = None;
-    let mut proxy = None;
+    // Everything the instance holds on the host, released on every way
+    // out of here (see InstanceResources).
+    let mut res = InstanceResources::default();
     if let Some(plan) = p.bus.clone() {
         let instances = instance::instances_dir(&p.runtime_dir)?;
-        early_dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
+        res.dir = Some(InstanceDir::create(&instances, &p.instance_id, &p.info)?);
         match bus::start(&plan, p.info.as_bytes()) {
             Ok(px) => {
                 tracing::debug!(pid = px.pid().as_raw(), "D-Bus proxy started");
-                proxy = Some(px);
+                res.proxy = Some(px);
             }
             Err(e) => {
-                eprintln!("porthole: warning: D-Bus proxy: {e}; the app runs without D-Bus");
+                warn(Warning::NoBusProxy {
+                    reason: e.to_string(),
+                });
                 p.ops.retain(|op| !matches!(op, Op::ProxySocket { .. }));
                 p.env.retain(|(k, _)| {
                     k != "DBUS_SESSION_BUS_ADDRESS" && k != "DBUS_SYSTEM_BUS_ADDRESS"
@@ -143,21 +146,22 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         None => cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &p.limits)
             .map(|cg| (cg, cgroup::Limits::default())),
     };
-    let (mut cgroup, scope_limits) = match created {
+    let (cgroup, scope_limits) = match created {
         Ok(c) => c,
         Err(e) => {
             if p.limits.is_empty() {
                 tracing::info!(error = %e, "no cgroup for this instance; continuing without");
             } else {
-                eprintln!("porthole: warning: --memory-max/--pids-max cannot be enforced: {e}");
+                warn(Warning::LimitsNoCgroup(e));
             }
             (None, cgroup::Limits::default())
         }
     };
+    res.cgroup = cgroup;
     trace_stage(p.trace, "cgroup created, cloning");
     let flags = p.namespaces.clone_flags();
     let mut born_in_cgroup = false;
-    let forked = match cgroup.as_ref().and_then(|cg| cg.v2_fd()) {
+    let forked = match res.cgroup.as_ref().and_then(|cg| cg.v2_fd()) {
         Some(fd) => match namespace::fork_into_cgroup(flags, fd.as_fd()) {
             Ok(f) => {
                 born_in_cgroup = true;
@@ -170,30 +174,21 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         },
         None => namespace::fork_into(flags),
     };
-    // A failed clone must not leave the instance's cgroup behind.
-    let forked = match forked {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some(cg) = cgroup.take()
-                && let Err(c) = cg.remove()
-            {
-                tracing::warn!(error = %c, "could not remove the instance cgroup");
-            }
-            return Err(e.into());
-        }
-    };
+    // A failed clone leaves nothing behind: `res` is released on return.
+    let forked = forked?;
     // The sandbox waits for "go" only when it still has to be moved into a
     // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs
     // scheduling latency on a busy machine.
     let child_waits = scope_dir.is_some()
-        || cgroup
+        || res
+            .cgroup
             .as_ref()
             .is_some_and(|c| c.needs_move(born_in_cgroup));
     let child = match forked {
         Forked::Child => {
             drop(go_wr);
             drop(ready_rd);
-            let bus_ready = proxy.as_ref().map(|px| px.sync_fd());
+            let bus_ready = res.proxy.as_ref().map(|px| px.sync_fd());
             sandbox_init(
                 &p,
                 &parts,
@@ -226,34 +221,32 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     // While the sandbox assembles its root (on the other core), record the
     // instance and create its cgroup; the sandbox waits for "go" before
     // anything of the app runs.
-    let created = match early_dir {
-        Some(d) => Ok(d),
-        None => instance::instances_dir(&p.runtime_dir)
-            .and_then(|instances| InstanceDir::create(&instances, &p.instance_id, &p.info)),
-    };
-    let dir = match created {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
-            if let Some(cg) = cgroup {
-                let _ = cg.remove();
+    if res.dir.is_none() {
+        let created = instance::instances_dir(&p.runtime_dir)
+            .and_then(|instances| InstanceDir::create(&instances, &p.instance_id, &p.info));
+        match created {
+            Ok(d) => res.dir = Some(d),
+            Err(e) => {
+                // Our unreaped child: kill cannot miss it (a zombie takes
+                // the signal too). The rest goes with `res`.
+                if let Err(k) = nix::sys::signal::kill(child, Signal::SIGKILL) {
+                    crate::cleanup::failed("kill the sandbox", &k);
+                }
+                if let Err(w) = nix::sys::wait::waitpid(child, None) {
+                    crate::cleanup::failed("reap the sandbox", &w);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
         }
-    };
+    }
     trace_stage(p.trace, "instance dir ready");
     let mut cleanup = Vec::new();
-    if let Some(cg) = &cgroup
+    if let Some(cg) = &res.cgroup
         && cg.needs_move(born_in_cgroup)
         && let Err(e) = cg.add(child.as_raw(), born_in_cgroup)
     {
-        eprintln!(
-            "porthole: warning: could not move the sandbox into its cgroup; limits are not enforced: {e}"
-        );
-        if let Some(cg) = cgroup.take() {
-            let _ = cg.remove();
-        }
+        warn(Warning::CgroupMoveFailed(e));
+        res.remove_cgroup();
     }
     let mut scope_cgroup = None;
     if let Some(pending) = pending_scope {
@@ -270,20 +263,20 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
                 None if scope_limits.is_empty() => {
                     tracing::info!(unit, "the systemd scope does not hold the sandbox")
                 }
-                None => eprintln!(
-                    "porthole: warning: --memory-max/--pids-max cannot be enforced: the systemd scope {unit} does not hold the sandbox"
-                ),
+                None => warn(Warning::ScopeMissesSandbox { unit: unit.clone() }),
             },
             Err(e) if scope_limits.is_empty() => {
                 tracing::info!(error = %e, "no systemd scope for this instance; continuing without")
             }
-            Err(e) => eprintln!(
-                "porthole: warning: --memory-max/--pids-max cannot be enforced: no systemd scope: {e}"
-            ),
+            Err(e) => warn(Warning::LimitsNoScope {
+                reason: e.to_string(),
+            }),
         }
     }
     if child_waits {
         // The sandbox may go on: it is in its cgroups.
+        // Ignored on failure (EPIPE): only a sandbox that already died
+        // stops reading, and we learn that from the ready pipe next.
         let _ = nix::unistd::write(&go_wr, b"g");
     }
     trace_stage(p.trace, "cgroup ready");
@@ -292,11 +285,8 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
     let mut b = [0u8; 1];
     if !matches!(nix::unistd::read(&ready_rd, &mut b), Ok(1)) {
         drop(go_wr);
-        let code = init::supervise(child, Reap::MainOnly);
-        if let Some(cg) = cgroup {
-            let _ = cg.remove();
-        }
-        return Ok(code);
+        // Reaped: its cgroup is empty and goes now, with the rest of `res`.
+        return Ok(init::supervise(child, Reap::MainOnly));
     }
     trace_stage(p.trace, "sandbox root ready");
     let record = Record {
@@ -319,7 +309,8 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         home: p.home.display().to_string(),
         // `enter` joins each of these: the scope's directory too, so an
         // entered command is under the same limits.
-        cgroups: cgroup
+        cgroups: res
+            .cgroup
             .as_ref()
             .map(|c| c.paths())
             .unwrap_or_default()
@@ -327,12 +318,14 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
             .chain(scope_cgroup.map(|d| d.display().to_string()))
             .collect(),
     };
-    if let Err(e) = dir.write_record(&record) {
+    if let Some(dir) = &res.dir
+        && let Err(e) = dir.write_record(&record)
+    {
         cleanup.push(e.to_string());
     }
     trace_stage(p.trace, "recorded");
     // Housekeeping while the app runs, off the start-up path.
-    if let Some(cg) = &cgroup {
+    if let Some(cg) = &res.cgroup {
         cg.sweep_stale_siblings();
     }
     // Pid 1 reports the app's exit status on the ready pipe as soon as the
@@ -343,57 +336,15 @@ pub fn execute(p: Prepared) -> Result<i32, LaunchError> {
         init::Ended::Reported(c) | init::Ended::Reaped(c) => c,
     };
     trace_stage(p.trace, "sandbox exited");
-    // The proxy ends with its instance: killed now, reaped (on drop) after
-    // the rest of the clean-up, so that its exit overlaps that work.
-    if let Some(px) = &proxy {
-        px.kill();
-    }
     // Held open until now: its hang-up tells a sandbox that starts after we
     // died (before its parent-death signal was armed) to give up.
     drop(go_wr);
-    drop(dir);
-    // Pid 1 may still be exiting (Reported): the cgroup empties out only
-    // after its teardown, which a janitor waits for, started last of all.
-    let mut later = None;
-    if let Some(cg) = cgroup {
-        match ended {
-            init::Ended::Reported(_) => later = Some(cg),
-            init::Ended::Reaped(_) => remove_cgroup(cg),
-        }
-    }
-    drop(proxy);
     for c in cleanup {
         tracing::warn!(error = %c, "instance record");
     }
-    if let Some(cg) = later {
-        remove_cgroup_later(cg, child);
-    }
+    // Pid 1 may still be exiting (Reported): the cgroup empties out only
+    // after its teardown, which a janitor waits for, started last of all.
+    res.finish(child, matches!(ended, init::Ended::Reaped(_)));
     trace_stage(p.trace, "cgroup removal arranged");
     Ok(code)
-}
-
-fn remove_cgroup(cg: cgroup::InstanceCgroup) {
-    if let Err(e) = cg.remove() {
-        tracing::warn!(error = %e, "could not remove the instance cgroup");
-    }
-}
-
-/// Removes the instance's cgroup once `pid1` has exited, through
-/// [`crate::janitor`], so that `porthole run` can exit with the app's
-/// status without waiting for the sandbox's teardown. The pidfd is taken
-/// while pid 1 is still our unreaped child, so it names that process and no
-/// other. If the janitor cannot start, we remove the cgroup ourselves,
-/// waiting as before. Must be the last thing before returning the status
-/// (see the janitor's notes on shared memory and errno).
-fn remove_cgroup_later(cg: cgroup::InstanceCgroup, pid1: Pid) {
-    // SAFETY: pidfd_open takes a pid and flags, no memory.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid1.as_raw(), 0) };
-    if fd < 0 {
-        return remove_cgroup(cg);
-    }
-    // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
-    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    if !crate::janitor::remove_when_gone(pidfd, cg.c_paths()) {
-        remove_cgroup(cg);
-    }
 }

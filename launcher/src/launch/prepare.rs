@@ -2,6 +2,7 @@
 //! Reads the host, changes nothing.
 
 use super::*;
+use crate::sys::fd::{OFlags, ResolveFlags};
 
 /// Everything a launch needs, resolved on the host side.
 #[derive(Debug)]
@@ -62,38 +63,17 @@ fn canonical_dir(path: &Path) -> Result<PathBuf, String> {
     Ok(c)
 }
 
-/// `openat2(root, rel, flags, resolve | RESOLVE_NO_MAGICLINKS)`.
+/// `openat2(root, rel, flags, resolve)` through [`crate::sys::fd::openat2`]
+/// (which adds O_CLOEXEC and RESOLVE_NO_MAGICLINKS).
 fn openat2(
     root: std::os::fd::BorrowedFd<'_>,
     rel: &Path,
-    flags: libc::c_int,
-    resolve: u64,
+    flags: crate::sys::fd::OFlags,
+    resolve: crate::sys::fd::ResolveFlags,
 ) -> std::io::Result<OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
     let c = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is plain old data; all-zero is valid (and required
-    // for the fields we do not set).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `c` is NUL-terminated and `how` is a fully initialised
-    // open_how whose size we pass; both outlive the call, the kernel only
-    // reads them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::sys::fd::openat2(root, &c, flags, resolve)
 }
 
 /// A directory tree on the host (a `--runtime` dir, or `/`) whose files
@@ -123,7 +103,7 @@ impl Tree {
     /// The host path, free of symlinks, of `rel` inside the tree; None when
     /// it does not exist (or is not below the tree after all).
     fn resolve(&self, rel: &Path) -> Option<PathBuf> {
-        let fd = openat2(self.root.as_fd(), rel, libc::O_PATH, libc::RESOLVE_IN_ROOT).ok()?;
+        let fd = openat2(self.root.as_fd(), rel, OFlags::PATH, ResolveFlags::IN_ROOT).ok()?;
         use std::os::fd::AsRawFd;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
         real.starts_with(&self.path).then_some(real)
@@ -134,8 +114,8 @@ impl Tree {
         let fd = openat2(
             self.root.as_fd(),
             rel,
-            libc::O_RDONLY | libc::O_NONBLOCK,
-            libc::RESOLVE_IN_ROOT,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            ResolveFlags::IN_ROOT,
         )
         .ok()?;
         let file = std::fs::File::from(fd);
@@ -166,8 +146,8 @@ fn filesystem_path(path: &Path) -> Result<PathBuf, LaunchError> {
         rel,
         // Without O_NOFOLLOW: with it, a final symlink would be opened
         // itself instead of failing with ELOOP (openat2(2)).
-        libc::O_PATH,
-        libc::RESOLVE_NO_SYMLINKS,
+        OFlags::PATH,
+        ResolveFlags::NO_SYMLINKS,
     ) {
         let reason = if e.raw_os_error() == Some(libc::ELOOP) {
             "is a symbolic link or passes through one; name the real path".to_string()
@@ -248,8 +228,9 @@ fn host_sockets(perms: &Permissions, host_runtime: Option<&Path>) -> HostSockets
     }
 }
 
-/// Resolves a run request on the host. Changes nothing.
-pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
+/// Resolves a run request on the host. Changes nothing; what it passes
+/// over (an untrusted `$XDG_RUNTIME_DIR`) goes to `warn`.
+pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchError> {
     trace_stage(
         std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
         "prepare",
@@ -371,7 +352,7 @@ pub fn prepare(req: &RunRequest) -> Result<Prepared, LaunchError> {
     } = host_sockets(&perms, host_runtime.as_deref());
 
     let app_data = home.join(".var/app").join(req.app_id.as_str());
-    let runtime = instance::runtime_dir(uid)?;
+    let runtime = instance::runtime_dir(uid, warn)?;
     let instances_dir = instance::instances_path(&runtime);
     let instance_id = instance::new_id();
     // The proxy's sockets live in the instance dir; the sandbox opens that

@@ -95,7 +95,8 @@ pub(super) fn sandbox_init(
     if bus_raw >= 0 {
         // Done with the proxy's ready byte; the monitor's copy alone keeps
         // the proxy alive from here on.
-        let _ = init::close_range(bus_raw as libc::c_uint, bus_raw as libc::c_uint);
+        // Cannot fail: a range of one descriptor (first == last).
+        crate::sys::fd::close_range(bus_raw as libc::c_uint, bus_raw as libc::c_uint).ok();
     }
     if p.namespaces.network
         && let Err(e) = namespace::loopback_up()
@@ -245,7 +246,7 @@ fn exec_common(filters: &Filters, parts: &ExecParts, old_mask: &nix::sys::signal
     }
     // `porthole enter` is a host process: the caller's descriptors (without
     // O_CLOEXEC) must not follow the command into the sandbox.
-    if let Err(e) = init::close_range(3, libc::c_uint::MAX) {
+    if let Err(e) = crate::sys::fd::close_range(3, libc::c_uint::MAX) {
         fail("close_range", e);
     }
     let mut argv: Vec<*const libc::c_char> = parts.argv.iter().map(|a| a.as_ptr()).collect();
