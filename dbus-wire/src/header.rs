@@ -635,6 +635,20 @@ mod tests {
             Header::parse(&with_field(100, b"s", &[9, 0, 0, 0, b'x', 0])),
             Err(WireError::Field(100))
         );
+        // Empty structs and dict entries are not types: an array of them
+        // in an unknown field took no bytes per element, and the skip
+        // spun forever (regression: a hostile client hung the proxy).
+        // Each value: 2 bytes to align the length, the length 8, 4 bytes
+        // to align the elements, then 8 bytes of "elements".
+        let hostile: &[u8] = &[0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        for sig in [&b"a()"[..], b"a{}", b"a{s}", b"a{sss}", b"a(())", b"v"] {
+            assert_eq!(
+                Header::parse(&with_field(100, sig, hostile)),
+                Err(WireError::Field(100)),
+                "signature {}",
+                String::from_utf8_lossy(sig)
+            );
+        }
         // An unknown field of a well-formed type is ignored.
         let known = with_field(100, b"u", &[1, 0, 0, 0]);
         let ok = Header::parse(&known).unwrap();

@@ -233,16 +233,28 @@ impl<'a> Reader<'a> {
                 let elem = &rest[..elem_end];
                 while self.pos < stop {
                     let saved_end = self.end;
+                    let before = self.pos;
                     self.end = stop;
                     let r = self.skip_value(elem, depth + 1);
                     self.end = saved_end;
                     r?;
+                    // Every valid element type takes at least one byte; one
+                    // that took none would spin here forever (a hostile
+                    // `a()` in an unknown header field hung the proxy).
+                    if self.pos == before {
+                        return Err(WireError::Value);
+                    }
                 }
                 return Ok(&rest[elem_end..]);
             }
             b'(' | b'{' => {
                 self.align(8)?;
                 let close = if c == b'(' { b')' } else { b'}' };
+                // `()` and `{}` are not valid types (the D-Bus
+                // specification: a struct has at least one field).
+                if rest.first() == Some(&close) {
+                    return Err(WireError::Value);
+                }
                 let mut inner = rest;
                 loop {
                     match inner.first() {
@@ -278,11 +290,18 @@ fn complete_type_end(sig: &[u8], depth: u32) -> Result<usize, WireError> {
         b'a' => Ok(1 + complete_type_end(&sig[1..], depth + 1)?),
         b'(' | b'{' => {
             let close = if sig[0] == b'(' { b')' } else { b'}' };
-            let mut i = 1;
+            let (mut i, mut fields) = (1, 0);
             while i < sig.len() && sig[i] != close {
                 i += complete_type_end(&sig[i..], depth + 1)?;
+                fields += 1;
             }
-            if i >= sig.len() {
+            // A struct has at least one field, a dict entry exactly two.
+            let valid = if close == b')' {
+                fields >= 1
+            } else {
+                fields == 2
+            };
+            if i >= sig.len() || !valid {
                 return Err(WireError::Value);
             }
             Ok(i + 1)

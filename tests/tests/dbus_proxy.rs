@@ -709,7 +709,7 @@ async fn malformed_messages_close_only_that_client() {
     let (mut proxy, addr) = ours(&w.bus, POLICY);
     let sock = socket_path(&addr);
     let good = zbus_client(&addr).await;
-    let garbage: Vec<Vec<u8>> = vec![
+    let mut garbage: Vec<Vec<u8>> = vec![
         // bad endianness marker
         b"X\x01\x00\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00".to_vec(),
         // method call without PATH/MEMBER
@@ -720,6 +720,17 @@ async fn malformed_messages_close_only_that_client() {
         b"l\x01\x00\x01\x00\x00\x00\x00\x01\x00\x00\x00\x08\x00\x00\x00\x01\x01o\x00\xff\xff\x00\x00"
             .to_vec(),
     ];
+    // A method call (PATH "/a", MEMBER "M") with an unknown header field
+    // holding an array of 8 bytes of empty structs, `a()`: no valid type
+    // is empty, and skipping such elements once spun the proxy forever.
+    let mut empty_structs =
+        b"l\x01\x00\x01\x00\x00\x00\x00\x01\x00\x00\x00\x38\x00\x00\x00".to_vec();
+    empty_structs.extend_from_slice(b"\x01\x01o\x00\x02\x00\x00\x00/a\x00\x00\x00\x00\x00\x00");
+    empty_structs.extend_from_slice(b"\x03\x01s\x00\x01\x00\x00\x00M\x00\x00\x00\x00\x00\x00\x00");
+    empty_structs.extend_from_slice(b"\x64\x03a()\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00");
+    empty_structs.extend_from_slice(&[0; 8]);
+    assert_eq!(empty_structs.len(), 16 + 0x38);
+    garbage.push(empty_structs);
     for g in garbage {
         let mut s = raw_client(&sock);
         s.write_all(&g).unwrap();
