@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use porthole_identity::{AppId, AppInfo, CallerError, CallerLookup};
 use tokio::sync::oneshot;
@@ -64,30 +64,40 @@ impl Caller {
         }
     }
 
-    /// The typed answer for a lookup's result, and whether to remember it
-    /// for this sender. Only [`CallerError::Busy`] is forgotten: it says
-    /// nothing about this caller, just that others' lookups are stuck, so
-    /// the next call from it is looked up again. A lookup that timed out is
-    /// remembered, so one sender cannot wedge one thread per call.
-    fn from_lookup(sender: &str, found: Result<AppInfo, CallerError>) -> (Caller, bool) {
+    /// The typed answer for a lookup's result, and how long to remember it
+    /// for this sender. A settled answer is kept (unique names are never
+    /// reused). [`CallerError::Busy`] is forgotten at once: it says nothing
+    /// about this caller, just that others' lookups are stuck. A lookup that
+    /// timed out is kept for [`RETRY_AFTER_TIMEOUT`]: long enough that one
+    /// sender cannot wedge a thread per call, short enough that a caller
+    /// whose first lookup met a stalled machine is not refused for the life
+    /// of its connection.
+    fn from_lookup(sender: &str, found: Result<AppInfo, CallerError>) -> (Caller, Keep) {
         let unidentified = |reason: String| Caller::Unidentified {
             sender: Some(sender.to_owned()),
             reason,
         };
         match found {
-            Ok(info) if info.is_host() => (Caller::Host, true),
+            Ok(info) if info.is_host() => (Caller::Host, Keep::Always),
             Ok(info) => match AppId::parse(&info.app_id) {
                 Ok(app_id) => (
                     Caller::App {
                         app_id,
                         instance_id: info.instance_id,
                     },
-                    true,
+                    Keep::Always,
                 ),
-                Err(e) => (unidentified(format!("app id {:?}: {e}", info.app_id)), true),
+                Err(e) => (
+                    unidentified(format!("app id {:?}: {e}", info.app_id)),
+                    Keep::Always,
+                ),
             },
-            Err(e @ CallerError::Busy) => (unidentified(e.to_string()), false),
-            Err(e) => (unidentified(e.to_string()), true),
+            Err(e @ CallerError::Busy) => (unidentified(e.to_string()), Keep::Not),
+            Err(e @ CallerError::TimedOut { .. }) => (
+                unidentified(e.to_string()),
+                Keep::Until(Instant::now() + RETRY_AFTER_TIMEOUT),
+            ),
+            Err(e) => (unidentified(e.to_string()), Keep::Always),
         }
     }
 }
@@ -107,6 +117,17 @@ pub const IDENTIFY_DEADLINE: Duration = Duration::from_secs(2);
 /// unidentified at once instead of waiting for the deadline.
 pub const IDENTIFY_MAX_STUCK: usize = 8;
 
+/// How long a sender whose lookup timed out is answered as unidentified
+/// before its next call is looked up again.
+pub const RETRY_AFTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a lookup's answer stands for its sender.
+enum Keep {
+    Always,
+    Until(Instant),
+    Not,
+}
+
 /// Remembered senders; past this the settled answers are dropped.
 const CACHE_MAX: usize = 4096;
 
@@ -120,7 +141,8 @@ pub struct Callers {
 }
 
 enum Known {
-    Ready(Caller),
+    /// The answer, and until when it stands (None: for good).
+    Ready(Caller, Option<Instant>),
     /// One lookup per sender at a time, however many calls it sends: a
     /// sender whose lookup hangs costs one blocking thread, not one per call.
     Waiting(Vec<oneshot::Sender<Caller>>),
@@ -158,12 +180,17 @@ impl Callers {
         {
             let mut map = self.map.lock().expect("caller cache lock");
             match map.get_mut(&sender) {
-                Some(Known::Ready(caller)) => return PendingCaller::ready(caller.clone()),
+                Some(Known::Ready(caller, until))
+                    if until.is_none_or(|until| Instant::now() < until) =>
+                {
+                    return PendingCaller::ready(caller.clone());
+                }
                 Some(Known::Waiting(waiters)) => {
                     waiters.push(tx);
                     return PendingCaller::waiting(sender, rx);
                 }
-                None => {}
+                // Not known, or a timed-out answer that has lapsed.
+                _ => {}
             }
             if map.len() >= CACHE_MAX {
                 map.retain(|_, known| matches!(known, Known::Waiting(_)));
@@ -179,10 +206,12 @@ impl Callers {
             let (caller, keep) = Caller::from_lookup(&asked, found);
             let waiters = {
                 let mut map = callers.map.lock().expect("caller cache lock");
-                let previous = if keep {
-                    map.insert(asked, Known::Ready(caller.clone()))
-                } else {
-                    map.remove(&asked)
+                let previous = match keep {
+                    Keep::Always => map.insert(asked, Known::Ready(caller.clone(), None)),
+                    Keep::Until(until) => {
+                        map.insert(asked, Known::Ready(caller.clone(), Some(until)))
+                    }
+                    Keep::Not => map.remove(&asked),
                 };
                 match previous {
                     Some(Known::Waiting(waiters)) => waiters,
@@ -250,25 +279,35 @@ mod tests {
 
     #[test]
     fn lookups_become_typed_callers() {
-        assert_eq!(
-            Caller::from_lookup(":1.5", Ok(info(""))),
-            (Caller::Host, true)
-        );
+        let (host, keep) = Caller::from_lookup(":1.5", Ok(info("")));
+        assert_eq!(host, Caller::Host);
+        assert!(matches!(keep, Keep::Always));
         let (app, keep) = Caller::from_lookup(":1.5", Ok(info("org.example.App")));
-        assert!(keep);
+        assert!(matches!(keep, Keep::Always));
         assert_eq!(app.app_id().map(AppId::as_str), Some("org.example.App"));
         assert_eq!(app.app_id_str(), Some("org.example.App"));
         assert_eq!(Caller::Host.app_id_str(), Some(""));
     }
 
     #[test]
-    fn a_failed_lookup_is_unidentified_and_busy_is_not_remembered() {
+    fn a_failed_lookup_is_unidentified_busy_is_not_remembered_a_timeout_lapses() {
         let (gone, keep) = Caller::from_lookup(":1.5", Err(CallerError::Gone(9)));
-        assert!(keep);
+        assert!(matches!(keep, Keep::Always));
         assert!(matches!(&gone, Caller::Unidentified { sender: Some(s), .. } if s == ":1.5"));
         assert_eq!(gone.app_id_str(), None);
         let (_, keep) = Caller::from_lookup(":1.5", Err(CallerError::Busy));
-        assert!(!keep);
+        assert!(matches!(keep, Keep::Not));
+        let timed_out = CallerError::TimedOut {
+            pid: 9,
+            after: IDENTIFY_DEADLINE,
+        };
+        let (caller, keep) = Caller::from_lookup(":1.5", Err(timed_out));
+        assert!(matches!(caller, Caller::Unidentified { .. }));
+        let Keep::Until(until) = keep else {
+            panic!("a timed-out lookup must lapse");
+        };
+        let left = until - Instant::now();
+        assert!(left <= RETRY_AFTER_TIMEOUT && left > RETRY_AFTER_TIMEOUT / 2);
     }
 
     #[test]
