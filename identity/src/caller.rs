@@ -10,7 +10,7 @@
 //! which bounds what reading that file may cost them.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 #[cfg(feature = "dbus")]
 use zbus::fdo::DBusProxy;
@@ -159,7 +159,7 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
             pid,
         });
     };
-    let kf = KeyFile::parse(&text).map_err(|e| CallerError::BadInfo {
+    let kf = KeyFile::parse_bytes(&text).map_err(|e| CallerError::BadInfo {
         pid,
         reason: e.to_string(),
     })?;
@@ -190,7 +190,7 @@ pub const INFO_MAX: u64 = 64 * 1024;
 /// resolve absolute targets in *our* root (O_NOFOLLOW refuses it), a FIFO
 /// would block the open until someone writes (O_NONBLOCK), and `/dev/zero`
 /// would never end (a regular file of at most [`INFO_MAX`] bytes is read).
-fn read_info(pid: u32) -> Result<Option<String>, CallerError> {
+fn read_info(pid: u32) -> Result<Option<Vec<u8>>, CallerError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = format!("/proc/{pid}/root/.flatpak-info");
     let bad = |reason: String| CallerError::BadInfo { pid, reason };
@@ -214,9 +214,11 @@ fn read_info(pid: u32) -> Result<Option<String>, CallerError> {
     if !meta.file_type().is_file() {
         return Err(bad("/.flatpak-info is not a regular file".into()));
     }
-    let mut text = String::new();
+    // Bytes, not a string: the key file parser (fuzzed and compared with
+    // GLib's on bytes) decides what a file that is not UTF-8 means.
+    let mut text = Vec::new();
     file.take(INFO_MAX + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut text)
         .map_err(read_err)?;
     if text.len() as u64 > INFO_MAX {
         return Err(bad(format!(
@@ -229,17 +231,13 @@ fn read_info(pid: u32) -> Result<Option<String>, CallerError> {
 /// `pidfd_open(2)`: a handle that keeps naming this process even if the PID
 /// is later reused.
 pub fn pidfd_open(pid: u32) -> Result<OwnedFd, CallerError> {
-    // SAFETY: pidfd_open takes a pid and flags by value and touches no memory
-    // of ours; a negative return is an error, checked below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(CallerError::PidFd {
-            pid,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let err = |source| CallerError::PidFd { pid, source };
+    let raw = rustix::process::RawPid::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;
+    rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| err(e.into()))
 }
 
 /// Whether the process behind `pidfd` still runs (signal 0 sends nothing).

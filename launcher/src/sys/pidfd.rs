@@ -6,6 +6,11 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// `pidfd_open(pid, 0)`.
 pub fn open(pid: i32) -> io::Result<OwnedFd> {
+    // Pid::from_raw debug-asserts a non-negative pid; a pid read from an
+    // instance record or /proc is checked here instead.
+    if pid <= 0 {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
     let pid = rustix::process::Pid::from_raw(pid).ok_or(io::ErrorKind::InvalidInput)?;
     Ok(rustix::process::pidfd_open(
         pid,
@@ -43,6 +48,7 @@ mod tests {
     #[test]
     fn no_pidfd_for_pid_0_or_an_unnamed_signal() {
         assert!(open(0).is_err());
+        assert!(open(-1).is_err());
         let me = open(std::process::id() as i32).unwrap();
         assert!(send_signal(me.as_fd(), 0x7fff).is_err());
     }
