@@ -493,11 +493,8 @@ fn our_parse_matches_glib_keyfile() {
     let files: Vec<Vec<u8>> = (0..count).map(|_| generate(&mut rng)).collect();
     let theirs = match glib(&files) {
         Ok(outcomes) => outcomes,
-        Err(missing) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("cannot compare with GLib under CI: {missing}")
-        }
         Err(missing) => {
-            eprintln!("SKIPPED our_parse_matches_glib_keyfile: {missing}");
+            porthole_tests::skipped(&format!("our_parse_matches_glib_keyfile: {missing}"));
             return;
         }
     };
@@ -554,11 +551,8 @@ fn deliberate_differences() {
     ];
     let theirs = match glib(&cases.iter().map(|(d, _)| d.to_vec()).collect::<Vec<_>>()) {
         Ok(outcomes) => outcomes,
-        Err(missing) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("cannot compare with GLib under CI: {missing}")
-        }
         Err(missing) => {
-            eprintln!("SKIPPED deliberate_differences: {missing}");
+            porthole_tests::skipped(&format!("deliberate_differences: {missing}"));
             return;
         }
     };

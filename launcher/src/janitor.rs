@@ -95,9 +95,9 @@ extern "C" fn janitor(arg: *mut libc::c_void) -> libc::c_int {
     }
     // Nothing else of ours stays open in it either (a pipe someone reads
     // to EOF, a lock): everything from 3 up but the pidfd.
-    // close_range fails only for first > last, which the ranges here
-    // exclude, so it never reads errno (see the module notes); nothing to
-    // do about a failure anyway.
+    // close_range is glibc's wrapper, which writes the shared errno only
+    // on failure, and it fails only for first > last, which the range here
+    // excludes (see the module notes); nothing to do about a failure anyway.
     let keep = job.pidfd.as_raw_fd() as libc::c_uint;
     if keep > 3 {
         crate::sys::fd::close_range(3, keep - 1).ok();

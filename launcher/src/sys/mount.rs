@@ -154,12 +154,7 @@ mod tests {
     /// before fork; its exit code names the step that failed.
     #[test]
     fn new_mount_api_round_trip() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "needs root (mount namespace)"
-            );
-            eprintln!("SKIPPED new_mount_api_round_trip: needs root");
+        if !porthole_tests::running_as_root("new_mount_api_round_trip (a mount namespace)") {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use porthole_service::{CommonArgs, Daemon};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "The permission store: remembers what the user approved, per table, id and app, behind org.freedesktop.impl.portal.PermissionStore on the session bus. Started by D-Bus activation or systemd --user; exits on SIGTERM or SIGHUP."
+    about = "The permission store: remembers what the user approved, per table, id and app, behind org.freedesktop.impl.portal.PermissionStore on the session bus. Started by D-Bus activation or systemd --user; exits on SIGTERM, SIGHUP or SIGINT, or when another instance takes the name over (--replace)."
 )]
 struct Args {
     #[command(flatten)]
