@@ -24,25 +24,37 @@ fn main() {
     println!("cargo:rerun-if-changed=src/seccomp/policy.rs");
     let text = std::fs::read_to_string("src/seccomp/policy.txt").expect("read policy.txt");
     let policy = policy::Policy::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-    let (programs, unknown) = policy::compile(&policy).unwrap_or_else(|e| panic!("{e}"));
-    for name in unknown {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    // One set of programs per feature combination, indexed by
+    // Features::index.
+    let mut table = String::from("[\n");
+    let mut unknown_all = Vec::new();
+    for (v, features) in policy::Features::ALL.iter().enumerate() {
+        assert_eq!(features.index(), v);
+        let (programs, unknown) =
+            policy::compile(&policy, *features).unwrap_or_else(|e| panic!("{e}"));
+        unknown_all.extend(unknown);
+        table.push_str("    &[\n");
+        for (i, p) in programs.iter().enumerate() {
+            let file = out.join(format!("seccomp_{v}_{i}.bpf"));
+            std::fs::write(&file, &p.bytes).expect("write bpf");
+            writeln!(
+                table,
+                "        ({:?}, include_bytes!({:?})),",
+                p.name,
+                file.display().to_string()
+            )
+            .expect("fmt");
+        }
+        table.push_str("    ],\n");
+    }
+    table.push_str("]\n");
+    unknown_all.sort();
+    unknown_all.dedup();
+    for name in unknown_all {
         println!(
             "cargo:warning=seccomp policy: libseccomp does not know syscall {name}; left to the default"
         );
     }
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let mut table = String::from("&[\n");
-    for (i, p) in programs.iter().enumerate() {
-        let file = out.join(format!("seccomp_{i}.bpf"));
-        std::fs::write(&file, &p.bytes).expect("write bpf");
-        writeln!(
-            table,
-            "    ({:?}, include_bytes!({:?})),",
-            p.name,
-            file.display().to_string()
-        )
-        .expect("fmt");
-    }
-    table.push_str("]\n");
     std::fs::write(out.join("seccomp_programs.rs"), table).expect("write table");
 }

@@ -142,7 +142,14 @@ fn ns_differs(pid: i32, name: &str) -> std::io::Result<bool> {
 
 /// Runs `argv` inside the instance; returns its exit code.
 pub fn enter(r: &Record, argv: &[OsString]) -> Result<i32, EnterError> {
-    let filters = Filters::builtin();
+    // The instance's own filter: an entered debugger of a `devel` instance
+    // may ptrace, one of a default instance may not. Names this launcher
+    // does not know (a newer record) add nothing.
+    let mut features = crate::seccomp::Features::default();
+    for name in &r.features {
+        let _ = crate::permissions::parse_allow(name, &mut features);
+    }
+    let filters = Filters::builtin(features);
     let init_fd = pidfd(r)?;
     // Join the instance's cgroup(s) first, while the host's /sys is visible.
     // A command that cannot join would run outside the instance's limits:

@@ -1,10 +1,34 @@
 //! The sandbox's environment: cleared, then an allow-list (DESIGN.md). Never
 //! LD_PRELOAD, LD_LIBRARY_PATH, or a bus address of the host.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 /// The fixed PATH inside the sandbox.
 pub const PATH: &str = "/app/bin:/usr/bin";
+
+/// The host home as Flatpak reads it (GLib's `g_get_home_dir`): `$HOME`
+/// when it is set and not empty, else the passwd entry's home (`passwd`,
+/// asked only then), else `/`. The app's data, `~/.var/app/APP_ID`, lives
+/// under it, and `~/` in `--filesystem` means it.
+pub fn host_home(env_home: Option<OsString>, passwd: impl FnOnce() -> Option<PathBuf>) -> PathBuf {
+    env_home
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(passwd)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// [`host_home`] for this process: its `$HOME`, else the passwd entry of
+/// its real uid.
+pub fn current_home() -> PathBuf {
+    host_home(std::env::var_os("HOME"), || {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    })
+}
 
 /// What the environment depends on.
 #[derive(Debug, Clone)]
@@ -89,6 +113,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_follows_glib() {
+        let pw = || Some(PathBuf::from("/home/pw"));
+        assert_eq!(
+            host_home(Some("/srv/elsewhere".into()), || panic!("passwd read")),
+            PathBuf::from("/srv/elsewhere")
+        );
+        assert_eq!(host_home(Some("".into()), pw), PathBuf::from("/home/pw"));
+        assert_eq!(host_home(None, pw), PathBuf::from("/home/pw"));
+        assert_eq!(host_home(None, || None), PathBuf::from("/"));
+    }
 
     fn input<'a>(extra: &'a [(String, String)]) -> EnvInput<'a> {
         EnvInput {

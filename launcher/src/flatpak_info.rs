@@ -69,6 +69,11 @@ pub fn render(i: &InfoInput<'_>) -> String {
         })
         .collect();
     kf.set_list("Context", "filesystems", &fs);
+    // Flatpak writes the features only when there are any.
+    let features = crate::permissions::feature_names(p.features);
+    if !features.is_empty() {
+        kf.set_list("Context", "features", &features);
+    }
     // The group is there whenever the proxy is: the portals, talked to by
     // every app, head it (Flatpak's implicit policy, said explicitly).
     if i.session_bus_proxy && !p.talk_names.iter().any(|n| n == "org.freedesktop.portal.*") {

@@ -51,6 +51,11 @@ pub struct Record {
     pub home: String,
     /// The instance's cgroup directories (one per hierarchy used).
     pub cgroups: Vec<String>,
+    /// The `--allow` features its filter was built for (`devel`,
+    /// `multiarch`): `enter` loads the same filter. Absent in records of
+    /// older launchers: none.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// The per-user runtime directory: `$XDG_RUNTIME_DIR` when it is a
@@ -286,6 +291,7 @@ mod tests {
             env: vec![],
             home: "/root".into(),
             cgroups: vec![],
+            features: vec!["devel".into()],
         };
         dir.write_record(&rec).unwrap();
         assert_eq!(list(tmp.path()).unwrap(), vec![rec.clone()]);

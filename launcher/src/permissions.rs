@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use porthole_identity::KeyFile;
 
 use crate::plan::Access;
+pub use crate::seccomp::Features;
 
 /// A session socket the app may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,6 +45,12 @@ pub enum PermissionError {
     BadSize(String),
     #[error("--pids-max={0}: expected a positive number")]
     BadCount(String),
+    #[error(
+        "--allow={0}: Flatpak's feature {0:?} is not implemented by porthole yet (implemented: multiarch, devel)"
+    )]
+    AllowNotImplemented(String),
+    #[error("--allow={0}: unknown feature (known: multiarch, devel)")]
+    UnknownAllow(String),
     #[error("metadata file {path}: {reason}")]
     Metadata { path: PathBuf, reason: String },
 }
@@ -70,6 +77,8 @@ pub struct Permissions {
     pub system_talk_names: Vec<String>,
     pub system_own_names: Vec<String>,
     pub system_see_names: Vec<String>,
+    /// `--allow` / `features=`: multiarch, devel.
+    pub features: Features,
 }
 
 pub fn parse_socket(s: &str) -> Result<Socket, PermissionError> {
@@ -86,6 +95,37 @@ pub fn parse_share(s: &str) -> Result<bool, PermissionError> {
         "network" => Ok(true),
         other => Err(PermissionError::UnknownShare(other.to_owned())),
     }
+}
+
+/// Flatpak's `--allow` features that porthole does not provide yet: refused
+/// by name rather than taken as unknown words.
+const ALLOW_NOT_IMPLEMENTED: &[&str] = &["bluetooth", "canbus", "per-app-dev-shm"];
+
+/// One `--allow=FEATURE` (Flatpak's vocabulary and meaning): `multiarch`
+/// opens the i386 ABI under the same filter, `devel` allows ptrace and
+/// perf_event_open within the sandbox.
+pub fn parse_allow(s: &str, features: &mut Features) -> Result<(), PermissionError> {
+    match s {
+        "multiarch" => features.multiarch = true,
+        "devel" => features.devel = true,
+        other if ALLOW_NOT_IMPLEMENTED.contains(&other) => {
+            return Err(PermissionError::AllowNotImplemented(other.to_owned()));
+        }
+        other => return Err(PermissionError::UnknownAllow(other.to_owned())),
+    }
+    Ok(())
+}
+
+/// The features as Flatpak writes them in `[Context] features=`.
+pub fn feature_names(f: Features) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if f.devel {
+        v.push("devel");
+    }
+    if f.multiarch {
+        v.push("multiarch");
+    }
+    v
 }
 
 /// `PATH[:ro|:rw]`; `~/x` is relative to `home`.
@@ -175,6 +215,12 @@ impl Permissions {
                 p.sockets.insert(s);
             }
         }
+        for item in kf.get_list("Context", "features").unwrap_or_default() {
+            // Features we do not provide (bluetooth, canbus, ...) are
+            // ignored, never widened; "!devel" and the like revoke nothing
+            // here because nothing else granted them.
+            let _ = parse_allow(&item, &mut p.features);
+        }
         for item in kf.get_list("Context", "filesystems").unwrap_or_default() {
             // Only explicit paths; symbolic names (home, host, xdg-*) are
             // not granted from metadata.
@@ -215,6 +261,8 @@ impl Permissions {
     /// Command-line grants on top of metadata ones.
     pub fn merge(mut self, cli: Permissions) -> Permissions {
         self.network |= cli.network;
+        self.features.multiarch |= cli.features.multiarch;
+        self.features.devel |= cli.features.devel;
         self.sockets.extend(cli.sockets);
         for fs in cli.filesystems {
             self.filesystems.retain(|f| f.path != fs.path);
@@ -289,11 +337,43 @@ mod tests {
     }
 
     #[test]
+    fn allow_vocabulary() {
+        let mut f = Features::default();
+        parse_allow("devel", &mut f).unwrap();
+        assert_eq!(
+            f,
+            Features {
+                devel: true,
+                multiarch: false
+            }
+        );
+        parse_allow("multiarch", &mut f).unwrap();
+        assert!(f.multiarch);
+        assert_eq!(feature_names(f), ["devel", "multiarch"]);
+        for name in ["bluetooth", "canbus", "per-app-dev-shm"] {
+            let e = parse_allow(name, &mut f).unwrap_err();
+            assert_eq!(e, PermissionError::AllowNotImplemented(name.into()));
+            assert!(e.to_string().contains("not implemented"), "{e}");
+        }
+        assert_eq!(
+            parse_allow("everything", &mut f).unwrap_err(),
+            PermissionError::UnknownAllow("everything".into())
+        );
+    }
+
+    #[test]
     fn metadata_context_then_cli_override() {
-        let text = "[Application]\nname=org.example.App\n\n[Context]\nshared=network;ipc;\nsockets=wayland;fallback-x11;\nfilesystems=/srv/data:ro;home;\n\n[Session Bus Policy]\norg.example.Svc=talk\n\n[System Bus Policy]\norg.freedesktop.login1=talk\n\n[Environment]\nFOO=bar\nLD_PRELOAD=/evil.so\n";
+        let text = "[Application]\nname=org.example.App\n\n[Context]\nfeatures=multiarch;bluetooth;\nshared=network;ipc;\nsockets=wayland;fallback-x11;\nfilesystems=/srv/data:ro;home;\n\n[Session Bus Policy]\norg.example.Svc=talk\n\n[System Bus Policy]\norg.freedesktop.login1=talk\n\n[Environment]\nFOO=bar\nLD_PRELOAD=/evil.so\n";
         let home = Path::new("/home/u");
         let m = Permissions::from_metadata(text, Path::new("metadata"), home).unwrap();
         assert!(m.network);
+        assert_eq!(
+            m.features,
+            Features {
+                multiarch: true,
+                devel: false
+            }
+        );
         assert_eq!(m.sockets, BTreeSet::from([Socket::Wayland]));
         assert_eq!(m.filesystems.len(), 1);
         assert_eq!(m.talk_names, vec!["org.example.Svc".to_string()]);
@@ -303,12 +383,17 @@ mod tests {
         );
         assert_eq!(m.env, vec![("FOO".to_string(), "bar".to_string())]);
         let cli = Permissions {
+            features: Features {
+                multiarch: false,
+                devel: true,
+            },
             filesystems: vec![parse_filesystem("/srv/data", home).unwrap()],
             env: vec![("FOO".into(), "cli".into())],
             ..Default::default()
         };
         let merged = m.merge(cli);
         assert_eq!(merged.filesystems[0].access, Access::ReadWrite);
+        assert!(merged.features.multiarch && merged.features.devel);
         assert_eq!(merged.env, vec![("FOO".to_string(), "cli".to_string())]);
     }
 }

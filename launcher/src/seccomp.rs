@@ -1,19 +1,21 @@
 //! The seccomp filter: the policy is data (`seccomp/policy.txt`, language in
-//! [`policy`]), compiled with libseccomp for every x86 ABI at build time (see
-//! `build.rs`); at launch we only hand the ready programs to `seccomp(2)`,
-//! which allocates nothing and so is safe after `clone`.
+//! [`policy`]), compiled with libseccomp for every x86 ABI and every
+//! combination of [`Features`] at build time (see `build.rs`); at launch we
+//! only hand the app's ready programs to `seccomp(2)`, which allocates
+//! nothing and so is safe after `clone`.
 
 pub mod policy;
 
 use std::borrow::Cow;
 
-pub use policy::{Action, ArgCmp, CmpOp, Policy, PolicyError, Rule, Section};
+pub use policy::{Action, ArgCmp, CmpOp, Features, Policy, PolicyError, Rule, Section};
 
 /// The reviewed policy text.
 pub const POLICY: &str = include_str!("seccomp/policy.txt");
 
-/// The programs the build script compiled from [`POLICY`], in load order.
-const BUILTIN: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/seccomp_programs.rs"));
+/// The programs the build script compiled from [`POLICY`], in load order,
+/// one set per feature combination (indexed by [`Features::index`]).
+const BUILTIN: [&[(&str, &[u8])]; 4] = include!(concat!(env!("OUT_DIR"), "/seccomp_programs.rs"));
 
 /// Errors while preparing or loading the filter.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +40,10 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// The programs compiled into the binary.
-    pub fn builtin() -> Self {
+    /// The programs compiled into the binary for `features`.
+    pub fn builtin(features: Features) -> Self {
         Filters {
-            programs: BUILTIN
+            programs: BUILTIN[features.index()]
                 .iter()
                 .map(|(name, bytes)| Program {
                     name: Cow::Borrowed(*name),
@@ -51,9 +53,10 @@ impl Filters {
         }
     }
 
-    /// Parses and compiles the policy now (tests; `--dry-run` checks).
-    pub fn compile() -> Result<Self, SeccompError> {
-        let (programs, unknown) = policy::compile(&Policy::parse(POLICY)?)?;
+    /// Parses and compiles the policy now for `features` (tests;
+    /// `--dry-run` checks).
+    pub fn compile(features: Features) -> Result<Self, SeccompError> {
+        let (programs, unknown) = policy::compile(&Policy::parse(POLICY)?, features)?;
         for name in &unknown {
             tracing::debug!(syscall = %name, "libseccomp does not know this syscall; left to the default");
         }
@@ -130,6 +133,16 @@ mod tests {
         assert!(Policy::parse("[s]\nallow read write a0==1\n").is_err());
         assert!(Policy::parse("[s]\nallow read a9==1\n").is_err());
         assert!(Policy::parse("[s]\nallow re/ad\n").is_err());
+        assert!(Policy::parse("[s]\nwhen:bluetooth allow read\n").is_err());
+        assert!(Policy::parse("[s]\nwhen:devel\n").is_err());
+        assert!(Policy::parse("[s]\nwhen:devel default allow\n").is_err());
+        let p = Policy::parse("[s]\nunless:devel errno:EPERM ptrace\n").unwrap();
+        let c = p.sections[0].rules[0].condition.unwrap();
+        assert!(c.holds(Features::default()));
+        assert!(!c.holds(Features {
+            devel: true,
+            multiarch: false
+        }));
         let p = Policy::parse("[s]\ndefault allow\nerrno:EPERM ioctl a1&0xff==0x12 # c\n").unwrap();
         assert_eq!(
             p.sections[0].rules[0].args[0],
@@ -143,10 +156,27 @@ mod tests {
 
     #[test]
     fn builtin_policy_compiles_for_x86_64_and_i386() {
-        let (programs, unknown) = policy::compile(&Policy::parse(POLICY).unwrap()).unwrap();
-        let f = Filters::compile().unwrap();
+        let (programs, unknown) = policy::compile(
+            &Policy::parse(POLICY).unwrap(),
+            Features {
+                multiarch: true,
+                devel: false,
+            },
+        )
+        .unwrap();
+        let f = Filters::compile(Features::default()).unwrap();
         assert_eq!(f.programs.len(), 2);
         assert_eq!(programs.len(), 2);
+        // Without multiarch the i386 branch is gone: each program is shorter.
+        for (without, with) in f.programs.iter().zip(&programs) {
+            assert!(
+                without.bytes.len() < with.bytes.len(),
+                "{}: {} vs {} bytes",
+                with.name,
+                without.bytes.len(),
+                with.bytes.len()
+            );
+        }
         for p in &f.programs {
             assert!(!p.bytes.is_empty());
             assert_eq!(p.bytes.len() % std::mem::size_of::<libc::sock_filter>(), 0);
@@ -171,13 +201,16 @@ mod tests {
 
     #[test]
     fn builtin_programs_match_the_policy_file() {
-        // What build.rs compiled into the binary is what the policy gives now.
-        let fresh = Filters::compile().unwrap();
-        let built = Filters::builtin();
-        assert_eq!(built.programs.len(), fresh.programs.len());
-        for (b, f) in built.programs.iter().zip(&fresh.programs) {
-            assert_eq!(b.name, f.name);
-            assert_eq!(b.bytes, f.bytes, "stale build of {}", b.name);
+        // What build.rs compiled into the binary is what the policy gives now,
+        // for every feature combination.
+        for features in Features::ALL {
+            let fresh = Filters::compile(features).unwrap();
+            let built = Filters::builtin(features);
+            assert_eq!(built.programs.len(), fresh.programs.len());
+            for (b, f) in built.programs.iter().zip(&fresh.programs) {
+                assert_eq!(b.name, f.name);
+                assert_eq!(b.bytes, f.bytes, "stale build of {} {features:?}", b.name);
+            }
         }
     }
 
@@ -186,7 +219,7 @@ mod tests {
         // Kernel-touching: in a forked child, so the test process stays free.
         // Built before fork: the child of a multi-threaded test process must
         // not allocate.
-        let filters = Filters::builtin();
+        let filters = Filters::builtin(Features::default());
         // SAFETY: the child only makes raw syscalls and _exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {

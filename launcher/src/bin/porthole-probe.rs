@@ -18,6 +18,8 @@
 //!        porthole-probe demo                    human-readable summary
 //!        porthole-probe stat PATH               inode and device of PATH
 //!        porthole-probe fds                     FD: descriptors we were given
+//!        porthole-probe abi                     ABI/DEVEL: what --allow opens
+//!        porthole-probe home                    HOME.*: the home and app data
 
 use std::ffi::CString;
 use std::io::Write;
@@ -162,6 +164,147 @@ fn neg_errno(ret: i64) -> String {
 }
 
 const X32_BIT: libc::c_long = 0x4000_0000;
+
+/// i386 `getpid`, `unshare(CLONE_NEWUSER)`, `keyctl` through `int 0x80`.
+fn i386_checks() {
+    for (id, nr, a0, a1) in [
+        // getpid = 20: harmless, so it shows whether the ABI is open at all.
+        ("ABI.i386_getpid", 20, 0, 0),
+        // unshare = 310, keyctl = 288 (KEYCTL_GET_KEYRING_ID, session).
+        ("ABI.i386_unshare", 310, libc::CLONE_NEWUSER as u32, 0),
+        ("ABI.i386_keyctl", 288, 0, (-4i32) as u32),
+    ] {
+        match i386_syscall(nr, a0, a1, 0) {
+            Some(r) => report(id, &neg_errno(r)),
+            None => report(id, "SKIPPED_NO_IA32"),
+        }
+    }
+}
+
+/// DEVEL.ptrace_child: a debugger's first steps on our own child: attach,
+/// see it stop, read a register, detach. "OK" only if all of that worked.
+fn ptrace_child() -> String {
+    // SAFETY: single-threaded; the child only pauses until killed.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    let result = (|| {
+        let rc = sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_ATTACH as u64, child as u64, 0, 0, 0, 0],
+        );
+        if rc != 0 {
+            return errno_name(last_errno());
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own (now traced) child.
+        let w = unsafe { libc::waitpid(child, &mut status, libc::__WALL) };
+        if w != child || !libc::WIFSTOPPED(status) {
+            return format!("NOT_STOPPED {status:#x}");
+        }
+        // PTRACE_PEEKUSER of offset 0 (r15); the raw syscall stores the
+        // word at `data`.
+        let mut word = 0u64;
+        let rc = sys(
+            libc::SYS_ptrace,
+            [
+                libc::PTRACE_PEEKUSER as u64,
+                child as u64,
+                0,
+                &mut word as *mut u64 as u64,
+                0,
+                0,
+            ],
+        );
+        if rc != 0 {
+            return format!("PEEKUSER {}", errno_name(last_errno()));
+        }
+        let rc = sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_DETACH as u64, child as u64, 0, 0, 0, 0],
+        );
+        if rc != 0 {
+            return format!("DETACH {}", errno_name(last_errno()));
+        }
+        "OK".to_string()
+    })();
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), libc::__WALL);
+    }
+    result
+}
+
+/// ABI and DEVEL: the checks whose answers depend on `--allow`.
+fn abi() {
+    i386_checks();
+    report("ABI.x32_getpid", &outcome(sys(X32_BIT + 39, [0; 6])));
+    // modify_ldt(0 = read, buf, size): opened by multiarch (Wine, 16-bit code).
+    let mut ldt = [0u8; 16];
+    report(
+        "ABI.modify_ldt_read",
+        &outcome(sys(
+            libc::SYS_modify_ldt,
+            [0, ldt.as_mut_ptr() as u64, ldt.len() as u64, 0, 0, 0],
+        )),
+    );
+    report("DEVEL.ptrace_child", &ptrace_child());
+    // Pid 1 stays out of reach even with devel: it is not dumpable.
+    report(
+        "DEVEL.ptrace_init",
+        &outcome(sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_ATTACH as u64, 1, 0, 0, 0, 0],
+        )),
+    );
+    // A software clock counting our own user-space time, as `perf stat`
+    // does unprivileged: exclude_kernel (bit 5) and exclude_hv (bit 6) of
+    // the flags word at offset 40, so kernel.perf_event_paranoid=2 allows it.
+    let mut pattr = [0u8; 64];
+    pattr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+    pattr[4..8].copy_from_slice(&64u32.to_ne_bytes());
+    pattr[40..48].copy_from_slice(&((1u64 << 5) | (1u64 << 6)).to_ne_bytes());
+    let fd = sys(
+        libc::SYS_perf_event_open,
+        [pattr.as_ptr() as u64, 0, u64::MAX, u64::MAX, 0, 0],
+    );
+    report("DEVEL.perf_event_open", &outcome(fd));
+    if fd >= 0 {
+        // SAFETY: closing the descriptor perf_event_open just gave us.
+        unsafe { libc::close(fd as i32) };
+    }
+    let features = std::fs::read_to_string("/.flatpak-info")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("features=").map(str::to_owned))
+        .unwrap_or_default();
+    report_with(
+        "ABI.info_features",
+        "OK",
+        serde_json::json!({ "features": features }),
+    );
+}
+
+/// HOME: the home the app sees and whether its data dir under it is the
+/// writable one (writes a file the host side looks for).
+fn home() {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let data = env("XDG_DATA_HOME");
+    let r = match std::fs::write(format!("{data}/porthole-home-check"), "written inside\n") {
+        Ok(()) => "OK".to_string(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    };
+    report_with(
+        "HOME.write_data",
+        &r,
+        serde_json::json!({ "HOME": env("HOME"), "XDG_DATA_HOME": data }),
+    );
+}
 
 /// FD: which descriptors this process holds (from /proc/self/fd, minus the
 /// one used to list it), and whether fds 3 to 9 resolve.
@@ -626,22 +769,9 @@ fn battery() {
     let unix_fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) } as i64;
     report("P14.socket_unix_allowed", &outcome(unix_fd));
 
-    // Other ABIs: the same policy must hold for i386 (int 0x80) and x32.
-    match i386_syscall(310, libc::CLONE_NEWUSER as u32, 0, 0) {
-        // i386 unshare = 310
-        Some(r) => report("ABI.i386_unshare", &neg_errno(r)),
-        None => report("ABI.i386_unshare", "SKIPPED_NO_IA32"),
-    }
-    match i386_syscall(288, 0, (-4i32) as u32, 0) {
-        // i386 keyctl = 288
-        Some(r) => report("ABI.i386_keyctl", &neg_errno(r)),
-        None => report("ABI.i386_keyctl", "SKIPPED_NO_IA32"),
-    }
-    match i386_syscall(20, 0, 0, 0) {
-        // i386 getpid = 20: allowed, proves the compat entry works at all.
-        Some(r) => report("ABI.i386_getpid", &neg_errno(r)),
-        None => report("ABI.i386_getpid", "SKIPPED_NO_IA32"),
-    }
+    // Other ABIs: i386 (int 0x80) is closed unless --allow=multiarch, x32
+    // always; `porthole-probe abi` checks what the features open.
+    i386_checks();
     report(
         "ABI.x32_unshare",
         &outcome(sys(
@@ -928,6 +1058,8 @@ fn main() {
     match arg(1) {
         "battery" => battery(),
         "fds" => fds(),
+        "abi" => abi(),
+        "home" => home(),
         "connect-unix" => report("P15.connect_unix", &connect_unix(arg(2))),
         "connect-abstract" => report("P30.connect_abstract", &connect_abstract(arg(2))),
         "connect-tcp" => report(&format!("P16.{}", arg(2)), &connect_tcp(arg(3))),

@@ -30,6 +30,12 @@ pub struct RunArgs {
     /// Share with the host: `network` (otherwise only a private `lo`).
     #[arg(long, value_name = "WHAT")]
     share: Vec<String>,
+    /// Allow a feature (Flatpak's vocabulary): `multiarch` (the i386 ABI,
+    /// under the same filter) or `devel` (ptrace and perf_event_open within
+    /// the sandbox). bluetooth, canbus and per-app-dev-shm are not
+    /// implemented yet and refused.
+    #[arg(long, value_name = "FEATURE")]
+    allow: Vec<String>,
     /// Give the app a session socket: wayland, pulseaudio or x11.
     #[arg(long, value_name = "SOCKET")]
     socket: Vec<String>,
@@ -115,12 +121,14 @@ fn request(args: RunArgs) -> Result<(RunRequest, bool), i32> {
         ));
     }
     let usage = |e: permissions::PermissionError| fail(exit_code::USAGE, e);
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    // `~/` means the home the app's data lives under (GLib's rule).
+    let home = porthole_launcher::environ::current_home();
     let mut perms = Permissions::default();
     for s in &args.share {
         perms.network |= permissions::parse_share(s).map_err(usage)?;
+    }
+    for a in &args.allow {
+        permissions::parse_allow(a, &mut perms.features).map_err(usage)?;
     }
     for s in &args.socket {
         perms

@@ -307,6 +307,10 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         uid: p.uid,
         env: p.env.clone(),
         home: p.home.display().to_string(),
+        features: crate::permissions::feature_names(p.features)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         // `enter` joins each of these: the scope's directory too, so an
         // entered command is under the same limits.
         cgroups: res

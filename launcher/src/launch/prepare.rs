@@ -23,6 +23,8 @@ pub struct Prepared {
     pub app_data: PathBuf,
     pub namespaces: Namespaces,
     pub filters: Filters,
+    /// The `--allow` features the filters were chosen for.
+    pub features: crate::seccomp::Features,
     pub limits: Limits,
     pub die_with_parent: bool,
     /// Sockets asked for but absent on the host (reported, not fatal).
@@ -49,10 +51,9 @@ fn who() -> (u32, u32, String, PathBuf) {
         .as_ref()
         .map(|u| u.name.clone())
         .unwrap_or_else(|| format!("user{uid}"));
-    let home = pw
-        .map(|u| u.dir)
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"));
+    // $HOME first, as Flatpak (GLib) reads it; the passwd entry only when
+    // $HOME is unset or empty.
+    let home = crate::environ::host_home(std::env::var_os("HOME"), || pw.map(|u| u.dir));
     (uid.as_raw(), gid.as_raw(), name, home)
 }
 
@@ -439,7 +440,9 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         },
     );
 
-    let filters = Filters::builtin();
+    // Without multiarch the programs have no i386 branch (shorter, so
+    // cheaper to load and JIT); with devel ptrace and perf_event_open pass.
+    let filters = Filters::builtin(perms.features);
     Ok(Prepared {
         app_id: req.app_id.clone(),
         instance_id,
@@ -457,6 +460,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             network: !perms.network,
         },
         filters,
+        features: perms.features,
         limits: req.limits,
         die_with_parent: req.die_with_parent,
         missing_sockets,
@@ -639,7 +643,16 @@ pub fn describe(p: &Prepared) -> String {
         .iter()
         .map(|pr| format!("{} ({} insns)", pr.name, pr.bytes.len() / 8))
         .collect();
-    s.push_str(&format!("seccomp: {}\n", sizes.join(", ")));
+    let features = crate::permissions::feature_names(p.features);
+    s.push_str(&format!(
+        "seccomp: {}{}\n",
+        sizes.join(", "),
+        if features.is_empty() {
+            String::new()
+        } else {
+            format!(" (allow: {})", features.join(", "))
+        }
+    ));
     for m in &p.missing_sockets {
         s.push_str(&format!(
             "note: --socket={} granted but the host has no such socket\n",

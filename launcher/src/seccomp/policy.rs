@@ -81,10 +81,94 @@ pub enum CmpOp {
     MaskedEq(u64),
 }
 
+/// The optional features of Flatpak's `--allow` vocabulary that change the
+/// filter (`features=` in `[Context]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// `multiarch`: the i386 ABI (`int 0x80`) gets the policy; without it
+    /// every i386 syscall gets the bad-arch action, like x32 always.
+    pub multiarch: bool,
+    /// `devel`: ptrace and perf_event_open within the sandbox.
+    pub devel: bool,
+}
+
+impl Features {
+    /// Every combination, in the order of [`Features::index`].
+    pub const ALL: [Features; 4] = [
+        Features {
+            multiarch: false,
+            devel: false,
+        },
+        Features {
+            multiarch: true,
+            devel: false,
+        },
+        Features {
+            multiarch: false,
+            devel: true,
+        },
+        Features {
+            multiarch: true,
+            devel: true,
+        },
+    ];
+
+    /// Position in [`Features::ALL`] (and in the build script's table).
+    pub fn index(self) -> usize {
+        usize::from(self.multiarch) | usize::from(self.devel) << 1
+    }
+
+    fn has(self, flag: Flag) -> bool {
+        match flag {
+            Flag::Multiarch => self.multiarch,
+            Flag::Devel => self.devel,
+        }
+    }
+}
+
+/// A feature a rule can depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Multiarch,
+    Devel,
+}
+
+/// `when:FLAG` (the rule applies only with the feature) or `unless:FLAG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Condition {
+    pub flag: Flag,
+    pub present: bool,
+}
+
+impl Condition {
+    fn parse(word: &str) -> Option<Option<Self>> {
+        let (present, name) = if let Some(n) = word.strip_prefix("when:") {
+            (true, n)
+        } else if let Some(n) = word.strip_prefix("unless:") {
+            (false, n)
+        } else {
+            return Some(None);
+        };
+        let flag = match name {
+            "multiarch" => Flag::Multiarch,
+            "devel" => Flag::Devel,
+            _ => return None,
+        };
+        Some(Some(Condition { flag, present }))
+    }
+
+    /// Whether a rule with this condition is part of the filter for `f`.
+    pub fn holds(self, f: Features) -> bool {
+        f.has(self.flag) == self.present
+    }
+}
+
 /// One line of the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub line: usize,
+    /// `when:FLAG` / `unless:FLAG` before the action; none: always.
+    pub condition: Option<Condition>,
     pub action: Action,
     pub syscalls: Vec<String>,
     pub args: Vec<ArgCmp>,
@@ -172,8 +256,17 @@ impl Policy {
                 .last_mut()
                 .ok_or_else(|| err("rule before any [section]"))?;
             let mut words = content.split_whitespace();
-            let first = words.next().ok_or_else(|| err("empty rule"))?;
+            let mut first = words.next().ok_or_else(|| err("empty rule"))?;
+            let condition = Condition::parse(first).ok_or_else(|| err("unknown feature"))?;
+            if condition.is_some() {
+                first = words
+                    .next()
+                    .ok_or_else(|| err("condition without a rule"))?;
+            }
             if first == "default" {
+                if condition.is_some() {
+                    return Err(err("a default cannot be conditional"));
+                }
                 let action = words.next().ok_or_else(|| err("default needs an action"))?;
                 section.default =
                     Action::parse(action).ok_or_else(|| err("unknown default action"))?;
@@ -199,6 +292,7 @@ impl Policy {
             }
             section.rules.push(Rule {
                 line,
+                condition,
                 action,
                 syscalls,
                 args,
@@ -221,14 +315,18 @@ pub struct Program {
     pub bytes: Vec<u8>,
 }
 
-/// Compiles every section, in order; also returns the syscall names the
-/// installed libseccomp does not know (left to the section's default).
-pub fn compile(policy: &Policy) -> Result<(Vec<Program>, Vec<String>), PolicyError> {
+/// Compiles every section for `features`, in order; also returns the
+/// syscall names the installed libseccomp does not know (left to the
+/// section's default).
+pub fn compile(
+    policy: &Policy,
+    features: Features,
+) -> Result<(Vec<Program>, Vec<String>), PolicyError> {
     let mut unknown = Vec::new();
     let programs = policy
         .sections
         .iter()
-        .map(|s| compile_section(s, &mut unknown))
+        .map(|s| compile_section(s, features, &mut unknown))
         .collect::<Result<Vec<_>, _>>()?;
     unknown.sort();
     unknown.dedup();
@@ -255,17 +353,31 @@ fn to_scmp_cmp(c: &ArgCmp) -> ScmpArgCompare {
     ScmpArgCompare::new(c.arg, op, c.value)
 }
 
-fn compile_section(section: &Section, unknown: &mut Vec<String>) -> Result<Program, PolicyError> {
+fn compile_section(
+    section: &Section,
+    features: Features,
+    unknown: &mut Vec<String>,
+) -> Result<Program, PolicyError> {
     let mut ctx =
         ScmpFilterContext::new(section.default.to_scmp()).map_err(compile_err("seccomp_init"))?;
-    // Every ABI an x86-64 CPU can enter is covered: x86_64 and i386 (int
-    // 0x80) get the policy; x32 (x86_64's arch token with bit 30 set in the
-    // syscall number) is left out, so libseccomp routes all of it to the
-    // bad-arch action, EPERM: the whole x32 ABI is a policy denial (it is
-    // practically unused, and Debian kernels disable it by default). That
-    // also keeps the program a third shorter, which matters because the
-    // kernel JIT-compiles it on every launch.
-    for arch in [ScmpArch::X8664, ScmpArch::X86] {
+    // Every ABI an x86-64 CPU can enter is covered. x86_64 gets the policy.
+    // i386 (int 0x80) gets it only with `multiarch`, as in Flatpak, which
+    // adds SCMP_ARCH_X86 only for a multiarch app; without it i386 is left
+    // out of the filter and libseccomp routes every i386 syscall to the
+    // bad-arch action, EPERM. x32 (x86_64's arch token with bit 30 set in
+    // the syscall number) is always left out, so the whole x32 ABI is a
+    // policy denial too (it is practically unused, and Debian kernels
+    // disable it by default). Each ABI left out also keeps the program
+    // shorter, which matters because the kernel JIT-compiles it on every
+    // launch. Flatpak leaves the bad-arch action at libseccomp's default,
+    // killing the thread; EPERM fails the call instead, the same for both
+    // closed ABIs, and never leaves a multi-threaded app with one thread gone.
+    let arches: &[ScmpArch] = if features.multiarch {
+        &[ScmpArch::X8664, ScmpArch::X86]
+    } else {
+        &[ScmpArch::X8664]
+    };
+    for &arch in arches {
         if !ctx
             .is_arch_present(arch)
             .map_err(compile_err("arch present"))?
@@ -281,6 +393,9 @@ fn compile_section(section: &Section, unknown: &mut Vec<String>) -> Result<Progr
     // Binary-tree dispatch keeps the long allow-list cheap per syscall.
     let _ = ctx.set_ctl_optimize(2);
     for rule in &section.rules {
+        if rule.condition.is_some_and(|c| !c.holds(features)) {
+            continue;
+        }
         // libseccomp refuses a rule whose action is the default; such lines
         // document intent (e.g. "clone3 -> ENOSYS") and are met by the default.
         if rule.args.is_empty() && rule.action == section.default {
