@@ -121,6 +121,61 @@ fn bad_input(who: Who) {
 
 as_root_and_user!(bad_input_as_root, bad_input_as_user: skip("bad_input") => bad_input);
 
+/// Issue 9: the app's data lives under `$HOME/.var/app/APP_ID` when $HOME is
+/// set (GLib's g_get_home_dir, as Flatpak reads it), under the passwd
+/// entry's home when $HOME is empty; the app sees that home as HOME.
+fn home_as_glib_reads_it(who: Who) {
+    let rt = runtime_dir(who, "home");
+    let elsewhere = stage().dir.join(format!("home-{}", who.label()));
+    let _ = std::fs::create_dir_all(&elsewhere);
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if who == Who::User {
+        let (uid, gid, _) = user_ids().unwrap();
+        nix::unistd::chown(&elsewhere, Some(uid.into()), Some(gid.into())).unwrap();
+    }
+    let app = "org.porthole.HomeCheck";
+    for (label, home_env, want_home) in [
+        ("HOME set", elsewhere.to_str().unwrap(), elsewhere.clone()),
+        ("HOME empty", "", home(who)),
+    ] {
+        let data = want_home.join(".var/app").join(app).join("data");
+        let check = data.join("porthole-home-check");
+        let _ = std::fs::remove_file(&check);
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &["run", "--app-dir", &app_dir(), app, "--", "porthole-probe", "home"],
+                &[("HOME", home_env)],
+            ),
+            Stdio::null(),
+            60,
+        );
+        assert_eq!(out.code, Some(0), "{label}: {}", out.stderr);
+        let r = results(&out.stdout);
+        assert_eq!(result_of(&r, "HOME.write_data"), "OK", "{label}: {}", out.stdout);
+        assert_eq!(
+            r["HOME.write_data"]["HOME"].as_str(),
+            Some(want_home.to_str().unwrap()),
+            "{label}"
+        );
+        assert_eq!(
+            r["HOME.write_data"]["XDG_DATA_HOME"].as_str(),
+            Some(data.to_str().unwrap()),
+            "{label}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&check).ok().as_deref(),
+            Some("written inside\n"),
+            "{label}: the file the app wrote is not at {}",
+            check.display()
+        );
+        let _ = std::fs::remove_file(&check);
+    }
+}
+
+as_root_and_user!(home_as_glib_reads_it_as_root, home_as_glib_reads_it_as_user: skip("home") => home_as_glib_reads_it);
+
 fn exit_status(who: Who) {
     let rt = runtime_dir(who, "exit");
     let dir = app_dir();
