@@ -335,7 +335,9 @@ fn app_dir_with_features(features: &str) -> std::path::PathBuf {
     static STAGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = STAGING.lock().unwrap_or_else(|e| e.into_inner());
     let s = stage();
-    let dir = s.dir.join(format!("app-features-{}", features.replace(';', "_")));
+    let dir = s
+        .dir
+        .join(format!("app-features-{}", features.replace(';', "_")));
     if !dir.join("metadata").exists() {
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         stage_executable(&s.probe, &dir.join("bin/porthole-probe"), None);
@@ -361,7 +363,9 @@ fn app_dir_with_features(features: &str) -> std::path::PathBuf {
 fn abi_features(who: Who) {
     let perf = perf_allowed_answer();
     let metadata_app = app_dir_with_features("multiarch;");
-    let cases: Vec<(&str, Vec<String>, &[(&str, &str)])> = vec![
+    /// Probe check and the answer it must give.
+    type Expected<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(&str, Vec<String>, Expected<'_>)> = vec![
         (
             "default",
             vec![],
@@ -435,7 +439,10 @@ fn abi_features(who: Who) {
                 continue;
             }
             let status = if got == want { "ok  " } else { "FAIL" };
-            eprintln!("[{}] {status} {name} {id}: {got} (want {want})", who.label());
+            eprintln!(
+                "[{}] {status} {name} {id}: {got} (want {want})",
+                who.label()
+            );
             if got != want {
                 bad.push(format!("{name} {id}: got {got}, want {want}"));
             }
@@ -446,9 +453,13 @@ fn abi_features(who: Who) {
             "devel" => "devel;",
             _ => "multiarch;",
         };
-        let info = r["ABI.info_features"]["features"].as_str().unwrap_or("<missing>");
+        let info = r["ABI.info_features"]["features"]
+            .as_str()
+            .unwrap_or("<missing>");
         if info != want_info {
-            bad.push(format!("{name}: [Context] features={info:?}, want {want_info:?}"));
+            bad.push(format!(
+                "{name}: [Context] features={info:?}, want {want_info:?}"
+            ));
         }
         assert_no_leftovers(&m);
     }
@@ -470,7 +481,11 @@ fn allow_unimplemented(who: Who) {
         assert_eq!(out.code, Some(121), "{opt}: {}", out.stderr);
         assert!(out.stderr.contains(&opt), "{opt}: {}", out.stderr);
         if feature != "no-such-feature" {
-            assert!(out.stderr.contains("not implemented"), "{opt}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("not implemented"),
+                "{opt}: {}",
+                out.stderr
+            );
         }
     }
 }

@@ -145,7 +145,15 @@ fn home_as_glib_reads_it(who: Who) {
             porthole(
                 who,
                 &rt,
-                &["run", "--app-dir", &app_dir(), app, "--", "porthole-probe", "home"],
+                &[
+                    "run",
+                    "--app-dir",
+                    &app_dir(),
+                    app,
+                    "--",
+                    "porthole-probe",
+                    "home",
+                ],
                 &[("HOME", home_env)],
             ),
             Stdio::null(),
@@ -153,7 +161,12 @@ fn home_as_glib_reads_it(who: Who) {
         );
         assert_eq!(out.code, Some(0), "{label}: {}", out.stderr);
         let r = results(&out.stdout);
-        assert_eq!(result_of(&r, "HOME.write_data"), "OK", "{label}: {}", out.stdout);
+        assert_eq!(
+            result_of(&r, "HOME.write_data"),
+            "OK",
+            "{label}: {}",
+            out.stdout
+        );
         assert_eq!(
             r["HOME.write_data"]["HOME"].as_str(),
             Some(want_home.to_str().unwrap()),
