@@ -540,6 +540,82 @@ fn ps_enter_kill(who: Who) {
 
 as_root_and_user!(ps_enter_kill_as_root, ps_enter_kill_as_user: skip("ps_enter_kill") => ps_enter_kill);
 
+/// `enter` loads the instance's own filter: in an `--allow=devel` instance
+/// an entered debugger may trace its child (issue 9), pid 1 still not.
+fn enter_keeps_features(who: Who) {
+    let rt = runtime_dir(who, "enter-devel");
+    let m = marker("enter-devel", who);
+    let dir = app_dir();
+    let mut child = porthole(
+        who,
+        &rt,
+        &[
+            "run",
+            "--allow=devel",
+            "--app-dir",
+            &dir,
+            APP_ID,
+            "--",
+            "porthole-probe",
+            "sleep",
+            "60",
+            &m,
+        ],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    let pid = child.id() as i32;
+    let check = (|| -> Result<(), String> {
+        let id = wait_for(10, || {
+            let out = run(
+                porthole(who, &rt, &["ps", "--json"], &[]),
+                Stdio::null(),
+                10,
+            );
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            v.as_array()?.first()?["instance"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .ok_or("no instance in ps --json")?;
+        let out = run(
+            porthole(
+                who,
+                &rt,
+                &["enter", &id, "--", "/app/bin/porthole-probe", "abi"],
+                &[],
+            ),
+            Stdio::null(),
+            20,
+        );
+        let r = results(&out.stdout);
+        for (check, want) in [
+            ("DEVEL.ptrace_child", "OK"),
+            ("DEVEL.ptrace_init", "EPERM"),
+            ("ABI.i386_getpid", "EPERM"),
+        ] {
+            let got = result_of(&r, check);
+            if got != want && got != "SKIPPED_NO_IA32" {
+                return Err(format!(
+                    "enter: {check}: got {got}, want {want} ({:?} {})",
+                    out.code, out.stderr
+                ));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: cleaning up our own process group whatever happened.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert_no_leftovers(&m);
+    check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+}
+
+as_root_and_user!(enter_keeps_features_as_root, enter_keeps_features_as_user: skip("enter_features") => enter_keeps_features);
+
 /// The sandbox's file-system layout as DESIGN.md describes it.
 fn layout(who: Who) {
     let rt = runtime_dir(who, "layout");
