@@ -165,7 +165,7 @@ pub fn parse(text: &str) -> Result<MatchRule, MatchRuleError> {
     parse_unlimited(text)
 }
 
-fn parse_unlimited(text: &str) -> Result<MatchRule, MatchRuleError> {
+pub(crate) fn parse_unlimited(text: &str) -> Result<MatchRule, MatchRuleError> {
     let mut rule = MatchRule::default();
     for (key, value) in tokenize(text.as_bytes())? {
         rule.apply(&key, value)?;
