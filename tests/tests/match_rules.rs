@@ -280,15 +280,12 @@ async fn sees_probe(
         while let Some(Ok(m)) = stream.next().await {
             let h = m.header();
             match h.member().map(|m| m.as_str()) {
-                Some("Ping") => {
+                Some("Ping")
                     if m.body()
                         .deserialize::<(String, String, u32)>()
-                        .ok()
-                        .map(|b| b.2)
-                        == Some(n)
-                    {
-                        seen = true;
-                    }
+                        .is_ok_and(|b| b.2 == n) =>
+                {
+                    seen = true;
                 }
                 Some("Sentinel") if m.body().deserialize::<u32>().ok() == Some(n) => return,
                 _ => {}
