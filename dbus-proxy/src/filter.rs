@@ -891,6 +891,60 @@ mod tests {
         assert_eq!(f.from_bus(&stranger).unwrap().verdict, Verdict::Drop);
     }
 
+    /// AddMatch/RemoveMatch: the rule is read with dbus-daemon's grammar;
+    /// the refusal is the Ping trick with the bus's error name.
+    #[test]
+    fn match_rules_read_as_the_bus_reads_them() {
+        let mut f = ClientFilter::new(policy(), true, false, 1);
+        hello(&mut f);
+        let mut serial = 10;
+        let mut answer = |f: &mut ClientFilter, member: &str, rule: Option<&str>| {
+            serial += 1;
+            let d = f.from_client(&bus_call(serial, member, rule)).unwrap();
+            if d.forward {
+                return None;
+            }
+            let b = f
+                .from_bus(&reply(100 + serial, serial, BUS_NAME, None))
+                .unwrap();
+            let Verdict::Replace(r) = b.verdict else {
+                panic!("{member} {rule:?} neither forwarded nor answered")
+            };
+            Some(Header::parse(&r).unwrap().error_name.unwrap().to_owned())
+        };
+        let denied = Some(ERR_ACCESS_DENIED.to_owned());
+        let invalid = Some(match_rule::ERR_MATCH_RULE_INVALID.to_owned());
+        for rule in ["eavesdrop ='true'", "type='signal',eavesdrop=tr'u'e"] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), denied, "{rule}");
+            assert_eq!(answer(&mut f, "RemoveMatch", Some(rule)), None, "{rule}");
+        }
+        for rule in [
+            "eavesdrop='false'",
+            "type='signal'",
+            "type='signal',=,eavesdrop=true",
+        ] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), None, "{rule}");
+        }
+        for rule in [
+            "eavesdrop= true",
+            "type='signal',,eavesdrop=true",
+            "type='sig",
+        ] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), invalid, "{rule}");
+            assert_eq!(answer(&mut f, "RemoveMatch", Some(rule)), invalid, "{rule}");
+        }
+        let long = format!("arg0='{}'", "z".repeat(2000));
+        assert_eq!(
+            answer(&mut f, "AddMatch", Some(&long)),
+            Some(match_rule::ERR_LIMITS_EXCEEDED.to_owned())
+        );
+        assert_eq!(
+            answer(&mut f, "AddMatch", None),
+            Some(ERR_INVALID_ARGS.to_owned()),
+            "no rule at all is not passed unread"
+        );
+    }
+
     #[test]
     fn client_serials_in_the_proxy_range_are_refused() {
         let mut f = ClientFilter::new(policy(), true, false, 1);
