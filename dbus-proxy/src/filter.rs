@@ -6,7 +6,9 @@
 //!   and call rules; a destination the client cannot see yields
 //!   `ServiceUnknown` (or `NameHasNoOwner` for unique names and
 //!   NO_AUTO_START), a visible one it may not use yields `AccessDenied`.
-//! - Calls to org.freedesktop.DBus are allow-listed per method.
+//! - Calls to org.freedesktop.DBus are allow-listed per method; AddMatch
+//!   and RemoveMatch rules are read with dbus-daemon's grammar
+//!   ([`crate::match_rule`]), eavesdropping ones refused.
 //! - Replies pass only for calls that were let through, in both directions.
 //! - Incoming broadcasts pass only from names the client may talk to and
 //!   whose broadcast rules match.
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::match_rule::{self, Verdict as RuleVerdict};
 use crate::policy::{Kind, Level, Policy, Rule};
 use porthole_dbus_wire::{self as wire, Arg, Builder, Header, WireError};
 
@@ -34,6 +37,7 @@ pub const MAX_CLIENT_SERIAL: u32 = u32::MAX - 65536;
 const ERR_ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
 const ERR_SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
 const ERR_NAME_HAS_NO_OWNER: &str = "org.freedesktop.DBus.Error.NameHasNoOwner";
+const ERR_INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -96,6 +100,7 @@ enum Handler {
     ValidateSee,
     ValidateTalk,
     ValidateMatch,
+    ValidateRemoveMatch,
 }
 
 static MATCH_ALL: [Rule; 4] = [
@@ -241,7 +246,8 @@ impl ClientFilter {
         }
         match h.member.unwrap_or("") {
             "AddMatch" => Handler::ValidateMatch,
-            "Hello" | "RemoveMatch" | "GetId" => Handler::Pass,
+            "RemoveMatch" => Handler::ValidateRemoveMatch,
+            "Hello" | "GetId" => Handler::Pass,
             "UpdateActivationEnvironment" | "BecomeMonitor" => Handler::Deny,
             "RequestName" | "ReleaseName" | "ListQueuedOwners" => Handler::ValidateOwn,
             "NameHasOwner" => Handler::HasOwnerReply,
@@ -436,13 +442,26 @@ impl ClientFilter {
                 }
             }
             Handler::HasOwnerReply | Handler::GetOwnerReply => Act::Pass,
-            Handler::ValidateMatch => {
-                if h.arg0_str(msg).is_some_and(|m| m.contains("eavesdrop=")) {
+            // The rule is read as dbus-daemon reads it: what the bus would
+            // refuse gets the bus's own error, an eavesdropping rule
+            // AccessDenied; a body without a string gets the bus's
+            // InvalidArgs rather than passing unread.
+            Handler::ValidateMatch => match h.arg0_str(msg).map(match_rule::check) {
+                None => Act::Reply(Some(ERR_INVALID_ARGS), None),
+                Some(RuleVerdict::Forward) => Act::Pass,
+                Some(RuleVerdict::Eavesdrop) => {
+                    tracing::debug!(client = self.id, "eavesdropping match rule refused");
                     Act::Reply(Some(ERR_ACCESS_DENIED), None)
-                } else {
-                    Act::Pass
                 }
-            }
+                Some(RuleVerdict::Invalid(e)) => Act::Reply(Some(e.dbus_name()), None),
+            },
+            // Removing cannot widen what the client receives: only rules
+            // the bus would refuse are answered here.
+            Handler::ValidateRemoveMatch => match h.arg0_str(msg).map(match_rule::parse) {
+                None => Act::Reply(Some(ERR_INVALID_ARGS), None),
+                Some(Ok(_)) => Act::Pass,
+                Some(Err(e)) => Act::Reply(Some(e.dbus_name()), None),
+            },
             Handler::ValidateOwn | Handler::ValidateSee | Handler::ValidateTalk => {
                 let need = match self.handler_level(&h) {
                     Some(l) => l,
@@ -870,6 +889,60 @@ mod tests {
         assert_eq!(f.from_bus(&wrong_path).unwrap().verdict, Verdict::Drop);
         let stranger = signal(":1.21", "/o", "Sig", &[]);
         assert_eq!(f.from_bus(&stranger).unwrap().verdict, Verdict::Drop);
+    }
+
+    /// AddMatch/RemoveMatch: the rule is read with dbus-daemon's grammar;
+    /// the refusal is the Ping trick with the bus's error name.
+    #[test]
+    fn match_rules_read_as_the_bus_reads_them() {
+        let mut f = ClientFilter::new(policy(), true, false, 1);
+        hello(&mut f);
+        let mut serial = 10;
+        let mut answer = |f: &mut ClientFilter, member: &str, rule: Option<&str>| {
+            serial += 1;
+            let d = f.from_client(&bus_call(serial, member, rule)).unwrap();
+            if d.forward {
+                return None;
+            }
+            let b = f
+                .from_bus(&reply(100 + serial, serial, BUS_NAME, None))
+                .unwrap();
+            let Verdict::Replace(r) = b.verdict else {
+                panic!("{member} {rule:?} neither forwarded nor answered")
+            };
+            Some(Header::parse(&r).unwrap().error_name.unwrap().to_owned())
+        };
+        let denied = Some(ERR_ACCESS_DENIED.to_owned());
+        let invalid = Some(match_rule::ERR_MATCH_RULE_INVALID.to_owned());
+        for rule in ["eavesdrop ='true'", "type='signal',eavesdrop=tr'u'e"] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), denied, "{rule}");
+            assert_eq!(answer(&mut f, "RemoveMatch", Some(rule)), None, "{rule}");
+        }
+        for rule in [
+            "eavesdrop='false'",
+            "type='signal'",
+            "type='signal',=,eavesdrop=true",
+        ] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), None, "{rule}");
+        }
+        for rule in [
+            "eavesdrop= true",
+            "type='signal',,eavesdrop=true",
+            "type='sig",
+        ] {
+            assert_eq!(answer(&mut f, "AddMatch", Some(rule)), invalid, "{rule}");
+            assert_eq!(answer(&mut f, "RemoveMatch", Some(rule)), invalid, "{rule}");
+        }
+        let long = format!("arg0='{}'", "z".repeat(2000));
+        assert_eq!(
+            answer(&mut f, "AddMatch", Some(&long)),
+            Some(match_rule::ERR_LIMITS_EXCEEDED.to_owned())
+        );
+        assert_eq!(
+            answer(&mut f, "AddMatch", None),
+            Some(ERR_INVALID_ARGS.to_owned()),
+            "no rule at all is not passed unread"
+        );
     }
 
     #[test]

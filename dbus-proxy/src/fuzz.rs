@@ -2,11 +2,13 @@
 //! (`dbus-proxy/fuzz`) and a deterministic smoke test run with the unit
 //! tests. Arbitrary bytes go through the framing and both filter
 //! directions; it checks that nothing panics and that nothing the policy
-//! forbids is ever forwarded to the bus.
+//! forbids is ever forwarded to the bus. [`run_match_rule`] does the same
+//! for the match rule parser alone.
 
 use std::sync::Arc;
 
 use crate::filter::ClientFilter;
+use crate::match_rule::{self, Verdict};
 use crate::policy::{Kind, Level, Policy};
 use crate::socket::RecvBuf;
 use porthole_dbus_wire::{self as wire, Header};
@@ -64,6 +66,33 @@ pub fn run(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a match rule: no panic; a rule that parses prints to
+/// a text that parses back to the same rule; the proxy's verdict agrees
+/// with the parse.
+pub fn run_match_rule(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let unlimited = match_rule::parse_unlimited(text);
+    if let Ok(rule) = &unlimited {
+        let printed = rule.to_string();
+        assert_eq!(
+            match_rule::parse_unlimited(&printed).as_ref(),
+            Ok(rule),
+            "{text:?} printed as {printed:?}"
+        );
+    }
+    let limited = match_rule::parse(text);
+    match match_rule::check(text) {
+        Verdict::Forward => assert!(limited.is_ok_and(|r| !r.eavesdrop)),
+        Verdict::Eavesdrop => assert!(unlimited.is_ok_and(|r| r.eavesdrop)),
+        Verdict::Invalid(e) => {
+            assert!(limited.is_err());
+            assert!(!unlimited.is_ok_and(|r| r.eavesdrop), "{e}");
+        }
+    }
+}
+
 /// What passed must be allowed: calls to well-known names need talk (or a
 /// matching call rule), bus methods outside the allow-list never pass.
 fn check_allowed(policy: &Policy, msg: &[u8]) {
@@ -84,7 +113,11 @@ fn check_allowed(policy: &Policy, msg: &[u8]) {
                 && h.interface == Some("org.freedesktop.DBus")
                 && let Some(rule) = h.arg0_str(msg)
             {
-                assert!(!rule.contains("eavesdrop="), "eavesdrop match forwarded");
+                assert_eq!(
+                    match_rule::check(rule),
+                    Verdict::Forward,
+                    "an eavesdropping or invalid match rule forwarded: {rule:?}"
+                );
             }
             if matches!(h.member, Some("RequestName" | "ReleaseName"))
                 && h.interface == Some("org.freedesktop.DBus")
@@ -149,11 +182,14 @@ mod tests {
             for serial in 1..6 {
                 let d = dests[rnd() as usize % dests.len()];
                 let m = members[rnd() as usize % members.len()];
-                let arg = if rnd() % 2 == 0 {
-                    "org.example.Own.Y"
-                } else {
-                    "type='signal',eavesdrop='true'"
-                };
+                let arg = [
+                    "org.example.Own.Y",
+                    "type='signal',eavesdrop='true'",
+                    "type='signal',eavesdrop ='true'",
+                    "eavesdrop=tr'u'e",
+                    "type='signal'",
+                    "eavesdrop=false",
+                ][rnd() as usize % 6];
                 let msg = Builder {
                     msg_type: (rnd() % 4 + 1) as u8,
                     serial,
@@ -181,5 +217,64 @@ mod tests {
             }
             run(&stream);
         }
+    }
+
+    /// Rule-like texts from pieces of the grammar's sharp edges, then
+    /// through [`run_match_rule`].
+    #[test]
+    fn match_rule_smoke() {
+        let mut seed = 0x853c_49e6_748f_ea9bu64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces = [
+            "eavesdrop",
+            "type",
+            "sender",
+            "interface",
+            "member",
+            "path",
+            "path_namespace",
+            "destination",
+            "arg0",
+            "arg0namespace",
+            "arg1path",
+            "arg+1",
+            "arg0x3",
+            "arg-0",
+            "arg64",
+            "=",
+            "'",
+            "\\",
+            ",",
+            " ",
+            "\t",
+            "\n",
+            "true",
+            "false",
+            "signal",
+            "method_call",
+            "org.a.B",
+            ":1.2",
+            "/a/b",
+            "/",
+            "a",
+            "é",
+            "''",
+            "\\'",
+            "",
+        ];
+        for _ in 0..20000 {
+            let mut text = String::new();
+            for _ in 0..rnd() % 24 {
+                text.push_str(pieces[rnd() as usize % pieces.len()]);
+            }
+            run_match_rule(text.as_bytes());
+        }
+        run_match_rule(format!("eavesdrop=true,arg0='{}'", "z".repeat(2000)).as_bytes());
+        run_match_rule(&[0xff, b'=', b'\'']);
     }
 }

@@ -5,6 +5,7 @@
 //! - [`cli`]: the order-dependent command line (`ADDRESS PATH [OPTION...]`).
 //! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
 //! - [`busy_poll`]: a bounded spin before the event loop sleeps.
+//! - [`match_rule`]: AddMatch rules read as dbus-daemon reads them.
 //! - [`filter`]: the per-client decisions.
 //! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.
 //! - [`proxy`]: listeners and per-client sessions on tokio.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod match_rule;
 pub mod policy;
 pub mod proxy;
 pub mod socket;
