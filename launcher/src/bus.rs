@@ -124,8 +124,10 @@ pub fn session_address(env: Option<&str>, host_runtime: Option<&Path>) -> Option
 pub fn system_address(env: Option<&str>) -> Option<String> {
     match env {
         Some(a) if !a.is_empty() => (!socket_missing(a)).then(|| a.to_owned()),
-        _ => is_socket(Path::new(SYSTEM_BUS_SOCKET))
-            .then(|| format!("unix:path={SYSTEM_BUS_SOCKET}")),
+        _ => {
+            let sock = Path::new(SYSTEM_BUS_SOCKET);
+            is_socket(sock).then(|| address::unix_path(sock))
+        }
     }
 }
 
@@ -731,12 +733,12 @@ pub fn wait_ready(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), Option<std::io:
 
 /// The app's address of the session bus inside the sandbox.
 pub fn inside_session_address(uid: u32) -> String {
-    format!("unix:path=/run/user/{uid}/bus")
+    address::unix_path(Path::new(&format!("/run/user/{uid}/bus")))
 }
 
 /// The app's address of the system bus inside the sandbox.
 pub fn inside_system_address() -> String {
-    format!("unix:path={SYSTEM_BUS_SOCKET}")
+    address::unix_path(Path::new(SYSTEM_BUS_SOCKET))
 }
 
 /// For `--dry-run`: the proxy's command line as one would type it.

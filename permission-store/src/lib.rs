@@ -21,7 +21,7 @@ mod writer;
 
 pub use data::Data;
 pub use error::StoreError;
-pub use model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
+pub use model::{Change, Entry, Grant, validate_table};
 pub use open::{OpenError, default_db_path, moved_aside};
 pub use store::Store;
 pub use writer::Author;

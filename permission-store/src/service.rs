@@ -19,7 +19,7 @@ use zvariant::{OwnedValue, Value};
 
 use crate::data::Data;
 use crate::error::StoreError;
-use crate::model::{Change, HistoryQuery};
+use crate::model::Change;
 use crate::store::Store;
 use crate::writer::Author;
 
@@ -401,8 +401,7 @@ impl PortholeStore {
     ) -> Result<Vec<HistoryRecord>, PortalError> {
         let filter = HistoryFilter::from_dict(&filter)
             .map_err(|e| PortalError::InvalidArgument(format!("History filter: {e}")))?;
-        let records = self.0.store.history(&HistoryQuery::from(filter)).await?;
-        Ok(records.into_iter().map(HistoryRecord::from).collect())
+        Ok(self.0.store.history(&filter).await?)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "version")]

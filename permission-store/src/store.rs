@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use porthole_permission_store_client::{HistoryFilter, HistoryRecord};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::Cache;
 use crate::data::Data;
 use crate::error::StoreError;
-use crate::model::{Change, Entry, Grant, HistoryQuery, HistoryRecord, validate_table};
+use crate::model::{Change, Entry, Grant, validate_table};
 use crate::open::OpenError;
 use crate::writer::{self, Activity, Author, Op, Reply, Request, now_secs};
 
@@ -390,12 +391,13 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The audit history, newest first.
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
-        let limit = if q.limit == 0 {
-            i64::MAX
-        } else {
-            i64::from(q.limit)
+    /// The audit history, newest first. An absent limit, or 0, returns
+    /// every record that passes the filter.
+    pub async fn history(&self, q: &HistoryFilter) -> Result<Vec<HistoryRecord>, StoreError> {
+        let limit = match q.limit {
+            None => i64::MAX,
+            Some(l) if l.0 == 0 => i64::MAX,
+            Some(l) => i64::from(l.0),
         };
         let rows = sqlx::query(
             "SELECT seq, time_us, action, tbl, id, app, old, new, caller FROM history \
@@ -411,7 +413,7 @@ impl Store {
             .into_iter()
             .map(|r| HistoryRecord {
                 seq: r.get(0),
-                time_us: r.get(1),
+                time: r.get(1),
                 action: r.get(2),
                 table: r.get(3),
                 id: r.get(4),

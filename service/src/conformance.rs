@@ -140,12 +140,19 @@ pub enum ConformanceError {
 /// Compares every interface of `reference` (an upstream XML document)
 /// with the same-named interface of `live` (an object's introspection).
 pub fn compare(reference: &str, live: &str) -> Result<Vec<Mismatch>, ConformanceError> {
-    let parse = |what, xml: &str| {
-        Node::from_reader(xml.as_bytes()).map_err(|source| ConformanceError::Parse { what, source })
-    };
     let reference = parse("reference", reference)?;
     let live = parse("live", live)?;
-    Ok(reference
+    Ok(compare_nodes(&reference, &live))
+}
+
+fn parse<'a>(what: &'static str, xml: &'a str) -> Result<Node<'a>, ConformanceError> {
+    Node::from_reader(xml.as_bytes()).map_err(|source| ConformanceError::Parse { what, source })
+}
+
+/// [`compare`] on documents already parsed, so a caller that inspected the
+/// reference first does not parse it again.
+fn compare_nodes(reference: &Node<'_>, live: &Node<'_>) -> Vec<Mismatch> {
+    reference
         .interfaces()
         .iter()
         .flat_map(|want| {
@@ -153,7 +160,7 @@ pub fn compare(reference: &str, live: &str) -> Result<Vec<Mismatch>, Conformance
             let have = live.interfaces().iter().find(|i| i.name() == name);
             compare_interface(want, have)
         })
-        .collect())
+        .collect()
 }
 
 /// The mismatches between one reference interface and what we serve.
@@ -292,14 +299,12 @@ pub async fn check_object(
         .await
         .map_err(|e| introspect_err(e.into()))?;
     let live = proxy.introspect().await.map_err(introspect_err)?;
-    let parsed = Node::from_reader(text.as_bytes()).map_err(|source| ConformanceError::Parse {
-        what: "reference",
-        source,
-    })?;
-    if parsed.interfaces().is_empty() {
+    let want = parse("reference", &text)?;
+    if want.interfaces().is_empty() {
         return Err(ConformanceError::EmptyReference(reference.to_owned()));
     }
-    compare(&text, &live)
+    let have = parse("live", &live)?;
+    Ok(compare_nodes(&want, &have))
 }
 
 #[cfg(test)]

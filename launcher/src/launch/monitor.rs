@@ -20,7 +20,22 @@ struct WaylandListener {
 
 impl Drop for WaylandListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        remove_wayland_socket(&self.path);
+    }
+}
+
+/// Removes the app's Wayland socket, logging a failure through
+/// [`crate::cleanup::failed`] like the instance's other clean-up steps.
+/// NotFound is not a failure: the socket is gone, which is all this step
+/// wants (the user, or a janitor of the runtime dir, got there first).
+fn remove_wayland_socket(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => crate::cleanup::failed(
+            "remove the app's Wayland socket",
+            &format_args!("{}: {e}", path.display()),
+        ),
     }
 }
 
@@ -61,12 +76,12 @@ fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
             tracing::info!(
                 "the compositor does not offer wp_security_context_v1; binding its socket"
             );
-            let _ = std::fs::remove_file(&path);
+            remove_wayland_socket(&path);
             None
         }
         Err(e) => {
             tracing::warn!(error = %e, "Wayland security context failed; binding the host socket");
-            let _ = std::fs::remove_file(&path);
+            remove_wayland_socket(&path);
             None
         }
     }

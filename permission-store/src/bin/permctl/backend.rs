@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use porthole_permission_store::{Grant, HistoryQuery, HistoryRecord, OpenError, Store, StoreError};
+use porthole_permission_store::{Grant, OpenError, Store, StoreError};
 use porthole_permission_store_client::{
-    BUS_NAME, HistoryFilter, PORTHOLE_INTERFACE, PermissionStoreProxy, PortholeStoreProxy,
+    BUS_NAME, HistoryFilter, HistoryRecord, PORTHOLE_INTERFACE, PermissionStoreProxy,
+    PortholeStoreProxy,
 };
 use zvariant::{OwnedValue, Value};
 
@@ -467,16 +468,9 @@ impl Backend {
         })
     }
 
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRecord>, CliError> {
+    pub async fn history(&self, q: &HistoryFilter) -> Result<Vec<HistoryRecord>, CliError> {
         match self {
-            Backend::Bus(b) => {
-                let records = b
-                    .ours
-                    .history(&HistoryFilter::from(q))
-                    .await
-                    .map_err(|e| b.ours_err(e))?;
-                Ok(records.into_iter().map(HistoryRecord::from).collect())
-            }
+            Backend::Bus(b) => b.ours.history(q).await.map_err(|e| b.ours_err(e)),
             Backend::Direct(s) => Ok(s.history(q).await?),
             Backend::Absent(_) => Ok(Vec::new()),
         }

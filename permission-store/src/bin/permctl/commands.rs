@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use porthole_identity::AppId;
-use porthole_permission_store::{Grant, HistoryQuery, validate_table};
+use porthole_permission_store::{Grant, validate_table};
+use porthole_permission_store_client::{HistoryFilter, HistoryRecord};
 
 use crate::backend::{Access, Backend, CliError, Row};
 use crate::output::{self, shown};
@@ -90,7 +91,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::History { table, app, limit } => {
-            history(&backend, HistoryQuery { table, app, limit }, json).await
+            // The limit is always sent, 0 (all) included.
+            let filter = HistoryFilter {
+                table,
+                app,
+                limit: Some(limit.into()),
+            };
+            history(&backend, &filter, json).await
         }
     }
 }
@@ -286,10 +293,44 @@ async fn revoke(
     Ok(())
 }
 
-async fn history(b: &Backend, q: HistoryQuery, json: bool) -> Result<(), CliError> {
-    let records = b.history(&q).await?;
+/// One record as `permctl history --json` prints it. The wire record's
+/// serde form is an `a{sv}` dictionary (`time`, absent keys left out); the
+/// JSON output keeps its own, older shape (`time_us`, every key present,
+/// `null` when it does not apply), which scripts read.
+#[derive(serde::Serialize)]
+struct HistoryJson<'a> {
+    seq: i64,
+    time_us: i64,
+    action: &'a str,
+    table: &'a str,
+    id: &'a str,
+    app: Option<&'a str>,
+    old: Option<&'a [String]>,
+    new: Option<&'a [String]>,
+    caller: &'a str,
+}
+
+impl<'a> From<&'a HistoryRecord> for HistoryJson<'a> {
+    fn from(r: &'a HistoryRecord) -> Self {
+        Self {
+            seq: r.seq,
+            time_us: r.time,
+            action: &r.action,
+            table: &r.table,
+            id: &r.id,
+            app: r.app.as_deref(),
+            old: r.old.as_deref(),
+            new: r.new.as_deref(),
+            caller: &r.caller,
+        }
+    }
+}
+
+async fn history(b: &Backend, q: &HistoryFilter, json: bool) -> Result<(), CliError> {
+    let records = b.history(q).await?;
     if json {
-        return print_json(&records);
+        let rows: Vec<HistoryJson<'_>> = records.iter().map(HistoryJson::from).collect();
+        return print_json(&rows);
     }
     let list = |p: &Option<Vec<String>>| match p {
         None => "-".to_owned(),
@@ -300,7 +341,7 @@ async fn history(b: &Backend, q: HistoryQuery, json: bool) -> Result<(), CliErro
         .iter()
         .map(|r| {
             vec![
-                format_time(r.time_us / 1_000_000),
+                format_time(r.time / 1_000_000),
                 r.action.clone(),
                 r.table.clone(),
                 r.id.clone(),
@@ -380,6 +421,28 @@ pub fn format_time(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `history --json` prints the shape it printed before the store
+    /// returned the wire record: `time_us`, every key in this order, `null`
+    /// for what does not apply.
+    #[test]
+    fn history_json_shape() {
+        let r = HistoryRecord {
+            seq: 2,
+            time: 1_700_000_000_123_456,
+            action: "data".into(),
+            table: "devices".into(),
+            id: "camera".into(),
+            caller: "org.example.Caller".into(),
+            app: None,
+            old: None,
+            new: Some(vec!["yes".into()]),
+        };
+        assert_eq!(
+            serde_json::to_string(&HistoryJson::from(&r)).unwrap(),
+            r#"{"seq":2,"time_us":1700000000123456,"action":"data","table":"devices","id":"camera","app":null,"old":null,"new":["yes"],"caller":"org.example.Caller"}"#
+        );
+    }
 
     #[test]
     fn durations() {
