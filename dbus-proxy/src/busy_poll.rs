@@ -300,8 +300,11 @@ pub fn after_unpark() {
     }
     WINDOW.with(|w| {
         if let Some(parked_at) = w.parked_at.take() {
-            w.window
-                .set(next_window(w.window.get(), parked_at.elapsed(), max_window()));
+            w.window.set(next_window(
+                w.window.get(),
+                parked_at.elapsed(),
+                max_window(),
+            ));
         }
     });
 }

@@ -256,7 +256,12 @@ mod tests {
         let a = parse(s(&["unix:path=/a", "/tmp/one", "--busy-poll=50"])).unwrap();
         assert_eq!(a.busy_poll, Some(Duration::from_micros(50)));
         assert_eq!(a.proxies.len(), 1);
-        for bad in ["--busy-poll=0", "--busy-poll=10001", "--busy-poll=x", "--busy-poll="] {
+        for bad in [
+            "--busy-poll=0",
+            "--busy-poll=10001",
+            "--busy-poll=x",
+            "--busy-poll=",
+        ] {
             assert!(
                 matches!(parse(s(&["a", "b", bad])), Err(CliError::BusyPoll(_))),
                 "{bad}"
