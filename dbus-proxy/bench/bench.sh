@@ -135,7 +135,7 @@ for m in ping bulk par8; do
   for t in "${PROXIES[@]}"; do
     [ "$t" = xdg ] && continue
     awk -v m="$m" -v t="$t" -v x="$x" -v o="$(cpu_per_call "$t" "$m")" 'BEGIN{
-      printf "CPU per call %-4s: xdg %.1f us, %s %.1f us, %s/xdg %.2f (target <= 0.70)\n", m, x, t, o, t, x > 0 ? o/x : 0}'
+      printf "CPU per call %-4s: xdg %.1f us, %s %.1f us, %s/xdg %.2f (target <= 0.70)\n", m, x, t, o, t, (x > 0 ? o/x : 0)}'
   done
 done
 # Added latency from the medians, and from the fastest run of each target
