@@ -4,14 +4,15 @@
 //! Off by default because it trades CPU time (battery, on a laptop) for
 //! microseconds: while one client calls back to back, a spinning proxy
 //! uses most of a CPU (measured here: 1.36x xdg-dbus-proxy's CPU time for
-//! the same calls, against 0.6-0.7x without spinning). It helps only a
+//! the same calls, against 0.5-0.9x without, by load). It helps only a
 //! client that makes calls back to back on an otherwise idle machine with
 //! a spare core (a benchmark, a bulk import over D-Bus); with the client,
 //! bus and service sharing the CPUs with other work it buys nothing and
 //! turns itself off (see below).
 //!
-//! Why it can help: most of what a proxy adds to a round trip is not its own work but
-//! the wake-ups of a process that had gone to sleep: the reply from the bus
+//! Why it can help: most of what a proxy adds to a round trip is not its
+//! own work but the wake-ups of a process that had gone to sleep: the
+//! reply from the bus
 //! arrives some 50-100 us after the call went out, by which time the
 //! proxy's CPU has idled, and in a virtual machine an idle vCPU halts, so
 //! waking it costs an IPI, an exit to the host and a re-entry (measured
