@@ -13,9 +13,12 @@
 # (proxied - direct) at each; the same paired by round (the median over
 # rounds of proxied - direct and of the calls/s ratio, each against the
 # direct run of its own round: load from elsewhere changes over minutes,
-# less over a second); and each proxy's CPU time per call (a proxy can buy
-# latency with CPU by busy-polling). Two builds of ours can be compared
-# by passing both. Variables: ROUNDS (25), N (3000 ping, 60 bulk),
+# less over a second); and each proxy's CPU time per call (utime+stime of
+# the proxy process from /proc/PID/stat over all rounds, divided by the
+# calls made; a proxy can buy latency with CPU by busy-polling). Two
+# builds of ours can be compared by passing both; an argument with spaces
+# is a binary and its extra options ("path/porthole-dbus-proxy
+# --busy-poll"). Variables: ROUNDS (25), N (3000 ping, 60 bulk),
 # ANCHOR_DIR (/work/shared/bench).
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -46,14 +49,17 @@ anchor_track $!
 anchor_wait_name org.example.Echo || exit 1
 NAMES=(direct); ADDRS=("$BUS_ADDRESS"); PIDS=(0); i=0
 for b in "$@"; do
-  "$b" "$BUS_ADDRESS" "$WORK/p$i.sock" --filter --talk=org.example.Echo >"$WORK/p$i.log" 2>&1 &
+  read -ra cmd <<<"$b"
+  "${cmd[@]}" "$BUS_ADDRESS" "$WORK/p$i.sock" --filter --talk=org.example.Echo >"$WORK/p$i.log" 2>&1 &
   anchor_track $!; PIDS+=($!)
   anchor_wait_socket "$WORK/p$i.sock" || exit 1
   NAMES+=("$b"); ADDRS+=("unix:path=$WORK/p$i.sock"); i=$((i+1))
 done
 echo "# $MODE: $ROUNDS rounds of N=$N, $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-# ns on CPU of all of a process's threads (schedstat).
-cpu_ns() { local t s=0; for t in /proc/"$1"/task/*/schedstat; do s=$((s + $(cut -d' ' -f1 "$t"))); done; echo $s; }
+# ns of utime+stime of a process (/proc/PID/stat fields 14 and 15, in
+# clock ticks, counted after the ")" that ends the command name).
+HZ=$(getconf CLK_TCK)
+cpu_ns() { sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$HZ" '{printf "%.0f\n", ($12 + $13) * 1e9 / hz}'; }
 CPU0=(0); for ((j = 1; j < ${#PIDS[@]}; j++)); do CPU0[$j]=$(cpu_ns "${PIDS[$j]}"); done
 : >"$WORK/raw"
 for ((r = 0; r < ROUNDS; r++)); do

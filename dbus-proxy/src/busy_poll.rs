@@ -1,7 +1,18 @@
-//! Busy polling before the event loop sleeps, bounded and adaptive.
+//! Busy polling before the event loop sleeps, bounded and adaptive; off
+//! unless asked for with `--busy-poll[=USECS]` ([`enable`]).
 //!
-//! Why: most of what a proxy adds to a round trip is not its own work but
-//! the wake-ups of a process that had gone to sleep: the reply from the bus
+//! Off by default because it trades CPU time (battery, on a laptop) for
+//! microseconds: while one client calls back to back, a spinning proxy
+//! uses most of a CPU (measured here: 1.36x xdg-dbus-proxy's CPU time for
+//! the same calls, against 0.5-0.9x without, by load). It helps only a
+//! client that makes calls back to back on an otherwise idle machine with
+//! a spare core (a benchmark, a bulk import over D-Bus); with the client,
+//! bus and service sharing the CPUs with other work it buys nothing and
+//! turns itself off (see below).
+//!
+//! Why it can help: most of what a proxy adds to a round trip is not its
+//! own work but the wake-ups of a process that had gone to sleep: the
+//! reply from the bus
 //! arrives some 50-100 us after the call went out, by which time the
 //! proxy's CPU has idled, and in a virtual machine an idle vCPU halts, so
 //! waking it costs an IPI, an exit to the host and a re-entry (measured
@@ -47,23 +58,44 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-/// The longest spin; events further apart than this are not waited for.
-/// It covers a call's trip through the bus and back (50-120 us here);
-/// 50 us windows caught too few replies to pay for themselves.
+/// The longest spin by default (`--busy-poll` without a value); events
+/// further apart than this are not waited for. It covers a call's trip
+/// through the bus and back (50-120 us here); 50 us windows caught too
+/// few replies to pay for themselves.
 pub const MAX_WINDOW: Duration = Duration::from_micros(200);
+/// The longest window `--busy-poll=USECS` accepts.
+pub const MAX_WINDOW_LIMIT: Duration = Duration::from_millis(10);
 /// The window's first size when it grows from nothing.
 const GROW_START: Duration = Duration::from_micros(25);
+
+/// The longest window, set once by [`enable`]; unset: busy polling is off.
+static ENABLED: OnceLock<Duration> = OnceLock::new();
 
 /// The level-triggered epoll set polled while spinning (`None`: busy
 /// polling is off, or epoll_create1 failed).
 static SET: OnceLock<Option<OwnedFd>> = OnceLock::new();
 
-/// `PORTHOLE_DBUS_PROXY_BUSY_POLL=0` in the environment turns busy
-/// polling off (for measuring what it buys).
+/// Turns busy polling on with windows of at most `max_window` (a zero
+/// window leaves it off). Call before the runtime starts; a later call
+/// changes nothing.
+pub fn enable(max_window: Duration) {
+    if !max_window.is_zero() {
+        let _ = ENABLED.set(max_window.min(MAX_WINDOW_LIMIT));
+    }
+}
+
+/// Whether [`enable`] turned busy polling on.
+pub fn enabled() -> bool {
+    ENABLED.get().is_some()
+}
+
+fn max_window() -> Duration {
+    ENABLED.get().copied().unwrap_or(Duration::ZERO)
+}
+
 fn set() -> Option<&'static OwnedFd> {
     SET.get_or_init(|| {
-        if std::env::var_os("PORTHOLE_DBUS_PROXY_BUSY_POLL").is_some_and(|v| v == "0") {
-            debug!("busy polling off");
+        if !enabled() {
             return None;
         }
         match epoll_create() {
@@ -160,15 +192,15 @@ fn running_tasks(loadavg: &[u8]) -> Option<usize> {
     std::str::from_utf8(running).ok()?.parse().ok()
 }
 
-/// The next window after a park that lasted `waited` with `window`
-/// (haltpoll's rule, `drivers/cpuidle/governors/haltpoll.c`).
-fn next_window(window: Duration, waited: Duration) -> Duration {
+/// The next window after a park that lasted `waited` with `window`, at
+/// most `max` (haltpoll's rule, `drivers/cpuidle/governors/haltpoll.c`).
+fn next_window(window: Duration, waited: Duration, max: Duration) -> Duration {
     if waited <= window {
         // Caught while spinning.
         window
-    } else if waited <= MAX_WINDOW {
+    } else if waited <= max {
         // Came a little after the window closed: widen it.
-        (window * 2).clamp(GROW_START, MAX_WINDOW)
+        (window * 2).max(GROW_START).min(max)
     } else {
         // A long sleep followed: the spin was wasted; narrow it.
         let half = window / 2;
@@ -248,6 +280,9 @@ pub fn before_park() {
 /// to keep the loop awake, and a spin only sets the proxy back in the run
 /// queue (8 clients at once lost some 10% of their calls/s to it).
 pub fn note_client(client: u64) {
+    if !enabled() {
+        return;
+    }
     WINDOW.with(|w| {
         let now = Instant::now();
         if let Some((last, at)) = w.last_client.replace(Some((client, now)))
@@ -266,8 +301,11 @@ pub fn after_unpark() {
     }
     WINDOW.with(|w| {
         if let Some(parked_at) = w.parked_at.take() {
-            w.window
-                .set(next_window(w.window.get(), parked_at.elapsed()));
+            w.window.set(next_window(
+                w.window.get(),
+                parked_at.elapsed(),
+                max_window(),
+            ));
         }
     });
 }
@@ -278,8 +316,22 @@ mod tests {
 
     const US: Duration = Duration::from_micros(1);
 
+    fn next(window: Duration, waited: Duration) -> Duration {
+        next_window(window, waited, MAX_WINDOW)
+    }
+
+    #[test]
+    fn a_window_below_the_first_step_is_the_limit() {
+        // --busy-poll=10: never more than 10 us, whatever the traffic.
+        let max = 10 * US;
+        assert_eq!(next_window(Duration::ZERO, 8 * US, max), max);
+        assert_eq!(next_window(max, 9 * US, max), max);
+        assert_eq!(next_window(max, 50 * US, max), Duration::ZERO);
+    }
+
     #[test]
     fn two_clients_at_once_turn_spinning_off() {
+        enable(MAX_WINDOW);
         let off = || WINDOW.with(|w| w.interleaved_until.get().is_some());
         note_client(1);
         note_client(1);
@@ -302,22 +354,22 @@ mod tests {
         // spins catch the replies.
         let mut w = Duration::ZERO;
         for _ in 0..5 {
-            w = next_window(w, 80 * US);
+            w = next(w, 80 * US);
         }
         assert_eq!(w, 100 * US);
-        assert_eq!(next_window(w, 80 * US), 100 * US);
+        assert_eq!(next(w, 80 * US), 100 * US);
         // A slower reply widens it to the maximum, no further.
-        w = next_window(w, 150 * US);
+        w = next(w, 150 * US);
         assert_eq!(w, MAX_WINDOW);
-        assert_eq!(next_window(w, 190 * US), MAX_WINDOW);
+        assert_eq!(next(w, 190 * US), MAX_WINDOW);
         // Idle: each long sleep halves it, down to nothing.
         let mut sleeps = 0;
         while !w.is_zero() {
-            w = next_window(w, Duration::from_secs(1));
+            w = next(w, Duration::from_secs(1));
             sleeps += 1;
         }
         assert!(sleeps <= 4, "{sleeps}");
         // Traffic slower than the maximum never opens it.
-        assert_eq!(next_window(Duration::ZERO, 300 * US), Duration::ZERO);
+        assert_eq!(next(Duration::ZERO, 300 * US), Duration::ZERO);
     }
 }

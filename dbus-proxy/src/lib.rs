@@ -4,7 +4,8 @@
 //!
 //! - [`cli`]: the order-dependent command line (`ADDRESS PATH [OPTION...]`).
 //! - [`policy`]: names, levels (see < talk < own) and call/broadcast rules.
-//! - [`busy_poll`]: a bounded spin before the event loop sleeps.
+//! - [`busy_poll`]: a bounded spin before the event loop sleeps, only with
+//!   `--busy-poll`.
 //! - [`match_rule`]: AddMatch rules read as dbus-daemon reads them.
 //! - [`filter`]: the per-client decisions.
 //! - [`socket`]: recvmsg/sendmsg with fds, and the receive buffer.

@@ -37,12 +37,15 @@ fn run() -> anyhow::Result<()> {
     }
     // One thread: the proxy is I/O bound and a single event loop gives the
     // lowest latency on a loaded machine, as upstream's GLib main loop.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(busy_poll::before_park)
-        .on_thread_unpark(busy_poll::after_unpark)
-        .build()
-        .context("starting the runtime")?;
+    let mut rt = tokio::runtime::Builder::new_current_thread();
+    rt.enable_all();
+    // Spinning only when asked for: it costs a CPU while a client waits.
+    if let Some(window) = args.busy_poll {
+        busy_poll::enable(window);
+        rt.on_thread_park(busy_poll::before_park)
+            .on_thread_unpark(busy_poll::after_unpark);
+    }
+    let rt = rt.build().context("starting the runtime")?;
     rt.block_on(async move {
         let mut paths: Vec<PathBuf> = Vec::new();
         let mut listeners = Vec::new();
