@@ -356,40 +356,9 @@ fn clone_failure_removes_cgroup_as_user() {
 fn enter_joins_cgroup(who: Who) {
     let rt = runtime_dir(who, "enter-cg");
     let m = marker("enter-cg", who);
-    let dir = stage().app_dir.to_str().unwrap().to_owned();
-    let mut child = porthole(
-        who,
-        &rt,
-        &[
-            "run",
-            "--pids-max=20",
-            "--app-dir",
-            &dir,
-            APP_ID,
-            "--",
-            "porthole-probe",
-            "sleep",
-            "60",
-            &m,
-        ],
-        &[],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let pid = child.id() as i32;
+    let sleeper = Sleeper::start(who, &rt, &["--pids-max=20"], &m);
     let check = (|| -> Result<(), String> {
-        let rec = wait_for(10, || {
-            let out = run(
-                porthole(who, &rt, &["ps", "--json"], &[]),
-                Stdio::null(),
-                10,
-            );
-            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-            v.as_array()?.first().cloned()
-        })
-        .ok_or("no instance in ps --json")?;
+        let rec = sleeper.record(who, &rt).ok_or("no instance in ps --json")?;
         let id = rec["instance"].as_str().ok_or("no id")?.to_owned();
         let cgroups: Vec<String> = rec["cgroups"]
             .as_array()
@@ -444,9 +413,7 @@ fn enter_joins_cgroup(who: Who) {
         }
         Ok(())
     })();
-    // SAFETY: ending our own process group whatever happened.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let _ = child.wait();
+    sleeper.stop();
     assert_no_leftovers(&m);
     check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
 }

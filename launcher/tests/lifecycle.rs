@@ -395,37 +395,8 @@ as_root_and_user!(die_with_parent_as_root, die_with_parent_as_user: skip("die_wi
 fn ps_enter_kill(who: Who) {
     let rt = runtime_dir(who, "pek");
     let m = marker("pek", who);
-    let dir = app_dir();
-    let mut child = porthole(
-        who,
-        &rt,
-        &[
-            "run",
-            "--app-dir",
-            &dir,
-            APP_ID,
-            "--",
-            "porthole-probe",
-            "sleep",
-            "60",
-            &m,
-        ],
-        &[],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .unwrap();
-    let pid = child.id() as i32;
-    let rec = wait_for(10, || {
-        let out = run(
-            porthole(who, &rt, &["ps", "--json"], &[]),
-            Stdio::null(),
-            10,
-        );
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        v.as_array()?.first().cloned()
-    });
+    let mut sleeper = Sleeper::start(who, &rt, &[], &m);
+    let rec = sleeper.record(who, &rt);
     let check = (|| -> Result<(), String> {
         let rec = rec.ok_or("no instance in ps --json")?;
         let id = rec["instance"].as_str().ok_or("no instance id")?.to_owned();
@@ -517,8 +488,8 @@ fn ps_enter_kill(who: Who) {
         if out.code != Some(0) {
             return Err(format!("kill: {:?} {}", out.code, out.stderr));
         }
-        let status =
-            wait_for(10, || child.try_wait().ok().flatten()).ok_or("porthole run survived kill")?;
+        let status = wait_for(10, || sleeper.child.try_wait().ok().flatten())
+            .ok_or("porthole run survived kill")?;
         if status.code() != Some(128 + 9) {
             return Err(format!("run exit status after kill: {status:?}"));
         }
@@ -531,9 +502,7 @@ fn ps_enter_kill(who: Who) {
         }
         Ok(())
     })();
-    // SAFETY: cleaning up our own process group whatever happened.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let _ = child.wait();
+    sleeper.stop();
     assert_no_leftovers(&m);
     check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
 }
@@ -545,42 +514,10 @@ as_root_and_user!(ps_enter_kill_as_root, ps_enter_kill_as_user: skip("ps_enter_k
 fn enter_keeps_features(who: Who) {
     let rt = runtime_dir(who, "enter-devel");
     let m = marker("enter-devel", who);
-    let dir = app_dir();
-    let mut child = porthole(
-        who,
-        &rt,
-        &[
-            "run",
-            "--allow=devel",
-            "--app-dir",
-            &dir,
-            APP_ID,
-            "--",
-            "porthole-probe",
-            "sleep",
-            "60",
-            &m,
-        ],
-        &[],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .unwrap();
-    let pid = child.id() as i32;
+    let sleeper = Sleeper::start(who, &rt, &["--allow=devel"], &m);
     let check = (|| -> Result<(), String> {
-        let id = wait_for(10, || {
-            let out = run(
-                porthole(who, &rt, &["ps", "--json"], &[]),
-                Stdio::null(),
-                10,
-            );
-            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-            v.as_array()?.first()?["instance"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .ok_or("no instance in ps --json")?;
+        let rec = sleeper.record(who, &rt).ok_or("no instance in ps --json")?;
+        let id = rec["instance"].as_str().ok_or("no instance id")?.to_owned();
         let out = run(
             porthole(
                 who,
@@ -607,9 +544,7 @@ fn enter_keeps_features(who: Who) {
         }
         Ok(())
     })();
-    // SAFETY: cleaning up our own process group whatever happened.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let _ = child.wait();
+    sleeper.stop();
     assert_no_leftovers(&m);
     check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
 }

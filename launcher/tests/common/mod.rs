@@ -366,6 +366,47 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     None
 }
 
+/// A sandbox that stays up for the `ps`, `enter` and `kill` tests:
+/// `porthole run OPTIONS --app-dir STAGE APP_ID -- porthole-probe sleep 60
+/// MARKER` as `who`, in the background, in its own process group.
+pub struct Sleeper {
+    pub child: std::process::Child,
+}
+
+impl Sleeper {
+    pub fn start(who: Who, rt: &Path, options: &[&str], marker: &str) -> Self {
+        let dir = stage().app_dir.to_str().unwrap().to_owned();
+        let mut args = vec!["run"];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--app-dir", &dir, APP_ID, "--"]);
+        args.extend_from_slice(&["porthole-probe", "sleep", "60", marker]);
+        let child = porthole(who, rt, &args, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Sleeper { child }
+    }
+
+    /// Its record in `porthole ps --json` (the only instance under `rt`),
+    /// once it shows, within 10 s.
+    pub fn record(&self, who: Who, rt: &Path) -> Option<serde_json::Value> {
+        wait_for(10, || {
+            let out = run(porthole(who, rt, &["ps", "--json"], &[]), Stdio::null(), 10);
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            v.as_array()?.first().cloned()
+        })
+    }
+
+    /// Kills its whole process group, whatever happened, and reaps it.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) takes plain integers; the group is the one
+        // `porthole()` made this command lead.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _reaped = self.child.wait();
+    }
+}
+
 /// Ensures no process started from the stage outlives the test.
 pub fn assert_no_leftovers(marker: &str) {
     let left = wait_for(3, || leftovers(marker).is_empty().then_some(()));
