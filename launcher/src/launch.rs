@@ -54,6 +54,9 @@ pub struct RunRequest {
     pub runtime: Option<PathBuf>,
     pub limits: Limits,
     pub die_with_parent: bool,
+    /// Bind the document store's view of this app at /run/user/UID/doc
+    /// (false: `--no-documents-portal`).
+    pub documents_portal: bool,
 }
 
 /// Errors of a launch, each with its exit code.

@@ -14,6 +14,7 @@ pub mod bus;
 pub mod capability;
 pub mod cgroup;
 pub mod cleanup;
+pub mod documents;
 pub mod enter;
 pub mod environ;
 pub mod exit_code;

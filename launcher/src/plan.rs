@@ -180,6 +180,9 @@ pub struct PlanInput {
     pub wayland: Option<PathBuf>,
     /// Host PulseAudio socket to bind as /run/user/UID/pulse/native.
     pub pulse: Option<PathBuf>,
+    /// The document store's view of this app (`$XDG_RUNTIME_DIR/doc/by-app/
+    /// APP_ID` on the host), bound as /run/user/UID/doc.
+    pub documents: Option<PathBuf>,
     /// Host X11 socket and the display number.
     pub x11: Option<(PathBuf, u32)>,
     /// The D-Bus proxy's session socket (instance dir), bound as
@@ -430,6 +433,13 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
             attrs: BIND_RW,
         });
     }
+    if let Some(view) = &input.documents {
+        ops.push(Op::Bind {
+            src: view.clone(),
+            dest: run_user.join("doc"),
+            attrs: BIND_RW,
+        });
+    }
     if let Some((sock, n)) = &input.x11 {
         ops.push(Op::Bind {
             src: sock.clone(),
@@ -488,10 +498,28 @@ mod tests {
             filesystems: vec![],
             wayland: None,
             pulse: None,
+            documents: None,
             x11: None,
             session_bus: None,
             system_bus: None,
         }
+    }
+
+    #[test]
+    fn the_document_view_is_bound_at_run_user_doc() {
+        let ops = build(input()).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| o.to_string().contains("/run/user/1000/doc"))
+        );
+        let mut i = input();
+        i.documents = Some("/run/user/1000/doc/by-app/org.example.App".into());
+        let ops = build(i).unwrap();
+        assert!(ops.contains(&Op::Bind {
+            src: "/run/user/1000/doc/by-app/org.example.App".into(),
+            dest: "/run/user/1000/doc".into(),
+            attrs: BIND_RW,
+        }));
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     die_with_parent: bool,
+    /// Do not bind the document store's view of the app at
+    /// /run/user/UID/doc (as Flatpak's option of that name).
+    #[arg(long)]
+    no_documents_portal: bool,
     /// Print the mount plan, environment and filter, start nothing.
     #[arg(long)]
     dry_run: bool,
@@ -172,6 +176,7 @@ fn request(args: RunArgs) -> Result<(RunRequest, bool), i32> {
             runtime: args.runtime,
             limits,
             die_with_parent: args.die_with_parent,
+            documents_portal: !args.no_documents_portal,
         },
         args.dry_run,
     ))

@@ -352,6 +352,17 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         missing: missing_sockets,
     } = host_sockets(&perms, host_runtime.as_deref());
 
+    let documents = if req.documents_portal {
+        let view = host_runtime
+            .as_deref()
+            .and_then(|r| crate::documents::app_view(r, req.app_id.as_str()));
+        if view.is_none() {
+            tracing::info!("no document store mounted: the app gets no /run/user/{uid}/doc");
+        }
+        view
+    } else {
+        None
+    };
     let app_data = home.join(".var/app").join(req.app_id.as_str());
     let runtime = instance::runtime_dir(uid, warn)?;
     let instances_dir = instance::instances_path(&runtime);
@@ -412,6 +423,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         filesystems,
         wayland: wayland.clone(),
         pulse: pulse.clone(),
+        documents,
         x11: x11.clone(),
         session_bus: bus
             .as_ref()
