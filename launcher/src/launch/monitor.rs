@@ -173,6 +173,26 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         }
     };
     res.cgroup = cgroup;
+    // Pid 1 joins the v1 directories itself (see cgroup::join_v1). Files
+    // that cannot be opened leave the instance without its cgroup, as a
+    // failed move would.
+    let v1_join = match res
+        .cgroup
+        .as_ref()
+        .map(cgroup::InstanceCgroup::v1_join_files)
+    {
+        Some(Ok(files)) => files,
+        Some(Err(e)) => {
+            if p.limits.is_empty() {
+                tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+            } else {
+                warn(Warning::CgroupMoveFailed(e));
+            }
+            res.remove_cgroup();
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     trace_stage(p.trace, "cgroup created, cloning");
     let flags = p.namespaces.clone_flags();
     let mut born_in_cgroup = false;
@@ -191,9 +211,9 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     };
     // A failed clone leaves nothing behind: `res` is released on return.
     let forked = forked?;
-    // The sandbox waits for "go" only when it still has to be moved into a
-    // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs
-    // scheduling latency on a busy machine.
+    // The sandbox waits for "go" only when the host still has to move it
+    // into a cgroup (its systemd scope, or v2 without clone3): each
+    // cross-process wake-up costs scheduling latency on a busy machine.
     let child_waits = scope_dir.is_some()
         || res
             .cgroup
@@ -207,6 +227,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             sandbox_init(
                 &p,
                 &parts,
+                &v1_join,
                 go_rd,
                 child_waits,
                 ready_wr,
@@ -218,6 +239,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     };
     drop(go_rd);
     drop(ready_wr);
+    drop(v1_join);
     // The manager creates the scope while the sandbox assembles its root.
     let unit = crate::systemd::unit_name(p.app_id.as_str(), &p.instance_id);
     let description = format!("porthole sandbox of {}", p.app_id.as_str());
@@ -258,7 +280,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     let mut cleanup = Vec::new();
     if let Some(cg) = &res.cgroup
         && cg.needs_move(born_in_cgroup)
-        && let Err(e) = cg.add(child.as_raw(), born_in_cgroup)
+        && let Err(e) = cg.add(child.as_raw())
     {
         warn(Warning::CgroupMoveFailed(e));
         res.remove_cgroup();

@@ -57,12 +57,26 @@ pub(super) fn exec_parts(
 pub(super) fn sandbox_init(
     p: &Prepared,
     parts: &ExecParts,
+    v1_cgroups: &[OwnedFd],
     go: OwnedFd,
     wait_go: bool,
     ready: OwnedFd,
     bus_ready: Option<std::os::fd::BorrowedFd<'_>>,
     old_mask: &nix::sys::signal::SigSet,
 ) -> ! {
+    // Into the instance's v1 cgroups before anything else, so that all we
+    // start is counted there. A failure with limits asked for ends the
+    // launch (the app must not run outside them); without, the instance
+    // runs in its caller's cgroups, as where no cgroup can be created.
+    if let Err(e) = cgroup::join_v1(v1_cgroups) {
+        if !p.limits.is_empty() {
+            fail("join the instance's cgroups", e);
+        }
+        let line = format!(
+            "porthole: warning: the sandbox could not join its cgroups; it stays in its caller's: {e}\n"
+        );
+        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+    }
     // First, before anything else can use them: close what the caller of
     // `porthole` left open (fds >= 3), keeping only our pipes (the D-Bus
     // proxy's sync pipe is our copy of the monitor's read end).
