@@ -2,7 +2,7 @@
 //! the host, clones into the namespaces, supervises, cleans up.
 
 use super::resources::InstanceResources;
-use super::sandbox::{exec_parts, sandbox_init};
+use super::sandbox::{FromMonitor, exec_parts, sandbox_init};
 use super::*;
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
@@ -227,11 +227,13 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             sandbox_init(
                 &p,
                 &parts,
-                &v1_join,
-                go_rd,
-                child_waits,
-                ready_wr,
-                bus_ready,
+                FromMonitor {
+                    v1_cgroups: &v1_join,
+                    go: go_rd,
+                    wait_go: child_waits,
+                    ready: ready_wr,
+                    bus_ready,
+                },
                 &old_mask,
             );
         }
