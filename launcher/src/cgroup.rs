@@ -514,9 +514,11 @@ impl InstanceCgroup {
     }
 
     /// Moves `pid` (and so everything it will start) into the v2 directory,
-    /// for a child that could not be born there.
-    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        for d in self.dirs.iter().filter(|d| d.v2) {
+    /// for a child that could not be born there; with `v1_too`, into the v1
+    /// ones as well (a cgroup created after the clone, which pid 1 could
+    /// not join itself).
+    pub fn add(&self, pid: i32, v1_too: bool) -> Result<(), CgroupError> {
+        for d in self.dirs.iter().filter(|d| d.v2 || v1_too) {
             write(&d.path.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())

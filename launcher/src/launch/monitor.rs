@@ -282,7 +282,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     let mut cleanup = Vec::new();
     if let Some(cg) = &res.cgroup
         && cg.needs_move(born_in_cgroup)
-        && let Err(e) = cg.add(child.as_raw())
+        && let Err(e) = cg.add(child.as_raw(), false)
     {
         warn(Warning::CgroupMoveFailed(e));
         res.remove_cgroup();
@@ -310,6 +310,23 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             Err(e) => warn(Warning::LimitsNoScope {
                 reason: e.to_string(),
             }),
+        }
+        if scope_cgroup.is_none() && res.cgroup.is_none() {
+            // No scope after all: the next place in the order of
+            // crate::cgroup (a v2 directory, else the v1 ones), without the
+            // limits (a warning above said they are not enforced). The
+            // sandbox still waits for "go", so the host moves it in.
+            res.cgroup = cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &Default::default())
+                .unwrap_or_else(|e| {
+                    tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+                    None
+                });
+            if let Some(cg) = &res.cgroup
+                && let Err(e) = cg.add(child.as_raw(), true)
+            {
+                tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+                res.remove_cgroup();
+            }
         }
     }
     if child_waits {
