@@ -284,7 +284,12 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         && cg.needs_move(born_in_cgroup)
         && let Err(e) = cg.add(child.as_raw(), false)
     {
-        warn(Warning::CgroupMoveFailed(e));
+        // Without limits nothing is lost but the grouping: no warning.
+        if p.limits.is_empty() {
+            tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+        } else {
+            warn(Warning::CgroupMoveFailed(e));
+        }
         res.remove_cgroup();
     }
     let mut scope_cgroup = None;
