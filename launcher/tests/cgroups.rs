@@ -369,7 +369,7 @@ fn enter_joins_cgroup(who: Who, options: &[&str]) {
     let rt = runtime_dir(who, name);
     let m = marker(name, who);
     let sleeper = Sleeper::start(who, &rt, options, &m);
-    let check = (|| -> Result<(), String> {
+    let check = (|| -> Result<Vec<String>, String> {
         let rec = sleeper.record(who, &rt).ok_or("no instance in ps --json")?;
         let id = rec["instance"].as_str().ok_or("no id")?.to_owned();
         let cgroups = recorded_cgroups(&rec)?;
@@ -419,11 +419,17 @@ fn enter_joins_cgroup(who: Who, options: &[&str]) {
                 ));
             }
         }
-        Ok(())
+        Ok(cgroups)
     })();
-    sleeper.stop();
+    // Ended as a user would, so the monitor removes the directories (a
+    // killed monitor leaves them to a later launch's sweep).
+    sleeper.terminate();
     assert_no_leftovers(&m);
-    check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+    let dirs = check.unwrap_or_else(|e| panic!("[{}] {e}", who.label()));
+    for d in dirs {
+        let gone = wait_for(3, || (!std::path::Path::new(&d).exists()).then_some(()));
+        assert!(gone.is_some(), "[{}] cgroup {d} left behind", who.label());
+    }
 }
 
 #[test]
