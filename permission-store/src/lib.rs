@@ -15,6 +15,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod open;
+mod overlay;
 pub mod service;
 pub mod store;
 mod writer;

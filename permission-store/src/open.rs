@@ -82,9 +82,14 @@ fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a write is on disk before its reply, like upstream's
-        // fsync-then-reply; the writer commits queued writes together so the
-        // fsync is shared.
+        // FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit, so
+        // an acknowledged write would survive `kill -9` of the store (the
+        // WAL is in the page cache) but not a power loss or a kernel crash.
+        // A permission the user revoked must stay revoked, so a write is on
+        // disk before its reply, like upstream's fsync-then-reply. The
+        // writer commits queued writes together (group commit), so one
+        // fsync serves a whole batch: under a pipelined load the fsyncs are
+        // not what limits the rate (see writer.rs).
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)

@@ -67,7 +67,7 @@ pub(crate) async fn load_entry(
     Ok(Some(entry))
 }
 
-fn grant_from(perms: String, expires: Option<i64>) -> Result<Grant, StoreError> {
+pub(crate) fn grant_from(perms: String, expires: Option<i64>) -> Result<Grant, StoreError> {
     let permissions = serde_json::from_str(&perms).map_err(|e| {
         StoreError::BadData(format!("stored permissions are not a string list: {e}"))
     })?;

@@ -1,10 +1,13 @@
 //! The writer task: the only code that changes the database.
 //!
 //! Requests queue on a channel. The task takes whatever is queued (up to
-//! [`BATCH`]), applies each inside its own savepoint of one transaction, and
-//! commits once: with `synchronous=FULL` a burst of writes shares one fsync,
-//! and each caller still hears back only after its write is on disk. One
-//! writer also gives upstream's ordering: writes apply in arrival order.
+//! [`BATCH`]) and applies it as one transaction (group commit): one query
+//! reads every id the batch names, each write changes that in-memory copy
+//! ([`crate::overlay`]), a few statements write the changed ids and the
+//! history rows back, and one COMMIT makes them durable. With
+//! `synchronous=FULL` a burst of writes shares one fsync, and each caller
+//! hears back only after the commit, so only after its write is on disk.
+//! One writer also gives upstream's ordering: writes apply in arrival order.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::cache::Cache;
+use crate::overlay::{HistoryRow, Overlay, Slot, perms_json};
 
 use crate::data::Data;
 use crate::error::StoreError;
@@ -76,6 +80,22 @@ pub(crate) enum Op {
         app: String,
     },
     PruneExpired,
+}
+
+impl Op {
+    /// The one id this request reads or writes, if it names one.
+    fn key(&self) -> Option<(&str, &str)> {
+        match self {
+            Op::Set { table, id, .. }
+            | Op::SetValue { table, id, .. }
+            | Op::SetPermission { table, id, .. }
+            | Op::DeletePermission { table, id, .. }
+            | Op::Delete { table, id }
+            | Op::RevokePermissions { table, id, .. }
+            | Op::Lookup { table, id } => Some((table, id)),
+            Op::List { .. } | Op::ResetApp { .. } | Op::PruneExpired => None,
+        }
+    }
 }
 
 pub(crate) struct Request {
@@ -277,30 +297,67 @@ async fn commit_batch(
         return;
     }
     let now = now_secs();
+    let mut overlay = Overlay::default();
+    // Every id the batch names, read in one query (a failure here is
+    // reported by the first write that needs the id).
+    let _read_on_demand = overlay
+        .read(&mut *conn, batch.iter().filter_map(|r| r.op.key()))
+        .await;
+    // Set when writing the batch back failed part-way: the transaction
+    // holds part of the batch, so nothing of it may commit.
+    let mut broken: Option<String> = None;
     for req in batch.iter_mut() {
+        if let Some(e) = &broken {
+            results.push(Err(StoreError::CommitFailed(e.clone())));
+            continue;
+        }
         let result = match &req.op {
             // Reads inside the transaction see the writes queued before them.
-            Op::Lookup { table, id } => crate::store::load_entry(conn, table, id, now)
+            Op::Lookup { table, id } => overlay
+                .visible(&mut *conn, table, id, now)
                 .await
                 .map(Reply::Entry),
-            Op::List { table } => list_ids(conn, table).await.map(Reply::Ids),
+            Op::List { table } => match overlay.flush(&mut *conn).await {
+                Ok(()) => list_ids(conn, table).await.map(Reply::Ids),
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    Err(StoreError::CommitFailed(e.to_string()))
+                }
+            },
             op => match req.caller.resolve().await {
-                Ok(caller) => apply_in_savepoint(conn, op, &caller)
-                    .await
-                    .map(Reply::Changes),
+                Ok(caller) => {
+                    let mut tx = Tx {
+                        conn: &mut *conn,
+                        overlay: &mut overlay,
+                        caller: &caller,
+                        now_us: now_us(),
+                        broken: &mut broken,
+                    };
+                    apply(&mut tx, op).await.map(Reply::Changes)
+                }
                 Err(refused) => Err(refused),
             },
         };
         results.push(result);
     }
-    let commit = sqlx::query("COMMIT").execute(&mut *conn).await;
+    let commit = match broken {
+        Some(e) => Err(e),
+        None => match overlay.flush(&mut *conn).await {
+            Ok(()) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
     if let Err(e) = &commit {
         tracing::error!("commit failed: {e}");
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
     // The cache learns of the commit before any caller hears of it.
     match &commit {
-        Ok(_) => {
+        Ok(()) => {
             let changes: Vec<Change> = results
                 .iter()
                 .filter_map(|r| match r {
@@ -315,7 +372,7 @@ async fn commit_batch(
     }
     for (req, result) in batch.drain(..).zip(results) {
         let result = match (&commit, result) {
-            (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e.to_string())),
+            (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e.clone())),
             (_, r) => r,
         };
         pending.fetch_sub(1, Ordering::SeqCst);
@@ -335,30 +392,10 @@ pub(crate) async fn list_ids(
     )
 }
 
-async fn apply_in_savepoint(
-    conn: &mut SqliteConnection,
-    op: &Op,
-    caller: &str,
-) -> Result<Vec<Change>, StoreError> {
-    sqlx::query("SAVEPOINT op").execute(&mut *conn).await?;
-    let result = apply(conn, op, caller).await;
-    if result.is_err() {
-        sqlx::query("ROLLBACK TO op").execute(&mut *conn).await?;
-    }
-    sqlx::query("RELEASE op").execute(&mut *conn).await?;
-    result
-}
-
-async fn apply(
-    conn: &mut SqliteConnection,
-    op: &Op,
-    caller: &str,
-) -> Result<Vec<Change>, StoreError> {
-    let mut tx = Tx {
-        conn,
-        caller,
-        now_us: now_us(),
-    };
+/// Applies one write to the batch's copy of the rows. A write that fails
+/// (an id not found, say) has changed nothing: every check comes before the
+/// first change.
+async fn apply(tx: &mut Tx<'_>, op: &Op) -> Result<Vec<Change>, StoreError> {
     match op {
         Op::Lookup { .. } | Op::List { .. } => unreachable!("reads are answered in commit_batch"),
         Op::Set {
@@ -508,11 +545,7 @@ async fn apply(
                 )
                 .await?;
             }
-            sqlx::query("DELETE FROM entries WHERE tbl = ? AND id = ?")
-                .bind(table)
-                .bind(id)
-                .execute(&mut *tx.conn)
-                .await?;
+            *tx.slot(table, id).await?.change() = None;
             tx.history("delete", table, id, None, None, None).await?;
             entry.apps.clear();
             Ok(vec![Change {
@@ -548,17 +581,28 @@ fn changed(table: &str, id: &str, entry: Entry) -> Change {
     }
 }
 
-/// The statements of one write, with who made it and when.
+/// One write applied to the batch's copy of the rows, with who made it and
+/// when.
 struct Tx<'c> {
     conn: &'c mut SqliteConnection,
+    overlay: &'c mut Overlay,
     caller: &'c str,
     now_us: i64,
+    /// Set when writing the batch back (before a query that needs the
+    /// database current) failed: the whole batch then fails.
+    broken: &'c mut Option<String>,
 }
 
 impl Tx<'_> {
     /// The entry as a caller sees it: expired grants are absent.
     async fn load(&mut self, table: &str, id: &str) -> Result<Option<Entry>, StoreError> {
-        crate::store::load_entry(&mut *self.conn, table, id, self.now_us / 1_000_000).await
+        self.overlay
+            .visible(&mut *self.conn, table, id, self.now_us / 1_000_000)
+            .await
+    }
+
+    async fn slot(&mut self, table: &str, id: &str) -> Result<&mut Slot, StoreError> {
+        self.overlay.slot(&mut *self.conn, table, id).await
     }
 
     async fn put_data(
@@ -568,12 +612,11 @@ impl Tx<'_> {
         data: &Data,
         old: Option<&Data>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO entries (tbl, id, data) VALUES (?, ?, ?) ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data")
-            .bind(table)
-            .bind(id)
-            .bind(data.as_bytes())
-            .execute(&mut *self.conn)
-            .await?;
+        let slot = self.slot(table, id).await?;
+        match slot.change() {
+            Some(entry) => entry.data = data.clone(),
+            stored @ None => *stored = Some(Entry::new(data.clone())),
+        }
         if old != Some(data) {
             self.history("data", table, id, None, None, None).await?;
         }
@@ -588,18 +631,13 @@ impl Tx<'_> {
         grant: &Grant,
         old: Option<&Grant>,
     ) -> Result<(), StoreError> {
-        let perms = serde_json::to_string(&grant.permissions).expect("strings serialise");
-        sqlx::query(
-            "INSERT INTO grants (tbl, id, app, perms, expires) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (tbl, id, app) DO UPDATE SET perms = excluded.perms, expires = excluded.expires",
-        )
-        .bind(table)
-        .bind(id)
-        .bind(app)
-        .bind(perms)
-        .bind(grant.expires)
-        .execute(&mut *self.conn)
-        .await?;
+        let slot = self.slot(table, id).await?;
+        let Some(entry) = slot.change() else {
+            // The writes create the id before they grant on it; the
+            // database's foreign key would refuse this too.
+            return Err(StoreError::NoEntry(id.to_owned()));
+        };
+        entry.apps.insert(app.to_owned(), grant.clone());
         if old != Some(grant) {
             // Taking some permissions away is a revocation, though a list
             // remains.
@@ -621,14 +659,12 @@ impl Tx<'_> {
         id: &str,
         app: &str,
         old: Option<&Grant>,
-        action: &str,
+        action: &'static str,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM grants WHERE tbl = ? AND id = ? AND app = ?")
-            .bind(table)
-            .bind(id)
-            .bind(app)
-            .execute(&mut *self.conn)
-            .await?;
+        let slot = self.slot(table, id).await?;
+        if let Some(entry) = slot.change() {
+            entry.apps.remove(app);
+        }
         self.history(
             action,
             table,
@@ -646,14 +682,27 @@ impl Tx<'_> {
     async fn drop_grants<'q>(
         &mut self,
         select: Query<'q, Sqlite, SqliteArguments<'q>>,
-        action: &str,
+        action: &'static str,
     ) -> Result<Vec<Change>, StoreError> {
+        // The query reads the database, which must hold the batch so far.
+        if let Err(e) = self.overlay.flush(&mut *self.conn).await {
+            *self.broken = Some(e.to_string());
+            return Err(StoreError::CommitFailed(e.to_string()));
+        }
         let rows: Vec<(String, String, String, String)> = select
             .fetch_all(&mut *self.conn)
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
+        // Every id read before the first change: a failed read then
+        // leaves nothing half done.
+        self.overlay
+            .read(
+                &mut *self.conn,
+                rows.iter().map(|(t, i, _, _)| (t.as_str(), i.as_str())),
+            )
+            .await?;
         let mut touched: Vec<(String, String)> = Vec::new();
         for (table, id, app, perms) in rows {
             let old = Grant {
@@ -677,26 +726,23 @@ impl Tx<'_> {
 
     async fn history(
         &mut self,
-        action: &str,
+        action: &'static str,
         table: &str,
         id: &str,
         app: Option<&str>,
         old: Option<&[String]>,
         new: Option<&[String]>,
     ) -> Result<(), StoreError> {
-        let json =
-            |p: Option<&[String]>| p.map(|p| serde_json::to_string(p).expect("strings serialise"));
-        sqlx::query("INSERT INTO history (time_us, action, tbl, id, app, old, new, caller) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(self.now_us)
-            .bind(action)
-            .bind(table)
-            .bind(id)
-            .bind(app)
-            .bind(json(old))
-            .bind(json(new))
-            .bind(self.caller)
-            .execute(&mut *self.conn)
-            .await?;
+        self.overlay.record(HistoryRow {
+            time_us: self.now_us,
+            action,
+            table: table.to_owned(),
+            id: id.to_owned(),
+            app: app.map(str::to_owned),
+            old: old.map(perms_json),
+            new: new.map(perms_json),
+            caller: self.caller.to_owned(),
+        });
         Ok(())
     }
 }

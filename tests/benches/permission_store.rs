@@ -7,12 +7,21 @@
 //! between the two; then sequential SetPermission on random existing ids,
 //! and read each service's peak RSS (VmHWM). Prints calls/s and ours/anchor.
 //!
+//! Before that, per size, the pipelined load alone: LOAD_ROUNDS rounds, each
+//! loading N new ids into a fresh store of every kind (the anchor, ours, and
+//! with BASE_BIN an older build of ours, for before/after in one run), the
+//! order turning each round. Prints each kind's median Set/s and the
+//! medians of the per-round ratios.
+//!
 //! Run: `cargo build --release --workspace --bins &&
 //!       cargo bench -p porthole-tests --bench permission_store`
 //! Env: SIZES (default "100,10000,100000"), LOOKUPS (3000, per side, in
 //!      ROUNDS (6) alternating blocks), PROBES (300),
 //!      PROBE_CAP_S (20: a probe loop stops after this many seconds),
-//!      BENCH_PING=1 (time Peer.Ping instead of Lookup: the D-Bus floor).
+//!      BENCH_PING=1 (time Peer.Ping instead of Lookup: the D-Bus floor),
+//!      LOAD_ROUNDS (3; 0 skips the pipelined comparison),
+//!      BASE_BIN (a porthole-permission-store built from an older commit),
+//!      PIPELINED_ONLY=1 (only the pipelined comparison).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -66,17 +75,34 @@ struct Loaded {
     load_s: f64,
 }
 
-async fn start_loaded(anchor: bool, size: u64) -> Loaded {
+/// Which store a measurement runs.
+#[derive(Clone)]
+enum Kind {
+    Anchor,
+    Ours,
+    /// An older build of ours (BASE_BIN).
+    Base(std::path::PathBuf),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Anchor => "anchor",
+            Kind::Ours => "ours",
+            Kind::Base(_) => "base",
+        }
+    }
+}
+
+async fn start_loaded(kind: &Kind, size: u64) -> Loaded {
     let bus = Bus::start();
-    let mut cmd = if anchor {
-        bus.command(ANCHOR)
-    } else {
-        bus.command(bin("porthole-permission-store"))
+    let mut cmd = match kind {
+        Kind::Anchor => bus.command(ANCHOR),
+        Kind::Ours => bus.command(bin("porthole-permission-store")),
+        Kind::Base(path) => bus.command(path),
     };
     cmd.arg("--replace");
-    let service = bus
-        .spawn_owning(if anchor { "anchor" } else { "ours" }, cmd, BUS_NAME)
-        .await;
+    let service = bus.spawn_owning(kind.name(), cmd, BUS_NAME).await;
     let conn = bus.connection().await;
     let ps = PermissionStoreProxy::new(&conn).await.unwrap();
 
@@ -155,6 +181,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The pipelined load alone: `rounds` rounds of loading `size` new ids into
+/// a fresh store of each kind, the order turning each round. Returns the
+/// summary line.
+async fn pipelined(size: u64, rounds: u64, kinds: &[Kind]) -> String {
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    for round in 0..rounds as usize {
+        for k in 0..kinds.len() {
+            let side = (k + round) % kinds.len();
+            let s = start_loaded(&kinds[side], size).await;
+            let rate = size as f64 / s.load_s;
+            eprintln!("  round {round} {:<6} {rate:.0} Set/s", kinds[side].name());
+            rates[side].push(rate);
+        }
+    }
+    let per_round =
+        |a: usize, b: usize| median(rates[a].iter().zip(&rates[b]).map(|(x, y)| x / y).collect());
+    let mut line = format!("{size:>7}  pipelined Set/s (median of {rounds} loads):");
+    for (k, kind) in kinds.iter().enumerate() {
+        line += &format!("  {} {:.0}", kind.name(), median(rates[k].clone()));
+    }
+    // kinds[0] is the anchor, kinds[1] ours, kinds[2] the base if given.
+    line += &format!("  ours/anchor {:.2}x", per_round(1, 0));
+    if kinds.len() > 2 {
+        line += &format!("  ours/base {:.2}x", per_round(1, 2));
+        line += &format!("  base/anchor {:.2}x", per_round(2, 0));
+    }
+    line
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if !std::path::Path::new(ANCHOR).exists() {
@@ -170,14 +225,31 @@ async fn main() {
     let rounds = env_num("ROUNDS", 6).max(1);
     let probes = env_num("PROBES", 300);
     let cap = Duration::from_secs(env_num("PROBE_CAP_S", 20));
+    let load_rounds = env_num("LOAD_ROUNDS", 3);
+    let mut kinds = vec![Kind::Anchor, Kind::Ours];
+    if let Some(base) = std::env::var_os("BASE_BIN") {
+        kinds.push(Kind::Base(base.into()));
+    }
+    if load_rounds > 0 {
+        println!(
+            "Pipelined Set: {WINDOW} in flight, loading new ids (calls/s; ratios: median of per-round ratios)"
+        );
+        for &size in &sizes {
+            println!("{}", pipelined(size, load_rounds, &kinds).await);
+        }
+        println!();
+    }
+    if std::env::var_os("PIPELINED_ONLY").is_some() {
+        return;
+    }
     println!(
         "{:>7}  {:<6}  {:>8}  {:>10}  {:>13}  {:>9}",
         "entries", "store", "load s", "Lookup/s", "SetPerm/s", "peak RSS"
     );
     let mut summary = Vec::new();
     for &size in &sizes {
-        let theirs = start_loaded(true, size).await;
-        let ours = start_loaded(false, size).await;
+        let theirs = start_loaded(&Kind::Anchor, size).await;
+        let ours = start_loaded(&Kind::Ours, size).await;
         // Lookups in alternating blocks (the order turning each round), so
         // that the machine's drift over the run falls on both sides alike;
         // each side's rate is over all its blocks, the ratio the median of
