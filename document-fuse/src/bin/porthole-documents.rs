@@ -1,0 +1,94 @@
+//! `porthole-documents`: owns org.freedesktop.portal.Documents on the
+//! session bus and serves the documents at `$XDG_RUNTIME_DIR/doc` through
+//! FUSE. The life on the bus (signals, the name, `--replace`, exit) is
+//! `porthole_service::lifecycle`'s; the documents live in the permission
+//! store, reached over D-Bus.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use porthole_documents::backing::{self, Watch, Writer};
+use porthole_documents::portal::{Documents, State, StoreSync};
+use porthole_documents::{BUS_NAME, OBJECT_PATH, SharedTable, Table, fs};
+use porthole_service::{CommonArgs, Daemon, Strict};
+
+/// The document store: files the user chose, shown to the apps it gave
+/// them to.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "The document store: org.freedesktop.portal.Documents on the session bus and the FUSE file system at $XDG_RUNTIME_DIR/doc that shows each app only the files it was given. Started by D-Bus activation or systemd --user; unmounts and exits on SIGTERM, SIGHUP or SIGINT, or when another instance takes the name over (--replace)."
+)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    porthole_service::logging::init(args.common.verbose);
+    porthole_service::block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let daemon = Daemon::start(BUS_NAME, &args.common)?;
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .context("XDG_RUNTIME_DIR is not set: nowhere to mount the documents")?;
+    let mountpoint = runtime.join("doc");
+
+    let bus = daemon.connect().await?;
+    let conn = bus.connection().clone();
+    // Subscribed before the table is read, so no change in between is lost.
+    let watch = Watch::subscribe(&conn)
+        .await
+        .context("watching the permission store")?;
+    let docs = backing::load(&conn)
+        .await
+        .context("reading the documents from the permission store")?;
+    tracing::info!(documents = docs.len(), "documents loaded");
+    let mut table = Table::default();
+    for (id, doc) in docs {
+        table.insert(id, doc);
+    }
+    let shared = fs::Shared {
+        table: SharedTable::new(table),
+        inodes: Default::default(),
+    };
+    let mounted = {
+        let (mp, sh) = (mountpoint.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || fs::mount(&mp, sh))
+            .await
+            .context("mounting")??
+    };
+    let sync = Arc::new(StoreSync {
+        table: shared.table.clone(),
+        invalidator: mounted.invalidator.clone(),
+    });
+    let writer = Writer::start(&conn, sync.clone());
+    let state = State {
+        table: shared.table.clone(),
+        inodes: shared.inodes.clone(),
+        writer: writer.clone(),
+        callers: Arc::default(),
+        invalidator: mounted.invalidator.clone(),
+        mountpoint: mountpoint.clone(),
+        fuse_dev: mounted.dev,
+    };
+    conn.object_server()
+        .at(OBJECT_PATH, Strict::new(Documents(state)))
+        .await
+        .context("exporting the object")?;
+    let served = bus
+        .serve(|_| {
+            tokio::spawn(watch.run(writer, sync));
+        })
+        .await;
+    // Unmount whatever ended the service, before exiting.
+    let _ = tokio::task::spawn_blocking(move || mounted.unmount()).await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The file system's inodes, named by their place in the tree: access is
+//! decided by the path a node stands for (which view, which document),
+//! never by the pid of a request (a thread id, and racy).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+
+/// The view a node belongs to: `""` is the host's (every document, every
+/// permission), anything else an app id (`by-app/APP_ID`).
+pub type View = String;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// The mount point: `by-app` and one directory per document.
+    Root,
+    /// `by-app`: one directory per app.
+    ByApp,
+    /// `by-app/APP_ID`: the documents the app may read.
+    App(String),
+    /// `ID` (host view) or `by-app/APP_ID/ID`: the document's file and the
+    /// view's temporary files.
+    DocDir { view: View, id: String },
+    /// A file in a document directory: the document itself or a temporary
+    /// file made there (safe save).
+    File {
+        view: View,
+        id: String,
+        name: OsString,
+    },
+}
+
+pub const ROOT_INO: u64 = 1;
+pub const BY_APP_INO: u64 = 2;
+
+/// Inode numbers, stable for the life of the mount. Numbers are not reused
+/// (the kernel's `forget` is not tracked): a node named again gets its old
+/// number, so the table grows with the distinct names looked up, not with
+/// the number of lookups.
+#[derive(Debug)]
+pub struct Inodes {
+    by_node: HashMap<Node, u64>,
+    nodes: HashMap<u64, Node>,
+    /// Files handed out under each document directory, for invalidation.
+    files: HashMap<(View, String), BTreeMap<OsString, u64>>,
+    next: u64,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        let mut i = Inodes {
+            by_node: HashMap::new(),
+            nodes: HashMap::new(),
+            files: HashMap::new(),
+            next: 3,
+        };
+        i.by_node.insert(Node::Root, ROOT_INO);
+        i.nodes.insert(ROOT_INO, Node::Root);
+        i.by_node.insert(Node::ByApp, BY_APP_INO);
+        i.nodes.insert(BY_APP_INO, Node::ByApp);
+        i
+    }
+}
+
+impl Inodes {
+    /// The number of `node`, allocated on first use.
+    pub fn ino(&mut self, node: Node) -> u64 {
+        if let Some(ino) = self.by_node.get(&node) {
+            return *ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        if let Node::File { view, id, name } = &node {
+            self.files
+                .entry((view.clone(), id.clone()))
+                .or_default()
+                .insert(name.clone(), ino);
+        }
+        self.by_node.insert(node.clone(), ino);
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// The number of `node` if the kernel may know it.
+    pub fn known(&self, node: &Node) -> Option<u64> {
+        self.by_node.get(node).copied()
+    }
+
+    pub fn node(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// Files (name, number) handed out in one document directory.
+    pub fn files_of(&self, view: &str, id: &str) -> Vec<(OsString, u64)> {
+        self.files
+            .get(&(view.to_owned(), id.to_owned()))
+            .map(|m| m.iter().map(|(n, i)| (n.clone(), *i)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The document id a FUSE inode belongs to (for an fd on the mount
+    /// passed back to Add), with its view.
+    pub fn doc_of(&self, ino: u64) -> Option<(&str, &str, Option<&OsStr>)> {
+        match self.nodes.get(&ino)? {
+            Node::DocDir { view, id } => Some((view, id, None)),
+            Node::File { view, id, name } => Some((view, id, Some(name))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable_and_distinct() {
+        let mut i = Inodes::default();
+        assert_eq!(i.ino(Node::Root), ROOT_INO);
+        assert_eq!(i.ino(Node::ByApp), BY_APP_INO);
+        let a = i.ino(Node::DocDir {
+            view: "".into(),
+            id: "1".into(),
+        });
+        let b = i.ino(Node::DocDir {
+            view: "org.example.A".into(),
+            id: "1".into(),
+        });
+        assert_ne!(a, b);
+        assert_eq!(
+            i.ino(Node::DocDir {
+                view: "".into(),
+                id: "1".into()
+            }),
+            a
+        );
+        let f = i.ino(Node::File {
+            view: "".into(),
+            id: "1".into(),
+            name: "x".into(),
+        });
+        assert_eq!(i.files_of("", "1"), [(OsString::from("x"), f)]);
+        assert!(i.files_of("org.example.A", "1").is_empty());
+        assert_eq!(i.doc_of(f), Some(("", "1", Some(OsStr::new("x")))));
+        assert_eq!(i.doc_of(ROOT_INO), None);
+    }
+}

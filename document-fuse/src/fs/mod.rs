@@ -1,0 +1,1108 @@
+//! The FUSE file system at `$XDG_RUNTIME_DIR/doc`, upstream's layout:
+//!
+//! ```text
+//! by-app/APP_ID/ID/NAME   the documents APP_ID may read, its permissions enforced
+//! ID/NAME                 every document (the host's view)
+//! ```
+//!
+//! One thread serves the kernel's requests ([`mount`]); it reads the shared
+//! [`SharedTable`] on every request (no D-Bus round trip) and decides access
+//! from the node's place in the tree. Virtual directories are cached by the
+//! kernel for a minute and invalidated ([`Invalidator`]) whenever a grant or
+//! a document changes, so access ends at once; real files get no entry or
+//! attribute caching (another process may change them under us), and their
+//! page cache is kept across opens only while the file's mtime and size
+//! are what we saw last (libfuse's `auto_cache`).
+//!
+//! Safe save: in a document directory the view may create other names.
+//! Each is a real temporary file `.xdp-NAME-XXXXXX` in the document's real
+//! directory, visible as NAME in this view only; renaming it over the
+//! document's name renames the real file over the real document, so the
+//! original is never half-written.
+
+mod inodes;
+mod real;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow,
+};
+use rustix::fs::{AtFlags, Stat, Timestamps};
+use rustix::io::Errno;
+
+pub use inodes::{BY_APP_INO, Inodes, Node, ROOT_INO, View};
+
+use crate::document::Document;
+use crate::permissions::Perms;
+use crate::table::SharedTable;
+
+/// The extended attribute naming a document's host path.
+pub const HOST_PATH_XATTR: &str = "user.document-portal.host-path";
+
+/// How long the kernel may cache virtual directories (invalidated on
+/// every change that affects them).
+const VIRTUAL_TTL: Duration = Duration::from_secs(60);
+/// Real files: no caching of entries or attributes.
+const REAL_TTL: Duration = Duration::ZERO;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the mount shares with the D-Bus side.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub table: SharedTable,
+    pub inodes: Arc<Mutex<Inodes>>,
+}
+
+/// An open real file.
+struct Handle {
+    file: File,
+    view: View,
+    id: String,
+}
+
+/// The file system the FUSE thread runs.
+pub struct DocFs {
+    shared: Shared,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    /// Temporary files per document directory: visible name -> real name.
+    temps: HashMap<(View, String), BTreeMap<OsString, OsString>>,
+    /// (mtime, size) of a real file as last seen through us, per inode.
+    seen: HashMap<u64, (i64, i64, i64)>,
+    uid: u32,
+    gid: u32,
+}
+
+impl DocFs {
+    pub fn new(shared: Shared) -> DocFs {
+        DocFs {
+            shared,
+            handles: HashMap::new(),
+            next_fh: 1,
+            temps: HashMap::new(),
+            seen: HashMap::new(),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        }
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        lock(&self.shared.inodes).node(ino).cloned()
+    }
+
+    fn ino(&self, node: Node) -> u64 {
+        lock(&self.shared.inodes).ino(node)
+    }
+
+    /// The document and what `view` may do with it, if the view sees it
+    /// (the host sees every document; an app those it may read).
+    fn visible(&self, view: &str, id: &str) -> Option<(Document, Perms)> {
+        let table = self.shared.table.read();
+        let doc = table.get(id)?;
+        let perms = doc.perms_of(view);
+        perms.contains(Perms::READ).then(|| (doc.clone(), perms))
+    }
+
+    fn virtual_attr(&self, ino: u64, mode: u16) -> FileAttr {
+        FileAttr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: FileType::Directory,
+            perm: mode,
+            nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The attributes of a virtual node (None: not a virtual node, or not
+    /// visible).
+    fn virtual_node_attr(&self, ino: u64, node: &Node) -> Result<FileAttr, Errno> {
+        match node {
+            Node::Root | Node::ByApp | Node::App(_) => Ok(self.virtual_attr(ino, 0o500)),
+            Node::DocDir { view, id } => {
+                let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
+                let mode = if perms.contains(Perms::WRITE) { 0o700 } else { 0o500 };
+                Ok(self.virtual_attr(ino, mode))
+            }
+            Node::File { .. } => Err(Errno::NOTDIR),
+        }
+    }
+
+    /// The real name behind a file node.
+    fn real_name(&self, view: &str, id: &str, name: &OsStr, doc: &Document) -> Option<OsString> {
+        if name == doc.name() {
+            return Some(name.to_owned());
+        }
+        self.temps
+            .get(&(view.to_owned(), id.to_owned()))?
+            .get(name)
+            .cloned()
+    }
+
+    fn file_attr(&self, ino: u64, st: &Stat, perms: Perms) -> FileAttr {
+        let time = |s: i64, ns: i64| {
+            if s >= 0 {
+                UNIX_EPOCH + Duration::new(s as u64, ns as u32)
+            } else {
+                UNIX_EPOCH
+            }
+        };
+        // No setuid, setgid or sticky bits; no write bits in a read-only view.
+        let mut perm = (st.st_mode & 0o777) as u16;
+        if !perms.contains(Perms::WRITE) {
+            perm &= !0o222;
+        }
+        FileAttr {
+            ino,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec as i64),
+            mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+            crtime: UNIX_EPOCH,
+            kind: FileType::RegularFile,
+            perm,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: 0,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    /// Stat of a file node's real file: (doc, perms, real dir fd, real
+    /// name, stat).
+    fn real_file(
+        &self,
+        view: &str,
+        id: &str,
+        name: &OsStr,
+    ) -> Result<(Document, Perms, OwnedFd, OsString, Stat), Errno> {
+        let (doc, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
+        if doc.flags.directory() {
+            return Err(Errno::NOENT);
+        }
+        let real = self.real_name(view, id, name, &doc).ok_or(Errno::NOENT)?;
+        let dir = real::open_dir(&doc)?;
+        let st = real::stat_file(&dir, &real)?;
+        Ok((doc, perms, dir, real, st))
+    }
+
+    fn doc_dir_of(&self, parent: u64) -> Result<(View, String, Document, Perms), Errno> {
+        match self.node(parent) {
+            Some(Node::DocDir { view, id }) => {
+                let (doc, perms) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
+                if doc.flags.directory() {
+                    // Directory documents are not served yet.
+                    return Err(Errno::PERM);
+                }
+                Ok((view, id, doc, perms))
+            }
+            Some(Node::File { .. }) => Err(Errno::NOTDIR),
+            Some(_) => Err(Errno::PERM),
+            None => Err(Errno::NOENT),
+        }
+    }
+
+    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(
+            fh,
+            Handle {
+                file: File::from(fd),
+                view,
+                id,
+            },
+        );
+        fh
+    }
+
+    /// Whether the kernel may keep the page cache of `ino` opened with
+    /// stat `st`: only if the file is as we last saw it.
+    fn keep_cache(&mut self, ino: u64, st: &Stat) -> bool {
+        let now = (st.st_mtime, st.st_mtime_nsec as i64, st.st_size);
+        self.seen.insert(ino, now) == Some(now)
+    }
+
+    fn lookup_inner(&mut self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
+        let parent_node = self.node(parent).ok_or(Errno::NOENT)?;
+        let name_str = name.to_str();
+        match parent_node {
+            Node::Root => {
+                let node = if name == "by-app" {
+                    Node::ByApp
+                } else {
+                    let id = name_str.ok_or(Errno::NOENT)?;
+                    self.visible("", id).ok_or(Errno::NOENT)?;
+                    Node::DocDir {
+                        view: String::new(),
+                        id: id.to_owned(),
+                    }
+                };
+                let ino = self.ino(node.clone());
+                Ok((self.virtual_node_attr(ino, &node)?, VIRTUAL_TTL))
+            }
+            Node::ByApp => {
+                let app = name_str.ok_or(Errno::NOENT)?;
+                porthole_identity::AppId::parse(app).map_err(|_| Errno::NOENT)?;
+                let ino = self.ino(Node::App(app.to_owned()));
+                Ok((self.virtual_attr(ino, 0o500), VIRTUAL_TTL))
+            }
+            Node::App(app) => {
+                let id = name_str.ok_or(Errno::NOENT)?;
+                self.visible(&app, id).ok_or(Errno::NOENT)?;
+                let node = Node::DocDir {
+                    view: app,
+                    id: id.to_owned(),
+                };
+                let ino = self.ino(node.clone());
+                Ok((self.virtual_node_attr(ino, &node)?, VIRTUAL_TTL))
+            }
+            Node::DocDir { view, id } => {
+                let (_, perms, _, _, st) = self.real_file(&view, &id, name)?;
+                let ino = self.ino(Node::File {
+                    view,
+                    id,
+                    name: name.to_owned(),
+                });
+                Ok((self.file_attr(ino, &st, perms), REAL_TTL))
+            }
+            Node::File { .. } => Err(Errno::NOTDIR),
+        }
+    }
+
+    fn getattr_inner(&mut self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
+        let node = self.node(ino).ok_or(Errno::NOENT)?;
+        match &node {
+            Node::File { view, id, name } => {
+                let (_, perms, _, _, st) = self.real_file(view, id, name)?;
+                Ok((self.file_attr(ino, &st, perms), REAL_TTL))
+            }
+            other => Ok((self.virtual_node_attr(ino, other)?, VIRTUAL_TTL)),
+        }
+    }
+
+    fn file_node(&self, ino: u64) -> Result<(View, String, OsString), Errno> {
+        match self.node(ino) {
+            Some(Node::File { view, id, name }) => Ok((view, id, name)),
+            Some(_) => Err(Errno::ISDIR),
+            None => Err(Errno::NOENT),
+        }
+    }
+
+    fn open_inner(&mut self, ino: u64, flags: i32) -> Result<(u64, u32), Errno> {
+        let (view, id, name) = self.file_node(ino)?;
+        let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
+        if wants_write(flags) && !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        let fd = real::open_file(&dir, &real, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
+        let st = rustix::fs::fstat(&fd)?;
+        let keep = self.keep_cache(ino, &st);
+        let fh = self.new_handle(fd, view, id);
+        let open_flags = if keep { fuser::consts::FOPEN_KEEP_CACHE } else { 0 };
+        Ok((fh, open_flags))
+    }
+
+    /// The open file behind `fh`, if its view may still `need` it: a grant
+    /// revoked or a document deleted ends access through open files too.
+    fn handle(&self, fh: u64, need: Perms) -> Result<&Handle, Errno> {
+        let h = self.handles.get(&fh).ok_or(Errno::BADF)?;
+        let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+        if !perms.contains(need) {
+            return Err(Errno::ACCESS);
+        }
+        Ok(h)
+    }
+
+    fn create_inner(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, u64), Errno> {
+        let (view, id, doc, perms) = self.doc_dir_of(parent)?;
+        if !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        check_name(name)?;
+        let dir = real::open_dir(&doc)?;
+        let key = (view.clone(), id.clone());
+        let fd = if name == doc.name() {
+            real::open_file(&dir, name, flags | libc::O_CREAT, mode)?
+        } else if let Some(real_name) = self.temps.get(&key).and_then(|t| t.get(name)).cloned() {
+            if flags & libc::O_EXCL != 0 {
+                return Err(Errno::EXIST);
+            }
+            real::open_file(&dir, &real_name, flags & !libc::O_CREAT, mode)?
+        } else {
+            let (fd, real_name) = real::create_temp(&dir, name, mode & 0o777)?;
+            self.temps
+                .entry(key)
+                .or_default()
+                .insert(name.to_owned(), real_name);
+            fd
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        let ino = self.ino(Node::File {
+            view: view.clone(),
+            id: id.clone(),
+            name: name.to_owned(),
+        });
+        self.seen.remove(&ino);
+        let attr = self.file_attr(ino, &st, perms);
+        let fh = self.new_handle(fd, view, id);
+        Ok((attr, fh))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_inner(
+        &mut self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
+    ) -> Result<FileAttr, Errno> {
+        let (view, id, name) = self.file_node(ino)?;
+        let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
+        if !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        if uid.is_some() || gid.is_some() {
+            return Err(Errno::PERM);
+        }
+        if let Some(size) = size {
+            match fh.and_then(|fh| self.handles.get(&fh)) {
+                Some(h) => rustix::fs::ftruncate(&h.file, size)?,
+                None => {
+                    let fd = real::open_file(&dir, &real, libc::O_WRONLY, 0)?;
+                    rustix::fs::ftruncate(&fd, size)?;
+                }
+            }
+        }
+        if let Some(mode) = mode {
+            let fd = real::open_file(&dir, &real, libc::O_RDONLY, 0)?;
+            rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = |t: Option<TimeOrNow>| match t {
+                None => rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_OMIT,
+                },
+                Some(TimeOrNow::Now) => rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+                Some(TimeOrNow::SpecificTime(t)) => {
+                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                    rustix::fs::Timespec {
+                        tv_sec: d.as_secs() as i64,
+                        tv_nsec: d.subsec_nanos() as _,
+                    }
+                }
+            };
+            let times = Timestamps {
+                last_access: ts(atime),
+                last_modification: ts(mtime),
+            };
+            rustix::fs::utimensat(&dir, &real, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        let st = real::stat_file(&dir, &real)?;
+        Ok(self.file_attr(ino, &st, perms))
+    }
+
+    fn unlink_inner(&mut self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let (view, id, doc, perms) = self.doc_dir_of(parent)?;
+        if !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        let dir = real::open_dir(&doc)?;
+        let key = (view, id);
+        if name == doc.name() {
+            real::stat_file(&dir, name)?;
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        } else {
+            let real_name = self
+                .temps
+                .get_mut(&key)
+                .and_then(|t| t.remove(name))
+                .ok_or(Errno::NOENT)?;
+            rustix::fs::unlinkat(&dir, &real_name, AtFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    fn rename_inner(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        if parent != newparent {
+            return Err(Errno::XDEV);
+        }
+        let (view, id, doc, perms) = self.doc_dir_of(parent)?;
+        if !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        if flags != 0 {
+            return Err(Errno::INVAL);
+        }
+        check_name(newname)?;
+        if name == newname {
+            return Ok(());
+        }
+        let dir = real::open_dir(&doc)?;
+        let key = (view.clone(), id.clone());
+        let main = doc.name().to_owned();
+        let temps = self.temps.entry(key).or_default();
+        if newname == main {
+            // A temporary file saved over the document: the real rename.
+            let real_src = temps.get(name).cloned().ok_or(Errno::NOENT)?;
+            rustix::fs::renameat(&dir, &real_src, &dir, &main)?;
+            temps.remove(name);
+        } else if name == main {
+            // The document moved aside (an editor's backup): it becomes a
+            // temporary file of this view.
+            real::stat_file(&dir, &main)?;
+            let real_dst = match temps.get(newname) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let (_fd, fresh) = real::create_temp(&dir, newname, 0o600)?;
+                    fresh
+                }
+            };
+            rustix::fs::renameat(&dir, &main, &dir, &real_dst)?;
+            temps.insert(newname.to_owned(), real_dst);
+        } else {
+            let real_src = temps.get(name).cloned().ok_or(Errno::NOENT)?;
+            if let Some(old) = temps.get(newname).cloned() {
+                rustix::fs::unlinkat(&dir, &old, AtFlags::empty())?;
+            }
+            temps.remove(name);
+            temps.insert(newname.to_owned(), real_src);
+        }
+        // The names now lead to other real files: their page cache must
+        // not be kept at the next open.
+        let inodes = lock(&self.shared.inodes);
+        for n in [name, newname] {
+            if let Some(ino) = inodes.known(&Node::File {
+                view: view.clone(),
+                id: id.clone(),
+                name: n.to_owned(),
+            }) {
+                self.seen.remove(&ino);
+            }
+        }
+        Ok(())
+    }
+
+    fn readdir_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Errno> {
+        let node = self.node(ino).ok_or(Errno::NOENT)?;
+        let mut out = vec![
+            (ino, FileType::Directory, OsString::from(".")),
+            (ROOT_INO, FileType::Directory, OsString::from("..")),
+        ];
+        match node {
+            Node::Root => {
+                out.push((BY_APP_INO, FileType::Directory, "by-app".into()));
+                let ids = self.shared.table.read().ids();
+                for id in ids {
+                    let i = self.ino(Node::DocDir {
+                        view: String::new(),
+                        id: id.clone(),
+                    });
+                    out.push((i, FileType::Directory, id.into()));
+                }
+            }
+            Node::ByApp => {
+                let apps = self.shared.table.read().apps();
+                for app in apps {
+                    let i = self.ino(Node::App(app.clone()));
+                    out.push((i, FileType::Directory, app.into()));
+                }
+            }
+            Node::App(app) => {
+                let ids: Vec<String> = {
+                    let t = self.shared.table.read();
+                    t.ids_of_app(&app)
+                        .into_iter()
+                        .filter(|id| t.get(id).is_some_and(|d| d.perms_of(&app).contains(Perms::READ)))
+                        .collect()
+                };
+                for id in ids {
+                    let i = self.ino(Node::DocDir {
+                        view: app.clone(),
+                        id: id.clone(),
+                    });
+                    out.push((i, FileType::Directory, id.into()));
+                }
+            }
+            Node::DocDir { view, id } => {
+                let (doc, _) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
+                if !doc.flags.directory() {
+                    let dir = real::open_dir(&doc)?;
+                    let mut names = Vec::new();
+                    if real::stat_file(&dir, doc.name()).is_ok() {
+                        names.push(doc.name().to_owned());
+                    }
+                    if let Some(t) = self.temps.get(&(view.clone(), id.clone())) {
+                        names.extend(t.keys().cloned());
+                    }
+                    for name in names {
+                        let i = self.ino(Node::File {
+                            view: view.clone(),
+                            id: id.clone(),
+                            name: name.clone(),
+                        });
+                        out.push((i, FileType::RegularFile, name));
+                    }
+                }
+            }
+            Node::File { .. } => return Err(Errno::NOTDIR),
+        }
+        Ok(out)
+    }
+
+    /// The host path for the xattr, and an `O_PATH` fd of the real file for
+    /// the others (None for directories).
+    fn xattr_target(&self, ino: u64) -> Result<(Document, Perms, Option<OwnedFd>), Errno> {
+        match self.node(ino).ok_or(Errno::NOENT)? {
+            Node::DocDir { view, id } => {
+                let (doc, perms) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
+                Ok((doc, perms, None))
+            }
+            Node::File { view, id, name } => {
+                let (doc, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    &real,
+                    rustix::fs::OFlags::PATH
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?;
+                let host = if name == doc.name() {
+                    Some(fd)
+                } else {
+                    // A temporary file has no host path of its own.
+                    Some(fd)
+                };
+                Ok((doc, perms, host))
+            }
+            _ => Err(Errno::NODATA),
+        }
+    }
+
+    fn host_path_of(&self, ino: u64) -> Option<PathBuf> {
+        match self.node(ino)? {
+            Node::DocDir { view, id } => Some(self.visible(&view, &id)?.0.path),
+            Node::File { view, id, name } => {
+                let (doc, _) = self.visible(&view, &id)?;
+                (name == doc.name()).then_some(doc.path)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn wants_write(flags: i32) -> bool {
+    let acc = flags & libc::O_ACCMODE;
+    acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0
+}
+
+/// Names the kernel passes are single components; refuse what could still
+/// surprise (a NUL cannot arrive; `.` and `..` never reach create).
+fn check_name(name: &OsStr) -> Result<(), Errno> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(Errno::INVAL);
+    }
+    Ok(())
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for DocFs {
+    fn destroy(&mut self) {
+        // Temporary files nobody renamed over a document are removed with
+        // the mount, as upstream removes them with their inode.
+        let table = self.shared.table.read();
+        for ((_, id), temps) in self.temps.drain() {
+            let Some(doc) = table.get(&id) else { continue };
+            if let Ok(dir) = real::open_dir(doc) {
+                for real_name in temps.values() {
+                    let _ = rustix::fs::unlinkat(&dir, real_name, AtFlags::empty());
+                }
+            }
+        }
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_inner(parent, name) {
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, 0),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.getattr_inner(ino) {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        match self.setattr_inner(ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(attr) => reply.attr(&REAL_TTL, &attr),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self.unlink_inner(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.rename_inner(parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        match self.open_inner(ino, flags) {
+            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let h = match self.handle(fh, Perms::READ) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match h.file.read_at(&mut buf[filled..], offset as u64 + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        }
+        reply.data(&buf[..filled]);
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let h = match self.handle(fh, Perms::WRITE) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        match h.file.write_all_at(data, offset as u64) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.handles.remove(&fh) {
+            // What we wrote is in the page cache already: remember the file
+            // as it is now, so the next open keeps that cache.
+            if let Ok(st) = rustix::fs::fstat(&h.file) {
+                self.keep_cache(ino, &st);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
+        let Some(h) = self.handles.get(&fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let r = if datasync {
+            h.file.sync_data()
+        } else {
+            h.file.sync_all()
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.readdir_entries(ino) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset.max(0) as usize) {
+            if reply.add(ino, i as i64 + 1, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if name == HOST_PATH_XATTR {
+            return match self.host_path_of(ino) {
+                Some(p) => xattr_reply(reply, size, p.as_os_str().as_bytes()),
+                None => reply.error(libc::ENODATA),
+            };
+        }
+        let fd = match self.xattr_target(ino) {
+            Ok((_, _, Some(fd))) => fd,
+            Ok(_) => return reply.error(libc::ENODATA),
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        let mut buf = vec![0u8; 65536];
+        match rustix::fs::getxattr(real::proc_path(&fd).as_str(), name, &mut buf[..]) {
+            Ok(n) => xattr_reply(reply, size, &buf[..n]),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let fd = match self.xattr_target(ino) {
+            Ok((_, _, fd)) => fd,
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        let mut list = Vec::new();
+        if let Some(fd) = fd {
+            let mut buf = vec![0u8; 65536];
+            if let Ok(n) = rustix::fs::listxattr(real::proc_path(&fd).as_str(), &mut buf[..]) {
+                list.extend_from_slice(&buf[..n]);
+            }
+        }
+        if self.host_path_of(ino).is_some() {
+            list.extend_from_slice(HOST_PATH_XATTR.as_bytes());
+            list.push(0);
+        }
+        xattr_reply(reply, size, &list);
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let fd = match self.xattr_target(ino) {
+            Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
+            Ok((_, _, Some(fd))) => fd,
+            Ok(_) => return reply.error(libc::EPERM),
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        if name == HOST_PATH_XATTR {
+            return reply.error(libc::EPERM);
+        }
+        let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+        match rustix::fs::setxattr(real::proc_path(&fd).as_str(), name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        let fd = match self.xattr_target(ino) {
+            Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
+            Ok((_, _, Some(fd))) => fd,
+            Ok(_) => return reply.error(libc::EPERM),
+            Err(e) => return reply.error(e.raw_os_error()),
+        };
+        if name == HOST_PATH_XATTR {
+            return reply.error(libc::EPERM);
+        }
+        match rustix::fs::removexattr(real::proc_path(&fd).as_str(), name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn access(&mut self, _req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        let node = match self.node(ino) {
+            Some(n) => n,
+            None => return reply.error(libc::ENOENT),
+        };
+        let perms = match &node {
+            Node::Root | Node::ByApp | Node::App(_) => Perms::READ,
+            Node::DocDir { view, id } | Node::File { view, id, .. } => {
+                match self.visible(view, id) {
+                    Some((_, p)) => p,
+                    None => return reply.error(libc::ENOENT),
+                }
+            }
+        };
+        if mask & libc::W_OK != 0 && !perms.contains(Perms::WRITE) {
+            return reply.error(libc::EACCES);
+        }
+        reply.ok();
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.create_inner(parent, name, mode & !umask, flags) {
+            Ok((attr, fh)) => reply.created(&REAL_TTL, &attr, 0, fh, 0),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+}
+
+/// Drops the kernel's caches of a document in one view, so a grant, a
+/// revocation or a deletion is seen at the next access. Call it with no
+/// lock of ours held (the kernel may wait for the FUSE thread while it
+/// invalidates).
+#[derive(Clone)]
+pub struct Invalidator {
+    shared: Shared,
+    notifier: Arc<Mutex<Option<fuser::Notifier>>>,
+}
+
+impl Invalidator {
+    /// `view` "" is the host's view.
+    pub fn doc_view(&self, id: &str, view: &str) {
+        let Some(notifier) = lock(&self.notifier).clone() else {
+            return;
+        };
+        let (parent, dir, files) = {
+            let inodes = lock(&self.shared.inodes);
+            let parent = if view.is_empty() {
+                Some(ROOT_INO)
+            } else {
+                inodes.known(&Node::App(view.to_owned()))
+            };
+            let dir = inodes.known(&Node::DocDir {
+                view: view.to_owned(),
+                id: id.to_owned(),
+            });
+            (parent, dir, inodes.files_of(view, id))
+        };
+        // ENOENT: the kernel has already forgotten the node; nothing to drop.
+        if let Some(dir) = dir {
+            for (name, ino) in &files {
+                let _ = notifier.inval_inode(*ino, 0, 0);
+                let _ = notifier.inval_entry(dir, name);
+            }
+            let _ = notifier.inval_inode(dir, 0, 0);
+        }
+        if let Some(parent) = parent {
+            let _ = notifier.inval_entry(parent, OsStr::new(id));
+        }
+    }
+
+    /// Every view of a document: the host's and each app's in `apps`.
+    pub fn doc<'a>(&self, id: &str, apps: impl IntoIterator<Item = &'a str>) {
+        self.doc_view(id, "");
+        for app in apps {
+            self.doc_view(id, app);
+        }
+    }
+}
+
+/// A mounted file system, unmounted on drop.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    pub mountpoint: PathBuf,
+    /// The mount's device number: fds on it passed to Add are documents.
+    pub dev: u64,
+    pub invalidator: Invalidator,
+}
+
+impl Mounted {
+    pub fn unmount(mut self) {
+        self.session.take();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.session.take().is_some() {
+            tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("creating the mount point {0}: {1}")]
+    MountPoint(PathBuf, std::io::Error),
+    #[error("mounting FUSE at {0}: {1}")]
+    Mount(PathBuf, std::io::Error),
+    #[error("checking the mount at {0}: {1}")]
+    Stat(PathBuf, Errno),
+}
+
+/// Mounts at `mountpoint` (created if missing; a stale mount of a previous
+/// run that died is lazily unmounted first) and serves on a thread of its
+/// own.
+pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
+    clear_stale(mountpoint);
+    std::fs::create_dir_all(mountpoint)
+        .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e))?;
+    let options = [
+        MountOption::FSName("portal".into()),
+        MountOption::Subtype("portal".into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+    ];
+    let session = fuser::Session::new(DocFs::new(shared.clone()), mountpoint, &options)
+        .map_err(|e| MountError::Mount(mountpoint.to_owned(), e))?;
+    let notifier = session.notifier();
+    let session = session
+        .spawn()
+        .map_err(|e| MountError::Mount(mountpoint.to_owned(), e))?;
+    let st = rustix::fs::stat(mountpoint).map_err(|e| MountError::Stat(mountpoint.to_owned(), e))?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    Ok(Mounted {
+        session: Some(session),
+        mountpoint: mountpoint.to_owned(),
+        dev: st.st_dev,
+        invalidator: Invalidator {
+            shared,
+            notifier: Arc::new(Mutex::new(Some(notifier))),
+        },
+    })
+}
+
+/// A FUSE mount whose server died answers ENOTCONN: detach it so the new
+/// mount can take its place.
+fn clear_stale(mountpoint: &Path) {
+    if !matches!(rustix::fs::stat(mountpoint), Err(Errno::NOTCONN)) {
+        return;
+    }
+    tracing::warn!(mountpoint = %mountpoint.display(), "detaching a stale mount");
+    if rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH).is_ok() {
+        return;
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mountpoint)
+        .status();
+}
