@@ -1,0 +1,796 @@
+//! The document store over a real dbus-daemon, the real permission store
+//! and the real kernel FUSE mount: documents added, read through the
+//! host's view (`doc/ID/NAME`) and an app's (`doc/by-app/APP/ID/NAME`),
+//! grants and revocations seen at once, safe save, restarts of both
+//! services, sandboxed callers (a `.flatpak-info` in a bubblewrap root,
+//! python3-dbus as an independent client) and hostile input.
+//!
+//! Root only (CI runs as root): the service mounts FUSE directly and the
+//! sandboxed callers need bubblewrap's namespaces.
+
+mod store_common;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use porthole_permission_store_client::PermissionStoreProxy;
+use porthole_service::conformance;
+use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use store_common::start_store;
+use zvariant::{Fd, OwnedValue};
+
+const DOCS_NAME: &str = "org.freedesktop.portal.Documents";
+const DOCS_PATH: &str = "/org/freedesktop/portal/documents";
+const APP: &str = "org.example.Reader";
+const OTHER: &str = "org.example.Other";
+
+#[zbus::proxy(
+    interface = "org.freedesktop.portal.Documents",
+    default_service = "org.freedesktop.portal.Documents",
+    default_path = "/org/freedesktop/portal/documents"
+)]
+trait Documents {
+    fn get_mount_point(&self) -> zbus::Result<Vec<u8>>;
+    fn add(&self, o_path_fd: Fd<'_>, reuse_existing: bool, persistent: bool)
+    -> zbus::Result<String>;
+    fn add_named(
+        &self,
+        o_path_parent_fd: Fd<'_>,
+        filename: &[u8],
+        reuse_existing: bool,
+        persistent: bool,
+    ) -> zbus::Result<String>;
+    fn add_full(
+        &self,
+        o_path_fds: &[Fd<'_>],
+        flags: u32,
+        app_id: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<(Vec<String>, HashMap<String, OwnedValue>)>;
+    fn add_named_full(
+        &self,
+        o_path_fd: Fd<'_>,
+        filename: &[u8],
+        flags: u32,
+        app_id: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<(String, HashMap<String, OwnedValue>)>;
+    fn grant_permissions(&self, doc_id: &str, app_id: &str, permissions: &[&str])
+    -> zbus::Result<()>;
+    fn revoke_permissions(
+        &self,
+        doc_id: &str,
+        app_id: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<()>;
+    fn delete(&self, doc_id: &str) -> zbus::Result<()>;
+    fn lookup(&self, filename: &[u8]) -> zbus::Result<String>;
+    fn info(&self, doc_id: &str) -> zbus::Result<(Vec<u8>, HashMap<String, Vec<String>>)>;
+    fn list(&self, app_id: &str) -> zbus::Result<HashMap<String, Vec<u8>>>;
+    fn get_host_paths(&self, doc_ids: &[&str]) -> zbus::Result<HashMap<String, Vec<u8>>>;
+    #[zbus(property, name = "version")]
+    fn version(&self) -> zbus::Result<u32>;
+}
+
+/// AddFull's persistent flag.
+const PERSISTENT: u32 = 2;
+
+/// The error name of a failed call.
+fn err_name<T: std::fmt::Debug>(r: zbus::Result<T>) -> String {
+    match r {
+        Err(zbus::Error::MethodError(name, _, _)) => name.to_string(),
+        other => panic!("expected a D-Bus error, got {other:?}"),
+    }
+}
+
+fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+/// The documents service, the store and a client, on a private bus.
+/// Fields drop in order: client, documents (SIGTERM: unmounts), store, bus.
+struct Docs {
+    proxy: DocumentsProxy<'static>,
+    conn: zbus::Connection,
+    docs: Service,
+    store: Service,
+    bus: Bus,
+}
+
+/// Whether the real parts are here: root (the service mounts FUSE itself,
+/// and the sandboxed callers need namespaces), /dev/fuse, bubblewrap.
+fn can_run(test: &str) -> bool {
+    if !porthole_tests::running_as_root(test) {
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        porthole_tests::skipped(&format!("{test}: no /dev/fuse (modprobe fuse)"));
+        return false;
+    }
+    porthole_tests::anchor_present("/usr/bin/bwrap", "bubblewrap")
+}
+
+async fn start_docs(bus: &Bus) -> Service {
+    let mut cmd = bus.command(bin("porthole-documents"));
+    cmd.arg("-v");
+    bus.spawn_owning("documents", cmd, DOCS_NAME).await
+}
+
+impl Docs {
+    async fn start() -> Docs {
+        let bus = Bus::start();
+        fs::create_dir_all(bus.root().join("files")).unwrap();
+        let store = start_store(&bus).await;
+        let docs = start_docs(&bus).await;
+        let conn = bus.connection().await;
+        let proxy = DocumentsProxy::new(&conn).await.unwrap();
+        Docs {
+            proxy,
+            conn,
+            docs,
+            store,
+            bus,
+        }
+    }
+
+    fn mount(&self) -> PathBuf {
+        self.bus.runtime_dir().join("doc")
+    }
+
+    fn files(&self) -> PathBuf {
+        self.bus.root().join("files")
+    }
+
+    /// A host file with `content`, for export.
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.files().join(name);
+        fs::write(&p, content).unwrap();
+        p
+    }
+
+    fn host_view(&self, id: &str, name: &str) -> PathBuf {
+        self.mount().join(id).join(name)
+    }
+
+    fn app_view(&self, app: &str, id: &str, name: &str) -> PathBuf {
+        self.mount().join("by-app").join(app).join(id).join(name)
+    }
+
+    /// Exports `path` from the host, persistent, granting `app` `perms`.
+    async fn export(&self, path: &Path, app: &str, perms: &[&str]) -> String {
+        let f = File::open(path).unwrap();
+        let (ids, extra) = self
+            .proxy
+            .add_full(&[Fd::from(f.as_fd())], PERSISTENT, app, perms)
+            .await
+            .unwrap();
+        let mp: Vec<u8> = extra["mountpoint"].try_clone().unwrap().try_into().unwrap();
+        let mut want = self.mount().into_os_string().into_encoded_bytes();
+        want.push(0);
+        assert_eq!(mp, want, "extra_out mountpoint");
+        assert_eq!(ids.len(), 1);
+        ids.into_iter().next().unwrap()
+    }
+
+    /// Stops the documents service with `sig`; it must exit 0 within a
+    /// second and leave no mount behind.
+    fn stop_docs(&mut self, sig: i32) {
+        let started = Instant::now();
+        let status = self.docs.stop_with(sig).expect("documents was running");
+        assert!(status.success(), "{status}:\n{}", self.docs.log_text());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(!is_mounted(&self.mount()), "still mounted after exit");
+    }
+
+    /// Runs the python3-dbus client inside a bubblewrap sandbox whose
+    /// `/.flatpak-info` names `app`, with `ops` (JSON); returns its results.
+    fn sandboxed(&self, app: &str, ops: serde_json::Value) -> Vec<serde_json::Value> {
+        let script = self.bus.root().join("client.py");
+        fs::write(&script, CLIENT_PY).unwrap();
+        let info = self.bus.root().join(format!("info-{app}"));
+        fs::write(
+            &info,
+            format!("[Application]\nname={app}\n\n[Instance]\ninstance-id=7\n"),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("bwrap");
+        cmd.args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"])
+            .args(["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin"])
+            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+            .arg("--bind")
+            .arg(self.bus.root())
+            .arg(self.bus.root())
+            .arg("--ro-bind")
+            .arg(&info)
+            .arg("/.flatpak-info")
+            .arg("/usr/bin/python3")
+            .arg(&script)
+            .arg(ops.to_string())
+            .env("DBUS_SESSION_BUS_ADDRESS", self.bus.address());
+        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
+        assert!(status.success(), "sandboxed client failed: {out}{err}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Waits (up to 5 s) for `cond`; the documents service applies the
+/// store's signals asynchronously.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client independent of ours (python3-dbus), run inside the sandbox:
+/// each op is a JSON list; prints one result per op: {"ok": value},
+/// {"err": D-Bus error name} or {"errno": n}.
+const CLIENT_PY: &str = r#"
+import dbus, json, os, sys
+bus = dbus.SessionBus()
+d = dbus.Interface(bus.get_object("org.freedesktop.portal.Documents",
+                                  "/org/freedesktop/portal/documents"),
+                   "org.freedesktop.portal.Documents")
+def fd(path, mode):
+    flags = {"r": os.O_RDONLY, "rw": os.O_RDWR, "path": os.O_PATH}[mode]
+    return dbus.types.UnixFd(os.open(path, flags))
+def ay(s):
+    return dbus.Array([dbus.Byte(b) for b in s.encode() + b"\0"], signature="y")
+def strs(l):
+    return dbus.Array(l, signature="s")
+def conv(v):
+    if isinstance(v, dbus.Array) and v.signature == "y":
+        return bytes(v).rstrip(b"\0").decode()
+    if isinstance(v, (dbus.Array, list, tuple, dbus.Struct)):
+        return [conv(x) for x in v]
+    if isinstance(v, dbus.Dictionary):
+        return {str(k): conv(x) for k, x in v.items()}
+    if isinstance(v, dbus.Boolean):
+        return bool(v)
+    if isinstance(v, (int, float)):
+        return int(v)
+    if v is None:
+        return None
+    return str(v)
+out = []
+for op in json.loads(sys.argv[1]):
+    name = op[0]
+    try:
+        if name == "add":
+            r = d.Add(fd(op[1], op[2]), op[3], op[4])
+        elif name == "addfull":
+            r = d.AddFull([fd(op[1], op[2])], dbus.UInt32(op[3]), op[4], strs(op[5]))[0]
+        elif name == "addnamed":
+            r = d.AddNamed(fd(op[1], "path"), ay(op[2]), True, True)
+        elif name == "grant":
+            r = d.GrantPermissions(op[1], op[2], strs(op[3]))
+        elif name == "revoke":
+            r = d.RevokePermissions(op[1], op[2], strs(op[3]))
+        elif name == "delete":
+            r = d.Delete(op[1])
+        elif name == "info":
+            r = d.Info(op[1])
+        elif name == "list":
+            r = d.List(op[1])
+        elif name == "lookup":
+            r = d.Lookup(ay(op[1]))
+        elif name == "hostpaths":
+            r = d.GetHostPaths(strs(op[1]))
+        else:
+            raise Exception("unknown op " + name)
+        out.append({"ok": conv(r)})
+    except dbus.exceptions.DBusException as e:
+        out.append({"err": e.get_dbus_name()})
+    except OSError as e:
+        out.append({"errno": e.errno})
+print(json.dumps(out))
+"#;
+
+/// A host Add shows the file in the host's view at once; AddFull with an
+/// app shows it in that app's view, and another app's view shows nothing;
+/// GetMountPoint, Info, List, Lookup and GetHostPaths answer as upstream;
+/// the host-path xattr names the host file; version is 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_read_through_both_views_and_query() {
+    if !can_run("add_read_through_both_views_and_query") {
+        return;
+    }
+    let t = Docs::start().await;
+    assert_eq!(t.proxy.version().await.unwrap(), 5);
+    let mut mp = t.mount().into_os_string().into_encoded_bytes();
+    mp.push(0);
+    assert_eq!(t.proxy.get_mount_point().await.unwrap(), mp);
+    assert!(is_mounted(&t.mount()));
+
+    let path = t.file("report.txt", "quarterly numbers");
+    let f = File::open(&path).unwrap();
+    let id = t.proxy.add(Fd::from(f.as_fd()), true, true).await.unwrap();
+    assert_eq!(
+        fs::read_to_string(t.host_view(&id, "report.txt")).unwrap(),
+        "quarterly numbers"
+    );
+    // Reuse-existing gives the same id for the same file.
+    assert_eq!(t.proxy.add(Fd::from(f.as_fd()), true, true).await.unwrap(), id);
+    // Without reuse, a new one.
+    let unique = t.proxy.add(Fd::from(f.as_fd()), false, true).await.unwrap();
+    assert_ne!(unique, id);
+
+    let shared = t.export(&path, APP, &["read"]).await;
+    assert_eq!(
+        fs::read_to_string(t.app_view(APP, &shared, "report.txt")).unwrap(),
+        "quarterly numbers"
+    );
+    // The host-added document is not the app's.
+    assert_eq!(errno(fs::metadata(t.app_view(APP, &id, "report.txt"))), libc::ENOENT);
+    // Another app sees none of them.
+    for doc in [&id, &shared, &unique] {
+        assert_eq!(errno(fs::metadata(t.app_view(OTHER, doc, "report.txt"))), libc::ENOENT);
+    }
+    let listed: Vec<String> = fs::read_dir(t.mount().join("by-app").join(APP))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed, [shared.clone()]);
+    assert!(fs::read_dir(t.mount().join("by-app").join(OTHER)).unwrap().next().is_none());
+    let mut root: Vec<String> = fs::read_dir(t.mount())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    root.sort();
+    let mut want = vec!["by-app".to_string(), id.clone(), shared.clone(), unique.clone()];
+    want.sort();
+    assert_eq!(root, want);
+
+    let mut host = path.clone().into_os_string().into_encoded_bytes();
+    let xattr = xattr_get(&t.host_view(&id, "report.txt"), "user.document-portal.host-path");
+    assert_eq!(xattr, host);
+    host.push(0);
+    let (info_path, apps) = t.proxy.info(&shared).await.unwrap();
+    assert_eq!(info_path, host);
+    assert_eq!(apps, HashMap::from([(APP.to_string(), vec!["read".to_string()])]));
+    let all = t.proxy.list("").await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[&id], host);
+    let of_app = t.proxy.list(APP).await.unwrap();
+    assert_eq!(of_app.keys().collect::<Vec<_>>(), [&shared]);
+    let lookup_path = {
+        let mut p = path.clone().into_os_string().into_encoded_bytes();
+        p.push(0);
+        p
+    };
+    let found = t.proxy.lookup(&lookup_path).await.unwrap();
+    assert!(found == id || found == shared, "{found}");
+    assert_eq!(t.proxy.lookup(b"/nonexistent\0").await.map_err(|e| e.to_string()).err().map(|e| e.contains("NotFound")), Some(true));
+    let paths = t.proxy.get_host_paths(&[&id, "ffffffff"]).await.unwrap();
+    assert_eq!(paths.len(), 1);
+    assert_eq!(paths[&id], host);
+    assert_eq!(
+        err_name(t.proxy.info("ffffffff").await),
+        "org.freedesktop.portal.Error.InvalidArgument"
+    );
+}
+
+fn xattr_get(path: &Path, name: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix_getxattr(path, name, &mut buf);
+    buf.truncate(n);
+    buf
+}
+
+fn rustix_getxattr(path: &Path, name: &str, buf: &mut [u8]) -> usize {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // buf is writable for buf.len() bytes.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0, "getxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    r as usize
+}
+
+/// A grant is seen in the app's view when GrantPermissions returns, a
+/// revocation ends access when RevokePermissions returns, also through a
+/// file the app had open (its cached pages are dropped too), and one app's
+/// grant gives another app nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_and_revoke_are_seen_at_once() {
+    if !can_run("grant_and_revoke_are_seen_at_once") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("notes.txt", "remember the milk");
+    let id = t.export(&path, "", &[]).await;
+    let view = t.app_view(APP, &id, "notes.txt");
+    assert_eq!(errno(fs::metadata(&view)), libc::ENOENT);
+
+    t.proxy.grant_permissions(&id, APP, &["read"]).await.unwrap();
+    assert_eq!(fs::read_to_string(&view).unwrap(), "remember the milk");
+    assert_eq!(errno(fs::metadata(t.app_view(OTHER, &id, "notes.txt"))), libc::ENOENT);
+
+    // Open and read once (the kernel caches the pages), then revoke.
+    let mut open = File::open(&view).unwrap();
+    let mut s = String::new();
+    open.read_to_string(&mut s).unwrap();
+    t.proxy.revoke_permissions(&id, APP, &["read"]).await.unwrap();
+    assert_eq!(errno(fs::metadata(&view)), libc::ENOENT);
+    let mut again = vec![0u8; 8];
+    assert_eq!(
+        errno(std::os::unix::fs::FileExt::read_at(&open, &mut again, 0)),
+        libc::EACCES,
+        "an fd opened before the revocation still reads"
+    );
+    assert!(
+        fs::read_dir(t.mount().join("by-app").join(APP)).unwrap().next().is_none(),
+        "the revoked document is still listed"
+    );
+    // The host's view is unaffected.
+    assert_eq!(fs::read_to_string(t.host_view(&id, "notes.txt")).unwrap(), "remember the milk");
+}
+
+/// A read-only grant: opening for writing, truncating, creating a file next
+/// to it, renaming and unlinking all fail with EACCES, and the host file
+/// is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_grant_refuses_every_write() {
+    if !can_run("a_read_only_grant_refuses_every_write") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("ro.txt", "original");
+    let id = t.export(&path, APP, &["read"]).await;
+    let view = t.app_view(APP, &id, "ro.txt");
+    assert_eq!(fs::read_to_string(&view).unwrap(), "original");
+    assert_eq!(errno(OpenOptions::new().write(true).open(&view)), libc::EACCES);
+    assert_eq!(errno(OpenOptions::new().read(true).write(true).open(&view)), libc::EACCES);
+    assert_eq!(
+        errno(OpenOptions::new().read(true).custom_flags(libc::O_TRUNC).open(&view)),
+        libc::EACCES
+    );
+    let dir = view.parent().unwrap();
+    assert_eq!(errno(File::create(dir.join("new.txt"))), libc::EACCES);
+    assert_eq!(errno(fs::remove_file(&view)), libc::EACCES);
+    assert_eq!(errno(fs::rename(&view, dir.join("moved"))), libc::EACCES);
+    let meta = fs::metadata(&view).unwrap();
+    assert_eq!(meta.mode() & 0o222, 0, "a read-only view shows write bits");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "original");
+    assert_eq!(fs::read_dir(t.files()).unwrap().count(), 1, "a file appeared on the host");
+}
+
+/// Safe save through an app's read-write view: the editor writes a new
+/// file next to the document and renames it over it. The host file gets
+/// the new content in one step (a new inode, the old one never
+/// half-written), no temporary file is left on the host, and a temporary
+/// file is visible only in the view that made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_save_replaces_the_host_file_atomically() {
+    if !can_run("safe_save_replaces_the_host_file_atomically") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("draft.txt", "version 1");
+    let old_ino = fs::metadata(&path).unwrap().ino();
+    let id = t.export(&path, APP, &["read", "write"]).await;
+    let view = t.app_view(APP, &id, "draft.txt");
+    let dir = view.parent().unwrap().to_owned();
+
+    let temp = dir.join(".draft.txt.swp");
+    let mut f = File::create(&temp).unwrap();
+    f.write_all(b"version 2, saved safely").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    // Visible in this view only, under the name the editor chose.
+    assert!(temp.exists());
+    assert_eq!(errno(fs::metadata(t.host_view(&id, ".draft.txt.swp"))), libc::ENOENT);
+    // On the host it is a hidden temporary file; the document is unchanged.
+    assert_eq!(fs::read_to_string(&path).unwrap(), "version 1");
+    let host_names: Vec<OsString> = fs::read_dir(t.files()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(host_names.len(), 2, "{host_names:?}");
+    assert!(host_names.iter().any(|n| n.to_string_lossy().starts_with(".xdp-.draft.txt.swp-")), "{host_names:?}");
+
+    fs::rename(&temp, &view).unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "version 2, saved safely");
+    assert_ne!(fs::metadata(&path).unwrap().ino(), old_ino, "not replaced by rename");
+    assert_eq!(fs::read_to_string(&view).unwrap(), "version 2, saved safely");
+    assert_eq!(fs::read_to_string(t.host_view(&id, "draft.txt")).unwrap(), "version 2, saved safely");
+    assert_eq!(fs::read_dir(t.files()).unwrap().count(), 1, "a temporary file was left");
+    assert_eq!(errno(fs::metadata(&temp)), libc::ENOENT);
+
+    // Writing in place works too, and the next open sees it.
+    fs::write(&view, "version 3").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "version 3");
+    // A change made on the host behind our back is seen at the next open
+    // (the kept page cache is dropped when the file changed).
+    fs::write(&path, "changed on the host, longer").unwrap();
+    assert_eq!(fs::read_to_string(&view).unwrap(), "changed on the host, longer");
+}
+
+/// Delete removes the document from every view when it returns; the
+/// store no longer has it; unknown ids are NotFound for Delete, Grant and
+/// Revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_unknown_ids() {
+    if !can_run("delete_and_unknown_ids") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("gone.txt", "bye");
+    let id = t.export(&path, APP, &["read"]).await;
+    assert!(t.app_view(APP, &id, "gone.txt").exists());
+    t.proxy.delete(&id).await.unwrap();
+    assert_eq!(errno(fs::metadata(t.app_view(APP, &id, "gone.txt"))), libc::ENOENT);
+    assert_eq!(errno(fs::metadata(t.host_view(&id, "gone.txt"))), libc::ENOENT);
+    assert!(path.exists(), "Delete removed the host file");
+    let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
+    assert!(!ps.list("documents").await.unwrap().contains(&id));
+    let not_found = "org.freedesktop.portal.Error.NotFound";
+    assert_eq!(err_name(t.proxy.delete(&id).await), not_found);
+    assert_eq!(err_name(t.proxy.grant_permissions("ffffffff", APP, &["read"]).await), not_found);
+    assert_eq!(err_name(t.proxy.revoke_permissions("ffffffff", APP, &["read"]).await), not_found);
+    assert_eq!(err_name(t.proxy.delete("../etc").await), not_found);
+    // Bad app ids and permission names.
+    let id = t.export(&path, "", &[]).await;
+    let invalid = "org.freedesktop.portal.Error.InvalidArgument";
+    assert_eq!(err_name(t.proxy.grant_permissions(&id, "not an app", &["read"]).await), invalid);
+    assert_eq!(err_name(t.proxy.grant_permissions(&id, APP, &["execute"]).await), invalid);
+}
+
+/// Both services restart without losing a persistent document or a grant
+/// (the documents are rows of the store's `documents` table in upstream's
+/// format); a transient document ends with the service, as upstream. A
+/// grant revoked in the store by another client (permctl, say) ends the
+/// app's access through the `Changed` signal. SIGHUP and SIGTERM unmount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_documents_and_the_store_stays_the_truth() {
+    if !can_run("restarts_keep_documents_and_the_store_stays_the_truth") {
+        return;
+    }
+    let mut t = Docs::start().await;
+    let path = t.file("kept.txt", "still here");
+    let kept = t.export(&path, APP, &["read", "write"]).await;
+    let f = File::open(&path).unwrap();
+    let (ids, _) = t
+        .proxy
+        .add_full(&[Fd::from(f.as_fd())], 0, OTHER, &["read"])
+        .await
+        .unwrap();
+    let transient = ids[0].clone();
+    assert!(t.app_view(OTHER, &transient, "kept.txt").exists());
+
+    // The row in upstream's format: (ay path with NUL, dev, ino, flags).
+    let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
+    let (perms, data) = ps.lookup("documents", &kept).await.unwrap();
+    assert_eq!(perms[APP], ["read", "write"]);
+    let dir_meta = fs::metadata(t.files()).unwrap();
+    let (p, dev, ino, flags): (Vec<u8>, u64, u64, u32) = zvariant::Value::from(data).downcast().unwrap_or_else(|e| panic!("{e}"));
+    let mut want = path.clone().into_os_string().into_encoded_bytes();
+    want.push(0);
+    assert_eq!((p, dev, ino, flags), (want, dir_meta.dev(), dir_meta.ino(), 1));
+    assert!(!ps.list("documents").await.unwrap().contains(&transient));
+
+    t.stop_docs(libc::SIGHUP);
+    t.store.stop();
+    t.store = start_store(&t.bus).await;
+    t.docs = start_docs(&t.bus).await;
+    assert_eq!(fs::read_to_string(t.app_view(APP, &kept, "kept.txt")).unwrap(), "still here");
+    assert_eq!(errno(fs::metadata(t.app_view(OTHER, &transient, "kept.txt"))), libc::ENOENT);
+    assert_eq!(errno(fs::metadata(t.host_view(&transient, "kept.txt"))), libc::ENOENT);
+
+    // The store restarts under a running document service: nothing lost.
+    t.store.stop();
+    t.store = start_store(&t.bus).await;
+    t.proxy.grant_permissions(&kept, OTHER, &["read"]).await.unwrap();
+    assert_eq!(fs::read_to_string(t.app_view(OTHER, &kept, "kept.txt")).unwrap(), "still here");
+
+    // Revoked in the store by someone else: gone from the view.
+    let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
+    ps.delete_permission("documents", &kept, APP).await.unwrap();
+    let view = t.app_view(APP, &kept, "kept.txt");
+    eventually("the store's revocation to reach the mount", || !view.exists()).await;
+    assert_eq!(t.proxy.info(&kept).await.unwrap().1.get(APP), None);
+    t.stop_docs(libc::SIGTERM);
+}
+
+/// Hostile input from the host side: names with a slash, `..`, `.`, empty;
+/// fds that are a pipe, a socket, write-only, or O_PATH|O_NOFOLLOW; flags
+/// out of range; none of it makes a document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_fds_are_refused() {
+    if !can_run("hostile_names_and_fds_are_refused") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("target.txt", "x");
+    let dir = File::open(t.files()).unwrap();
+    let invalid = "org.freedesktop.portal.Error.InvalidArgument";
+    for name in [&b"a/b\0"[..], b"..\0", b".\0", b"\0", b"/etc/passwd\0", b"../../etc/passwd\0"] {
+        assert_eq!(
+            err_name(t.proxy.add_named(Fd::from(dir.as_fd()), name, true, true).await),
+            invalid,
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    // A plain name works.
+    let named = t.proxy.add_named(Fd::from(dir.as_fd()), b"target.txt\0", true, true).await.unwrap();
+    assert_eq!(fs::read_to_string(t.host_view(&named, "target.txt")).unwrap(), "x");
+
+    let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
+    let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let write_only = OpenOptions::new().write(true).open(&path).unwrap();
+    let nofollow = OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(&path).unwrap();
+    let a_dir = File::open(t.files()).unwrap();
+    for (what, fd) in [
+        ("pipe", pipe_r.as_fd()),
+        ("socket", sock.as_fd()),
+        ("write-only", write_only.as_fd()),
+        ("O_PATH|O_NOFOLLOW", nofollow.as_fd()),
+        ("a directory without the export-directory flag", a_dir.as_fd()),
+    ] {
+        assert_eq!(err_name(t.proxy.add(Fd::from(fd), true, true).await), invalid, "{what}");
+    }
+    let f = File::open(&path).unwrap();
+    assert_eq!(
+        err_name(t.proxy.add_full(&[Fd::from(f.as_fd())], 16, "", &[]).await),
+        invalid,
+        "unknown flag"
+    );
+    assert_eq!(err_name(t.proxy.add_full(&[], 0, "", &[]).await), invalid, "no fds");
+    // Only the named document exists.
+    assert_eq!(t.proxy.list("").await.unwrap().len(), 1);
+}
+
+/// The exported file's directory, or the file itself, swapped for a
+/// symlink after export exposes nothing of the target: the document
+/// vanishes instead. A hard link elsewhere is not reachable either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_after_export_exposes_nothing() {
+    if !can_run("a_symlink_swapped_in_after_export_exposes_nothing") {
+        return;
+    }
+    let t = Docs::start().await;
+    let exported = t.files().join("exported");
+    let secret = t.files().join("secret");
+    fs::create_dir(&exported).unwrap();
+    fs::create_dir(&secret).unwrap();
+    fs::write(exported.join("doc.txt"), "public").unwrap();
+    fs::write(secret.join("doc.txt"), "SECRET").unwrap();
+    fs::write(secret.join("other.txt"), "SECRET").unwrap();
+    let id = t.export(&exported.join("doc.txt"), APP, &["read", "write"]).await;
+    let view = t.app_view(APP, &id, "doc.txt");
+    assert_eq!(fs::read_to_string(&view).unwrap(), "public");
+
+    // The directory swapped for a symlink to the secret one.
+    fs::rename(&exported, t.files().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&secret, &exported).unwrap();
+    assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
+    assert_eq!(errno(fs::read_to_string(t.host_view(&id, "doc.txt"))), libc::ENOENT);
+    // Writing through the view cannot create a file in the secret dir.
+    assert!(File::create(&view).is_err());
+    assert_eq!(fs::read_to_string(secret.join("doc.txt")).unwrap(), "SECRET");
+
+    // Back, then the file itself swapped for a symlink: not followed.
+    fs::remove_file(&exported).unwrap();
+    fs::rename(t.files().join("moved"), &exported).unwrap();
+    assert_eq!(fs::read_to_string(&view).unwrap(), "public");
+    fs::remove_file(exported.join("doc.txt")).unwrap();
+    std::os::unix::fs::symlink(secret.join("doc.txt"), exported.join("doc.txt")).unwrap();
+    assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
+    // Other names in the document's directory are never reachable.
+    fs::write(exported.join("neighbour.txt"), "neighbour").unwrap();
+    assert_eq!(errno(fs::metadata(view.with_file_name("neighbour.txt"))), libc::ENOENT);
+}
+
+/// A sandboxed caller (python3-dbus in a bubblewrap root whose
+/// `/.flatpak-info` names the app): adds a file it opened for reading and
+/// gets read and grant-permissions (no write: its fd was read-only); may
+/// grant only what it holds; may not AddNamed, Info, List or Lookup; sees
+/// host paths only of its own documents; an fd on the mount itself is
+/// accepted only for reuse, never copied into a new document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_caller_gets_only_what_it_proves() {
+    if !can_run("a_sandboxed_caller_gets_only_what_it_proves") {
+        return;
+    }
+    let t = Docs::start().await;
+    let path = t.file("mine.txt", "app data");
+    let p = path.to_string_lossy().into_owned();
+    let r = t.sandboxed(
+        APP,
+        serde_json::json!([
+            ["add", p, "r", true, true],
+            ["addfull", p, "r", PERSISTENT, OTHER, ["read", "write"]],
+            ["addnamed", t.files().to_string_lossy(), "mine.txt"],
+        ]),
+    );
+    let id = r[0]["ok"].as_str().unwrap_or_else(|| panic!("{r:?}")).to_owned();
+    assert_eq!(r[1]["err"], "org.freedesktop.portal.Error.NotAllowed", "{r:?}");
+    assert_eq!(r[2]["err"], "org.freedesktop.portal.Error.NotAllowed", "{r:?}");
+    let (_, apps) = t.proxy.info(&id).await.unwrap();
+    // Read-only fd: no write (and so no delete), as upstream.
+    assert_eq!(apps[APP], ["read", "grant-permissions"]);
+    assert!(t.app_view(APP, &id, "mine.txt").exists());
+
+    let foreign = t.export(&t.file("foreign.txt", "not yours"), OTHER, &["read"]).await;
+    let r = t.sandboxed(
+        APP,
+        serde_json::json!([
+            ["grant", id, OTHER, ["read", "write"]],
+            ["grant", id, OTHER, ["read"]],
+            ["grant", foreign, APP, ["read"]],
+            ["revoke", id, APP, ["read"]],
+            ["info", id],
+            ["list", ""],
+            ["lookup", p],
+            ["hostpaths", [id, foreign, "ffffffff"]],
+            ["delete", foreign],
+            ["addfull", p, "rw", PERSISTENT, OTHER, ["read", "write"]],
+        ]),
+    );
+    let not_allowed = "org.freedesktop.portal.Error.NotAllowed";
+    assert_eq!(r[0]["err"], not_allowed, "granted write it does not hold: {r:?}");
+    assert!(r[1].get("ok").is_some(), "{r:?}");
+    assert_eq!(r[2]["err"], not_allowed, "granted on a document it has no grant on: {r:?}");
+    assert_eq!(r[3]["err"], not_allowed, "revoked its own: {r:?}");
+    for i in 4..=6 {
+        assert_eq!(r[i]["err"], not_allowed, "op {i}: {r:?}");
+    }
+    assert_eq!(r[7]["ok"], serde_json::json!({ id.clone(): p }), "{r:?}");
+    assert_eq!(r[8]["err"], not_allowed, "{r:?}");
+    let rw_id = r[9]["ok"][0].as_str().unwrap_or_else(|| panic!("{r:?}"));
+    let (_, apps) = t.proxy.info(rw_id).await.unwrap();
+    assert_eq!(apps[APP], ["read", "write", "grant-permissions", "delete"]);
+    assert_eq!(apps[OTHER], ["read", "write"]);
+    assert!(t.app_view(OTHER, &id, "mine.txt").exists());
+
+    // An fd on the mount: reuse gives the same document; without reuse it
+    // is refused (a copy would escape a later revocation).
+    let on_mount = t.app_view(APP, &id, "mine.txt").to_string_lossy().into_owned();
+    let r = t.sandboxed(
+        APP,
+        serde_json::json!([
+            ["add", on_mount, "r", true, true],
+            ["add", on_mount, "r", false, true],
+        ]),
+    );
+    assert_eq!(r[0]["ok"], id.as_str(), "{r:?}");
+    assert_eq!(r[1]["err"], "org.freedesktop.portal.Error.InvalidArgument", "{r:?}");
+}
+
+/// Our live object against Debian's copy of upstream's interface XML
+/// (version 4; version 5 adds GetHostPaths, which we serve too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_object_serves_upstreams_interface() {
+    if !can_run("the_documents_object_serves_upstreams_interface") {
+        return;
+    }
+    let reference = conformance::reference_path("org.freedesktop.portal.Documents");
+    if !porthole_tests::anchor_present(&reference.to_string_lossy(), "xdg-desktop-portal-dev") {
+        return;
+    }
+    let t = Docs::start().await;
+    let mismatches = conformance::check_object(&t.conn, DOCS_NAME, DOCS_PATH, &reference)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        mismatches.is_empty(),
+        "{}",
+        mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    );
+}
