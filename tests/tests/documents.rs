@@ -22,11 +22,10 @@ use std::time::{Duration, Instant};
 use porthole_permission_store_client::PermissionStoreProxy;
 use porthole_service::conformance;
 use porthole_tests::{Bus, Service, bin, run_with_timeout};
-use store_common::start_store;
+use store_common::{db_path, permctl, start_store};
 use zvariant::{Fd, OwnedValue};
 
-const DOCS_NAME: &str = "org.freedesktop.portal.Documents";
-const DOCS_PATH: &str = "/org/freedesktop/portal/documents";
+use porthole_documents::{BUS_NAME as DOCS_NAME, OBJECT_PATH as DOCS_PATH};
 const APP: &str = "org.example.Reader";
 const OTHER: &str = "org.example.Other";
 
@@ -583,6 +582,7 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     want.push(0);
     assert_eq!((p, dev, ino, flags), (want, dir_meta.dev(), dir_meta.ino(), 1));
     assert!(!ps.list("documents").await.unwrap().contains(&transient));
+    assert!(db_path(&t.bus).exists(), "the store's database");
 
     t.stop_docs(libc::SIGHUP);
     t.store.stop();
@@ -598,9 +598,13 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     t.proxy.grant_permissions(&kept, OTHER, &["read"]).await.unwrap();
     assert_eq!(fs::read_to_string(t.app_view(OTHER, &kept, "kept.txt")).unwrap(), "still here");
 
-    // Revoked in the store by someone else: gone from the view.
-    let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
-    ps.delete_permission("documents", &kept, APP).await.unwrap();
+    // permctl shows the grant and revokes it in the store, like any
+    // other: gone from the app's view.
+    let (code, out, err) = permctl(&t.bus, &["list", "documents", &kept]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(APP) && out.contains("read,write"), "{out}");
+    let (code, out, err) = permctl(&t.bus, &["revoke", "documents", &kept, APP]);
+    assert_eq!(code, 0, "{out}{err}");
     let view = t.app_view(APP, &kept, "kept.txt");
     eventually("the store's revocation to reach the mount", || !view.exists()).await;
     assert_eq!(t.proxy.info(&kept).await.unwrap().1.get(APP), None);
