@@ -21,7 +21,6 @@ use futures_util::StreamExt;
 use porthole_permission_store_client::{PermissionStoreProxy, PortholeStoreProxy};
 use tokio::sync::{mpsc, oneshot};
 
-
 use crate::TABLE;
 use crate::document::{Document, DocumentError};
 use crate::permissions::Perms;
@@ -127,7 +126,9 @@ fn lock(m: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
 }
 
 /// Awaits the store's answer to a queued write.
-pub async fn written(answer: oneshot::Receiver<Result<(), BackingError>>) -> Result<(), BackingError> {
+pub async fn written(
+    answer: oneshot::Receiver<Result<(), BackingError>>,
+) -> Result<(), BackingError> {
     answer.await.unwrap_or(Err(BackingError::WriterGone))
 }
 
@@ -186,7 +187,9 @@ async fn apply_write(store: &PermissionStoreProxy<'_>, write: &Write) -> Result<
         Write::Perms { id, app, perms } => {
             let strings = perms.to_strings();
             let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
-            store.set_permission(TABLE, false, id, app, &strings).await?;
+            store
+                .set_permission(TABLE, false, id, app, &strings)
+                .await?;
         }
         Write::Delete { id } => match store.delete(TABLE, id).await {
             // Already gone from the store (deleted by someone else).

@@ -181,9 +181,13 @@ impl Document {
         data: &OwnedValue,
         apps: &BTreeMap<String, Vec<String>>,
     ) -> Result<Document, DocumentError> {
-        Self::from_stored(&Value::from(data.try_clone().map_err(|e| {
-            DocumentError::BadData(e.to_string())
-        })?), apps)
+        Self::from_stored(
+            &Value::from(
+                data.try_clone()
+                    .map_err(|e| DocumentError::BadData(e.to_string()))?,
+            ),
+            apps,
+        )
     }
 }
 

@@ -100,8 +100,7 @@ pub fn path_for_fd(
     link.shrink_to_fit();
     let path = PathBuf::from(OsStr::from_bytes(&link));
 
-    let writable;
-    if flags.contains(OFlags::PATH) {
+    let writable = if flags.contains(OFlags::PATH) {
         // Upstream still takes O_PATH fds (GTK passes them), but only when
         // the file can be read through the fd, which applies the caller's
         // own mount options.
@@ -115,21 +114,20 @@ pub fn path_for_fd(
         if rustix::fs::accessat(CWD, proc_path.as_str(), want, AtFlags::empty()).is_err() {
             return Err(FdError::NoReadAccess(path));
         }
-        writable = is_host
+        is_host
             || rustix::fs::accessat(CWD, proc_path.as_str(), Access::WRITE_OK, AtFlags::empty())
-                .is_ok();
+                .is_ok()
     } else {
         let mode = flags & OFlags::RWMODE;
         if mode != OFlags::RDONLY && mode != OFlags::RDWR {
             return Err(FdError::AccessMode);
         }
-        writable = is_host || mode == OFlags::RDWR;
-    }
+        is_host || mode == OFlags::RDWR
+    };
 
     // The path must still lead to the inode the fd holds.
-    let same_at = |p: &Path| {
-        rustix::fs::statat(CWD, p, AtFlags::empty()).is_ok_and(|now| same(&now, &st))
-    };
+    let same_at =
+        |p: &Path| rustix::fs::statat(CWD, p, AtFlags::empty()).is_ok_and(|now| same(&now, &st));
     if same_at(&path) {
         return Ok((path, st, writable));
     }
@@ -222,8 +220,16 @@ mod tests {
             .write(true)
             .open(&file)
             .unwrap();
-        assert!(validate(rw.as_fd(), false, Want::Regular, none).unwrap().writable);
-        assert!(validate(f.as_fd(), true, Want::Regular, none).unwrap().writable);
+        assert!(
+            validate(rw.as_fd(), false, Want::Regular, none)
+                .unwrap()
+                .writable
+        );
+        assert!(
+            validate(f.as_fd(), true, Want::Regular, none)
+                .unwrap()
+                .writable
+        );
         assert!(matches!(
             validate(f.as_fd(), false, Want::Directory, none),
             Err(FdError::WrongType)

@@ -81,7 +81,11 @@ struct Checked {
 }
 
 impl State {
-    async fn caller(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> Result<Caller, PortalError> {
+    async fn caller(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+    ) -> Result<Caller, PortalError> {
         let caller = self.callers.identify(conn, hdr).await;
         caller.require()?;
         Ok(caller)
@@ -256,7 +260,11 @@ impl State {
         let persistent = flags & add_flags::PERSISTENT != 0;
         let directory = flags & add_flags::EXPORT_DIRECTORY != 0;
         let allow_write = target_perms.contains(Perms::WRITE);
-        let want = if directory { Want::Directory } else { Want::Regular };
+        let want = if directory {
+            Want::Directory
+        } else {
+            Want::Regular
+        };
         let mut checked = Vec::with_capacity(fds.len());
         for fd in fds {
             checked.push(
@@ -356,15 +364,17 @@ impl State {
         let filename = strip_nul(filename);
         // Upstream refuses "" and names with a slash; "." and ".." would name
         // the directory or its parent, never a file in it: refused too.
-        if filename.is_empty() || filename.contains(&b'/') || filename == b"." || filename == b".." {
-            return Err(PortalError::InvalidArgument("Invalid filename passed".into()));
+        if filename.is_empty() || filename.contains(&b'/') || filename == b"." || filename == b".."
+        {
+            return Err(PortalError::InvalidArgument(
+                "Invalid filename passed".into(),
+            ));
         }
         let fuse_dev = self.fuse_dev;
-        let found = tokio::task::spawn_blocking(move || {
-            fd_path::path_for_fd(fd.as_fd(), true, |_| None)
-        })
-        .await
-        .map_err(|_| invalid_fd())?;
+        let found =
+            tokio::task::spawn_blocking(move || fd_path::path_for_fd(fd.as_fd(), true, |_| None))
+                .await
+                .map_err(|_| invalid_fd())?;
         let (parent, st, _) = found.map_err(|e| {
             tracing::debug!("Invalid fd passed: {e}");
             invalid_fd()
@@ -438,8 +448,15 @@ impl Documents {
             .await?;
         let (id, created) = {
             let mut table = self.0.table.write();
-            let (id, created) =
-                State::create_doc(&mut table, path, dev, ino, reuse_existing, persistent, false);
+            let (id, created) = State::create_doc(
+                &mut table,
+                path,
+                dev,
+                ino,
+                reuse_existing,
+                persistent,
+                false,
+            );
             let wait = (created && persistent).then(|| {
                 let doc = table.get(&id).cloned();
                 doc.map(|doc| {
@@ -452,7 +469,10 @@ impl Documents {
             (id, wait.flatten())
         };
         self.0
-            .finish(created.into_iter().collect(), vec![(id.clone(), vec![String::new()])])
+            .finish(
+                created.into_iter().collect(),
+                vec![(id.clone(), vec![String::new()])],
+            )
             .await;
         Ok(id)
     }
@@ -519,8 +539,15 @@ impl Documents {
         let mut waits = Vec::new();
         let id = {
             let mut table = self.0.table.write();
-            let (id, created) =
-                State::create_doc(&mut table, path, dev, ino, reuse_existing, persistent, false);
+            let (id, created) = State::create_doc(
+                &mut table,
+                path,
+                dev,
+                ino,
+                reuse_existing,
+                persistent,
+                false,
+            );
             let grant = !app_id.is_empty() && !target_perms.is_empty();
             if created {
                 if grant && let Some(doc) = table.get_mut(&id) {
@@ -631,9 +658,7 @@ impl Documents {
             views.push(String::new());
             (waits, views)
         };
-        self.0
-            .finish(waits, vec![(doc_id.to_owned(), views)])
-            .await;
+        self.0.finish(waits, vec![(doc_id.to_owned(), views)]).await;
         Ok(())
     }
 
@@ -671,7 +696,11 @@ impl Documents {
                 .map(|(_, id, _)| id.to_owned())
                 .unwrap_or_default());
         }
-        let flags = if opened.is_dir { DocFlags::DIRECTORY } else { 0 };
+        let flags = if opened.is_dir {
+            DocFlags::DIRECTORY
+        } else {
+            0
+        };
         let table = self.0.table.read();
         for flags in [flags, flags | DocFlags::TRANSIENT] {
             let probe = Document {

@@ -65,10 +65,7 @@ impl Table {
         if let Some(old) = &old {
             self.unindex(&id, old);
             let new_path = &self.docs[&id].path;
-            self.by_path
-                .entry(new_path.clone())
-                .or_default()
-                .insert(id);
+            self.by_path.entry(new_path.clone()).or_default().insert(id);
         }
         old
     }
@@ -204,7 +201,10 @@ mod tests {
         let t = Table::default();
         let id = t.new_id();
         assert!(!id.is_empty() && id.len() <= 8);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     #[test]

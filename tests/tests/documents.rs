@@ -36,8 +36,12 @@ const OTHER: &str = "org.example.Other";
 )]
 trait Documents {
     fn get_mount_point(&self) -> zbus::Result<Vec<u8>>;
-    fn add(&self, o_path_fd: Fd<'_>, reuse_existing: bool, persistent: bool)
-    -> zbus::Result<String>;
+    fn add(
+        &self,
+        o_path_fd: Fd<'_>,
+        reuse_existing: bool,
+        persistent: bool,
+    ) -> zbus::Result<String>;
     fn add_named(
         &self,
         o_path_parent_fd: Fd<'_>,
@@ -60,8 +64,12 @@ trait Documents {
         app_id: &str,
         permissions: &[&str],
     ) -> zbus::Result<(String, HashMap<String, OwnedValue>)>;
-    fn grant_permissions(&self, doc_id: &str, app_id: &str, permissions: &[&str])
-    -> zbus::Result<()>;
+    fn grant_permissions(
+        &self,
+        doc_id: &str,
+        app_id: &str,
+        permissions: &[&str],
+    ) -> zbus::Result<()>;
     fn revoke_permissions(
         &self,
         doc_id: &str,
@@ -186,7 +194,11 @@ impl Docs {
         let started = Instant::now();
         let status = self.docs.stop_with(sig).expect("documents was running");
         assert!(status.success(), "{status}:\n{}", self.docs.log_text());
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(!is_mounted(&self.mount()), "still mounted after exit");
     }
 
@@ -203,7 +215,14 @@ impl Docs {
         .unwrap();
         let mut cmd = std::process::Command::new("bwrap");
         cmd.args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"])
-            .args(["--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin"])
+            .args([
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+            ])
             .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
             .arg("--bind")
             .arg(self.bus.root())
@@ -327,7 +346,10 @@ async fn add_read_through_both_views_and_query() {
         "quarterly numbers"
     );
     // Reuse-existing gives the same id for the same file.
-    assert_eq!(t.proxy.add(Fd::from(f.as_fd()), true, true).await.unwrap(), id);
+    assert_eq!(
+        t.proxy.add(Fd::from(f.as_fd()), true, true).await.unwrap(),
+        id
+    );
     // Without reuse, a new one.
     let unique = t.proxy.add(Fd::from(f.as_fd()), false, true).await.unwrap();
     assert_ne!(unique, id);
@@ -338,33 +360,55 @@ async fn add_read_through_both_views_and_query() {
         "quarterly numbers"
     );
     // The host-added document is not the app's.
-    assert_eq!(errno(fs::metadata(t.app_view(APP, &id, "report.txt"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(t.app_view(APP, &id, "report.txt"))),
+        libc::ENOENT
+    );
     // Another app sees none of them.
     for doc in [&id, &shared, &unique] {
-        assert_eq!(errno(fs::metadata(t.app_view(OTHER, doc, "report.txt"))), libc::ENOENT);
+        assert_eq!(
+            errno(fs::metadata(t.app_view(OTHER, doc, "report.txt"))),
+            libc::ENOENT
+        );
     }
     let listed: Vec<String> = fs::read_dir(t.mount().join("by-app").join(APP))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(listed, [shared.clone()]);
-    assert!(fs::read_dir(t.mount().join("by-app").join(OTHER)).unwrap().next().is_none());
+    assert_eq!(listed, std::slice::from_ref(&shared));
+    assert!(
+        fs::read_dir(t.mount().join("by-app").join(OTHER))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     let mut root: Vec<String> = fs::read_dir(t.mount())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     root.sort();
-    let mut want = vec!["by-app".to_string(), id.clone(), shared.clone(), unique.clone()];
+    let mut want = vec![
+        "by-app".to_string(),
+        id.clone(),
+        shared.clone(),
+        unique.clone(),
+    ];
     want.sort();
     assert_eq!(root, want);
 
     let mut host = path.clone().into_os_string().into_encoded_bytes();
-    let xattr = xattr_get(&t.host_view(&id, "report.txt"), "user.document-portal.host-path");
+    let xattr = xattr_get(
+        &t.host_view(&id, "report.txt"),
+        "user.document-portal.host-path",
+    );
     assert_eq!(xattr, host);
     host.push(0);
     let (info_path, apps) = t.proxy.info(&shared).await.unwrap();
     assert_eq!(info_path, host);
-    assert_eq!(apps, HashMap::from([(APP.to_string(), vec!["read".to_string()])]));
+    assert_eq!(
+        apps,
+        HashMap::from([(APP.to_string(), vec!["read".to_string()])])
+    );
     let all = t.proxy.list("").await.unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all[&id], host);
@@ -377,7 +421,15 @@ async fn add_read_through_both_views_and_query() {
     };
     let found = t.proxy.lookup(&lookup_path).await.unwrap();
     assert!(found == id || found == shared, "{found}");
-    assert_eq!(t.proxy.lookup(b"/nonexistent\0").await.map_err(|e| e.to_string()).err().map(|e| e.contains("NotFound")), Some(true));
+    assert_eq!(
+        t.proxy
+            .lookup(b"/nonexistent\0")
+            .await
+            .map_err(|e| e.to_string())
+            .err()
+            .map(|e| e.contains("NotFound")),
+        Some(true)
+    );
     let paths = t.proxy.get_host_paths(&[&id, "ffffffff"]).await.unwrap();
     assert_eq!(paths.len(), 1);
     assert_eq!(paths[&id], host);
@@ -389,18 +441,23 @@ async fn add_read_through_both_views_and_query() {
 
 fn xattr_get(path: &Path, name: &str) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
-    let n = rustix_getxattr(path, name, &mut buf);
+    let n = libc_getxattr(path, name, &mut buf);
     buf.truncate(n);
     buf
 }
 
-fn rustix_getxattr(path: &Path, name: &str, buf: &mut [u8]) -> usize {
+fn libc_getxattr(path: &Path, name: &str, buf: &mut [u8]) -> usize {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     // SAFETY: both strings are NUL-terminated and live across the call;
     // buf is writable for buf.len() bytes.
     let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "getxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    assert!(
+        r >= 0,
+        "getxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
     r as usize
 }
 
@@ -419,15 +476,24 @@ async fn grant_and_revoke_are_seen_at_once() {
     let view = t.app_view(APP, &id, "notes.txt");
     assert_eq!(errno(fs::metadata(&view)), libc::ENOENT);
 
-    t.proxy.grant_permissions(&id, APP, &["read"]).await.unwrap();
+    t.proxy
+        .grant_permissions(&id, APP, &["read"])
+        .await
+        .unwrap();
     assert_eq!(fs::read_to_string(&view).unwrap(), "remember the milk");
-    assert_eq!(errno(fs::metadata(t.app_view(OTHER, &id, "notes.txt"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(t.app_view(OTHER, &id, "notes.txt"))),
+        libc::ENOENT
+    );
 
     // Open and read once (the kernel caches the pages), then revoke.
     let mut open = File::open(&view).unwrap();
     let mut s = String::new();
     open.read_to_string(&mut s).unwrap();
-    t.proxy.revoke_permissions(&id, APP, &["read"]).await.unwrap();
+    t.proxy
+        .revoke_permissions(&id, APP, &["read"])
+        .await
+        .unwrap();
     assert_eq!(errno(fs::metadata(&view)), libc::ENOENT);
     let mut again = vec![0u8; 8];
     assert_eq!(
@@ -436,11 +502,17 @@ async fn grant_and_revoke_are_seen_at_once() {
         "an fd opened before the revocation still reads"
     );
     assert!(
-        fs::read_dir(t.mount().join("by-app").join(APP)).unwrap().next().is_none(),
+        fs::read_dir(t.mount().join("by-app").join(APP))
+            .unwrap()
+            .next()
+            .is_none(),
         "the revoked document is still listed"
     );
     // The host's view is unaffected.
-    assert_eq!(fs::read_to_string(t.host_view(&id, "notes.txt")).unwrap(), "remember the milk");
+    assert_eq!(
+        fs::read_to_string(t.host_view(&id, "notes.txt")).unwrap(),
+        "remember the milk"
+    );
 }
 
 /// A read-only grant: opening for writing, truncating, creating a file next
@@ -456,10 +528,21 @@ async fn a_read_only_grant_refuses_every_write() {
     let id = t.export(&path, APP, &["read"]).await;
     let view = t.app_view(APP, &id, "ro.txt");
     assert_eq!(fs::read_to_string(&view).unwrap(), "original");
-    assert_eq!(errno(OpenOptions::new().write(true).open(&view)), libc::EACCES);
-    assert_eq!(errno(OpenOptions::new().read(true).write(true).open(&view)), libc::EACCES);
     assert_eq!(
-        errno(OpenOptions::new().read(true).custom_flags(libc::O_TRUNC).open(&view)),
+        errno(OpenOptions::new().write(true).open(&view)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(OpenOptions::new().read(true).write(true).open(&view)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_TRUNC)
+                .open(&view)
+        ),
         libc::EACCES
     );
     let dir = view.parent().unwrap();
@@ -469,7 +552,11 @@ async fn a_read_only_grant_refuses_every_write() {
     let meta = fs::metadata(&view).unwrap();
     assert_eq!(meta.mode() & 0o222, 0, "a read-only view shows write bits");
     assert_eq!(fs::read_to_string(&path).unwrap(), "original");
-    assert_eq!(fs::read_dir(t.files()).unwrap().count(), 1, "a file appeared on the host");
+    assert_eq!(
+        fs::read_dir(t.files()).unwrap().count(),
+        1,
+        "a file appeared on the host"
+    );
 }
 
 /// Safe save through an app's read-write view: the editor writes a new
@@ -496,19 +583,47 @@ async fn safe_save_replaces_the_host_file_atomically() {
     drop(f);
     // Visible in this view only, under the name the editor chose.
     assert!(temp.exists());
-    assert_eq!(errno(fs::metadata(t.host_view(&id, ".draft.txt.swp"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(t.host_view(&id, ".draft.txt.swp"))),
+        libc::ENOENT
+    );
     // On the host it is a hidden temporary file; the document is unchanged.
     assert_eq!(fs::read_to_string(&path).unwrap(), "version 1");
-    let host_names: Vec<OsString> = fs::read_dir(t.files()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let host_names: Vec<OsString> = fs::read_dir(t.files())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(host_names.len(), 2, "{host_names:?}");
-    assert!(host_names.iter().any(|n| n.to_string_lossy().starts_with(".xdp-.draft.txt.swp-")), "{host_names:?}");
+    assert!(
+        host_names
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with(".xdp-.draft.txt.swp-")),
+        "{host_names:?}"
+    );
 
     fs::rename(&temp, &view).unwrap();
-    assert_eq!(fs::read_to_string(&path).unwrap(), "version 2, saved safely");
-    assert_ne!(fs::metadata(&path).unwrap().ino(), old_ino, "not replaced by rename");
-    assert_eq!(fs::read_to_string(&view).unwrap(), "version 2, saved safely");
-    assert_eq!(fs::read_to_string(t.host_view(&id, "draft.txt")).unwrap(), "version 2, saved safely");
-    assert_eq!(fs::read_dir(t.files()).unwrap().count(), 1, "a temporary file was left");
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "version 2, saved safely"
+    );
+    assert_ne!(
+        fs::metadata(&path).unwrap().ino(),
+        old_ino,
+        "not replaced by rename"
+    );
+    assert_eq!(
+        fs::read_to_string(&view).unwrap(),
+        "version 2, saved safely"
+    );
+    assert_eq!(
+        fs::read_to_string(t.host_view(&id, "draft.txt")).unwrap(),
+        "version 2, saved safely"
+    );
+    assert_eq!(
+        fs::read_dir(t.files()).unwrap().count(),
+        1,
+        "a temporary file was left"
+    );
     assert_eq!(errno(fs::metadata(&temp)), libc::ENOENT);
 
     // Writing in place works too, and the next open sees it.
@@ -517,7 +632,10 @@ async fn safe_save_replaces_the_host_file_atomically() {
     // A change made on the host behind our back is seen at the next open
     // (the kept page cache is dropped when the file changed).
     fs::write(&path, "changed on the host, longer").unwrap();
-    assert_eq!(fs::read_to_string(&view).unwrap(), "changed on the host, longer");
+    assert_eq!(
+        fs::read_to_string(&view).unwrap(),
+        "changed on the host, longer"
+    );
 }
 
 /// Delete removes the document from every view when it returns; the
@@ -533,21 +651,43 @@ async fn delete_and_unknown_ids() {
     let id = t.export(&path, APP, &["read"]).await;
     assert!(t.app_view(APP, &id, "gone.txt").exists());
     t.proxy.delete(&id).await.unwrap();
-    assert_eq!(errno(fs::metadata(t.app_view(APP, &id, "gone.txt"))), libc::ENOENT);
-    assert_eq!(errno(fs::metadata(t.host_view(&id, "gone.txt"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(t.app_view(APP, &id, "gone.txt"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::metadata(t.host_view(&id, "gone.txt"))),
+        libc::ENOENT
+    );
     assert!(path.exists(), "Delete removed the host file");
     let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
     assert!(!ps.list("documents").await.unwrap().contains(&id));
     let not_found = "org.freedesktop.portal.Error.NotFound";
     assert_eq!(err_name(t.proxy.delete(&id).await), not_found);
-    assert_eq!(err_name(t.proxy.grant_permissions("ffffffff", APP, &["read"]).await), not_found);
-    assert_eq!(err_name(t.proxy.revoke_permissions("ffffffff", APP, &["read"]).await), not_found);
+    assert_eq!(
+        err_name(t.proxy.grant_permissions("ffffffff", APP, &["read"]).await),
+        not_found
+    );
+    assert_eq!(
+        err_name(t.proxy.revoke_permissions("ffffffff", APP, &["read"]).await),
+        not_found
+    );
     assert_eq!(err_name(t.proxy.delete("../etc").await), not_found);
     // Bad app ids and permission names.
     let id = t.export(&path, "", &[]).await;
     let invalid = "org.freedesktop.portal.Error.InvalidArgument";
-    assert_eq!(err_name(t.proxy.grant_permissions(&id, "not an app", &["read"]).await), invalid);
-    assert_eq!(err_name(t.proxy.grant_permissions(&id, APP, &["execute"]).await), invalid);
+    assert_eq!(
+        err_name(
+            t.proxy
+                .grant_permissions(&id, "not an app", &["read"])
+                .await
+        ),
+        invalid
+    );
+    assert_eq!(
+        err_name(t.proxy.grant_permissions(&id, APP, &["execute"]).await),
+        invalid
+    );
 }
 
 /// Both services restart without losing a persistent document or a grant
@@ -577,10 +717,15 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     let (perms, data) = ps.lookup("documents", &kept).await.unwrap();
     assert_eq!(perms[APP], ["read", "write"]);
     let dir_meta = fs::metadata(t.files()).unwrap();
-    let (p, dev, ino, flags): (Vec<u8>, u64, u64, u32) = zvariant::Value::from(data).downcast().unwrap_or_else(|e| panic!("{e}"));
+    let (p, dev, ino, flags): (Vec<u8>, u64, u64, u32) = zvariant::Value::from(data)
+        .downcast()
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut want = path.clone().into_os_string().into_encoded_bytes();
     want.push(0);
-    assert_eq!((p, dev, ino, flags), (want, dir_meta.dev(), dir_meta.ino(), 1));
+    assert_eq!(
+        (p, dev, ino, flags),
+        (want, dir_meta.dev(), dir_meta.ino(), 1)
+    );
     assert!(!ps.list("documents").await.unwrap().contains(&transient));
     assert!(db_path(&t.bus).exists(), "the store's database");
 
@@ -588,15 +733,30 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     t.store.stop();
     t.store = start_store(&t.bus).await;
     t.docs = start_docs(&t.bus).await;
-    assert_eq!(fs::read_to_string(t.app_view(APP, &kept, "kept.txt")).unwrap(), "still here");
-    assert_eq!(errno(fs::metadata(t.app_view(OTHER, &transient, "kept.txt"))), libc::ENOENT);
-    assert_eq!(errno(fs::metadata(t.host_view(&transient, "kept.txt"))), libc::ENOENT);
+    assert_eq!(
+        fs::read_to_string(t.app_view(APP, &kept, "kept.txt")).unwrap(),
+        "still here"
+    );
+    assert_eq!(
+        errno(fs::metadata(t.app_view(OTHER, &transient, "kept.txt"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::metadata(t.host_view(&transient, "kept.txt"))),
+        libc::ENOENT
+    );
 
     // The store restarts under a running document service: nothing lost.
     t.store.stop();
     t.store = start_store(&t.bus).await;
-    t.proxy.grant_permissions(&kept, OTHER, &["read"]).await.unwrap();
-    assert_eq!(fs::read_to_string(t.app_view(OTHER, &kept, "kept.txt")).unwrap(), "still here");
+    t.proxy
+        .grant_permissions(&kept, OTHER, &["read"])
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(t.app_view(OTHER, &kept, "kept.txt")).unwrap(),
+        "still here"
+    );
 
     // permctl shows the grant and revokes it in the store, like any
     // other: gone from the app's view.
@@ -606,7 +766,10 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     let (code, out, err) = permctl(&t.bus, &["revoke", "documents", &kept, APP]);
     assert_eq!(code, 0, "{out}{err}");
     let view = t.app_view(APP, &kept, "kept.txt");
-    eventually("the store's revocation to reach the mount", || !view.exists()).await;
+    eventually("the store's revocation to reach the mount", || {
+        !view.exists()
+    })
+    .await;
     assert_eq!(t.proxy.info(&kept).await.unwrap().1.get(APP), None);
     t.stop_docs(libc::SIGTERM);
 }
@@ -623,31 +786,60 @@ async fn hostile_names_and_fds_are_refused() {
     let path = t.file("target.txt", "x");
     let dir = File::open(t.files()).unwrap();
     let invalid = "org.freedesktop.portal.Error.InvalidArgument";
-    for name in [&b"a/b\0"[..], b"..\0", b".\0", b"\0", b"/etc/passwd\0", b"../../etc/passwd\0"] {
+    for name in [
+        &b"a/b\0"[..],
+        b"..\0",
+        b".\0",
+        b"\0",
+        b"/etc/passwd\0",
+        b"../../etc/passwd\0",
+    ] {
         assert_eq!(
-            err_name(t.proxy.add_named(Fd::from(dir.as_fd()), name, true, true).await),
+            err_name(
+                t.proxy
+                    .add_named(Fd::from(dir.as_fd()), name, true, true)
+                    .await
+            ),
             invalid,
             "{:?}",
             String::from_utf8_lossy(name)
         );
     }
     // A plain name works.
-    let named = t.proxy.add_named(Fd::from(dir.as_fd()), b"target.txt\0", true, true).await.unwrap();
-    assert_eq!(fs::read_to_string(t.host_view(&named, "target.txt")).unwrap(), "x");
+    let named = t
+        .proxy
+        .add_named(Fd::from(dir.as_fd()), b"target.txt\0", true, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(t.host_view(&named, "target.txt")).unwrap(),
+        "x"
+    );
 
     let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
     let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
     let write_only = OpenOptions::new().write(true).open(&path).unwrap();
-    let nofollow = OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(&path).unwrap();
+    let nofollow = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(&path)
+        .unwrap();
     let a_dir = File::open(t.files()).unwrap();
     for (what, fd) in [
         ("pipe", pipe_r.as_fd()),
         ("socket", sock.as_fd()),
         ("write-only", write_only.as_fd()),
         ("O_PATH|O_NOFOLLOW", nofollow.as_fd()),
-        ("a directory without the export-directory flag", a_dir.as_fd()),
+        (
+            "a directory without the export-directory flag",
+            a_dir.as_fd(),
+        ),
     ] {
-        assert_eq!(err_name(t.proxy.add(Fd::from(fd), true, true).await), invalid, "{what}");
+        assert_eq!(
+            err_name(t.proxy.add(Fd::from(fd), true, true).await),
+            invalid,
+            "{what}"
+        );
     }
     let f = File::open(&path).unwrap();
     assert_eq!(
@@ -655,7 +847,11 @@ async fn hostile_names_and_fds_are_refused() {
         invalid,
         "unknown flag"
     );
-    assert_eq!(err_name(t.proxy.add_full(&[], 0, "", &[]).await), invalid, "no fds");
+    assert_eq!(
+        err_name(t.proxy.add_full(&[], 0, "", &[]).await),
+        invalid,
+        "no fds"
+    );
     // Only the named document exists.
     assert_eq!(t.proxy.list("").await.unwrap().len(), 1);
 }
@@ -676,7 +872,9 @@ async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     fs::write(exported.join("doc.txt"), "public").unwrap();
     fs::write(secret.join("doc.txt"), "SECRET").unwrap();
     fs::write(secret.join("other.txt"), "SECRET").unwrap();
-    let id = t.export(&exported.join("doc.txt"), APP, &["read", "write"]).await;
+    let id = t
+        .export(&exported.join("doc.txt"), APP, &["read", "write"])
+        .await;
     let view = t.app_view(APP, &id, "doc.txt");
     assert_eq!(fs::read_to_string(&view).unwrap(), "public");
 
@@ -684,10 +882,16 @@ async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     fs::rename(&exported, t.files().join("moved")).unwrap();
     std::os::unix::fs::symlink(&secret, &exported).unwrap();
     assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
-    assert_eq!(errno(fs::read_to_string(t.host_view(&id, "doc.txt"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::read_to_string(t.host_view(&id, "doc.txt"))),
+        libc::ENOENT
+    );
     // Writing through the view cannot create a file in the secret dir.
     assert!(File::create(&view).is_err());
-    assert_eq!(fs::read_to_string(secret.join("doc.txt")).unwrap(), "SECRET");
+    assert_eq!(
+        fs::read_to_string(secret.join("doc.txt")).unwrap(),
+        "SECRET"
+    );
 
     // Back, then the file itself swapped for a symlink: not followed.
     fs::remove_file(&exported).unwrap();
@@ -698,7 +902,10 @@ async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
     // Other names in the document's directory are never reachable.
     fs::write(exported.join("neighbour.txt"), "neighbour").unwrap();
-    assert_eq!(errno(fs::metadata(view.with_file_name("neighbour.txt"))), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(view.with_file_name("neighbour.txt"))),
+        libc::ENOENT
+    );
 }
 
 /// A sandboxed caller (python3-dbus in a bubblewrap root whose
@@ -723,15 +930,26 @@ async fn a_sandboxed_caller_gets_only_what_it_proves() {
             ["addnamed", t.files().to_string_lossy(), "mine.txt"],
         ]),
     );
-    let id = r[0]["ok"].as_str().unwrap_or_else(|| panic!("{r:?}")).to_owned();
-    assert_eq!(r[1]["err"], "org.freedesktop.portal.Error.NotAllowed", "{r:?}");
-    assert_eq!(r[2]["err"], "org.freedesktop.portal.Error.NotAllowed", "{r:?}");
+    let id = r[0]["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .to_owned();
+    assert_eq!(
+        r[1]["err"], "org.freedesktop.portal.Error.NotAllowed",
+        "{r:?}"
+    );
+    assert_eq!(
+        r[2]["err"], "org.freedesktop.portal.Error.NotAllowed",
+        "{r:?}"
+    );
     let (_, apps) = t.proxy.info(&id).await.unwrap();
     // Read-only fd: no write (and so no delete), as upstream.
     assert_eq!(apps[APP], ["read", "grant-permissions"]);
     assert!(t.app_view(APP, &id, "mine.txt").exists());
 
-    let foreign = t.export(&t.file("foreign.txt", "not yours"), OTHER, &["read"]).await;
+    let foreign = t
+        .export(&t.file("foreign.txt", "not yours"), OTHER, &["read"])
+        .await;
     let r = t.sandboxed(
         APP,
         serde_json::json!([
@@ -748,9 +966,15 @@ async fn a_sandboxed_caller_gets_only_what_it_proves() {
         ]),
     );
     let not_allowed = "org.freedesktop.portal.Error.NotAllowed";
-    assert_eq!(r[0]["err"], not_allowed, "granted write it does not hold: {r:?}");
+    assert_eq!(
+        r[0]["err"], not_allowed,
+        "granted write it does not hold: {r:?}"
+    );
     assert!(r[1].get("ok").is_some(), "{r:?}");
-    assert_eq!(r[2]["err"], not_allowed, "granted on a document it has no grant on: {r:?}");
+    assert_eq!(
+        r[2]["err"], not_allowed,
+        "granted on a document it has no grant on: {r:?}"
+    );
     assert_eq!(r[3]["err"], not_allowed, "revoked its own: {r:?}");
     for i in 4..=6 {
         assert_eq!(r[i]["err"], not_allowed, "op {i}: {r:?}");
@@ -765,7 +989,10 @@ async fn a_sandboxed_caller_gets_only_what_it_proves() {
 
     // An fd on the mount: reuse gives the same document; without reuse it
     // is refused (a copy would escape a later revocation).
-    let on_mount = t.app_view(APP, &id, "mine.txt").to_string_lossy().into_owned();
+    let on_mount = t
+        .app_view(APP, &id, "mine.txt")
+        .to_string_lossy()
+        .into_owned();
     let r = t.sandboxed(
         APP,
         serde_json::json!([
@@ -774,7 +1001,10 @@ async fn a_sandboxed_caller_gets_only_what_it_proves() {
         ]),
     );
     assert_eq!(r[0]["ok"], id.as_str(), "{r:?}");
-    assert_eq!(r[1]["err"], "org.freedesktop.portal.Error.InvalidArgument", "{r:?}");
+    assert_eq!(
+        r[1]["err"], "org.freedesktop.portal.Error.InvalidArgument",
+        "{r:?}"
+    );
 }
 
 /// Our live object against Debian's copy of upstream's interface XML
@@ -795,6 +1025,10 @@ async fn the_documents_object_serves_upstreams_interface() {
     assert!(
         mismatches.is_empty(),
         "{}",
-        mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        mismatches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

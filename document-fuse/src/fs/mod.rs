@@ -34,9 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow,
+    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use rustix::fs::{AtFlags, Stat, Timestamps};
 use rustix::io::Errno;
@@ -144,7 +143,11 @@ impl DocFs {
             Node::Root | Node::ByApp | Node::App(_) => Ok(self.virtual_attr(ino, 0o500)),
             Node::DocDir { view, id } => {
                 let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
-                let mode = if perms.contains(Perms::WRITE) { 0o700 } else { 0o500 };
+                let mode = if perms.contains(Perms::WRITE) {
+                    0o700
+                } else {
+                    0o500
+                };
                 Ok(self.virtual_attr(ino, mode))
             }
             Node::File { .. } => Err(Errno::NOTDIR),
@@ -325,7 +328,11 @@ impl DocFs {
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
         let fh = self.new_handle(fd, view, id);
-        let open_flags = if keep { fuser::consts::FOPEN_KEEP_CACHE } else { 0 };
+        let open_flags = if keep {
+            fuser::consts::FOPEN_KEEP_CACHE
+        } else {
+            0
+        };
         Ok((fh, open_flags))
     }
 
@@ -560,7 +567,10 @@ impl DocFs {
                     let t = self.shared.table.read();
                     t.ids_of_app(&app)
                         .into_iter()
-                        .filter(|id| t.get(id).is_some_and(|d| d.perms_of(&app).contains(Perms::READ)))
+                        .filter(|id| {
+                            t.get(id)
+                                .is_some_and(|d| d.perms_of(&app).contains(Perms::READ))
+                        })
                         .collect()
                 };
                 for id in ids {
@@ -615,13 +625,7 @@ impl DocFs {
                         | rustix::fs::OFlags::CLOEXEC,
                     rustix::fs::Mode::empty(),
                 )?;
-                let host = if name == doc.name() {
-                    Some(fd)
-                } else {
-                    // A temporary file has no host path of its own.
-                    Some(fd)
-                };
-                Ok((doc, perms, host))
+                Ok((doc, perms, Some(fd)))
             }
             _ => Err(Errno::NODATA),
         }
@@ -765,7 +769,10 @@ impl Filesystem for DocFs {
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
         while filled < buf.len() {
-            match h.file.read_at(&mut buf[filled..], offset as u64 + filled as u64) {
+            match h
+                .file
+                .read_at(&mut buf[filled..], offset as u64 + filled as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -856,7 +863,14 @@ impl Filesystem for DocFs {
         reply.ok();
     }
 
-    fn getxattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
         if name == HOST_PATH_XATTR {
             return match self.host_path_of(ino) {
                 Some(p) => xattr_reply(reply, size, p.as_os_str().as_bytes()),
@@ -1077,7 +1091,8 @@ pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
     let session = session
         .spawn()
         .map_err(|e| MountError::Mount(mountpoint.to_owned(), e))?;
-    let st = rustix::fs::stat(mountpoint).map_err(|e| MountError::Stat(mountpoint.to_owned(), e))?;
+    let st =
+        rustix::fs::stat(mountpoint).map_err(|e| MountError::Stat(mountpoint.to_owned(), e))?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(Mounted {
         session: Some(session),

@@ -56,7 +56,11 @@ pub fn open_file(dir: impl AsFd, name: &OsStr, flags: i32, mode: u32) -> Result<
 
 /// A new temporary file next to the document, as upstream names them
 /// (`.xdp-NAME-XXXXXX`), created exclusively.
-pub fn create_temp(dir: impl AsFd, visible: &OsStr, mode: u32) -> Result<(OwnedFd, std::ffi::OsString), Errno> {
+pub fn create_temp(
+    dir: impl AsFd,
+    visible: &OsStr,
+    mode: u32,
+) -> Result<(OwnedFd, std::ffi::OsString), Errno> {
     const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let dir = dir.as_fd();
     for _ in 0..100 {
