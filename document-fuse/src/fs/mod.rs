@@ -20,6 +20,7 @@
 //! document's name renames the real file over the real document, so the
 //! original is never half-written.
 
+mod fusermount;
 mod inodes;
 mod real;
 
@@ -1041,6 +1042,9 @@ impl Invalidator {
 /// A mounted file system, unmounted on drop.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    /// Mounted by fusermount3, so unmounted by it too (fuser only unmounts
+    /// what it mounted itself).
+    via_fusermount: bool,
     pub mountpoint: PathBuf,
     /// The mount's device number: fds on it passed to Add are documents.
     pub dev: u64,
@@ -1048,16 +1052,31 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// Unmounts (lazily: a process with a file open there keeps it until
+    /// it closes it) and ends the FUSE thread.
     pub fn unmount(mut self) {
-        self.session.take();
+        self.release();
+    }
+
+    fn release(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if self.via_fusermount
+            && let Err(e) = fusermount::unmount(&self.mountpoint)
+        {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), "unmounting: {e}");
+        }
+        // Dropping the session unmounts what fuser mounted; the FUSE
+        // thread then reads ENODEV and ends.
+        drop(session);
+        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.session.take().is_some() {
-            tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
-        }
+        self.release();
     }
 }
 
@@ -1067,6 +1086,8 @@ pub enum MountError {
     MountPoint(PathBuf, std::io::Error),
     #[error("mounting FUSE at {0}: {1}")]
     Mount(PathBuf, std::io::Error),
+    #[error("mounting FUSE at {0}: {1}")]
+    Fusermount(PathBuf, fusermount::FusermountError),
     #[error("checking the mount at {0}: {1}")]
     Stat(PathBuf, Errno),
 }
@@ -1075,6 +1096,14 @@ pub enum MountError {
 /// run that died is lazily unmounted first) and serves on a thread of its
 /// own.
 pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
+    mount_with(mountpoint, shared, false)
+}
+
+fn mount_with(
+    mountpoint: &Path,
+    shared: Shared,
+    force_fusermount: bool,
+) -> Result<Mounted, MountError> {
     clear_stale(mountpoint);
     std::fs::create_dir_all(mountpoint)
         .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e))?;
@@ -1085,8 +1114,28 @@ pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
         MountOption::NoDev,
         MountOption::NoExec,
     ];
-    let session = fuser::Session::new(DocFs::new(shared.clone()), mountpoint, &options)
-        .map_err(|e| MountError::Mount(mountpoint.to_owned(), e))?;
+    // Root mounts directly; an ordinary user (who may not even open
+    // /dev/fuse) goes through fusermount3, as libfuse does.
+    let direct = if force_fusermount {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    } else {
+        fuser::Session::new(DocFs::new(shared.clone()), mountpoint, &options)
+    };
+    let (session, via_fusermount) = match direct {
+        Ok(session) => (session, false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!("mounting directly: {e}; using fusermount3");
+            let fd = fusermount::mount(
+                mountpoint,
+                "fsname=portal,subtype=portal,nosuid,nodev,noexec",
+            )
+            .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
+            let session =
+                fuser::Session::from_fd(DocFs::new(shared.clone()), fd, fuser::SessionACL::Owner);
+            (session, true)
+        }
+        Err(e) => return Err(MountError::Mount(mountpoint.to_owned(), e)),
+    };
     let notifier = session.notifier();
     let session = session
         .spawn()
@@ -1096,6 +1145,7 @@ pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(Mounted {
         session: Some(session),
+        via_fusermount,
         mountpoint: mountpoint.to_owned(),
         dev: st.st_dev,
         invalidator: Invalidator {
@@ -1120,4 +1170,51 @@ fn clear_stale(mountpoint: &Path) {
         .arg("-z")
         .arg(mountpoint)
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::DocFlags;
+
+    /// The unprivileged way (fusermount3 mounts, we serve the fd it passes
+    /// back), run as root: a document reads through both views, an app
+    /// without a grant sees nothing, and unmounting leaves no mount.
+    #[test]
+    fn served_through_fusermount() {
+        if !porthole_tests::running_as_root("served_through_fusermount")
+            || !porthole_tests::anchor_present("/usr/bin/fusermount3", "fuse3")
+        {
+            return;
+        }
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("f.txt"), "through fusermount").unwrap();
+        let st = rustix::fs::stat(files.path()).unwrap();
+        let mut doc = Document {
+            path: files.path().join("f.txt"),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            flags: DocFlags(DocFlags::TRANSIENT),
+            apps: Default::default(),
+        };
+        doc.set_perms("org.example.App", Perms::READ);
+        let shared = Shared::default();
+        shared.table.write().insert("1a".into(), doc);
+        let mnt = tempfile::tempdir().unwrap();
+        let mountpoint = mnt.path().join("doc");
+        let mounted = mount_with(&mountpoint, shared, true).unwrap();
+        assert!(mounted.via_fusermount);
+        assert_eq!(
+            std::fs::read_to_string(mountpoint.join("1a/f.txt")).unwrap(),
+            "through fusermount"
+        );
+        assert_eq!(
+            std::fs::read_to_string(mountpoint.join("by-app/org.example.App/1a/f.txt")).unwrap(),
+            "through fusermount"
+        );
+        assert!(!mountpoint.join("by-app/org.example.Other/1a").exists());
+        mounted.unmount();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!info.contains(&*mountpoint.to_string_lossy()), "{info}");
+    }
 }
