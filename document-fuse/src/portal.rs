@@ -25,7 +25,7 @@ use zvariant::{OwnedValue, Value};
 use crate::backing::{self, BackingError, Observer, Write, Writer};
 use crate::document::{DocFlags, Document, strip_nul};
 use crate::fd_path::{self, Want};
-use crate::fs::{Inodes, Invalidator};
+use crate::fs::{Inodes, Invalidator, Node};
 use crate::permissions::Perms;
 use crate::table::SharedTable;
 
@@ -150,14 +150,40 @@ impl State {
             // A file on our own mount: only an existing document may be
             // passed again, never copied into a new one (which would escape
             // a later revocation), and never made writable by it.
-            let id = {
+            let node = {
                 let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-                inodes.doc_of(validated.ino).map(|(_, id, _)| id.to_owned())
+                inodes.node(validated.ino).cloned()
             };
-            let id = id.ok_or_else(invalid_fd)?;
-            let table = self.table.read();
-            let doc = table.get(&id).ok_or_else(invalid_fd)?;
-            if !reuse_existing || (allow_write && !doc.perms_of(app).contains(Perms::WRITE)) {
+            let (id, inner) = match node {
+                Some(Node::DocDir { id, .. }) | Some(Node::File { id, .. }) => (id, None),
+                Some(Node::Sub { id, rel, .. }) if rel.components().count() == 1 => (id, None),
+                Some(Node::Sub { id, rel, .. }) => (id, Some(rel)),
+                _ => return Err(invalid_fd()),
+            };
+            let doc = self.table.read().get(&id).cloned().ok_or_else(invalid_fd)?;
+            let perms = doc.perms_of(app);
+            if let Some(rel) = inner {
+                // Inside a directory document: a document of its own for
+                // the real file, as upstream, with no more than the view
+                // may do.
+                if !perms.contains(Perms::READ) || (allow_write && !perms.contains(Perms::WRITE)) {
+                    return Err(invalid_fd());
+                }
+                let (path, dir_dev, dir_ino, is_dir) =
+                    tokio::task::spawn_blocking(move || crate::fs::locate(&doc, &rel))
+                        .await
+                        .map_err(|_| invalid_fd())?
+                        .map_err(|_| invalid_fd())?;
+                if is_dir != (want == Want::Directory) {
+                    return Err(invalid_fd());
+                }
+                checked.path = path;
+                checked.dir_dev = dir_dev;
+                checked.dir_ino = dir_ino;
+                checked.writable = checked.writable && perms.contains(Perms::WRITE);
+                return Ok(checked);
+            }
+            if !reuse_existing || (allow_write && !perms.contains(Perms::WRITE)) {
                 return Err(invalid_fd());
             }
             checked.existing = Some(id);

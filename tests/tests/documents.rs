@@ -1032,3 +1032,133 @@ async fn the_documents_object_serves_upstreams_interface() {
             .join("\n")
     );
 }
+
+/// A directory document (AddFull with export-directory): the app's view
+/// shows the directory under its own name and the real tree below it; a
+/// read-write grant creates, renames, links and removes there (seen on the
+/// host at once), a read-only grant only reads; the directory swapped for
+/// a symlink exposes nothing; a file inside, passed back to Add through
+/// the mount, becomes a document of its own for the real file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_document_shows_its_tree() {
+    if !can_run("a_directory_document_shows_its_tree") {
+        return;
+    }
+    let t = Docs::start().await;
+    let project = t.files().join("project");
+    fs::create_dir_all(project.join("src")).unwrap();
+    fs::write(project.join("README"), "read me").unwrap();
+    fs::write(project.join("src/main.rs"), "fn main() {}").unwrap();
+    let dir = File::open(&project).unwrap();
+    const EXPORT_DIRECTORY: u32 = 8;
+    let (ids, _) = t
+        .proxy
+        .add_full(
+            &[Fd::from(dir.as_fd())],
+            PERSISTENT | EXPORT_DIRECTORY,
+            APP,
+            &["read", "write"],
+        )
+        .await
+        .unwrap();
+    let id = &ids[0];
+    t.proxy
+        .grant_permissions(id, OTHER, &["read"])
+        .await
+        .unwrap();
+    let rw = t.app_view(APP, id, "project");
+    let ro = t.app_view(OTHER, id, "project");
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&t.mount().join("by-app").join(APP).join(id)),
+        ["project"]
+    );
+    assert!(fs::metadata(&rw).unwrap().is_dir());
+    assert_eq!(names(&rw), ["README", "src"]);
+    assert_eq!(
+        fs::read_to_string(rw.join("src/main.rs")).unwrap(),
+        "fn main() {}"
+    );
+    assert_eq!(fs::read_to_string(ro.join("README")).unwrap(), "read me");
+    assert_eq!(
+        xattr_get(&rw.join("src/main.rs"), "user.document-portal.host-path"),
+        project
+            .join("src/main.rs")
+            .into_os_string()
+            .into_encoded_bytes()
+    );
+
+    // Read-write: the editor's safe save, a new directory, a symlink,
+    // removal; all on the host at once.
+    fs::write(rw.join("src/.main.rs.tmp"), "fn main() { saved() }").unwrap();
+    fs::rename(rw.join("src/.main.rs.tmp"), rw.join("src/main.rs")).unwrap();
+    assert_eq!(
+        fs::read_to_string(project.join("src/main.rs")).unwrap(),
+        "fn main() { saved() }"
+    );
+    fs::create_dir(rw.join("docs")).unwrap();
+    fs::write(rw.join("docs/guide.md"), "# guide").unwrap();
+    assert_eq!(
+        fs::read_to_string(project.join("docs/guide.md")).unwrap(),
+        "# guide"
+    );
+    std::os::unix::fs::symlink("../README", rw.join("docs/readme-link")).unwrap();
+    assert_eq!(
+        fs::read_link(rw.join("docs/readme-link")).unwrap(),
+        Path::new("../README")
+    );
+    assert_eq!(
+        fs::read_link(project.join("docs/readme-link")).unwrap(),
+        Path::new("../README")
+    );
+    fs::remove_file(rw.join("docs/readme-link")).unwrap();
+    fs::remove_file(rw.join("docs/guide.md")).unwrap();
+    fs::remove_dir(rw.join("docs")).unwrap();
+    assert!(!project.join("docs").exists());
+
+    // Read-only: nothing changes.
+    assert_eq!(errno(File::create(ro.join("new"))), libc::EACCES);
+    assert_eq!(
+        errno(OpenOptions::new().write(true).open(ro.join("README"))),
+        libc::EACCES
+    );
+    assert_eq!(errno(fs::remove_file(ro.join("README"))), libc::EACCES);
+    assert_eq!(errno(fs::create_dir(ro.join("d"))), libc::EACCES);
+    assert_eq!(
+        errno(fs::rename(ro.join("README"), ro.join("R"))),
+        libc::EACCES
+    );
+    assert_eq!(names(&project), ["README", "src"]);
+
+    // A file inside, passed back through the mount: its own document.
+    let inner = File::open(rw.join("src/main.rs")).unwrap();
+    let own = t
+        .proxy
+        .add(Fd::from(inner.as_fd()), true, true)
+        .await
+        .unwrap();
+    assert_ne!(&own, id);
+    let (path, _) = t.proxy.info(&own).await.unwrap();
+    let mut want = project
+        .join("src/main.rs")
+        .into_os_string()
+        .into_encoded_bytes();
+    want.push(0);
+    assert_eq!(path, want);
+
+    // The exported directory swapped for a symlink to another: nothing.
+    let secret = t.files().join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::write(secret.join("README"), "SECRET").unwrap();
+    fs::rename(&project, t.files().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&secret, &project).unwrap();
+    assert!(fs::read_to_string(rw.join("README")).is_err());
+    assert!(fs::read_dir(&rw).is_err());
+}

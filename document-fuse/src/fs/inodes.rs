@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 
 /// The view a node belongs to: `""` is the host's (every document, every
 /// permission), anything else an app id (`by-app/APP_ID`).
@@ -27,6 +28,13 @@ pub enum Node {
         id: String,
         name: OsString,
     },
+    /// Inside a directory document: `rel` is the path below the document
+    /// directory, starting with the exported directory's own name.
+    Sub {
+        view: View,
+        id: String,
+        rel: PathBuf,
+    },
 }
 
 pub const ROOT_INO: u64 = 1;
@@ -42,6 +50,8 @@ pub struct Inodes {
     nodes: HashMap<u64, Node>,
     /// Files handed out under each document directory, for invalidation.
     files: HashMap<(View, String), BTreeMap<OsString, u64>>,
+    /// Nodes handed out inside each directory document, for invalidation.
+    subs: HashMap<(View, String), Vec<u64>>,
     next: u64,
 }
 
@@ -51,6 +61,7 @@ impl Default for Inodes {
             by_node: HashMap::new(),
             nodes: HashMap::new(),
             files: HashMap::new(),
+            subs: HashMap::new(),
             next: 3,
         };
         i.by_node.insert(Node::Root, ROOT_INO);
@@ -69,11 +80,20 @@ impl Inodes {
         }
         let ino = self.next;
         self.next += 1;
-        if let Node::File { view, id, name } = &node {
-            self.files
-                .entry((view.clone(), id.clone()))
-                .or_default()
-                .insert(name.clone(), ino);
+        match &node {
+            Node::File { view, id, name } => {
+                self.files
+                    .entry((view.clone(), id.clone()))
+                    .or_default()
+                    .insert(name.clone(), ino);
+            }
+            Node::Sub { view, id, .. } => {
+                self.subs
+                    .entry((view.clone(), id.clone()))
+                    .or_default()
+                    .push(ino);
+            }
+            _ => {}
         }
         self.by_node.insert(node.clone(), ino);
         self.nodes.insert(ino, node);
@@ -97,12 +117,21 @@ impl Inodes {
             .unwrap_or_default()
     }
 
+    /// Nodes handed out inside one directory document.
+    pub fn subs_of(&self, view: &str, id: &str) -> Vec<u64> {
+        self.subs
+            .get(&(view.to_owned(), id.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The document id a FUSE inode belongs to (for an fd on the mount
     /// passed back to Add), with its view.
     pub fn doc_of(&self, ino: u64) -> Option<(&str, &str, Option<&OsStr>)> {
         match self.nodes.get(&ino)? {
             Node::DocDir { view, id } => Some((view, id, None)),
             Node::File { view, id, name } => Some((view, id, Some(name))),
+            Node::Sub { view, id, rel } => Some((view, id, Some(rel.as_os_str()))),
             _ => None,
         }
     }

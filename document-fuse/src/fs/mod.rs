@@ -23,6 +23,7 @@
 mod fusermount;
 mod inodes;
 mod real;
+mod tree;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -42,6 +43,7 @@ use rustix::fs::{AtFlags, Stat, Timestamps};
 use rustix::io::Errno;
 
 pub use inodes::{BY_APP_INO, Inodes, Node, ROOT_INO, View};
+pub use tree::locate;
 
 use crate::document::Document;
 use crate::permissions::Perms;
@@ -151,7 +153,7 @@ impl DocFs {
                 };
                 Ok(self.virtual_attr(ino, mode))
             }
-            Node::File { .. } => Err(Errno::NOTDIR),
+            Node::File { .. } | Node::Sub { .. } => Err(Errno::NOTDIR),
         }
     }
 
@@ -187,7 +189,7 @@ impl DocFs {
             mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
             ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
             crtime: UNIX_EPOCH,
-            kind: FileType::RegularFile,
+            kind: kind_of(st.st_mode),
             perm,
             nlink: st.st_nlink as u32,
             uid: st.st_uid,
@@ -287,6 +289,20 @@ impl DocFs {
                 let ino = self.ino(node.clone());
                 Ok((self.virtual_node_attr(ino, &node)?, VIRTUAL_TTL))
             }
+            Node::DocDir { view, id }
+                if self
+                    .visible(&view, &id)
+                    .is_some_and(|(d, _)| d.flags.directory()) =>
+            {
+                let (doc, _) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
+                if name != doc.name() {
+                    return Err(Errno::NOENT);
+                }
+                Ok((self.tree_node(&view, &id, PathBuf::from(name))?, REAL_TTL))
+            }
+            Node::Sub { view, id, rel } => {
+                Ok((self.tree_node(&view, &id, rel.join(name))?, REAL_TTL))
+            }
             Node::DocDir { view, id } => {
                 let (_, perms, _, _, st) = self.real_file(&view, &id, name)?;
                 let ino = self.ino(Node::File {
@@ -307,6 +323,10 @@ impl DocFs {
                 let (_, perms, _, _, st) = self.real_file(view, id, name)?;
                 Ok((self.file_attr(ino, &st, perms), REAL_TTL))
             }
+            Node::Sub { view, id, rel } => {
+                let (_, perms, fd) = self.resolve(view, id, rel)?;
+                Ok((self.tree_attr(ino, &fd, perms)?, REAL_TTL))
+            }
             other => Ok((self.virtual_node_attr(ino, other)?, VIRTUAL_TTL)),
         }
     }
@@ -320,6 +340,9 @@ impl DocFs {
     }
 
     fn open_inner(&mut self, ino: u64, flags: i32) -> Result<(u64, u32), Errno> {
+        if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
+            return self.tree_open(ino, &view, &id, &rel, flags);
+        }
         let (view, id, name) = self.file_node(ino)?;
         let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
         if wants_write(flags) && !perms.contains(Perms::WRITE) {
@@ -355,6 +378,9 @@ impl DocFs {
         mode: u32,
         flags: i32,
     ) -> Result<(FileAttr, u64), Errno> {
+        if let Some(Node::Sub { view, id, rel }) = self.node(parent) {
+            return self.tree_create(&view, &id, &rel, name, mode, flags);
+        }
         let (view, id, doc, perms) = self.doc_dir_of(parent)?;
         if !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
@@ -401,13 +427,20 @@ impl DocFs {
         mtime: Option<TimeOrNow>,
         fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
+        if uid.is_some() || gid.is_some() {
+            return Err(Errno::PERM);
+        }
+        let times = (atime.is_some() || mtime.is_some()).then(|| Timestamps {
+            last_access: timespec(atime),
+            last_modification: timespec(mtime),
+        });
+        if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
+            return self.tree_setattr(ino, &view, &id, &rel, mode, size, times, fh);
+        }
         let (view, id, name) = self.file_node(ino)?;
         let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
         if !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
-        }
-        if uid.is_some() || gid.is_some() {
-            return Err(Errno::PERM);
         }
         if let Some(size) = size {
             match fh.and_then(|fh| self.handles.get(&fh)) {
@@ -422,28 +455,7 @@ impl DocFs {
             let fd = real::open_file(&dir, &real, libc::O_RDONLY, 0)?;
             rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
         }
-        if atime.is_some() || mtime.is_some() {
-            let ts = |t: Option<TimeOrNow>| match t {
-                None => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_OMIT,
-                },
-                Some(TimeOrNow::Now) => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_NOW,
-                },
-                Some(TimeOrNow::SpecificTime(t)) => {
-                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-                    rustix::fs::Timespec {
-                        tv_sec: d.as_secs() as i64,
-                        tv_nsec: d.subsec_nanos() as _,
-                    }
-                }
-            };
-            let times = Timestamps {
-                last_access: ts(atime),
-                last_modification: ts(mtime),
-            };
+        if let Some(times) = times {
             rustix::fs::utimensat(&dir, &real, &times, AtFlags::SYMLINK_NOFOLLOW)?;
         }
         let st = real::stat_file(&dir, &real)?;
@@ -451,6 +463,9 @@ impl DocFs {
     }
 
     fn unlink_inner(&mut self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        if let Some(Node::Sub { view, id, rel }) = self.node(parent) {
+            return self.tree_unlink(&view, &id, &rel, name, false);
+        }
         let (view, id, doc, perms) = self.doc_dir_of(parent)?;
         if !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
@@ -479,6 +494,26 @@ impl DocFs {
         newname: &OsStr,
         flags: u32,
     ) -> Result<(), Errno> {
+        match (self.node(parent), self.node(newparent)) {
+            (
+                Some(Node::Sub { view, id, rel }),
+                Some(Node::Sub {
+                    view: v2,
+                    id: i2,
+                    rel: r2,
+                }),
+            ) => {
+                if view != v2 || id != i2 {
+                    return Err(Errno::XDEV);
+                }
+                if flags != 0 {
+                    return Err(Errno::INVAL);
+                }
+                return self.tree_rename(&view, &id, (&rel, name), (&r2, newname));
+            }
+            (Some(Node::Sub { .. }), _) | (_, Some(Node::Sub { .. })) => return Err(Errno::XDEV),
+            _ => {}
+        }
         if parent != newparent {
             return Err(Errno::XDEV);
         }
@@ -582,9 +617,19 @@ impl DocFs {
                     out.push((i, FileType::Directory, id.into()));
                 }
             }
+            Node::Sub { view, id, rel } => {
+                out.extend(self.tree_readdir(&view, &id, &rel)?);
+            }
             Node::DocDir { view, id } => {
                 let (doc, _) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
-                if !doc.flags.directory() {
+                if doc.flags.directory() {
+                    let i = self.ino(Node::Sub {
+                        view: view.clone(),
+                        id: id.clone(),
+                        rel: PathBuf::from(doc.name()),
+                    });
+                    out.push((i, FileType::Directory, doc.name().to_owned()));
+                } else {
                     let dir = real::open_dir(&doc)?;
                     let mut names = Vec::new();
                     if real::stat_file(&dir, doc.name()).is_ok() {
@@ -628,6 +673,10 @@ impl DocFs {
                 )?;
                 Ok((doc, perms, Some(fd)))
             }
+            Node::Sub { view, id, rel } => {
+                let (doc, perms, fd) = self.resolve(&view, &id, &rel)?;
+                Ok((doc, perms, Some(fd)))
+            }
             _ => Err(Errno::NODATA),
         }
     }
@@ -639,7 +688,41 @@ impl DocFs {
                 let (doc, _) = self.visible(&view, &id)?;
                 (name == doc.name()).then_some(doc.path)
             }
+            Node::Sub { view, id, rel } => self.tree_host_path(&view, &id, &rel),
             _ => None,
+        }
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::Directory => FileType::Directory,
+        rustix::fs::FileType::Symlink => FileType::Symlink,
+        rustix::fs::FileType::Fifo => FileType::NamedPipe,
+        rustix::fs::FileType::Socket => FileType::Socket,
+        rustix::fs::FileType::CharacterDevice => FileType::CharDevice,
+        rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// A time for utimensat: omitted, now, or the given time.
+fn timespec(t: Option<TimeOrNow>) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            rustix::fs::Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as _,
+            }
         }
     }
 }
@@ -958,17 +1041,84 @@ impl Filesystem for DocFs {
         };
         let perms = match &node {
             Node::Root | Node::ByApp | Node::App(_) => Perms::READ,
-            Node::DocDir { view, id } | Node::File { view, id, .. } => {
-                match self.visible(view, id) {
-                    Some((_, p)) => p,
-                    None => return reply.error(libc::ENOENT),
-                }
-            }
+            Node::DocDir { view, id }
+            | Node::File { view, id, .. }
+            | Node::Sub { view, id, .. } => match self.visible(view, id) {
+                Some((_, p)) => p,
+                None => return reply.error(libc::ENOENT),
+            },
         };
         if mask & libc::W_OK != 0 && !perms.contains(Perms::WRITE) {
             return reply.error(libc::EACCES);
         }
         reply.ok();
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = match self.node(parent) {
+            Some(Node::Sub { view, id, rel }) => {
+                self.tree_mkdir(&view, &id, &rel, name, mode & !umask)
+            }
+            Some(_) => Err(Errno::PERM),
+            None => Err(Errno::NOENT),
+        };
+        match r {
+            Ok(attr) => reply.entry(&REAL_TTL, &attr, 0),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let r = match self.node(parent) {
+            Some(Node::Sub { view, id, rel }) => self.tree_unlink(&view, &id, &rel, name, true),
+            Some(_) => Err(Errno::PERM),
+            None => Err(Errno::NOENT),
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn symlink(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = match self.node(parent) {
+            Some(Node::Sub { view, id, rel }) => {
+                self.tree_symlink(&view, &id, &rel, link_name, target)
+            }
+            Some(_) => Err(Errno::PERM),
+            None => Err(Errno::NOENT),
+        };
+        match r {
+            Ok(attr) => reply.entry(&REAL_TTL, &attr, 0),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        let r = match self.node(ino) {
+            Some(Node::Sub { view, id, rel }) => self.tree_readlink(&view, &id, &rel),
+            Some(_) => Err(Errno::INVAL),
+            None => Err(Errno::NOENT),
+        };
+        match r {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
     }
 
     fn create(
@@ -1004,7 +1154,7 @@ impl Invalidator {
         let Some(notifier) = lock(&self.notifier).clone() else {
             return;
         };
-        let (parent, dir, files) = {
+        let (parent, dir, files, subs) = {
             let inodes = lock(&self.shared.inodes);
             let parent = if view.is_empty() {
                 Some(ROOT_INO)
@@ -1015,8 +1165,16 @@ impl Invalidator {
                 view: view.to_owned(),
                 id: id.to_owned(),
             });
-            (parent, dir, inodes.files_of(view, id))
+            (
+                parent,
+                dir,
+                inodes.files_of(view, id),
+                inodes.subs_of(view, id),
+            )
         };
+        for ino in subs {
+            let _ = notifier.inval_inode(ino, 0, 0);
+        }
         // ENOENT: the kernel has already forgotten the node; nothing to drop.
         if let Some(dir) = dir {
             for (name, ino) in &files {
