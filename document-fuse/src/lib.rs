@@ -12,6 +12,7 @@
 //! - [`fd_path`]: what file a caller's fd names, and whether the caller may
 //!   export it (upstream's `xdp_app_info_get_path_for_fd`);
 //! - [`portal`]: the D-Bus interface;
+//! - [`transfer`]: `org.freedesktop.portal.FileTransfer`, on the same object;
 //! - [`fs`]: the FUSE file system, its inodes and its cache invalidation.
 
 pub mod backing;
@@ -21,6 +22,7 @@ pub mod fs;
 pub mod permissions;
 pub mod portal;
 pub mod table;
+pub mod transfer;
 
 pub use document::{DocFlags, Document};
 pub use permissions::Perms;

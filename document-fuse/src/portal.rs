@@ -71,17 +71,17 @@ fn bytestring(path: &Path) -> Vec<u8> {
 }
 
 /// One fd of an Add call, checked.
-struct Checked {
-    path: PathBuf,
-    dir_dev: u64,
-    dir_ino: u64,
-    writable: bool,
+pub(crate) struct Checked {
+    pub(crate) path: PathBuf,
+    pub(crate) dir_dev: u64,
+    pub(crate) dir_ino: u64,
+    pub(crate) writable: bool,
     /// Set when the fd is on our own mount: the document it shows.
-    existing: Option<String>,
+    pub(crate) existing: Option<String>,
 }
 
 impl State {
-    async fn caller(
+    pub(crate) async fn caller(
         &self,
         conn: &zbus::Connection,
         hdr: &Header<'_>,
@@ -93,7 +93,10 @@ impl State {
 
     /// The path on the mount an app sees (`/run/user/UID/doc/ID/NAME`, or
     /// ours) as the host reaches it (`.../doc/by-app/APP/ID/NAME`).
-    fn alternate(&self, app: &str) -> impl Fn(&Path) -> Option<PathBuf> + Send + 'static {
+    pub(crate) fn alternate(
+        &self,
+        app: &str,
+    ) -> impl Fn(&Path) -> Option<PathBuf> + Send + 'static {
         let mountpoint = self.mountpoint.clone();
         let app = app.to_owned();
         let sandbox = PathBuf::from(format!(
@@ -117,7 +120,7 @@ impl State {
     /// Upstream's `validate_fd` plus the check of an fd on our own mount
     /// (`verify_existing_document`), off the async thread: the caller's fd
     /// may be on a file system that is slow to answer.
-    async fn check_fd(
+    pub(crate) async fn check_fd(
         &self,
         fd: OwnedFd,
         app: &str,
@@ -283,7 +286,6 @@ impl State {
     ) -> Result<Vec<String>, PortalError> {
         let app = caller.app_id_str().unwrap_or_default().to_owned();
         let reuse_existing = flags & add_flags::REUSE_EXISTING != 0;
-        let persistent = flags & add_flags::PERSISTENT != 0;
         let directory = flags & add_flags::EXPORT_DIRECTORY != 0;
         let allow_write = target_perms.contains(Perms::WRITE);
         let want = if directory {
@@ -293,16 +295,33 @@ impl State {
         };
         let mut checked = Vec::with_capacity(fds.len());
         for fd in fds {
-            checked.push(
-                self.check_fd(fd, &app, want, reuse_existing, allow_write)
-                    .await?,
-            );
+            let c = self
+                .check_fd(fd, &app, want, reuse_existing, allow_write)
+                .await?;
+            checked.push((c, flags));
         }
-        let mut ids = Vec::with_capacity(checked.len());
+        Ok(self.commit(&app, checked, target_app, target_perms).await)
+    }
+
+    /// Makes (or reuses) the documents for checked files, each with its
+    /// own add flags, gives the adding app its permissions and the target
+    /// app `target_perms`, and returns the ids once the store has them and
+    /// the kernel's caches are dropped.
+    pub(crate) async fn commit(
+        &self,
+        app: &str,
+        checked: Vec<(Checked, u32)>,
+        target_app: &str,
+        target_perms: Perms,
+    ) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::with_capacity(checked.len());
         let mut waits = Vec::new();
         {
             let mut table = self.table.write();
-            for c in checked {
+            for (c, flags) in checked {
+                let reuse_existing = flags & add_flags::REUSE_EXISTING != 0;
+                let persistent = flags & add_flags::PERSISTENT != 0;
+                let directory = flags & add_flags::EXPORT_DIRECTORY != 0;
                 // AS_NEEDED_BY_APP: upstream asks `flatpak info
                 // --file-access`; we have no such view of an app's static
                 // permissions, so a document is always made.
@@ -328,7 +347,7 @@ impl State {
                                 caller_perms |= Perms::DELETE;
                             }
                         }
-                        grants.push((app.clone(), caller_perms));
+                        grants.push((app.to_owned(), caller_perms));
                     }
                     if !target_app.is_empty() && !target_perms.is_empty() {
                         grants.push((target_app.to_owned(), target_perms));
@@ -357,17 +376,17 @@ impl State {
         }
         let mut views = vec![String::new()];
         if !app.is_empty() {
-            views.push(app.clone());
+            views.push(app.to_owned());
         }
         if !target_app.is_empty() && !target_perms.is_empty() {
             views.push(target_app.to_owned());
         }
         let invalidate = ids.iter().map(|id| (id.clone(), views.clone())).collect();
         self.finish(waits, invalidate).await;
-        Ok(ids)
+        ids
     }
 
-    fn mountpoint_extra(&self) -> HashMap<String, OwnedValue> {
+    pub(crate) fn mountpoint_extra(&self) -> HashMap<String, OwnedValue> {
         let value = Value::from(bytestring(&self.mountpoint));
         let mut extra = HashMap::new();
         if let Ok(v) = OwnedValue::try_from(value) {

@@ -205,6 +205,14 @@ impl Docs {
     /// Runs the python3-dbus client inside a bubblewrap sandbox whose
     /// `/.flatpak-info` names `app`, with `ops` (JSON); returns its results.
     fn sandboxed(&self, app: &str, ops: serde_json::Value) -> Vec<serde_json::Value> {
+        let mut cmd = self.sandboxed_command(app, ops);
+        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
+        assert!(status.success(), "sandboxed client failed: {out}{err}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    }
+
+    /// The python3-dbus client in a sandbox naming `app`, not yet started.
+    fn sandboxed_command(&self, app: &str, ops: serde_json::Value) -> std::process::Command {
         let script = self.bus.root().join("client.py");
         fs::write(&script, CLIENT_PY).unwrap();
         let info = self.bus.root().join(format!("info-{app}"));
@@ -234,9 +242,7 @@ impl Docs {
             .arg(&script)
             .arg(ops.to_string())
             .env("DBUS_SESSION_BUS_ADDRESS", self.bus.address());
-        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
-        assert!(status.success(), "sandboxed client failed: {out}{err}");
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+        cmd
     }
 }
 
@@ -267,6 +273,9 @@ bus = dbus.SessionBus()
 d = dbus.Interface(bus.get_object("org.freedesktop.portal.Documents",
                                   "/org/freedesktop/portal/documents"),
                    "org.freedesktop.portal.Documents")
+ft = dbus.Interface(bus.get_object("org.freedesktop.portal.Documents",
+                                   "/org/freedesktop/portal/documents"),
+                    "org.freedesktop.portal.FileTransfer")
 def fd(path, mode):
     flags = {"r": os.O_RDONLY, "rw": os.O_RDWR, "path": os.O_PATH}[mode]
     return dbus.types.UnixFd(os.open(path, flags))
@@ -289,7 +298,9 @@ def conv(v):
         return None
     return str(v)
 out = []
+key = None
 for op in json.loads(sys.argv[1]):
+    op = [key if a == "$KEY" else a for a in op]
     name = op[0]
     try:
         if name == "add":
@@ -312,6 +323,19 @@ for op in json.loads(sys.argv[1]):
             r = d.Lookup(ay(op[1]))
         elif name == "hostpaths":
             r = d.GetHostPaths(strs(op[1]))
+        elif name == "start":
+            r = key = str(ft.StartTransfer(dbus.Dictionary({k: dbus.Boolean(v) for k, v in op[1].items()}, signature="sv")))
+        elif name == "addfiles":
+            r = ft.AddFiles(op[1], [fd(p, op[3]) for p in op[2]], dbus.Dictionary({}, signature="sv"))
+        elif name == "retrieve":
+            r = ft.RetrieveFiles(op[1], dbus.Dictionary({}, signature="sv"))
+        elif name == "stop":
+            r = ft.StopTransfer(op[1])
+        elif name == "hold":
+            print(json.dumps(out), flush=True)
+            out = []
+            sys.stdin.readline()
+            continue
         else:
             raise Exception("unknown op " + name)
         out.append({"ok": conv(r)})
@@ -1161,4 +1185,213 @@ async fn a_directory_document_shows_its_tree() {
     std::os::unix::fs::symlink(&secret, &project).unwrap();
     assert!(fs::read_to_string(rw.join("README")).is_err());
     assert!(fs::read_dir(&rw).is_err());
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.portal.FileTransfer",
+    default_service = "org.freedesktop.portal.Documents",
+    default_path = "/org/freedesktop/portal/documents"
+)]
+trait FileTransfer {
+    fn start_transfer(&self, options: HashMap<&str, zvariant::Value<'_>>) -> zbus::Result<String>;
+    fn add_files(
+        &self,
+        key: &str,
+        fds: &[Fd<'_>],
+        options: HashMap<&str, zvariant::Value<'_>>,
+    ) -> zbus::Result<()>;
+    fn retrieve_files(
+        &self,
+        key: &str,
+        options: HashMap<&str, zvariant::Value<'_>>,
+    ) -> zbus::Result<Vec<String>>;
+    fn stop_transfer(&self, key: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn transfer_closed(&self, key: String) -> zbus::Result<()>;
+    #[zbus(property, name = "version")]
+    fn version(&self) -> zbus::Result<u32>;
+}
+
+/// A sandboxed client that runs its ops up to `["hold"]`, reports them,
+/// and keeps its bus connection until released.
+struct Holder {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    results: Vec<serde_json::Value>,
+}
+
+impl Holder {
+    fn start(t: &Docs, app: &str, ops: serde_json::Value) -> Holder {
+        let mut cmd = t.sandboxed_command(app, ops);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let results = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        Holder {
+            child,
+            out,
+            results,
+        }
+    }
+
+    fn key(&self) -> String {
+        self.results[0]["ok"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{:?}", self.results))
+            .to_owned()
+    }
+
+    /// Lets the client finish; its connection closes.
+    fn release(mut self) {
+        let _ = self.child.stdin.take().unwrap().write_all(b"\n");
+        let mut rest = String::new();
+        let _ = self.out.read_to_string(&mut rest);
+        assert!(self.child.wait().unwrap().success(), "{rest}");
+    }
+}
+
+/// FileTransfer between two sandboxed apps (drag and drop): the source
+/// starts a transfer and adds a file it opened; while it is connected, the
+/// target retrieves a path under the mount that it can read (read-only: the
+/// transfer was not writable) and the key is spent (autostop); only the
+/// owner adds files; a writable transfer refuses a read-only fd; the host
+/// gets plain paths; a transfer ends with its owner's connection, and
+/// StopTransfer sends TransferClosed to the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_transfer_between_apps() {
+    if !can_run("file_transfer_between_apps") {
+        return;
+    }
+    let t = Docs::start().await;
+    let ft = FileTransferProxy::new(&t.conn).await.unwrap();
+    assert_eq!(ft.version().await.unwrap(), 1);
+    let path = t.file("dragged.txt", "dropped content");
+    let p = path.to_string_lossy().into_owned();
+    let denied = "org.freedesktop.DBus.Error.AccessDenied";
+
+    let source = Holder::start(
+        &t,
+        APP,
+        serde_json::json!([["start", {}], ["addfiles", "$KEY", [p], "r"], ["hold"]]),
+    );
+    let key = source.key();
+    assert!(
+        source.results[1].get("ok").is_some(),
+        "{:?}",
+        source.results
+    );
+    // Only the owner adds files.
+    let f = File::open(&path).unwrap();
+    assert_eq!(
+        err_name(
+            ft.add_files(&key, &[Fd::from(f.as_fd())], HashMap::new())
+                .await
+        ),
+        denied
+    );
+    let r = t.sandboxed(
+        OTHER,
+        serde_json::json!([["retrieve", key], ["retrieve", key]]),
+    );
+    let files = r[0]["ok"].as_array().unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(r[1]["err"], denied, "the key outlived its retrieval: {r:?}");
+    assert_eq!(files.len(), 1);
+    let got = PathBuf::from(files[0].as_str().unwrap());
+    assert_eq!(got.file_name().unwrap(), "dragged.txt");
+    assert_eq!(got.parent().unwrap().parent().unwrap(), t.mount());
+    let id = got
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let view = t.app_view(OTHER, &id, "dragged.txt");
+    assert_eq!(fs::read_to_string(&view).unwrap(), "dropped content");
+    assert_eq!(
+        errno(OpenOptions::new().write(true).open(&view)),
+        libc::EACCES
+    );
+    let (_, apps) = t.proxy.info(&id).await.unwrap();
+    assert_eq!(apps[OTHER], ["read"]);
+    // As upstream: the source's file is reopened O_PATH by the service at
+    // retrieval, and the source's own grant follows what the service may
+    // do with it (here write too), not the fd the source passed.
+    assert_eq!(apps[APP], ["read", "write", "grant-permissions"]);
+    source.release();
+
+    // Writable transfers need writable fds.
+    let r = t.sandboxed(
+        APP,
+        serde_json::json!([["start", {"writable": true}], ["addfiles", "$KEY", [p], "r"]]),
+    );
+    assert_eq!(
+        r[1]["err"], "org.freedesktop.portal.Error.NotAllowed",
+        "{r:?}"
+    );
+
+    // The host gets the plain path; without autostop the key stays until
+    // its owner leaves the bus.
+    let source = Holder::start(
+        &t,
+        APP,
+        serde_json::json!([["start", {"autostop": false}], ["addfiles", "$KEY", [p], "r"], ["hold"]]),
+    );
+    let key = source.key();
+    assert_eq!(
+        ft.retrieve_files(&key, HashMap::new()).await.unwrap(),
+        std::slice::from_ref(&p)
+    );
+    assert_eq!(
+        ft.retrieve_files(&key, HashMap::new()).await.unwrap(),
+        std::slice::from_ref(&p)
+    );
+    source.release();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ft.retrieve_files(&key, HashMap::new()).await.is_ok() {
+        assert!(Instant::now() < deadline, "a transfer outlived its owner");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // StopTransfer: TransferClosed reaches the owner.
+    let mut closed = ft.receive_transfer_closed().await.unwrap();
+    let key = ft.start_transfer(HashMap::new()).await.unwrap();
+    ft.stop_transfer(&key).await.unwrap();
+    let signal = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut closed),
+    )
+    .await
+    .expect("TransferClosed")
+    .unwrap();
+    assert_eq!(signal.args().unwrap().key, key);
+    assert_eq!(err_name(ft.stop_transfer(&key).await), denied);
+}
+
+/// FileTransfer's live object against Debian's copy of upstream's XML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_transfer_object_serves_upstreams_interface() {
+    if !can_run("the_file_transfer_object_serves_upstreams_interface") {
+        return;
+    }
+    let reference = conformance::reference_path("org.freedesktop.portal.FileTransfer");
+    if !porthole_tests::anchor_present(&reference.to_string_lossy(), "xdg-desktop-portal-dev") {
+        return;
+    }
+    let t = Docs::start().await;
+    let mismatches = conformance::check_object(&t.conn, DOCS_NAME, DOCS_PATH, &reference)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        mismatches.is_empty(),
+        "{}",
+        mismatches
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

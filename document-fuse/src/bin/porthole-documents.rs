@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use porthole_documents::backing::{self, Watch, Writer};
 use porthole_documents::portal::{Documents, State, StoreSync};
+use porthole_documents::transfer::{self, FileTransfer, Transfers};
 use porthole_documents::{BUS_NAME, OBJECT_PATH, SharedTable, Table, fs};
 use porthole_service::{CommonArgs, Daemon, Strict};
 
@@ -78,13 +79,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mountpoint: mountpoint.clone(),
         fuse_dev: mounted.dev,
     };
+    let transfers = Transfers::default();
     conn.object_server()
-        .at(OBJECT_PATH, Strict::new(Documents(state)))
+        .at(OBJECT_PATH, Strict::new(Documents(state.clone())))
         .await
         .context("exporting the object")?;
+    conn.object_server()
+        .at(
+            OBJECT_PATH,
+            Strict::new(FileTransfer {
+                state,
+                transfers: transfers.clone(),
+            }),
+        )
+        .await
+        .context("exporting FileTransfer")?;
     let served = bus
-        .serve(|_| {
+        .serve(|conn| {
             tokio::spawn(watch.run(writer, sync));
+            tokio::spawn(transfer::watch_peers(conn.clone(), transfers));
         })
         .await;
     // Unmount whatever ended the service, before exiting.
