@@ -798,6 +798,34 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     t.stop_docs(libc::SIGTERM);
 }
 
+/// Unmounted from outside (`umount`), the service has nothing to serve: it
+/// releases its name and exits cleanly, as upstream exits then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmount_from_outside_ends_the_service() {
+    if !can_run("an_unmount_from_outside_ends_the_service") {
+        return;
+    }
+    let mut t = Docs::start().await;
+    let (status, out, err) = run_with_timeout(
+        std::process::Command::new("umount").arg(t.mount()),
+        Duration::from_secs(10),
+    );
+    assert!(status.success(), "{out}{err}");
+    let status = t
+        .docs
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still running:\n{}", t.docs.log_text()));
+    assert!(status.success(), "{status}:\n{}", t.docs.log_text());
+    assert!(t.docs.log_text().contains("unmounted from outside"));
+    let dbus = zbus::fdo::DBusProxy::new(&t.conn).await.unwrap();
+    assert!(
+        !dbus
+            .name_has_owner(DOCS_NAME.try_into().unwrap())
+            .await
+            .unwrap()
+    );
+}
+
 /// Hostile input from the host side: names with a slash, `..`, `.`, empty;
 /// fds that are a pipe, a socket, write-only, or O_PATH|O_NOFOLLOW; flags
 /// out of range; none of it makes a document.

@@ -57,7 +57,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let shared = fs::Shared {
         table: SharedTable::new(table),
-        inodes: Default::default(),
+        ..Default::default()
     };
     let mounted = {
         let (mp, sh) = (mountpoint.clone(), shared.clone());

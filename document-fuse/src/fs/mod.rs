@@ -67,6 +67,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Shared {
     pub table: SharedTable,
     pub inodes: Arc<Mutex<Inodes>>,
+    /// Set when we unmount; a session that ends without it was unmounted
+    /// from outside.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An open real file.
@@ -765,6 +768,22 @@ impl Filesystem for DocFs {
                 }
             }
         }
+        drop(table);
+        if !self
+            .shared
+            .closing
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Unmounted from outside (fusermount3 -u, umount): the service
+            // has nothing left to serve. End it the way a signal would, so
+            // the name is released and the exit is clean, as upstream exits
+            // when its mount goes away.
+            tracing::warn!("the file system was unmounted from outside: exiting");
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::TERM,
+            );
+        }
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
@@ -1220,6 +1239,10 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return;
         };
+        self.invalidator
+            .shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if self.via_fusermount
             && let Err(e) = fusermount::unmount(&self.mountpoint)
         {
