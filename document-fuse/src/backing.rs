@@ -5,8 +5,10 @@
 //!   `ListEntries` in one call, or upstream's `List` and `Lookup` per id
 //!   when the store is xdg-permission-store).
 //! - Every change the portal makes goes through one [`Writer`] task, in the
-//!   order the changes were made in memory, and the caller awaits its
-//!   store's reply.
+//!   order the changes were made in memory. As upstream, a method replies
+//!   once memory (and so the file system) has the change, without waiting
+//!   for the store; the writer is drained at exit ([`Writer::flush`]), so a
+//!   clean stop loses no write.
 //! - [`watch`] applies the store's `Changed` signals for the table (another
 //!   process, such as `permctl`, revoking a grant) to the memory table. A
 //!   signal for an id with writes of ours still in flight is an echo of an
@@ -58,12 +60,15 @@ pub enum Write {
     },
     /// `Delete`.
     Delete { id: String },
+    /// Nothing: answered once every write queued before it is answered.
+    Flush,
 }
 
 impl Write {
     fn id(&self) -> &str {
         match self {
             Write::Create { id, .. } | Write::Perms { id, .. } | Write::Delete { id } => id,
+            Write::Flush => "",
         }
     }
 }
@@ -98,14 +103,22 @@ impl Writer {
     /// returns the store's answer to await.
     pub fn queue(&self, write: Write) -> oneshot::Receiver<Result<(), BackingError>> {
         let (done, answer) = oneshot::channel();
-        *lock(&self.in_flight)
-            .pending
-            .entry(write.id().to_owned())
-            .or_default() += 1;
+        if !matches!(write, Write::Flush) {
+            *lock(&self.in_flight)
+                .pending
+                .entry(write.id().to_owned())
+                .or_default() += 1;
+        }
         if let Err(mpsc::error::SendError((_, done))) = self.tx.send((write, done)) {
             let _ = done.send(Err(BackingError::WriterGone));
         }
         answer
+    }
+
+    /// Resolves once every write queued so far has been answered by the
+    /// store (at exit, so a clean stop loses no write).
+    pub fn flush(&self) -> oneshot::Receiver<Result<(), BackingError>> {
+        self.queue(Write::Flush)
     }
 
     /// Whether a `Changed` for `id` must be skipped (ours in flight); if so
@@ -146,6 +159,10 @@ async fn run_writer(
         }
     };
     while let Some((write, done)) = rx.recv().await {
+        if matches!(write, Write::Flush) {
+            let _ = done.send(Ok(()));
+            continue;
+        }
         let result = apply_write(&store, &write).await;
         if let Err(e) = &result {
             tracing::error!(id = write.id(), "writing to the permission store: {e}");
@@ -196,6 +213,7 @@ async fn apply_write(store: &PermissionStoreProxy<'_>, write: &Write) -> Result<
             Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".NotFound") => {}
             other => other?,
         },
+        Write::Flush => {}
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use zbus::message::Header;
 use zvariant::{OwnedValue, Value};
 
-use crate::backing::{self, BackingError, Observer, Write, Writer};
+use crate::backing::{BackingError, Observer, Write, Writer};
 use crate::document::{DocFlags, Document, strip_nul};
 use crate::fd_path::{self, Want};
 use crate::fs::{Inodes, Invalidator, Node};
@@ -251,17 +251,17 @@ impl State {
         (id, true)
     }
 
-    /// Awaits the store's answers, then drops the kernel's caches of `id`
-    /// in `views`.
+    /// Drops the kernel's caches of each id in its views, before the reply
+    /// (so the caller sees the change when it hears "done"). The store
+    /// writes in `waits` are queued in order and not awaited, as upstream's.
     async fn finish(
         &self,
         waits: Vec<oneshot::Receiver<Result<(), BackingError>>>,
         invalidate: Vec<(String, Vec<String>)>,
     ) {
-        for w in waits {
-            // A failed write is logged by the writer; the document stays
-            // usable for this run, as upstream's fire-and-forget writes.
-            let _ = backing::written(w).await;
+        drop(waits);
+        if invalidate.is_empty() {
+            return;
         }
         let inv = self.invalidator.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -315,6 +315,8 @@ impl State {
         target_perms: Perms,
     ) -> Vec<String> {
         let mut ids: Vec<String> = Vec::with_capacity(checked.len());
+        // A new document has nothing in the kernel's caches yet.
+        let mut reused: Vec<String> = Vec::new();
         let mut waits = Vec::new();
         {
             let mut table = self.table.write();
@@ -370,6 +372,7 @@ impl State {
                     for (a, p) in &grants {
                         self.set_perms(&mut table, &id, a, *p, &mut waits);
                     }
+                    reused.push(id.clone());
                 }
                 ids.push(id);
             }
@@ -381,7 +384,7 @@ impl State {
         if !target_app.is_empty() && !target_perms.is_empty() {
             views.push(target_app.to_owned());
         }
-        let invalidate = ids.iter().map(|id| (id.clone(), views.clone())).collect();
+        let invalidate = reused.into_iter().map(|id| (id, views.clone())).collect();
         self.finish(waits, invalidate).await;
         ids
     }

@@ -264,6 +264,26 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (up to 5 s) until the store has (or no longer has) `id` in its
+/// documents table: the service writes it behind its reply, in order.
+async fn store_settles(ps: &PermissionStoreProxy<'_>, id: &str, present: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ps
+        .list("documents")
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i == id)
+        != present
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the store never settled on {id} = {present}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A client independent of ours (python3-dbus), run inside the sandbox:
 /// each op is a JSON list; prints one result per op: {"ok": value},
 /// {"err": D-Bus error name} or {"errno": n}.
@@ -685,7 +705,8 @@ async fn delete_and_unknown_ids() {
     );
     assert!(path.exists(), "Delete removed the host file");
     let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
-    assert!(!ps.list("documents").await.unwrap().contains(&id));
+    // The store is written behind the reply, in order, as upstream does.
+    store_settles(&ps, &id, false).await;
     let not_found = "org.freedesktop.portal.Error.NotFound";
     assert_eq!(err_name(t.proxy.delete(&id).await), not_found);
     assert_eq!(
@@ -738,6 +759,7 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
 
     // The row in upstream's format: (ay path with NUL, dev, ino, flags).
     let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
+    store_settles(&ps, &kept, true).await;
     let (perms, data) = ps.lookup("documents", &kept).await.unwrap();
     assert_eq!(perms[APP], ["read", "write"]);
     let dir_meta = fs::metadata(t.files()).unwrap();
@@ -753,6 +775,11 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     assert!(!ps.list("documents").await.unwrap().contains(&transient));
     assert!(db_path(&t.bus).exists(), "the store's database");
 
+    // Added right before the stop: the writes queued behind the reply are
+    // sent before the service exits.
+    let late = t
+        .export(&t.file("late.txt", "just in time"), APP, &["read"])
+        .await;
     t.stop_docs(libc::SIGHUP);
     t.store.stop();
     t.store = start_store(&t.bus).await;
@@ -760,6 +787,10 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     assert_eq!(
         fs::read_to_string(t.app_view(APP, &kept, "kept.txt")).unwrap(),
         "still here"
+    );
+    assert_eq!(
+        fs::read_to_string(t.app_view(APP, &late, "late.txt")).unwrap(),
+        "just in time"
     );
     assert_eq!(
         errno(fs::metadata(t.app_view(OTHER, &transient, "kept.txt"))),

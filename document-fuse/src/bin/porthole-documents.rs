@@ -70,6 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         invalidator: mounted.invalidator.clone(),
     });
     let writer = Writer::start(&conn, sync.clone());
+    let writer_at_exit = writer.clone();
     let state = State {
         table: shared.table.clone(),
         inodes: shared.inodes.clone(),
@@ -100,6 +101,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokio::spawn(transfer::watch_peers(conn.clone(), transfers));
         })
         .await;
+    // Writes still queued reach the store before we go (bounded: the exit
+    // must stay within a second of the signal).
+    let flushed = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        backing::written(writer_at_exit.flush()),
+    )
+    .await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::warn!("some writes to the permission store may not have been sent");
+    }
     // Unmount whatever ended the service, before exiting.
     let _ = tokio::task::spawn_blocking(move || mounted.unmount()).await;
     served?;
