@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -645,6 +646,9 @@ async fn safe_save_replaces_the_host_file_atomically() {
         "{host_names:?}"
     );
 
+    // No hard links into or out of a document directory.
+    assert!(fs::hard_link(&view, dir.join("hard")).is_err());
+    assert!(fs::hard_link(&path, dir.join("hard")).is_err());
     fs::rename(&temp, &view).unwrap();
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
@@ -888,6 +892,22 @@ async fn hostile_names_and_fds_are_refused() {
             String::from_utf8_lossy(name)
         );
     }
+    // Odd but legal names (a newline, bytes that are not UTF-8) are just
+    // names: exported and read back byte for byte.
+    let odd = std::ffi::OsStr::from_bytes(b"odd\nname \xff\xfe.txt");
+    fs::write(t.files().join(odd), "odd").unwrap();
+    let mut odd_arg = odd.as_bytes().to_vec();
+    odd_arg.push(0);
+    let odd_id = t
+        .proxy
+        .add_named(Fd::from(dir.as_fd()), &odd_arg, true, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(t.mount().join(&odd_id).join(odd)).unwrap(),
+        "odd"
+    );
+    t.proxy.delete(&odd_id).await.unwrap();
     // A plain name works.
     let named = t
         .proxy
