@@ -1474,3 +1474,135 @@ async fn the_file_transfer_object_serves_upstreams_interface() {
             .join("\n")
     );
 }
+
+/// A FUSE file system with one file, `/info`, whose reads are never
+/// answered: a real file that hangs, as on a dead network file system.
+/// The replies are held, not dropped (fuser answers a dropped reply with
+/// EIO).
+struct StuckFile {
+    held: Vec<fuser::ReplyData>,
+}
+
+impl StuckFile {
+    fn attr(ino: u64) -> fuser::FileAttr {
+        let dir = ino == 1;
+        fuser::FileAttr {
+            ino,
+            size: if dir { 0 } else { 64 },
+            blocks: 1,
+            atime: std::time::UNIX_EPOCH,
+            mtime: std::time::UNIX_EPOCH,
+            ctime: std::time::UNIX_EPOCH,
+            crtime: std::time::UNIX_EPOCH,
+            kind: if dir {
+                fuser::FileType::Directory
+            } else {
+                fuser::FileType::RegularFile
+            },
+            perm: if dir { 0o755 } else { 0o644 },
+            nlink: if dir { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl fuser::Filesystem for StuckFile {
+    fn lookup(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        if parent == 1 && name == "info" {
+            reply.entry(&Duration::ZERO, &Self::attr(2), 0);
+        } else {
+            reply.error(libc::ENOENT);
+        }
+    }
+
+    fn getattr(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        ino: u64,
+        _fh: Option<u64>,
+        reply: fuser::ReplyAttr,
+    ) {
+        match ino {
+            1 | 2 => reply.attr(&Duration::ZERO, &Self::attr(ino)),
+            _ => reply.error(libc::ENOENT),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &mut self,
+        _req: &fuser::Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: fuser::ReplyData,
+    ) {
+        self.held.push(reply);
+    }
+}
+
+/// A document whose real file never answers a read holds one reader, not
+/// the mount: other documents still read, and the service still answers
+/// on the bus and stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_real_file_does_not_stall_the_mount() {
+    if !can_run("a_hanging_real_file_does_not_stall_the_mount") {
+        return;
+    }
+    let mut t = Docs::start().await;
+    let stuck_dir = t.bus.root().join("stuck");
+    fs::create_dir(&stuck_dir).unwrap();
+    let stuck_fs = fuser::spawn_mount2(
+        StuckFile { held: Vec::new() },
+        &stuck_dir,
+        &[
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName("porthole-stuck".into()),
+        ],
+    )
+    .expect("mounting the stuck file system");
+    let stuck = t.export(&stuck_dir.join("info"), APP, &["read"]).await;
+    let fine = t
+        .export(&t.file("fine.txt", "still served"), APP, &["read"])
+        .await;
+
+    let hanging = t.app_view(APP, &stuck, "info");
+    let reader = std::thread::spawn(move || fs::read(hanging));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reader.is_finished(), "the stuck read returned");
+
+    let view = t.app_view(APP, &fine, "fine.txt");
+    let read = tokio::task::spawn_blocking(move || fs::read_to_string(view));
+    let content = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a read of another document waited for the stuck one")
+        .unwrap()
+        .unwrap();
+    assert_eq!(content, "still served");
+    tokio::time::timeout(Duration::from_secs(5), t.proxy.list(""))
+        .await
+        .expect("the bus side waited for the stuck read")
+        .unwrap();
+
+    // SIGTERM ends the service with the read still stuck; the reader then
+    // gets an error, not a hang.
+    t.stop_docs(libc::SIGTERM);
+    let result = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    drop(stuck_fs);
+}

@@ -22,6 +22,7 @@
 
 mod fusermount;
 mod inodes;
+mod io;
 mod real;
 mod tree;
 
@@ -30,7 +31,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,7 +74,7 @@ pub struct Shared {
 
 /// An open real file.
 struct Handle {
-    file: File,
+    file: Arc<File>,
     view: View,
     id: String,
 }
@@ -90,6 +90,7 @@ pub struct DocFs {
     seen: HashMap<u64, (i64, i64, i64)>,
     uid: u32,
     gid: u32,
+    io: io::Pool,
 }
 
 impl DocFs {
@@ -102,6 +103,7 @@ impl DocFs {
             seen: HashMap::new(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            io: io::Pool::new(),
         }
     }
 
@@ -243,7 +245,7 @@ impl DocFs {
         self.handles.insert(
             fh,
             Handle {
-                file: File::from(fd),
+                file: Arc::new(File::from(fd)),
                 view,
                 id,
             },
@@ -865,24 +867,11 @@ impl Filesystem for DocFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let h = match self.handle(fh, Perms::READ) {
-            Ok(h) => h,
+        let file = match self.handle(fh, Perms::READ) {
+            Ok(h) => h.file.clone(),
             Err(e) => return reply.error(e.raw_os_error()),
         };
-        let mut buf = vec![0u8; size as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match h
-                .file
-                .read_at(&mut buf[filled..], offset as u64 + filled as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-        }
-        reply.data(&buf[..filled]);
+        self.io.read(file, offset.max(0) as u64, size, reply);
     }
 
     fn write(
@@ -897,14 +886,12 @@ impl Filesystem for DocFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let h = match self.handle(fh, Perms::WRITE) {
-            Ok(h) => h,
+        let file = match self.handle(fh, Perms::WRITE) {
+            Ok(h) => h.file.clone(),
             Err(e) => return reply.error(e.raw_os_error()),
         };
-        match h.file.write_all_at(data, offset as u64) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
+        self.io
+            .write(file, offset.max(0) as u64, data.to_vec(), reply);
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
@@ -1243,13 +1230,21 @@ impl Mounted {
             .shared
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        if self.via_fusermount
-            && let Err(e) = fusermount::unmount(&self.mountpoint)
-        {
+        // A lazy unmount, so a file still open there (a reader stuck on a
+        // real file that never answers) cannot keep the mount in place
+        // after we are gone; fuser's own unmount is a plain umount(2),
+        // which fails with EBUSY then.
+        let detached = if self.via_fusermount {
+            fusermount::unmount(&self.mountpoint).map_err(|e| e.to_string())
+        } else {
+            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = detached {
             tracing::warn!(mountpoint = %self.mountpoint.display(), "unmounting: {e}");
         }
-        // Dropping the session unmounts what fuser mounted; the FUSE
-        // thread then reads ENODEV and ends.
+        // Then the session goes (fuser finds nothing left to unmount); its
+        // thread ends when the kernel closes the connection.
         drop(session);
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
     }
