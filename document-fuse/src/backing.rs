@@ -45,6 +45,9 @@ pub enum BackingError {
 pub trait Observer: Send + Sync + 'static {
     /// `id` is now `doc` in the store (None: deleted).
     fn store_changed(&self, id: &str, doc: Option<Document>);
+    /// Whether memory already holds `doc` for `id` (an echo of our own
+    /// latest write needs no reading back).
+    fn holds(&self, id: &str, doc: Option<&Document>) -> bool;
 }
 
 /// One write to the store.
@@ -121,12 +124,15 @@ impl Writer {
         self.queue(Write::Flush)
     }
 
-    /// Whether a `Changed` for `id` must be skipped (ours in flight); if so
-    /// the id is read back after our last write.
-    fn skip_changed(&self, id: &str) -> bool {
+    /// Whether a `Changed` for `id` must be skipped (ours in flight); if so,
+    /// and it differs from memory (`same` false), the id is read back after
+    /// our last write.
+    fn skip_changed(&self, id: &str, same: bool) -> bool {
         let mut f = lock(&self.in_flight);
         if f.pending.get(id).is_some_and(|n| *n > 0) {
-            f.skipped.insert(id.to_owned());
+            if !same {
+                f.skipped.insert(id.to_owned());
+            }
             true
         } else {
             false
@@ -303,17 +309,25 @@ impl Watch {
                 tracing::warn!("a Changed signal with unexpected arguments");
                 continue;
             };
-            if args.table != TABLE || writer.skip_changed(&args.id) {
+            if args.table != TABLE {
                 continue;
             }
-            if args.deleted {
-                observer.store_changed(&args.id, None);
+            let doc = if args.deleted {
+                None
+            } else {
+                match Document::from_stored(&args.data, &args.permissions) {
+                    Ok(doc) => Some(doc),
+                    Err(e) => {
+                        tracing::warn!(id = %args.id, "ignoring a changed document: {e}");
+                        continue;
+                    }
+                }
+            };
+            let same = observer.holds(&args.id, doc.as_ref());
+            if writer.skip_changed(&args.id, same) || same {
                 continue;
             }
-            match Document::from_stored(&args.data, &args.permissions) {
-                Ok(doc) => observer.store_changed(&args.id, Some(doc)),
-                Err(e) => tracing::warn!(id = %args.id, "ignoring a changed document: {e}"),
-            }
+            observer.store_changed(&args.id, doc);
         }
     }
 }

@@ -853,6 +853,15 @@ pub struct StoreSync {
 }
 
 impl Observer for StoreSync {
+    fn holds(&self, id: &str, doc: Option<&Document>) -> bool {
+        let table = self.table.read();
+        match (table.get(id), doc) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     fn store_changed(&self, id: &str, doc: Option<Document>) {
         let views = {
             let mut table = self.table.write();

@@ -553,6 +553,39 @@ async fn grant_and_revoke_are_seen_at_once() {
             .is_none(),
         "the revoked document is still listed"
     );
+    // A burst of changes: the store's echoes of older states never win
+    // over the last one, in memory, in the view or in the store.
+    for _ in 0..20 {
+        t.proxy
+            .grant_permissions(&id, APP, &["read"])
+            .await
+            .unwrap();
+        t.proxy
+            .revoke_permissions(&id, APP, &["read"])
+            .await
+            .unwrap();
+    }
+    t.proxy
+        .grant_permissions(&id, APP, &["read", "write"])
+        .await
+        .unwrap();
+    let ps = PermissionStoreProxy::new(&t.conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (perms, _) = ps.lookup("documents", &id).await.unwrap();
+        if perms.get(APP).map(Vec::as_slice) == Some(&["read".to_string(), "write".to_string()][..])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never got the last grant: {perms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(t.proxy.info(&id).await.unwrap().1[APP], ["read", "write"]);
+    assert_eq!(fs::read_to_string(&view).unwrap(), "remember the milk");
     // The host's view is unaffected.
     assert_eq!(
         fs::read_to_string(t.host_view(&id, "notes.txt")).unwrap(),
