@@ -502,6 +502,20 @@ async fn add_read_through_both_views_and_query() {
     );
 }
 
+/// (total blocks, fundamental block size) of the file system holding
+/// `path`, as `stat -f` (statfs(2)) reports them.
+fn statvfs_blocks(path: &Path) -> (u64, u64) {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%b %S"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
 fn xattr_get(path: &Path, name: &str) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let n = libc_getxattr(path, name, &mut buf);
@@ -725,6 +739,11 @@ async fn safe_save_replaces_the_host_file_atomically() {
     );
     assert_eq!(errno(fs::metadata(&temp)), libc::ENOENT);
 
+    // Free space is the real file system's (an editor checks it before
+    // saving).
+    let ours = statvfs_blocks(&view);
+    let real = statvfs_blocks(&path);
+    assert!(ours.0 > 0 && ours.0 == real.0, "{ours:?} vs {real:?}");
     // Writing in place works too, and the next open sees it.
     fs::write(&view, "version 3").unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "version 3");

@@ -1115,6 +1115,35 @@ impl Filesystem for DocFs {
         }
     }
 
+    /// The real file system's figures for a document (an app that checks
+    /// free space before saving must not see a full disk); zeros for the
+    /// virtual directories.
+    fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: fuser::ReplyStatfs) {
+        let doc = match self.node(ino) {
+            Some(Node::DocDir { view, id })
+            | Some(Node::File { view, id, .. })
+            | Some(Node::Sub { view, id, .. }) => self.visible(&view, &id).map(|(d, _)| d),
+            _ => None,
+        };
+        let figures = doc
+            .ok_or(Errno::NOENT)
+            .and_then(|doc| real::open_dir(&doc))
+            .and_then(|dir| rustix::fs::fstatvfs(&dir));
+        match figures {
+            Ok(v) => reply.statfs(
+                v.f_blocks,
+                v.f_bfree,
+                v.f_bavail,
+                v.f_files,
+                v.f_ffree,
+                v.f_bsize as u32,
+                v.f_namemax as u32,
+                v.f_frsize as u32,
+            ),
+            Err(_) => reply.statfs(0, 0, 0, 0, 0, 512, 255, 0),
+        }
+    }
+
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
         let r = match self.node(ino) {
             Some(Node::Sub { view, id, rel }) => self.tree_readlink(&view, &id, &rel),
