@@ -41,6 +41,42 @@ pub enum BackingError {
     WriterGone,
 }
 
+impl BackingError {
+    /// Whether the store is simply not on the bus (not running and not
+    /// activatable), as in upstream's own test harness, which starts the
+    /// document portal alone.
+    pub fn store_absent(&self) -> bool {
+        matches!(self, BackingError::Store(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner")
+    }
+}
+
+/// Waits until the store's name has an owner, then loads its documents
+/// (for a service that started while the store was absent).
+pub async fn load_when_present(
+    conn: zbus::Connection,
+) -> Result<Vec<(String, Document)>, BackingError> {
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+    let mut owners = dbus
+        .receive_name_owner_changed_with_args(&[(0, porthole_permission_store_client::BUS_NAME)])
+        .await?;
+    let name = zbus::names::BusName::try_from(porthole_permission_store_client::BUS_NAME)
+        .map_err(|e| BackingError::Store(e.into()))?;
+    let present = dbus
+        .name_has_owner(name.clone())
+        .await
+        .map_err(|e| BackingError::Store(e.into()))?;
+    if !present {
+        while let Some(change) = owners.next().await {
+            if change.args().is_ok_and(|a| a.new_owner.is_some()) {
+                break;
+            }
+        }
+    }
+    load(&conn).await
+}
+
 /// Who hears about documents changed in the store by someone else.
 pub trait Observer: Send + Sync + 'static {
     /// `id` is now `doc` in the store (None: deleted).
@@ -171,7 +207,7 @@ async fn run_writer(
         }
         let result = apply_write(&store, &write).await;
         if let Err(e) = &result {
-            tracing::error!(id = write.id(), "writing to the permission store: {e}");
+            tracing::warn!(id = write.id(), "writing to the permission store: {e}");
         }
         let _ = done.send(result);
         let reread = {

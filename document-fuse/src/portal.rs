@@ -852,6 +852,18 @@ pub struct StoreSync {
     pub invalidator: Invalidator,
 }
 
+impl StoreSync {
+    /// Documents loaded late (the store appeared after we started): each
+    /// id not already made here meanwhile is added.
+    pub fn merge_loaded(&self, docs: Vec<(String, Document)>) {
+        for (id, doc) in docs {
+            if self.table.read().get(&id).is_none() {
+                self.store_changed(&id, Some(doc));
+            }
+        }
+    }
+}
+
 impl Observer for StoreSync {
     fn holds(&self, id: &str, doc: Option<&Document>) -> bool {
         let table = self.table.read();

@@ -465,6 +465,12 @@ async fn add_read_through_both_views_and_query() {
         "user.document-portal.host-path",
     );
     assert_eq!(xattr, host);
+    // The document's directory names the host directory holding the file,
+    // as upstream's.
+    assert_eq!(
+        xattr_get(&t.mount().join(&id), "user.document-portal.host-path"),
+        t.files().into_os_string().into_encoded_bytes()
+    );
     host.push(0);
     let (info_path, apps) = t.proxy.info(&shared).await.unwrap();
     assert_eq!(info_path, host);

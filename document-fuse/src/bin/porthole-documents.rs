@@ -47,9 +47,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let watch = Watch::subscribe(&conn)
         .await
         .context("watching the permission store")?;
-    let docs = backing::load(&conn)
-        .await
-        .context("reading the documents from the permission store")?;
+    let (docs, store_absent) = match backing::load(&conn).await {
+        Ok(docs) => (docs, false),
+        // Upstream's document portal runs without a store on the bus (its
+        // test harness starts it alone); the documents are loaded once the
+        // store appears, and writes meanwhile only reach memory.
+        Err(e) if e.store_absent() => {
+            tracing::warn!("no permission store on the bus yet: starting empty ({e})");
+            (Vec::new(), true)
+        }
+        Err(e) => return Err(e).context("reading the documents from the permission store"),
+    };
     tracing::info!(documents = docs.len(), "documents loaded");
     let mut table = Table::default();
     for (id, doc) in docs {
@@ -97,6 +105,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("exporting FileTransfer")?;
     let served = bus
         .serve(|conn| {
+            if store_absent {
+                let (conn, sync) = (conn.clone(), sync.clone());
+                tokio::spawn(async move {
+                    match backing::load_when_present(conn).await {
+                        Ok(docs) => {
+                            tracing::info!(documents = docs.len(), "permission store appeared");
+                            sync.merge_loaded(docs);
+                        }
+                        Err(e) => tracing::warn!("loading from the permission store: {e}"),
+                    }
+                });
+            }
             tokio::spawn(watch.run(writer, sync));
             tokio::spawn(transfer::watch_peers(conn.clone(), transfers));
         })

@@ -686,12 +686,21 @@ impl DocFs {
         }
     }
 
+    /// The `user.document-portal.host-path` value, as upstream: a file
+    /// document's directory shows the host directory holding the file (a
+    /// directory document's shows none); a file shows its real path (a
+    /// temporary file its `.xdp-` name); a node in a directory document
+    /// its path below the exported directory.
     fn host_path_of(&self, ino: u64) -> Option<PathBuf> {
         match self.node(ino)? {
-            Node::DocDir { view, id } => Some(self.visible(&view, &id)?.0.path),
+            Node::DocDir { view, id } => {
+                let (doc, _) = self.visible(&view, &id)?;
+                (!doc.flags.directory()).then(|| doc.dir().to_owned())
+            }
             Node::File { view, id, name } => {
                 let (doc, _) = self.visible(&view, &id)?;
-                (name == doc.name()).then_some(doc.path)
+                let real = self.real_name(&view, &id, &name, &doc)?;
+                Some(doc.dir().join(real))
             }
             Node::Sub { view, id, rel } => self.tree_host_path(&view, &id, &rel),
             _ => None,
