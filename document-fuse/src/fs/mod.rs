@@ -1268,22 +1268,24 @@ impl Mounted {
             .shared
             .closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        // A lazy unmount, so a file still open there (a reader stuck on a
-        // real file that never answers) cannot keep the mount in place
-        // after we are gone; fuser's own unmount is a plain umount(2),
-        // which fails with EBUSY then.
-        let detached = if self.via_fusermount {
-            fusermount::unmount(&self.mountpoint).map_err(|e| e.to_string())
+        if self.via_fusermount {
+            if let Err(e) = fusermount::unmount(&self.mountpoint) {
+                tracing::warn!(mountpoint = %self.mountpoint.display(), "unmounting: {e}");
+            }
+            drop(session);
         } else {
-            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = detached {
-            tracing::warn!(mountpoint = %self.mountpoint.display(), "unmounting: {e}");
+            // fuser unmounts with a plain umount(2) as the session goes...
+            drop(session);
+            // ...which fails with EBUSY while a file is open there (a reader
+            // stuck on a real file that never answers): then detach lazily,
+            // so no dead mount stays behind once we are gone.
+            if still_mounted(self.dev)
+                && let Err(e) =
+                    rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+            {
+                tracing::warn!(mountpoint = %self.mountpoint.display(), "unmounting: {e}");
+            }
         }
-        // Then the session goes (fuser finds nothing left to unmount); its
-        // thread ends when the kernel closes the connection.
-        drop(session);
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
     }
 }
@@ -1367,6 +1369,19 @@ fn mount_with(
             notifier: Arc::new(Mutex::new(Some(notifier))),
         },
     })
+}
+
+/// Whether a mount of device `dev` is still in our mount table (read from
+/// /proc/self/mountinfo: a stat of the mount point could wait forever on a
+/// connection nobody serves).
+fn still_mounted(dev: u64) -> bool {
+    let want = format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| {
+            info.lines()
+                .any(|l| l.split(' ').nth(2) == Some(want.as_str()))
+        })
+        .unwrap_or(false)
 }
 
 /// A FUSE mount whose server died answers ENOTCONN: detach it so the new
