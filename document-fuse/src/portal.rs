@@ -157,8 +157,18 @@ impl State {
                 let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
                 inodes.node(validated.ino).cloned()
             };
+            // Only a document's own file (or a directory document's own
+            // directory) stands for the document; a temporary file next to
+            // it or the virtual directory does not (upstream's
+            // `xdp_fuse_lookup_id_for_inode`).
             let (id, inner) = match node {
-                Some(Node::DocDir { id, .. }) | Some(Node::File { id, .. }) => (id, None),
+                Some(Node::File { id, name, .. }) => {
+                    let main = self.table.read().get(&id).is_some_and(|d| d.name() == name);
+                    if !main {
+                        return Err(invalid_fd());
+                    }
+                    (id, None)
+                }
                 Some(Node::Sub { id, rel, .. }) if rel.components().count() == 1 => (id, None),
                 Some(Node::Sub { id, rel, .. }) => (id, Some(rel)),
                 _ => return Err(invalid_fd()),
@@ -738,11 +748,23 @@ impl Documents {
         .await
         .map_err(|_| invalid_fd())??;
         if opened.dev == self.0.fuse_dev {
-            let inodes = self.0.inodes.lock().unwrap_or_else(|p| p.into_inner());
-            return Ok(inodes
-                .doc_of(opened.ino)
-                .map(|(_, id, _)| id.to_owned())
-                .unwrap_or_default());
+            // The document's own file (or a directory document's own
+            // directory) names it; nothing else on the mount does.
+            let node = {
+                let inodes = self.0.inodes.lock().unwrap_or_else(|p| p.into_inner());
+                inodes.node(opened.ino).cloned()
+            };
+            let table = self.0.table.read();
+            let id = match node {
+                Some(Node::File { id, name, .. })
+                    if table.get(&id).is_some_and(|d| d.name() == name) =>
+                {
+                    id
+                }
+                Some(Node::Sub { id, rel, .. }) if rel.components().count() == 1 => id,
+                _ => String::new(),
+            };
+            return Ok(id);
         }
         let flags = if opened.is_dir {
             DocFlags::DIRECTORY

@@ -499,6 +499,28 @@ async fn add_read_through_both_views_and_query() {
             .map(|e| e.contains("NotFound")),
         Some(true)
     );
+    // On the mount, only the document's own file names it: not its
+    // directory, not a temporary file made next to it.
+    let mut on_mount = t
+        .host_view(&id, "report.txt")
+        .into_os_string()
+        .into_encoded_bytes();
+    on_mount.push(0);
+    assert_eq!(t.proxy.lookup(&on_mount).await.unwrap(), id);
+    let mut doc_dir = t.mount().join(&id).into_os_string().into_encoded_bytes();
+    doc_dir.push(0);
+    assert_eq!(t.proxy.lookup(&doc_dir).await.unwrap(), "");
+    let temp = t.mount().join(&id).join("temp");
+    fs::write(&temp, "temp").unwrap();
+    let mut temp_arg = temp.clone().into_os_string().into_encoded_bytes();
+    temp_arg.push(0);
+    assert_eq!(t.proxy.lookup(&temp_arg).await.unwrap(), "");
+    let f = File::open(&temp).unwrap();
+    assert_eq!(
+        err_name(t.proxy.add(Fd::from(f.as_fd()), true, true).await),
+        "org.freedesktop.portal.Error.InvalidArgument"
+    );
+    fs::remove_file(&temp).unwrap();
     let paths = t.proxy.get_host_paths(&[&id, "ffffffff"]).await.unwrap();
     assert_eq!(paths.len(), 1);
     assert_eq!(paths[&id], host);
@@ -506,6 +528,28 @@ async fn add_read_through_both_views_and_query() {
         err_name(t.proxy.info("ffffffff").await),
         "org.freedesktop.portal.Error.InvalidArgument"
     );
+}
+
+/// setxattr(2) on `path`.
+fn setxattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and outlive the call; value
+    // is readable for value.len() bytes.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// (total blocks, fundamental block size) of the file system holding
@@ -745,6 +789,29 @@ async fn safe_save_replaces_the_host_file_atomically() {
     );
     assert_eq!(errno(fs::metadata(&temp)), libc::ENOENT);
 
+    // As upstream: no xattrs set on a file document, no rmdir of a file.
+    assert_eq!(errno(setxattr(&view, "user.attr", b"x")), libc::EPERM);
+    assert_eq!(errno(fs::remove_dir(&view)), libc::ENOTDIR);
+    // An open file keeps working after its name is renamed away and
+    // removed: read, fstat and ftruncate act on the file itself.
+    let mut open = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&view)
+        .unwrap();
+    fs::rename(&view, dir.join("moved-away")).unwrap();
+    fs::remove_file(dir.join("moved-away")).unwrap();
+    let mut s = String::new();
+    open.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "version 2, saved safely");
+    assert_eq!(open.metadata().unwrap().len(), s.len() as u64);
+    open.set_len(0).unwrap();
+    drop(open);
+    fs::write(&view, "version 2, saved safely").unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "version 2, saved safely"
+    );
     // Free space is the real file system's (an editor checks it before
     // saving).
     let ours = statvfs_blocks(&view);
@@ -1260,6 +1327,12 @@ async fn a_directory_document_shows_its_tree() {
         ["project"]
     );
     assert!(fs::metadata(&rw).unwrap().is_dir());
+    // The document's directory is 0500 even for a read-write grant (it
+    // holds only the exported directory), as upstream's.
+    assert_eq!(
+        fs::metadata(rw.parent().unwrap()).unwrap().mode() & 0o7777,
+        0o500
+    );
     assert_eq!(names(&rw), ["README", "src"]);
     assert_eq!(
         fs::read_to_string(rw.join("src/main.rs")).unwrap(),

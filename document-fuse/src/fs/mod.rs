@@ -77,6 +77,8 @@ struct Handle {
     file: Arc<File>,
     view: View,
     id: String,
+    /// The node it was opened through.
+    ino: u64,
 }
 
 /// The file system the FUSE thread runs.
@@ -150,8 +152,11 @@ impl DocFs {
         match node {
             Node::Root | Node::ByApp | Node::App(_) => Ok(self.virtual_attr(ino, 0o500)),
             Node::DocDir { view, id } => {
-                let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
-                let mode = if perms.contains(Perms::WRITE) {
+                // Upstream's modes: a file document's directory is
+                // writable (names may be created there) when the view may
+                // write; a directory document's holds only the directory.
+                let (doc, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
+                let mode = if perms.contains(Perms::WRITE) && !doc.flags.directory() {
                     0o700
                 } else {
                     0o500
@@ -239,7 +244,7 @@ impl DocFs {
         }
     }
 
-    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String) -> u64 {
+    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String, ino: u64) -> u64 {
         let fh = self.next_fh;
         self.next_fh += 1;
         self.handles.insert(
@@ -248,6 +253,7 @@ impl DocFs {
                 file: Arc::new(File::from(fd)),
                 view,
                 id,
+                ino,
             },
         );
         fh
@@ -321,7 +327,32 @@ impl DocFs {
         }
     }
 
-    fn getattr_inner(&mut self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
+    fn getattr_inner(&mut self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
+        // Through an open file (fstat, or the kernel checking the size at
+        // the end of a read): the file itself, wherever its name went (it
+        // may have been renamed or unlinked since it was opened).
+        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
+            let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+            let st = rustix::fs::fstat(&*h.file)?;
+            return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
+        }
+        match self.getattr_by_name(ino) {
+            // The name is gone (renamed or unlinked through us) but the
+            // file is still open (an fstat, which the kernel sends without
+            // the handle): the open file answers.
+            Err(Errno::NOENT) => {
+                let Some(h) = self.handles.values().find(|h| h.ino == ino) else {
+                    return Err(Errno::NOENT);
+                };
+                let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+                let st = rustix::fs::fstat(&*h.file)?;
+                Ok((self.file_attr(ino, &st, perms), REAL_TTL))
+            }
+            other => other,
+        }
+    }
+
+    fn getattr_by_name(&mut self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
         let node = self.node(ino).ok_or(Errno::NOENT)?;
         match &node {
             Node::File { view, id, name } => {
@@ -356,7 +387,7 @@ impl DocFs {
         let fd = real::open_file(&dir, &real, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
-        let fh = self.new_handle(fd, view, id);
+        let fh = self.new_handle(fd, view, id, ino);
         let open_flags = if keep {
             fuser::consts::FOPEN_KEEP_CACHE
         } else {
@@ -416,7 +447,7 @@ impl DocFs {
         });
         self.seen.remove(&ino);
         let attr = self.file_attr(ino, &st, perms);
-        let fh = self.new_handle(fd, view, id);
+        let fh = self.new_handle(fd, view, id, ino);
         Ok((attr, fh))
     }
 
@@ -439,6 +470,25 @@ impl DocFs {
             last_access: timespec(atime),
             last_modification: timespec(mtime),
         });
+        // Through an open file (ftruncate, fchmod, futimens): the file
+        // itself, wherever its name went since it was opened.
+        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
+            let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+            if !perms.contains(Perms::WRITE) {
+                return Err(Errno::ACCESS);
+            }
+            if let Some(size) = size {
+                rustix::fs::ftruncate(&*h.file, size)?;
+            }
+            if let Some(mode) = mode {
+                rustix::fs::fchmod(&*h.file, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
+            }
+            if let Some(times) = times {
+                rustix::fs::futimens(&*h.file, &times)?;
+            }
+            let st = rustix::fs::fstat(&*h.file)?;
+            return Ok(self.file_attr(ino, &st, perms));
+        }
         if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
             return self.tree_setattr(ino, &view, &id, &rel, mode, size, times, fh);
         }
@@ -804,8 +854,8 @@ impl Filesystem for DocFs {
         }
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.getattr_inner(ino) {
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+        match self.getattr_inner(ino, fh) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -1017,6 +1067,12 @@ impl Filesystem for DocFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        // As upstream: extended attributes are set only inside a directory
+        // document, with write permission; a file document's are not ours
+        // to change (EPERM).
+        if !matches!(self.node(ino), Some(Node::Sub { .. })) {
+            return reply.error(libc::EPERM);
+        }
         let fd = match self.xattr_target(ino) {
             Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
             Ok((_, _, Some(fd))) => fd,
@@ -1034,6 +1090,12 @@ impl Filesystem for DocFs {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        // As upstream: extended attributes are set only inside a directory
+        // document, with write permission; a file document's are not ours
+        // to change (EPERM).
+        if !matches!(self.node(ino), Some(Node::Sub { .. })) {
+            return reply.error(libc::EPERM);
+        }
         let fd = match self.xattr_target(ino) {
             Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
             Ok((_, _, Some(fd))) => fd,
@@ -1091,9 +1153,28 @@ impl Filesystem for DocFs {
         }
     }
 
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // No hard links: a link would outlive the grant it came through.
+        reply.error(libc::EPERM);
+    }
+
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let r = match self.node(parent) {
             Some(Node::Sub { view, id, rel }) => self.tree_unlink(&view, &id, &rel, name, true),
+            // A file document's directory holds only files; a directory
+            // document's own directory is not removed through us.
+            Some(Node::DocDir { .. }) => match self.lookup_inner(parent, name) {
+                Ok((attr, _)) if attr.kind == FileType::Directory => Err(Errno::PERM),
+                Ok(_) => Err(Errno::NOTDIR),
+                Err(e) => Err(e),
+            },
             Some(_) => Err(Errno::PERM),
             None => Err(Errno::NOENT),
         };

@@ -199,7 +199,7 @@ impl DocFs {
         let fd = real::open_file(&parent, &name, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
-        let fh = self.new_handle(fd, view.to_owned(), id.to_owned());
+        let fh = self.new_handle(fd, view.to_owned(), id.to_owned(), ino);
         Ok((
             fh,
             if keep {
@@ -245,7 +245,7 @@ impl DocFs {
         });
         self.seen.remove(&ino);
         let attr = self.tree_attr(ino, &fd, perms)?;
-        let fh = self.new_handle(fd, view.to_owned(), id.to_owned());
+        let fh = self.new_handle(fd, view.to_owned(), id.to_owned(), ino);
         Ok((attr, fh))
     }
 
