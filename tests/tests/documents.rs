@@ -1370,6 +1370,18 @@ async fn a_directory_document_shows_its_tree() {
         fs::read_link(project.join("docs/readme-link")).unwrap(),
         Path::new("../README")
     );
+    // Hard links inside the document: allowed with write, and a hard link
+    // shows as the one inode it is, as upstream.
+    fs::hard_link(rw.join("README"), rw.join("docs/readme-hard")).unwrap();
+    assert_eq!(
+        fs::metadata(rw.join("README")).unwrap().ino(),
+        fs::metadata(rw.join("docs/readme-hard")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_to_string(project.join("docs/readme-hard")).unwrap(),
+        "read me"
+    );
+    fs::remove_file(rw.join("docs/readme-hard")).unwrap();
     fs::remove_file(rw.join("docs/readme-link")).unwrap();
     fs::remove_file(rw.join("docs/guide.md")).unwrap();
     fs::remove_dir(rw.join("docs")).unwrap();
@@ -1385,6 +1397,10 @@ async fn a_directory_document_shows_its_tree() {
     assert_eq!(errno(fs::create_dir(ro.join("d"))), libc::EACCES);
     assert_eq!(
         errno(fs::rename(ro.join("README"), ro.join("R"))),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs::hard_link(ro.join("README"), ro.join("R"))),
         libc::EACCES
     );
     assert_eq!(names(&project), ["README", "src"]);

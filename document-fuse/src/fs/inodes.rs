@@ -52,6 +52,10 @@ pub struct Inodes {
     files: HashMap<(View, String), BTreeMap<OsString, u64>>,
     /// Nodes handed out inside each directory document, for invalidation.
     subs: HashMap<(View, String), Vec<u64>>,
+    /// Inside directory documents, one number per real file (device,
+    /// inode) in a view, so hard links show as one inode, as upstream.
+    physical: HashMap<(View, String, u64, u64), u64>,
+    physical_of: HashMap<u64, (u64, u64)>,
     next: u64,
 }
 
@@ -62,6 +66,8 @@ impl Default for Inodes {
             nodes: HashMap::new(),
             files: HashMap::new(),
             subs: HashMap::new(),
+            physical: HashMap::new(),
+            physical_of: HashMap::new(),
             next: 3,
         };
         i.by_node.insert(Node::Root, ROOT_INO);
@@ -98,6 +104,38 @@ impl Inodes {
         self.by_node.insert(node.clone(), ino);
         self.nodes.insert(ino, node);
         ino
+    }
+
+    /// The number of the node at `rel` in a directory document, whose real
+    /// file is (`dev`, `ino`): the number that real file already has in
+    /// this view (reached by another name: a hard link), else the path's
+    /// own, unless that one belonged to another real file (replaced since).
+    /// The node then resolves through `rel`, the latest name seen.
+    pub fn sub_ino(&mut self, view: &str, id: &str, rel: PathBuf, dev: u64, ino: u64) -> u64 {
+        let key = (view.to_owned(), id.to_owned(), dev, ino);
+        let node = Node::Sub {
+            view: view.to_owned(),
+            id: id.to_owned(),
+            rel,
+        };
+        if let Some(&n) = self.physical.get(&key) {
+            self.by_node.insert(node.clone(), n);
+            self.nodes.insert(n, node);
+            return n;
+        }
+        if let Some(&n) = self.by_node.get(&node)
+            && !self.physical_of.contains_key(&n)
+        {
+            self.physical.insert(key, n);
+            self.physical_of.insert(n, (dev, ino));
+            return n;
+        }
+        // A new real file at a known path, or a new path: a new number.
+        self.by_node.remove(&node);
+        let n = self.ino(node);
+        self.physical.insert(key, n);
+        self.physical_of.insert(n, (dev, ino));
+        n
     }
 
     /// The number of `node` if the kernel may know it.

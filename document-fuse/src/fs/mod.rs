@@ -678,11 +678,14 @@ impl DocFs {
             Node::DocDir { view, id } => {
                 let (doc, _) = self.visible(&view, &id).ok_or(Errno::NOENT)?;
                 if doc.flags.directory() {
-                    let i = self.ino(Node::Sub {
-                        view: view.clone(),
-                        id: id.clone(),
-                        rel: PathBuf::from(doc.name()),
-                    });
+                    let st = rustix::fs::fstat(real::open_dir(&doc)?)?;
+                    let i = lock(&self.shared.inodes).sub_ino(
+                        &view,
+                        &id,
+                        PathBuf::from(doc.name()),
+                        st.st_dev,
+                        st.st_ino,
+                    );
                     out.push((i, FileType::Directory, doc.name().to_owned()));
                 } else {
                     let dir = real::open_dir(&doc)?;
@@ -1156,13 +1159,30 @@ impl Filesystem for DocFs {
     fn link(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        _newparent: u64,
-        _newname: &OsStr,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // No hard links: a link would outlive the grant it came through.
-        reply.error(libc::EPERM);
+        // Hard links only inside one directory document, as upstream; a
+        // file document's file is never linked (a link would outlive the
+        // grant it came through).
+        let r = match (self.node(ino), self.node(newparent)) {
+            (
+                Some(Node::Sub { view, id, rel }),
+                Some(Node::Sub {
+                    view: v2,
+                    id: i2,
+                    rel: r2,
+                }),
+            ) if view == v2 && id == i2 => self.tree_link(&view, &id, &rel, &r2, newname),
+            (Some(Node::Sub { .. }), Some(Node::Sub { .. })) => Err(Errno::XDEV),
+            _ => Err(Errno::PERM),
+        };
+        match r {
+            Ok(attr) => reply.entry(&REAL_TTL, &attr, 0),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {

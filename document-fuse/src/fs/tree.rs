@@ -18,7 +18,7 @@ use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{DocFs, Node, check_name, real, wants_write};
+use super::{DocFs, check_name, real, wants_write};
 use crate::document::Document;
 use crate::permissions::Perms;
 
@@ -137,12 +137,13 @@ impl DocFs {
         rel: PathBuf,
     ) -> Result<FileAttr, Errno> {
         let (_, perms, fd) = self.resolve(view, id, &rel)?;
-        let ino = self.ino(Node::Sub {
-            view: view.to_owned(),
-            id: id.to_owned(),
-            rel,
-        });
-        self.tree_attr(ino, &fd, perms)
+        let st = rustix::fs::fstat(&fd)?;
+        let ino = self.sub_ino(view, id, rel, &st);
+        Ok(self.file_attr(ino, &st, perms))
+    }
+
+    fn sub_ino(&self, view: &str, id: &str, rel: PathBuf, st: &rustix::fs::Stat) -> u64 {
+        super::lock(&self.shared.inodes).sub_ino(view, id, rel, st.st_dev, st.st_ino)
     }
 
     pub(super) fn tree_readdir(
@@ -158,6 +159,7 @@ impl DocFs {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let dir_dev = rustix::fs::fstat(&dir)?.st_dev;
         let mut out = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir)? {
             let entry = entry?;
@@ -174,11 +176,16 @@ impl DocFs {
                 rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
                 _ => FileType::RegularFile,
             };
-            let ino = self.ino(Node::Sub {
-                view: view.to_owned(),
-                id: id.to_owned(),
-                rel: rel.join(&name),
-            });
+            // The entry's inode on the real file system (a hard link shows
+            // as the one inode it is); a mount point inside the tree is
+            // told apart by the number its lookup gets.
+            let ino = super::lock(&self.shared.inodes).sub_ino(
+                view,
+                id,
+                rel.join(&name),
+                dir_dev,
+                entry.ino(),
+            );
             out.push((ino, kind, name));
         }
         Ok(out)
@@ -238,13 +245,10 @@ impl DocFs {
         let dir = self.writable_dir(view, id, parent_rel, name)?;
         let fd = real::open_file(&dir, name, flags | libc::O_CREAT, mode)?;
         let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
-        let ino = self.ino(Node::Sub {
-            view: view.to_owned(),
-            id: id.to_owned(),
-            rel: parent_rel.join(name),
-        });
+        let st = rustix::fs::fstat(&fd)?;
+        let ino = self.sub_ino(view, id, parent_rel.join(name), &st);
         self.seen.remove(&ino);
-        let attr = self.tree_attr(ino, &fd, perms)?;
+        let attr = self.file_attr(ino, &st, perms);
         let fh = self.new_handle(fd, view.to_owned(), id.to_owned(), ino);
         Ok((attr, fh))
     }
@@ -304,6 +308,23 @@ impl DocFs {
         let dst = self.writable_dir(view, id, to, newname)?;
         rustix::fs::renameat(&src, name, &dst, newname)?;
         Ok(())
+    }
+
+    pub(super) fn tree_link(
+        &mut self,
+        view: &str,
+        id: &str,
+        rel: &Path,
+        parent_rel: &Path,
+        newname: &OsStr,
+    ) -> Result<FileAttr, Errno> {
+        let (perms, src_dir, name) = self.resolve_parent(view, id, rel)?;
+        if !perms.contains(Perms::WRITE) {
+            return Err(Errno::ACCESS);
+        }
+        let dst = self.writable_dir(view, id, parent_rel, newname)?;
+        rustix::fs::linkat(&src_dir, &name, &dst, newname, AtFlags::empty())?;
+        self.tree_node(view, id, parent_rel.join(newname))
     }
 
     pub(super) fn tree_readlink(&self, view: &str, id: &str, rel: &Path) -> Result<Vec<u8>, Errno> {
