@@ -23,3 +23,17 @@ fn permission_store_activation_files_match_the_service() {
     assert_eq!(unit.get("Service", "Type").as_deref(), Some("dbus"));
     assert_eq!(unit.get("Service", "ExecStart"), Some(exec));
 }
+
+#[test]
+fn document_store_activation_files_match_the_service() {
+    let dbus = read("org.freedesktop.portal.Documents.service");
+    let name = porthole_documents::BUS_NAME;
+    assert_eq!(dbus.get("D-BUS Service", "Name").as_deref(), Some(name));
+    let exec = dbus.get("D-BUS Service", "Exec").unwrap();
+    assert!(exec.ends_with("/porthole-documents"), "{exec}");
+    let unit_name = dbus.get("D-BUS Service", "SystemdService").unwrap();
+    let unit = read(&unit_name);
+    assert_eq!(unit.get("Service", "BusName").as_deref(), Some(name));
+    assert_eq!(unit.get("Service", "Type").as_deref(), Some("dbus"));
+    assert_eq!(unit.get("Service", "ExecStart"), Some(exec));
+}
