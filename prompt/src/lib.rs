@@ -1,0 +1,17 @@
+//! `porthole-prompt`: our dialog backend. It owns
+//! `org.freedesktop.impl.portal.desktop.porthole` and serves the
+//! `org.freedesktop.impl.portal` FileChooser and Access interfaces at
+//! `/org/freedesktop/portal/desktop`, found by the frontend through
+//! `data/porthole.portal` like any backend.
+//!
+//! Scripted mode: each dialog is answered from a script ([`script`]) and
+//! recorded ([`record`]); the D-Bus side is [`dialog`]. The terminal mode
+//! is not built yet.
+
+pub mod dialog;
+pub mod record;
+pub mod script;
+
+pub use dialog::{BUS_NAME, Dialogs, OBJECT_PATH};
+pub use record::Record;
+pub use script::{Script, ScriptError};
