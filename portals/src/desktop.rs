@@ -1,0 +1,85 @@
+//! The frontend's object: every portal with a backend, exported before the
+//! name is claimed, and the watch that ends a caller's requests when it
+//! leaves the bus.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use porthole_service::{Callers, Strict};
+
+use crate::config::PortalConfig;
+use crate::file_chooser::{self, FileChooser};
+use crate::request::Requests;
+
+pub const BUS_NAME: &str = "org.freedesktop.portal.Desktop";
+pub const OBJECT_PATH: &str = "/org/freedesktop/portal/desktop";
+
+/// What the portals share.
+pub struct Frontend {
+    pub callers: Arc<Callers>,
+    pub requests: Arc<Requests>,
+}
+
+impl Default for Frontend {
+    fn default() -> Self {
+        Self {
+            callers: Arc::default(),
+            requests: Requests::new(),
+        }
+    }
+}
+
+/// Exports each portal whose backend interface has a backend (upstream
+/// leaves a portal out when nothing implements it). Returns the names of
+/// the portals served.
+pub async fn export(
+    conn: &zbus::Connection,
+    frontend: &Frontend,
+    config: &PortalConfig,
+) -> zbus::Result<Vec<&'static str>> {
+    let server = conn.object_server();
+    let mut served = Vec::new();
+    match config.find(file_chooser::IMPL_INTERFACE) {
+        Some(backend) => {
+            tracing::info!(
+                "FileChooser: backend {} ({}.portal)",
+                backend.dbus_name,
+                backend.source
+            );
+            let portal = FileChooser {
+                callers: frontend.callers.clone(),
+                requests: frontend.requests.clone(),
+                backend: backend.dbus_name.clone(),
+            };
+            server.at(OBJECT_PATH, Strict::new(portal)).await?;
+            served.push(file_chooser::INTERFACE);
+        }
+        None => tracing::warn!("no backend implements {}", file_chooser::IMPL_INTERFACE),
+    }
+    Ok(served)
+}
+
+/// Closes the requests of callers that leave the bus, for as long as the
+/// connection lives. Subscribe before the name is claimed
+/// ([`subscribe_departures`]) so that no departure is missed.
+pub async fn end_requests_of_departed(
+    conn: zbus::Connection,
+    requests: Arc<Requests>,
+    mut departures: zbus::fdo::NameOwnerChangedStream,
+) {
+    while let Some(signal) = departures.next().await {
+        let Ok(args) = signal.args() else { continue };
+        let name = args.name().as_str();
+        if name.starts_with(':') && args.new_owner().is_none() {
+            requests.close_all_of(&conn, name).await;
+        }
+    }
+}
+
+/// The stream of `NameOwnerChanged` for [`end_requests_of_departed`].
+pub async fn subscribe_departures(
+    conn: &zbus::Connection,
+) -> zbus::Result<zbus::fdo::NameOwnerChangedStream> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    dbus.receive_name_owner_changed().await
+}
