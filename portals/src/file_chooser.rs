@@ -221,7 +221,7 @@ impl FileChooser {
             .await
     }
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"), name = "version")]
     fn version(&self) -> u32 {
         4
     }

@@ -247,7 +247,7 @@ impl FileChooser {
     }
 
     /// The impl interface's version (upstream's test backend says 4).
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"), name = "version")]
     fn version(&self) -> u32 {
         4
     }

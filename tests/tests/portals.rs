@@ -1,0 +1,626 @@
+//! The portal frontend (`porthole-portals`) with our scripted backend
+//! (`porthole-prompt`) behind it, found through `data/porthole.portal` in
+//! `XDG_DESKTOP_PORTAL_DIR`, on a private bus: what a client observes of the
+//! Request pattern and FileChooser. Host clients are zbus connections of
+//! this test; the sandboxed client is python3-dbus inside `porthole run`,
+//! talking through its proxy, with upstream's xdg-document-portal as the
+//! document store.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use porthole_tests::{Bus, Service, bin, call_error_name};
+use zbus::MatchRule;
+use zbus::message::Type as MessageType;
+use zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+const DESKTOP: &str = "org.freedesktop.portal.Desktop";
+const DESKTOP_PATH: &str = "/org/freedesktop/portal/desktop";
+const FILE_CHOOSER: &str = "org.freedesktop.portal.FileChooser";
+const REQUEST: &str = "org.freedesktop.portal.Request";
+const PROMPT: &str = "org.freedesktop.impl.portal.desktop.porthole";
+const INVALID_ARGUMENT: &str = "org.freedesktop.portal.Error.InvalidArgument";
+const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+
+type Options = HashMap<String, OwnedValue>;
+
+/// A bus with the scripted backend and the frontend on it.
+/// Fields drop in order: the services stop before the bus goes.
+struct Portal {
+    /// Services started before the portal (the document store): stopped
+    /// first, while the bus and the runtime dir still exist.
+    _stores: Vec<Service>,
+    prompt: Service,
+    frontend: Service,
+    record: PathBuf,
+    bus: Bus,
+}
+
+impl Portal {
+    /// Starts both with `script` as the backend's answers. The backend is
+    /// chosen the way an installed one is: its .portal file from data/ and
+    /// a portals.conf naming it, both in XDG_DESKTOP_PORTAL_DIR.
+    async fn start(script: &str) -> Portal {
+        let bus = Bus::start();
+        Self::start_on(bus, Vec::new(), script).await
+    }
+
+    async fn start_on(bus: Bus, extra: Vec<Service>, script: &str) -> Portal {
+        let portals = bus.root().join("portals");
+        std::fs::create_dir_all(&portals).unwrap();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
+        std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
+        std::fs::write(
+            portals.join("portals.conf"),
+            "[preferred]\ndefault=porthole\n",
+        )
+        .unwrap();
+        let script_path = bus.root().join("script.jsonl");
+        std::fs::write(&script_path, script).unwrap();
+        let record = bus.root().join("record.jsonl");
+
+        let mut cmd = bus.command(bin("porthole-prompt"));
+        cmd.arg("-v")
+            .arg("--script")
+            .arg(&script_path)
+            .arg("--record")
+            .arg(&record);
+        let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;
+        let mut cmd = bus.command(bin("porthole-portals"));
+        cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
+        let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+        Portal {
+            _stores: extra,
+            bus,
+            prompt,
+            frontend,
+            record,
+        }
+    }
+
+    /// The backend's records so far, one JSON object per dialog.
+    fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits for the backend's `n`th record.
+    async fn wait_records(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.records();
+            if records.len() >= n {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backend recorded {} dialogs, expected {n}:\n{}",
+                records.len(),
+                self.bus.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn opt(value: Value<'_>) -> OwnedValue {
+    OwnedValue::try_from(value).unwrap()
+}
+
+fn options(pairs: Vec<(&str, Value<'_>)>) -> Options {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), opt(v))).collect()
+}
+
+/// The handle upstream's formula predicts for this connection and token.
+fn predicted(conn: &zbus::Connection, token: &str) -> String {
+    let sender = conn.unique_name().unwrap().as_str();
+    format!(
+        "/org/freedesktop/portal/desktop/request/{}/{token}",
+        sender.trim_start_matches(':').replace('.', "_")
+    )
+}
+
+/// Subscribes to `Response` on `path` (before the call, as ashpd does).
+async fn subscribe(conn: &zbus::Connection, path: &str) -> zbus::MessageStream {
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .interface(REQUEST)
+        .unwrap()
+        .member("Response")
+        .unwrap()
+        .path(path.to_owned())
+        .unwrap()
+        .build();
+    zbus::MessageStream::for_match_rule(rule, conn, None)
+        .await
+        .unwrap()
+}
+
+async fn next_response(
+    stream: &mut zbus::MessageStream,
+    within: Duration,
+) -> Option<(u32, Options)> {
+    let msg = tokio::time::timeout(within, stream.next()).await.ok()??;
+    let msg = msg.unwrap();
+    Some(msg.body().deserialize::<(u32, Options)>().unwrap())
+}
+
+async fn call(
+    conn: &zbus::Connection,
+    method: &str,
+    options: &Options,
+) -> zbus::Result<OwnedObjectPath> {
+    let reply = conn
+        .call_method(
+            Some(DESKTOP),
+            DESKTOP_PATH,
+            Some(FILE_CHOOSER),
+            method,
+            &("", "Pick", options),
+        )
+        .await?;
+    Ok(reply.body().deserialize::<OwnedObjectPath>().unwrap())
+}
+
+/// The error a Close on `path` gets from `conn` (None: it was closed).
+async fn close(conn: &zbus::Connection, path: &str) -> Option<String> {
+    call_error_name(conn, DESKTOP, path, REQUEST, "Close", &()).await
+}
+
+fn strings(v: &OwnedValue) -> Vec<String> {
+    Vec::<String>::try_from(v.try_clone().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_method_answers_with_the_scripted_choice_to_the_caller_alone() {
+    let script = r#"
+{"method": "OpenFile", "uris": ["file:///srv/a%20b.txt", "https://example.org/x"], "choices": [["enc", "utf8"]], "current_filter": ["Text", [[0, "*.txt"]]]}
+{"method": "SaveFile", "uris": ["file:///srv/new.txt"]}
+{"method": "SaveFiles", "uris": ["file:///srv/d/one", "file:///srv/d/two"]}
+"#;
+    let portal = Portal::start(script).await;
+    let conn = portal.bus.connection().await;
+    let onlooker = portal.bus.connection().await;
+    // The version property as clients read it (ashpd reads it first).
+    let props = zbus::fdo::PropertiesProxy::builder(&conn)
+        .destination(DESKTOP)
+        .unwrap()
+        .path(DESKTOP_PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let version = props
+        .get(FILE_CHOOSER.try_into().unwrap(), "version")
+        .await
+        .unwrap();
+    assert_eq!(u32::try_from(version).unwrap(), 4);
+    let cases = [
+        (
+            "OpenFile",
+            options(vec![
+                ("accept_label", Value::from("_Open")),
+                ("multiple", Value::from(true)),
+                ("not_an_option", Value::from(7u32)),
+            ]),
+            vec!["file:///srv/a%20b.txt"],
+        ),
+        (
+            "SaveFile",
+            options(vec![("current_name", Value::from("new.txt"))]),
+            vec!["file:///srv/new.txt"],
+        ),
+        (
+            "SaveFiles",
+            options(vec![(
+                "files",
+                Value::from(vec![b"one\0".to_vec(), b"two\0".to_vec()]),
+            )]),
+            vec!["file:///srv/d/one", "file:///srv/d/two"],
+        ),
+    ];
+    for (i, (method, mut opts, want)) in cases.into_iter().enumerate() {
+        let token = format!("tok{i}");
+        opts.insert("handle_token".into(), opt(Value::from(token.as_str())));
+        let path = predicted(&conn, &token);
+        let mut responses = subscribe(&conn, &path).await;
+        let mut overheard = subscribe(&onlooker, &path).await;
+        let handle = call(&conn, method, &opts).await.unwrap();
+        assert_eq!(handle.as_str(), path, "{method}: the handle is upstream's formula");
+        let (code, results) = next_response(&mut responses, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{method}: no Response\n{}", portal.bus.logs()));
+        assert_eq!(code, 0, "{method}");
+        // A host caller gets the chosen file:// URIs as they are; others
+        // are dropped.
+        assert_eq!(strings(&results["uris"]), want, "{method}");
+        if method == "OpenFile" {
+            let choices =
+                Vec::<(String, String)>::try_from(results["choices"].try_clone().unwrap()).unwrap();
+            assert_eq!(choices, vec![("enc".to_owned(), "utf8".to_owned())]);
+            assert!(results.contains_key("current_filter"));
+        }
+        // Response went to the caller only.
+        assert!(
+            next_response(&mut overheard, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "{method}: another connection heard the Response"
+        );
+        // The request is over: its object is gone.
+        assert_eq!(close(&conn, &path).await.as_deref(), Some(UNKNOWN_OBJECT));
+    }
+    let records = portal.wait_records(3).await;
+    let open = &records[0];
+    assert_eq!(open["method"], "OpenFile");
+    assert_eq!(open["app_id"], "", "a host caller has the empty app id");
+    assert_eq!(open["title"], "Pick");
+    assert_eq!(open["handle"], predicted(&conn, "tok0"), "the backend gets the same handle");
+    // Known options are passed on, unknown ones and handle_token are not.
+    let passed = open["options"].as_object().unwrap();
+    let mut keys: Vec<&str> = passed.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["accept_label", "multiple"]);
+    assert_eq!(records[1]["options"]["current_name"], "new.txt");
+    assert_eq!(
+        records[2]["options"]["files"],
+        serde_json::json!(["one", "two"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_dialog_is_response_1_and_a_failed_backend_is_2() {
+    let portal = Portal::start(
+        r#"{"method": "OpenFile", "response": 1, "uris": ["file:///srv/ignored"]}"#,
+    )
+    .await;
+    let conn = portal.bus.connection().await;
+    for (method, want) in [("OpenFile", 1), ("SaveFile", 2)] {
+        // No token: upstream's default token "t".
+        let path = predicted(&conn, "t");
+        let mut responses = subscribe(&conn, &path).await;
+        let handle = call(&conn, method, &Options::new()).await.unwrap();
+        assert_eq!(handle.as_str(), path);
+        let (code, results) = next_response(&mut responses, Duration::from_secs(10))
+            .await
+            .expect("Response");
+        // SaveFile is not in the script: the backend answers 2.
+        assert_eq!(code, want, "{method}");
+        assert!(strings(&results["uris"]).is_empty(), "{method}: {results:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_caller_can_close_and_close_ends_the_dialog_without_a_response() {
+    let portal = Portal::start(r#"{"method": "OpenFile", "hold": true}"#).await;
+    let conn = portal.bus.connection().await;
+    let other = portal.bus.connection().await;
+    let path = predicted(&conn, "held");
+    let mut responses = subscribe(&conn, &path).await;
+    call(
+        &conn,
+        "OpenFile",
+        &options(vec![("handle_token", Value::from("held"))]),
+    )
+    .await
+    .unwrap();
+    // Another connection may not close it.
+    assert_eq!(close(&other, &path).await.as_deref(), Some(ACCESS_DENIED));
+    // The dialog is still up: the backend has answered nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(portal.records().is_empty());
+    // The caller closes it: the backend's dialog ends, no Response comes.
+    assert_eq!(close(&conn, &path).await, None);
+    let records = portal.wait_records(1).await;
+    assert_eq!(records[0]["ended"], "closed", "{:?}", records[0]);
+    assert!(
+        next_response(&mut responses, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "Close must not emit Response"
+    );
+    // And the object is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while close(&conn, &path).await.as_deref() != Some(UNKNOWN_OBJECT) {
+        assert!(Instant::now() < deadline, "the closed request stays exported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
+    let portal = Portal::start(
+        r#"{"method": "OpenFile", "uris": []}
+{"method": "SaveFiles", "uris": []}"#,
+    )
+    .await;
+    let conn = portal.bus.connection().await;
+    let bad = [
+        ("OpenFile", options(vec![("modal", Value::from("yes"))])),
+        ("OpenFile", options(vec![("handle_token", Value::from(7u32))])),
+        ("OpenFile", options(vec![("handle_token", Value::from("not-valid"))])),
+        ("OpenFile", options(vec![("handle_token", Value::from(""))])),
+        (
+            "OpenFile",
+            options(vec![(
+                "filters",
+                Value::from(vec![("".to_owned(), vec![(0u32, "*".to_owned())])]),
+            )]),
+        ),
+        (
+            "SaveFile",
+            options(vec![(
+                "current_filter",
+                Value::from(("Text".to_owned(), vec![(3u32, "*.txt".to_owned())])),
+            )]),
+        ),
+        (
+            "SaveFiles",
+            options(vec![("files", Value::from(vec![b"../escape\0".to_vec()]))]),
+        ),
+        (
+            "SaveFiles",
+            options(vec![("files", Value::from(vec![b"a/b\0".to_vec()]))]),
+        ),
+        (
+            "SaveFiles",
+            options(vec![(
+                "choices",
+                Value::from(vec![(
+                    "id".to_owned(),
+                    "Label".to_owned(),
+                    Vec::<(String, String)>::new(),
+                    "maybe".to_owned(),
+                )]),
+            )]),
+        ),
+    ];
+    for (method, opts) in &bad {
+        let err = call(&conn, method, opts).await.unwrap_err();
+        let zbus::Error::MethodError(name, _, _) = &err else {
+            panic!("{method} {opts:?}: {err}");
+        };
+        assert_eq!(name.as_str(), INVALID_ARGUMENT, "{method} {opts:?}");
+    }
+    // A body of the wrong signature: GDBus's InvalidArgs, as upstream.
+    let name = call_error_name(&conn, DESKTOP, DESKTOP_PATH, FILE_CHOOSER, "OpenFile", &("", "t"))
+        .await;
+    assert_eq!(name.as_deref(), Some("org.freedesktop.DBus.Error.InvalidArgs"));
+    // Nothing reached the backend, and no request was left behind.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(portal.records().is_empty(), "{:?}", portal.records());
+    assert_eq!(
+        close(&conn, &predicted(&conn, "t")).await.as_deref(),
+        Some(UNKNOWN_OBJECT)
+    );
+    // The frontend still serves.
+    let path = predicted(&conn, "t");
+    let mut responses = subscribe(&conn, &path).await;
+    call(&conn, "OpenFile", &Options::new()).await.unwrap();
+    assert_eq!(
+        next_response(&mut responses, Duration::from_secs(10))
+            .await
+            .map(|r| r.0),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_leaves_mid_request_leaves_nothing_behind() {
+    let mut portal = Portal::start(r#"{"method": "OpenFile", "hold": true}"#).await;
+    let conn = portal.bus.connection().await;
+    let path = predicted(&conn, "gone");
+    call(
+        &conn,
+        "OpenFile",
+        &options(vec![("handle_token", Value::from("gone"))]),
+    )
+    .await
+    .unwrap();
+    let other = portal.bus.connection().await;
+    assert_eq!(close(&other, &path).await.as_deref(), Some(ACCESS_DENIED));
+    conn.close().await.unwrap();
+    // The backend's dialog is closed and the request object goes.
+    let records = portal.wait_records(1).await;
+    assert_eq!(records[0]["ended"], "closed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while close(&other, &path).await.as_deref() != Some(UNKNOWN_OBJECT) {
+        assert!(Instant::now() < deadline, "the request outlived its caller");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The backend's own request object is gone too.
+    let backend = call_error_name(
+        &other,
+        PROMPT,
+        &path,
+        "org.freedesktop.impl.portal.Request",
+        "Close",
+        &(),
+    )
+    .await;
+    assert_eq!(backend.as_deref(), Some(UNKNOWN_OBJECT));
+    // Both still run.
+    assert!(portal.frontend.wait_timeout(Duration::ZERO).is_none());
+    assert!(portal.prompt.wait_timeout(Duration::ZERO).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frontend_exits_0_on_sighup() {
+    let mut portal = Portal::start("").await;
+    let status = portal.frontend.stop_with(libc::SIGHUP).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", portal.frontend.log_text());
+    let status = portal.prompt.stop_with(libc::SIGHUP).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", portal.prompt.log_text());
+}
+
+// ---- a sandboxed caller ---------------------------------------------------
+
+const APP_ID: &str = "org.example.Picker";
+const DOCUMENT_PORTAL: &str = "/usr/libexec/xdg-document-portal";
+const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
+const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
+
+/// The app: subscribes to Response on the predicted path, calls OpenFile
+/// through its proxy, reads each returned URI's file inside the sandbox,
+/// and prints one JSON object.
+const APP: &str = r#"
+import dbus, dbus.mainloop.glib, json, sys, urllib.parse
+from gi.repository import GLib
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+b = dbus.SessionBus()
+token = 'porthole_test'
+path = '/org/freedesktop/portal/desktop/request/%s/%s' % (
+    b.get_unique_name()[1:].replace('.', '_'), token)
+out = {'expected': path}
+loop = GLib.MainLoop()
+def on_response(code, results):
+    out['code'] = int(code)
+    out['uris'] = [str(u) for u in results.get('uris', [])]
+    loop.quit()
+b.add_signal_receiver(on_response, signal_name='Response',
+                      dbus_interface='org.freedesktop.portal.Request', path=path)
+portal = b.get_object('org.freedesktop.portal.Desktop', '/org/freedesktop/portal/desktop')
+try:
+    out['handle'] = str(portal.OpenFile('', 'Pick a file', {'handle_token': token},
+                                        dbus_interface='org.freedesktop.portal.FileChooser'))
+    GLib.timeout_add(20000, loop.quit)
+    loop.run()
+except dbus.exceptions.DBusException as e:
+    out['error'] = e.get_dbus_name()
+out['read'] = []
+for u in out.get('uris', []):
+    p = urllib.parse.unquote(u[len('file://'):])
+    try:
+        with open(p) as f:
+            out['read'].append(f.read())
+    except OSError as e:
+        out['read'].append('ERROR %s' % e)
+print(json.dumps(out), flush=True)
+"#;
+
+fn sandbox_missing() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (porthole run and the FUSE mount as root here)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing (FUSE)".into());
+    }
+    if !Path::new("/usr/lib/python3/dist-packages/dbus").exists()
+        || !Path::new("/usr/lib/python3/dist-packages/gi").exists()
+    {
+        return Some("python3-dbus or python3-gi missing".into());
+    }
+    if !Path::new(DOCUMENT_PORTAL).exists() {
+        return Some(format!("{DOCUMENT_PORTAL} missing (xdg-desktop-portal)"));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
+    if let Some(why) = sandbox_missing() {
+        porthole_tests::skipped(&format!(
+            "a_sandboxed_app_gets_a_document_it_can_read_inside: {why}"
+        ));
+        return;
+    }
+    let bus = Bus::start();
+    let store = bus
+        .spawn_owning(
+            "permission-store",
+            bus.command(bin("porthole-permission-store")),
+            STORE,
+        )
+        .await;
+    let mut docs = bus.command(DOCUMENT_PORTAL);
+    docs.arg("--verbose");
+    let docs = bus.spawn_owning("documents", docs, DOCUMENTS).await;
+    // GetMountPoint answers once the FUSE mount is up; the launcher binds
+    // the app's view only when it is.
+    let conn = bus.connection().await;
+    conn.call_method(
+        Some(DOCUMENTS),
+        "/org/freedesktop/portal/documents",
+        Some(DOCUMENTS),
+        "GetMountPoint",
+        &(),
+    )
+    .await
+    .unwrap();
+
+    let host = bus.root().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let chosen = host.join("chosen file.txt");
+    std::fs::write(&chosen, "picked on the host\n").unwrap();
+    let chosen_uri = format!(
+        "file://{}",
+        chosen.display().to_string().replace(' ', "%20")
+    );
+    let script = format!("{{\"method\": \"OpenFile\", \"uris\": [\"{chosen_uri}\"]}}\n");
+    // The document store stops first, then the permission store.
+    let portal = Portal::start_on(bus, vec![docs, store], &script).await;
+
+    let mut cmd = portal.bus.command(bin("porthole"));
+    cmd.args(["run", APP_ID, "--", "/usr/bin/python3", "-c", APP])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("porthole run");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_text = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let line = rx.recv_timeout(Duration::from_secs(40));
+    if line.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let err = stderr_text.join().unwrap();
+    let line = line.unwrap_or_else(|_| {
+        panic!(
+            "no answer from the sandboxed app ({status}): {err}\n{}",
+            portal.bus.logs()
+        )
+    });
+    let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(out["handle"], out["expected"], "{out}");
+    assert_eq!(out["code"], 0, "{out}\n{}", portal.bus.logs());
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let uris: Vec<String> = serde_json::from_value(out["uris"].clone()).unwrap();
+    assert_eq!(uris.len(), 1, "{out}");
+    let prefix = format!("file:///run/user/{uid}/doc/");
+    assert!(
+        uris[0].starts_with(&prefix) && uris[0].ends_with("/chosen%20file.txt"),
+        "the app must get a document URI, not the host path: {}",
+        uris[0]
+    );
+    assert_eq!(
+        out["read"],
+        serde_json::json!(["picked on the host\n"]),
+        "the app reads its document inside the sandbox: {out}"
+    );
+    // The backend was told which app asked.
+    let records = portal.wait_records(1).await;
+    assert_eq!(records[0]["app_id"], APP_ID);
+}
