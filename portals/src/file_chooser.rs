@@ -4,6 +4,7 @@
 //! request's handle, and the chosen `file://` URIs returned: unchanged to a
 //! host caller, exported through the document store to a sandboxed one.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -324,8 +325,6 @@ async fn translate_paths(
     }
 }
 
-use std::os::unix::ffi::OsStrExt;
-
 fn nul_terminated(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.push(0);
     bytes
@@ -363,8 +362,7 @@ impl Dialog {
                 &args,
             )
             .await;
-        let (response, results) = match reply
-            .and_then(|m| m.body().deserialize::<(u32, Options)>().map_err(Into::into))
+        let (response, results) = match reply.and_then(|m| m.body().deserialize::<(u32, Options)>())
         {
             Ok(answer) => answer,
             Err(e) => {

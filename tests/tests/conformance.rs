@@ -41,14 +41,19 @@ async fn the_permission_store_serves_upstreams_interface() {
 /// The portal frontend with our scripted backend behind it (its .portal
 /// file from data/), one dialog held open so that both request objects
 /// exist; returns the bus, the services and the held request's path.
-async fn portal_with_held_dialog() -> (Bus, Vec<porthole_tests::Service>, zbus::Connection, String) {
+async fn portal_with_held_dialog() -> (Bus, Vec<porthole_tests::Service>, zbus::Connection, String)
+{
     const DESKTOP: &str = "org.freedesktop.portal.Desktop";
     let bus = Bus::start();
     let portals = bus.root().join("portals");
     std::fs::create_dir_all(&portals).unwrap();
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
     std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
-    std::fs::write(portals.join("portals.conf"), "[preferred]\ndefault=porthole\n").unwrap();
+    std::fs::write(
+        portals.join("portals.conf"),
+        "[preferred]\ndefault=porthole\n",
+    )
+    .unwrap();
     let script = bus.root().join("script");
     std::fs::write(&script, "{\"method\": \"OpenFile\", \"hold\": true}\n").unwrap();
     let mut cmd = bus.command(bin("porthole-prompt"));
@@ -88,13 +93,20 @@ async fn portal_with_held_dialog() -> (Bus, Vec<porthole_tests::Service>, zbus::
         if xml.contains("org.freedesktop.impl.portal.Request") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the backend never showed the dialog");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never showed the dialog"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     (bus, vec![frontend, prompt], conn, handle.to_string())
 }
 
-fn assert_conforms(what: &str, reference: &std::path::Path, mismatches: Vec<conformance::Mismatch>) {
+fn assert_conforms(
+    what: &str,
+    reference: &std::path::Path,
+    mismatches: Vec<conformance::Mismatch>,
+) {
     assert!(
         mismatches.is_empty(),
         "{what} does not conform to {}:\n  {}",

@@ -117,7 +117,10 @@ fn opt(value: Value<'_>) -> OwnedValue {
 }
 
 fn options(pairs: Vec<(&str, Value<'_>)>) -> Options {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), opt(v))).collect()
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), opt(v)))
+        .collect()
 }
 
 /// The handle upstream's formula predicts for this connection and token.
@@ -235,7 +238,11 @@ async fn each_method_answers_with_the_scripted_choice_to_the_caller_alone() {
         let mut responses = subscribe(&conn, &path).await;
         let mut overheard = subscribe(&onlooker, &path).await;
         let handle = call(&conn, method, &opts).await.unwrap();
-        assert_eq!(handle.as_str(), path, "{method}: the handle is upstream's formula");
+        assert_eq!(
+            handle.as_str(),
+            path,
+            "{method}: the handle is upstream's formula"
+        );
         let (code, results) = next_response(&mut responses, Duration::from_secs(10))
             .await
             .unwrap_or_else(|| panic!("{method}: no Response\n{}", portal.bus.logs()));
@@ -264,7 +271,11 @@ async fn each_method_answers_with_the_scripted_choice_to_the_caller_alone() {
     assert_eq!(open["method"], "OpenFile");
     assert_eq!(open["app_id"], "", "a host caller has the empty app id");
     assert_eq!(open["title"], "Pick");
-    assert_eq!(open["handle"], predicted(&conn, "tok0"), "the backend gets the same handle");
+    assert_eq!(
+        open["handle"],
+        predicted(&conn, "tok0"),
+        "the backend gets the same handle"
+    );
     // Known options are passed on, unknown ones and handle_token are not.
     let passed = open["options"].as_object().unwrap();
     let mut keys: Vec<&str> = passed.keys().map(String::as_str).collect();
@@ -279,10 +290,9 @@ async fn each_method_answers_with_the_scripted_choice_to_the_caller_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_dialog_is_response_1_and_a_failed_backend_is_2() {
-    let portal = Portal::start(
-        r#"{"method": "OpenFile", "response": 1, "uris": ["file:///srv/ignored"]}"#,
-    )
-    .await;
+    let portal =
+        Portal::start(r#"{"method": "OpenFile", "response": 1, "uris": ["file:///srv/ignored"]}"#)
+            .await;
     let conn = portal.bus.connection().await;
     for (method, want) in [("OpenFile", 1), ("SaveFile", 2)] {
         // No token: upstream's default token "t".
@@ -295,7 +305,10 @@ async fn a_cancelled_dialog_is_response_1_and_a_failed_backend_is_2() {
             .expect("Response");
         // SaveFile is not in the script: the backend answers 2.
         assert_eq!(code, want, "{method}");
-        assert!(strings(&results["uris"]).is_empty(), "{method}: {results:?}");
+        assert!(
+            strings(&results["uris"]).is_empty(),
+            "{method}: {results:?}"
+        );
     }
 }
 
@@ -331,7 +344,10 @@ async fn only_the_caller_can_close_and_close_ends_the_dialog_without_a_response(
     // And the object is gone.
     let deadline = Instant::now() + Duration::from_secs(5);
     while close(&conn, &path).await.as_deref() != Some(UNKNOWN_OBJECT) {
-        assert!(Instant::now() < deadline, "the closed request stays exported");
+        assert!(
+            Instant::now() < deadline,
+            "the closed request stays exported"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -346,8 +362,14 @@ async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
     let conn = portal.bus.connection().await;
     let bad = [
         ("OpenFile", options(vec![("modal", Value::from("yes"))])),
-        ("OpenFile", options(vec![("handle_token", Value::from(7u32))])),
-        ("OpenFile", options(vec![("handle_token", Value::from("not-valid"))])),
+        (
+            "OpenFile",
+            options(vec![("handle_token", Value::from(7u32))]),
+        ),
+        (
+            "OpenFile",
+            options(vec![("handle_token", Value::from("not-valid"))]),
+        ),
         ("OpenFile", options(vec![("handle_token", Value::from(""))])),
         (
             "OpenFile",
@@ -392,9 +414,19 @@ async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
         assert_eq!(name.as_str(), INVALID_ARGUMENT, "{method} {opts:?}");
     }
     // A body of the wrong signature: GDBus's InvalidArgs, as upstream.
-    let name = call_error_name(&conn, DESKTOP, DESKTOP_PATH, FILE_CHOOSER, "OpenFile", &("", "t"))
-        .await;
-    assert_eq!(name.as_deref(), Some("org.freedesktop.DBus.Error.InvalidArgs"));
+    let name = call_error_name(
+        &conn,
+        DESKTOP,
+        DESKTOP_PATH,
+        FILE_CHOOSER,
+        "OpenFile",
+        &("", "t"),
+    )
+    .await;
+    assert_eq!(
+        name.as_deref(),
+        Some("org.freedesktop.DBus.Error.InvalidArgs")
+    );
     // Nothing reached the backend, and no request was left behind.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(portal.records().is_empty(), "{:?}", portal.records());
