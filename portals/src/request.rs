@@ -43,19 +43,12 @@ pub fn valid_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// The token from an options dictionary: `handle_token` or `t`.
+/// The token from an options dictionary: `handle_token`, or `t` when it
+/// is missing or not a string (upstream looks it up with type `s`).
 pub fn token_of(options: &HashMap<String, OwnedValue>) -> Result<String, PortalError> {
-    let Some(value) = options.get("handle_token") else {
-        return Ok("t".into());
-    };
-    let token = match &**value {
-        Value::Str(s) => s.as_str().to_owned(),
-        other => {
-            return Err(PortalError::InvalidArgument(format!(
-                "Expected type 's' for option 'handle_token', got '{}'",
-                other.value_signature()
-            )));
-        }
+    let token = match options.get("handle_token").map(|v| &**v) {
+        Some(Value::Str(s)) => s.as_str().to_owned(),
+        _ => "t".to_owned(),
     };
     if !valid_token(&token) {
         return Err(PortalError::InvalidArgument(format!(
@@ -338,10 +331,15 @@ mod tests {
             OwnedValue::try_from(Value::from("tok_1")).unwrap(),
         );
         assert_eq!(token_of(&options).unwrap(), "tok_1");
-        options.insert("handle_token".to_owned(), OwnedValue::from(7u32));
+        options.insert(
+            "handle_token".to_owned(),
+            OwnedValue::try_from(Value::from("no-dash")).unwrap(),
+        );
         assert!(matches!(
             token_of(&options),
             Err(PortalError::InvalidArgument(_))
         ));
+        options.insert("handle_token".to_owned(), OwnedValue::from(7u32));
+        assert_eq!(token_of(&options).unwrap(), "t");
     }
 }

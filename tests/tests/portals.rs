@@ -364,10 +364,6 @@ async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
         ("OpenFile", options(vec![("modal", Value::from("yes"))])),
         (
             "OpenFile",
-            options(vec![("handle_token", Value::from(7u32))]),
-        ),
-        (
-            "OpenFile",
             options(vec![("handle_token", Value::from("not-valid"))]),
         ),
         ("OpenFile", options(vec![("handle_token", Value::from(""))])),
@@ -407,7 +403,9 @@ async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
         ),
     ];
     for (method, opts) in &bad {
-        let err = call(&conn, method, opts).await.unwrap_err();
+        let err = call(&conn, method, opts)
+            .await
+            .expect_err(&format!("{method} {opts:?} must be refused"));
         let zbus::Error::MethodError(name, _, _) = &err else {
             panic!("{method} {opts:?}: {err}");
         };
@@ -434,10 +432,18 @@ async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
         close(&conn, &predicted(&conn, "t")).await.as_deref(),
         Some(UNKNOWN_OBJECT)
     );
-    // The frontend still serves.
+    // The frontend still serves. A handle_token that is not a string is
+    // no token at all, as upstream reads it: the path ends in "t".
     let path = predicted(&conn, "t");
     let mut responses = subscribe(&conn, &path).await;
-    call(&conn, "OpenFile", &Options::new()).await.unwrap();
+    let handle = call(
+        &conn,
+        "OpenFile",
+        &options(vec![("handle_token", Value::from(7u32))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.as_str(), path);
     assert_eq!(
         next_response(&mut responses, Duration::from_secs(10))
             .await
@@ -501,42 +507,56 @@ const DOCUMENT_PORTAL: &str = "/usr/libexec/xdg-document-portal";
 const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
 
-/// The app: subscribes to Response on the predicted path, calls OpenFile
-/// through its proxy, reads each returned URI's file inside the sandbox,
-/// and prints one JSON object.
+/// The app: for OpenFile, then SaveFile, subscribes to Response on the
+/// predicted path and calls the portal through its proxy; reads the opened
+/// file's URI and writes to the saved one inside the sandbox; prints one
+/// JSON object.
 const APP: &str = r#"
 import dbus, dbus.mainloop.glib, json, sys, urllib.parse
 from gi.repository import GLib
 dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
 b = dbus.SessionBus()
-token = 'porthole_test'
-path = '/org/freedesktop/portal/desktop/request/%s/%s' % (
-    b.get_unique_name()[1:].replace('.', '_'), token)
-out = {'expected': path}
-loop = GLib.MainLoop()
-def on_response(code, results):
-    out['code'] = int(code)
-    out['uris'] = [str(u) for u in results.get('uris', [])]
-    loop.quit()
-b.add_signal_receiver(on_response, signal_name='Response',
-                      dbus_interface='org.freedesktop.portal.Request', path=path)
 portal = b.get_object('org.freedesktop.portal.Desktop', '/org/freedesktop/portal/desktop')
-try:
-    out['handle'] = str(portal.OpenFile('', 'Pick a file', {'handle_token': token},
-                                        dbus_interface='org.freedesktop.portal.FileChooser'))
-    GLib.timeout_add(20000, loop.quit)
-    loop.run()
-except dbus.exceptions.DBusException as e:
-    out['error'] = e.get_dbus_name()
-out['read'] = []
-for u in out.get('uris', []):
-    p = urllib.parse.unquote(u[len('file://'):])
+def ask(method, token):
+    path = '/org/freedesktop/portal/desktop/request/%s/%s' % (
+        b.get_unique_name()[1:].replace('.', '_'), token)
+    out = {'expected': path}
+    loop = GLib.MainLoop()
+    def on_response(code, results):
+        out['code'] = int(code)
+        out['uris'] = [str(u) for u in results.get('uris', [])]
+        loop.quit()
+    match = b.add_signal_receiver(on_response, signal_name='Response',
+        dbus_interface='org.freedesktop.portal.Request', path=path)
     try:
-        with open(p) as f:
-            out['read'].append(f.read())
+        out['handle'] = str(getattr(portal, method)('', 'Pick a file', {'handle_token': token},
+            dbus_interface='org.freedesktop.portal.FileChooser'))
+        GLib.timeout_add(20000, loop.quit)
+        loop.run()
+    except dbus.exceptions.DBusException as e:
+        out['error'] = e.get_dbus_name()
+    match.remove()
+    return out
+def local(uri):
+    return urllib.parse.unquote(uri[len('file://'):])
+opened = ask('OpenFile', 'porthole_open')
+opened['read'] = []
+for u in opened.get('uris', []):
+    try:
+        with open(local(u)) as f:
+            opened['read'].append(f.read())
     except OSError as e:
-        out['read'].append('ERROR %s' % e)
-print(json.dumps(out), flush=True)
+        opened['read'].append('ERROR %s' % e)
+saved = ask('SaveFile', 'porthole_save')
+saved['wrote'] = []
+for u in saved.get('uris', []):
+    try:
+        with open(local(u), 'w') as f:
+            f.write('saved inside\n')
+        saved['wrote'].append('ok')
+    except OSError as e:
+        saved['wrote'].append('ERROR %s' % e)
+print(json.dumps({'open': opened, 'save': saved}), flush=True)
 "#;
 
 fn sandbox_missing() -> Option<String> {
@@ -598,7 +618,12 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
         "file://{}",
         chosen.display().to_string().replace(' ', "%20")
     );
-    let script = format!("{{\"method\": \"OpenFile\", \"uris\": [\"{chosen_uri}\"]}}\n");
+    let saved = host.join("saved.txt");
+    let saved_uri = format!("file://{}", saved.display());
+    let script = format!(
+        "{{\"method\": \"OpenFile\", \"uris\": [\"{chosen_uri}\"]}}\n\
+         {{\"method\": \"SaveFile\", \"uris\": [\"{saved_uri}\"]}}\n"
+    );
     // The document store stops first, then the permission store.
     let portal = Portal::start_on(bus, vec![docs, store], &script).await;
 
@@ -633,26 +658,36 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
             portal.bus.logs()
         )
     });
-    let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert!(status.success(), "{status}: {err}");
-    assert_eq!(out["handle"], out["expected"], "{out}");
-    assert_eq!(out["code"], 0, "{out}\n{}", portal.bus.logs());
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    let uris: Vec<String> = serde_json::from_value(out["uris"].clone()).unwrap();
-    assert_eq!(uris.len(), 1, "{out}");
     let prefix = format!("file:///run/user/{uid}/doc/");
-    assert!(
-        uris[0].starts_with(&prefix) && uris[0].ends_with("/chosen%20file.txt"),
-        "the app must get a document URI, not the host path: {}",
-        uris[0]
-    );
+    for (key, name) in [("open", "/chosen%20file.txt"), ("save", "/saved.txt")] {
+        let out = &all[key];
+        assert_eq!(out["handle"], out["expected"], "{key}: {out}");
+        assert_eq!(out["code"], 0, "{key}: {out}\n{}", portal.bus.logs());
+        let uris: Vec<String> = serde_json::from_value(out["uris"].clone()).unwrap();
+        assert_eq!(uris.len(), 1, "{key}: {out}");
+        assert!(
+            uris[0].starts_with(&prefix) && uris[0].ends_with(name),
+            "{key}: the app must get a document URI, not the host path: {}",
+            uris[0]
+        );
+    }
     assert_eq!(
-        out["read"],
+        all["open"]["read"],
         serde_json::json!(["picked on the host\n"]),
-        "the app reads its document inside the sandbox: {out}"
+        "the app reads its document inside the sandbox: {all}"
+    );
+    assert_eq!(all["save"]["wrote"], serde_json::json!(["ok"]), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap_or_default(),
+        "saved inside\n",
+        "the app's save through its document reaches the host file"
     );
     // The backend was told which app asked.
-    let records = portal.wait_records(1).await;
+    let records = portal.wait_records(2).await;
     assert_eq!(records[0]["app_id"], APP_ID);
+    assert_eq!(records[1]["app_id"], APP_ID);
 }
