@@ -36,7 +36,8 @@ struct Portal {
     /// Services started before the portal (the document store): stopped
     /// first, while the bus and the runtime dir still exist.
     _stores: Vec<Service>,
-    prompt: Service,
+    /// None when the bus activates the backend on the frontend's first call.
+    prompt: Option<Service>,
     frontend: Service,
     record: PathBuf,
     bus: Bus,
@@ -48,10 +49,12 @@ impl Portal {
     /// a portals.conf naming it, both in XDG_DESKTOP_PORTAL_DIR.
     async fn start(script: &str) -> Portal {
         let bus = Bus::start();
-        Self::start_on(bus, Vec::new(), script).await
+        Self::start_on(bus, Vec::new(), script, false).await
     }
 
-    async fn start_on(bus: Bus, extra: Vec<Service>, script: &str) -> Portal {
+    /// `activated`: the backend is not started here but made activatable,
+    /// so the bus starts it when the frontend first calls it.
+    async fn start_on(mut bus: Bus, extra: Vec<Service>, script: &str, activated: bool) -> Portal {
         let portals = bus.root().join("portals");
         std::fs::create_dir_all(&portals).unwrap();
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
@@ -65,13 +68,26 @@ impl Portal {
         std::fs::write(&script_path, script).unwrap();
         let record = bus.root().join("record.jsonl");
 
-        let mut cmd = bus.command(bin("porthole-prompt"));
-        cmd.arg("-v")
-            .arg("--script")
-            .arg(&script_path)
-            .arg("--record")
-            .arg(&record);
-        let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;
+        let prompt = if activated {
+            bus.add_activatable(
+                PROMPT,
+                &format!(
+                    "{} -v --script {} --record {}",
+                    bin("porthole-prompt").display(),
+                    script_path.display(),
+                    record.display()
+                ),
+            );
+            None
+        } else {
+            let mut cmd = bus.command(bin("porthole-prompt"));
+            cmd.arg("-v")
+                .arg("--script")
+                .arg(&script_path)
+                .arg("--record")
+                .arg(&record);
+            Some(bus.spawn_owning("prompt", cmd, PROMPT).await)
+        };
         let mut cmd = bus.command(bin("porthole-portals"));
         cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
         let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
@@ -488,7 +504,8 @@ async fn a_caller_that_leaves_mid_request_leaves_nothing_behind() {
     assert_eq!(backend.as_deref(), Some(UNKNOWN_OBJECT));
     // Both still run.
     assert!(portal.frontend.wait_timeout(Duration::ZERO).is_none());
-    assert!(portal.prompt.wait_timeout(Duration::ZERO).is_none());
+    let prompt = portal.prompt.as_mut().unwrap();
+    assert!(prompt.wait_timeout(Duration::ZERO).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,8 +513,41 @@ async fn the_frontend_exits_0_on_sighup() {
     let mut portal = Portal::start("").await;
     let status = portal.frontend.stop_with(libc::SIGHUP).unwrap();
     assert_eq!(status.code(), Some(0), "{}", portal.frontend.log_text());
-    let status = portal.prompt.stop_with(libc::SIGHUP).unwrap();
-    assert_eq!(status.code(), Some(0), "{}", portal.prompt.log_text());
+    let prompt = portal.prompt.as_mut().unwrap();
+    let status = prompt.stop_with(libc::SIGHUP).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", prompt.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_starts_the_backend_on_the_frontends_first_call() {
+    let portal = Portal::start_on(
+        Bus::start(),
+        Vec::new(),
+        r#"{"method": "OpenFile", "uris": ["file:///srv/activated"]}"#,
+        true,
+    )
+    .await;
+    let conn = portal.bus.connection().await;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+    assert!(
+        !dbus
+            .name_has_owner(PROMPT.try_into().unwrap())
+            .await
+            .unwrap()
+    );
+    let path = predicted(&conn, "t");
+    let mut responses = subscribe(&conn, &path).await;
+    call(&conn, "OpenFile", &Options::new()).await.unwrap();
+    let (code, results) = next_response(&mut responses, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no Response\n{}", portal.bus.logs()));
+    assert_eq!(code, 0);
+    assert_eq!(strings(&results["uris"]), ["file:///srv/activated"]);
+    assert!(
+        dbus.name_has_owner(PROMPT.try_into().unwrap())
+            .await
+            .unwrap()
+    );
 }
 
 // ---- a sandboxed caller ---------------------------------------------------
@@ -625,7 +675,7 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
          {{\"method\": \"SaveFile\", \"uris\": [\"{saved_uri}\"]}}\n"
     );
     // The document store stops first, then the permission store.
-    let portal = Portal::start_on(bus, vec![docs, store], &script).await;
+    let portal = Portal::start_on(bus, vec![docs, store], &script, false).await;
 
     let mut cmd = portal.bus.command(bin("porthole"));
     cmd.args(["run", APP_ID, "--", "/usr/bin/python3", "-c", APP])
