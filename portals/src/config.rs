@@ -233,6 +233,69 @@ impl PortalConfig {
     }
 }
 
+impl PortalConfig {
+    /// Every backend for `interface`, in upstream's order
+    /// (`xdp_portal_config_find_all_impls`, for Settings): those the
+    /// interface's key lists, else the default's, else those whose `UseIn`
+    /// names a current desktop, else xdg-desktop-portal-gtk.
+    pub fn find_all<'a>(&'a self, interface: &str) -> Vec<&'a Backend> {
+        let mut found: Vec<&Backend> = Vec::new();
+        let add_listed = |names: &Vec<String>, found: &mut Vec<&'a Backend>| {
+            for name in names {
+                for b in &self.backends {
+                    if (b.source == *name || name == "*")
+                        && b.supports(interface)
+                        && !found.iter().any(|f| f.source == b.source)
+                    {
+                        found.push(b);
+                    }
+                }
+            }
+        };
+        if let Some(pref) = &self.preferred {
+            match pref.interfaces.get(interface) {
+                Some(names) if names.iter().any(|n| n == "none") => return found,
+                None if pref
+                    .default
+                    .as_ref()
+                    .is_some_and(|names| names.iter().any(|n| n == "none")) =>
+                {
+                    return found;
+                }
+                Some(names) => add_listed(names, &mut found),
+                None => {}
+            }
+            if found.is_empty()
+                && let Some(names) = &pref.default
+            {
+                add_listed(names, &mut found);
+            }
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        for desktop in &self.desktops {
+            for b in &self.backends {
+                if b.supports(interface)
+                    && b.use_in.iter().any(|u| u.eq_ignore_ascii_case(desktop))
+                    && !found.iter().any(|f| f.source == b.source)
+                {
+                    found.push(b);
+                }
+            }
+        }
+        if found.is_empty()
+            && let Some(gtk) = self
+                .backends
+                .iter()
+                .find(|b| b.dbus_name == GTK_BACKEND && b.supports(interface))
+        {
+            found.push(gtk);
+        }
+        found
+    }
+}
+
 /// Reads one `.portal` file.
 pub fn read_backend(path: &Path) -> Result<Backend, BackendFileError> {
     let invalid = |message: String| BackendFileError::Invalid {
@@ -538,6 +601,44 @@ mod tests {
             &format!("[preferred]\n{ACCESS}=porthole;gtk\n"),
         );
         assert_eq!(PortalConfig::load(&d).find(ACCESS).unwrap().source, "gtk");
+    }
+
+    #[test]
+    fn all_backends_of_an_interface_in_upstreams_order() {
+        const SETTINGS: &str = "org.freedesktop.impl.portal.Settings";
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("p");
+        portal(&p, "a", "org.example.A", SETTINGS, "");
+        portal(&p, "b", "org.example.B", SETTINGS, "x");
+        portal(&p, "c", "org.example.C", FC, "x");
+        let mut d = dirs(root.path());
+        d.portal_dir = Some(p.clone());
+        let names = |c: &PortalConfig| -> Vec<String> {
+            c.find_all(SETTINGS)
+                .iter()
+                .map(|b| b.source.clone())
+                .collect()
+        };
+        // No config, no desktop: nothing (no gtk either).
+        assert!(names(&PortalConfig::load(&d)).is_empty());
+        d.desktops = vec!["x".into()];
+        assert_eq!(names(&PortalConfig::load(&d)), ["b"]);
+        write(
+            &p.join("portals.conf"),
+            &format!("[preferred]\n{SETTINGS}=b;c;a\n"),
+        );
+        assert_eq!(names(&PortalConfig::load(&d)), ["b", "a"]);
+        write(&p.join("portals.conf"), "[preferred]\ndefault=*\n");
+        assert_eq!(
+            names(&PortalConfig::load(&d)),
+            ["b", "a"],
+            "UseIn sorts first"
+        );
+        write(
+            &p.join("portals.conf"),
+            &format!("[preferred]\ndefault=a\n{SETTINGS}=none\n"),
+        );
+        assert!(names(&PortalConfig::load(&d)).is_empty());
     }
 
     #[test]

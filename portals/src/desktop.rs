@@ -10,6 +10,7 @@ use porthole_service::{Callers, Strict};
 use crate::config::PortalConfig;
 use crate::file_chooser::{self, FileChooser};
 use crate::request::Requests;
+use crate::settings::{self, Settings};
 
 pub const BUS_NAME: &str = "org.freedesktop.portal.Desktop";
 pub const OBJECT_PATH: &str = "/org/freedesktop/portal/desktop";
@@ -29,16 +30,41 @@ impl Default for Frontend {
     }
 }
 
+/// What [`export`] set up: the portals served, and the work to start
+/// once the name is ours.
+pub struct Exported {
+    pub served: Vec<&'static str>,
+    /// Each Settings backend's changes, to send on.
+    pub setting_changes: Vec<zbus::proxy::SignalStream<'static>>,
+}
+
 /// Exports each portal whose backend interface has a backend (upstream
-/// leaves a portal out when nothing implements it). Returns the names of
-/// the portals served.
+/// leaves a portal out when nothing implements it).
 pub async fn export(
     conn: &zbus::Connection,
     frontend: &Frontend,
     config: &PortalConfig,
-) -> zbus::Result<Vec<&'static str>> {
+) -> zbus::Result<Exported> {
     let server = conn.object_server();
     let mut served = Vec::new();
+    let mut setting_changes = Vec::new();
+    let backends: Vec<String> = config
+        .find_all(settings::IMPL_INTERFACE)
+        .iter()
+        .map(|b| b.dbus_name.clone())
+        .collect();
+    if backends.is_empty() {
+        tracing::warn!("no backend implements {}", settings::IMPL_INTERFACE);
+    } else {
+        tracing::info!(?backends, "Settings");
+        for backend in &backends {
+            setting_changes.push(settings::subscribe_changes(conn, backend).await?);
+        }
+        server
+            .at(OBJECT_PATH, Strict::new(Settings { backends }))
+            .await?;
+        served.push(settings::INTERFACE);
+    }
     match config.find(file_chooser::IMPL_INTERFACE) {
         Some(backend) => {
             tracing::info!(
@@ -56,7 +82,10 @@ pub async fn export(
         }
         None => tracing::warn!("no backend implements {}", file_chooser::IMPL_INTERFACE),
     }
-    Ok(served)
+    Ok(Exported {
+        served,
+        setting_changes,
+    })
 }
 
 /// Closes the requests of callers that leave the bus, for as long as the

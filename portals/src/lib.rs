@@ -2,7 +2,8 @@
 //! `org.freedesktop.portal.Desktop` and serves, on
 //! `/org/freedesktop/portal/desktop`, the portals a sandboxed app talks to:
 //! so far `org.freedesktop.portal.FileChooser`, with upstream's request
-//! objects ([`request`]). Backends are found as upstream finds them
+//! objects ([`request`]), and `org.freedesktop.portal.Settings`
+//! ([`settings`]). Backends are found as upstream finds them
 //! ([`config`]); options are filtered as upstream filters them
 //! ([`options`]); chosen files reach sandboxed apps through the document
 //! store ([`documents`]).
@@ -13,6 +14,7 @@ pub mod documents;
 pub mod file_chooser;
 pub mod options;
 pub mod request;
+pub mod settings;
 pub mod uri;
 
 pub use desktop::{BUS_NAME, OBJECT_PATH};

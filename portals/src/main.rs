@@ -5,10 +5,11 @@ use clap::Parser;
 use porthole_portals::BUS_NAME;
 use porthole_portals::config::{PortalConfig, SearchDirs};
 use porthole_portals::desktop::{self, Frontend};
+use porthole_portals::settings;
 use porthole_service::{CommonArgs, Daemon};
 
 /// The portal frontend: owns org.freedesktop.portal.Desktop and serves the
-/// portals sandboxed apps call (FileChooser), asking the backends named by
+/// portals sandboxed apps call (FileChooser, Settings), asking the backends named by
 /// the .portal files and portals.conf (XDG_DESKTOP_PORTAL_DIR first, as
 /// xdg-desktop-portal). Exits on SIGTERM, SIGHUP or SIGINT.
 #[derive(Parser, Debug)]
@@ -32,10 +33,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let departures = desktop::subscribe_departures(bus.connection())
         .await
         .context("watching callers leave the bus")?;
-    let served = desktop::export(bus.connection(), &frontend, &config)
+    let exported = desktop::export(bus.connection(), &frontend, &config)
         .await
         .context("exporting the portals")?;
-    tracing::info!(?served, "portals");
+    tracing::info!(served = ?exported.served, "portals");
     let requests = frontend.requests.clone();
     bus.serve(move |conn| {
         tokio::spawn(desktop::end_requests_of_departed(
@@ -43,6 +44,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             requests,
             departures,
         ));
+        for changes in exported.setting_changes {
+            tokio::spawn(settings::forward_changes(conn.clone(), changes));
+        }
     })
     .await?;
     Ok(())

@@ -6,11 +6,13 @@
 //!
 //! Scripted mode: each dialog is answered from a script ([`script`]) and
 //! recorded ([`record`]); the D-Bus side is [`dialog`]. The terminal mode
-//! is not built yet.
+//! is not built yet. It also serves `org.freedesktop.impl.portal.Settings`
+//! (appearance) from a key file ([`settings`]).
 
 pub mod dialog;
 pub mod record;
 pub mod script;
+pub mod settings;
 
 pub use dialog::{BUS_NAME, Dialogs, OBJECT_PATH};
 pub use record::Record;

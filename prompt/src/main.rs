@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use porthole_prompt::{BUS_NAME, Dialogs, Record, Script, dialog};
+use porthole_prompt::settings::Settings;
+use porthole_prompt::{BUS_NAME, Dialogs, OBJECT_PATH, Record, Script, dialog};
 use porthole_service::{CommonArgs, Daemon};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Our dialog backend for the portal frontend: answers FileChooser and
 /// Access dialogs (org.freedesktop.impl.portal.*) from a script, and
@@ -27,6 +29,13 @@ struct Args {
     /// to this file. Every dialog is also logged at info level.
     #[arg(long, env = "PORTHOLE_PROMPT_RECORD", value_name = "FILE")]
     record: Option<PathBuf>,
+    /// The appearance settings served (key file, group
+    /// [org.freedesktop.appearance]: color-scheme, contrast, accent-color,
+    /// reduced-motion); SIGUSR1 re-reads it [default:
+    /// $XDG_CONFIG_HOME/porthole/settings.ini when it exists, else "no
+    /// preference"].
+    #[arg(long, env = "PORTHOLE_PROMPT_SETTINGS", value_name = "FILE")]
+    settings: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,14 +44,14 @@ fn main() -> std::process::ExitCode {
     porthole_service::block_on(run(args))
 }
 
-/// `$XDG_CONFIG_HOME/porthole/prompt-script.jsonl`, when it exists (the
-/// file an activated backend reads).
-fn default_script() -> Option<PathBuf> {
+/// `$XDG_CONFIG_HOME/porthole/NAME`, when it exists (the files an
+/// activated backend reads).
+fn config_file(name: &str) -> Option<PathBuf> {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    let path = config.join("porthole/prompt-script.jsonl");
+    let path = config.join("porthole").join(name);
     path.exists().then_some(path)
 }
 
@@ -50,7 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = Daemon::start(BUS_NAME, &args.common)?;
     let script_path = match args.script {
         Some(path) => path,
-        None => default_script()
+        None => config_file("prompt-script.jsonl")
             .context("no script: pass --script FILE (the terminal mode is not built yet)")?,
     };
     let script = Script::load(&script_path)?;
@@ -60,10 +69,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("opening the record file {}", path.display()))?,
         None => Record::default(),
     };
+    let settings = Settings::new(args.settings.or_else(|| config_file("settings.ini")))?;
+    // Installed before the name is visible, like the lifecycle's signals.
+    let reload = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let bus = daemon.connect().await?;
     dialog::export(bus.connection(), Dialogs::new(script, record))
         .await
         .context("exporting the backend's interfaces")?;
-    bus.serve(|_| {}).await?;
+    bus.connection()
+        .object_server()
+        .at(OBJECT_PATH, settings)
+        .await
+        .context("exporting the settings")?;
+    bus.serve(|conn| {
+        tokio::spawn(reload_on_sigusr1(conn.clone(), reload));
+    })
+    .await?;
     Ok(())
+}
+
+/// Re-reads the settings file on each SIGUSR1 and announces what changed.
+async fn reload_on_sigusr1(conn: zbus::Connection, mut reload: Signal) {
+    while reload.recv().await.is_some() {
+        let iface = match conn
+            .object_server()
+            .interface::<_, Settings>(OBJECT_PATH)
+            .await
+        {
+            Ok(iface) => iface,
+            Err(e) => {
+                tracing::error!("the settings object is gone: {e}");
+                return;
+            }
+        };
+        let changed = iface.get().await.reload();
+        tracing::info!(changed = changed.len(), "settings re-read");
+        for (namespace, key, value) in changed {
+            let emitted = Settings::setting_changed(
+                iface.signal_emitter(),
+                &namespace,
+                &key,
+                value.to_value().into(),
+            )
+            .await;
+            if let Err(e) = emitted {
+                tracing::warn!("emitting SettingChanged: {e}");
+            }
+        }
+    }
 }

@@ -124,11 +124,13 @@ async fn the_portal_frontend_and_the_prompt_serve_upstreams_interfaces() {
     let frontend_refs = [
         ("org.freedesktop.portal.FileChooser", false),
         ("org.freedesktop.portal.Request", true),
+        ("org.freedesktop.portal.Settings", false),
     ];
     let backend_refs = [
         ("org.freedesktop.impl.portal.FileChooser", false),
         ("org.freedesktop.impl.portal.Access", false),
         ("org.freedesktop.impl.portal.Request", true),
+        ("org.freedesktop.impl.portal.Settings", false),
     ];
     for (iface, _) in frontend_refs.iter().chain(&backend_refs) {
         let reference = conformance::reference_path(iface);

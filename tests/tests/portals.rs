@@ -86,6 +86,11 @@ impl Portal {
                 .arg(&script_path)
                 .arg("--record")
                 .arg(&record);
+            // A test that wants settings served writes them first.
+            let settings = bus.root().join("settings.ini");
+            if settings.exists() {
+                cmd.arg("--settings").arg(settings);
+            }
             Some(bus.spawn_owning("prompt", cmd, PROMPT).await)
         };
         let mut cmd = bus.command(bin("porthole-portals"));
@@ -193,6 +198,32 @@ async fn call(
 /// The error a Close on `path` gets from `conn` (None: it was closed).
 async fn close(conn: &zbus::Connection, path: &str) -> Option<String> {
     call_error_name(conn, DESKTOP, path, REQUEST, "Close", &()).await
+}
+
+/// Waits until the backend shows the dialog of request `path` (its
+/// impl.portal.Request object is up).
+async fn wait_dialog_up(portal: &Portal, conn: &zbus::Connection, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let proxy = zbus::fdo::IntrospectableProxy::builder(conn)
+            .destination(PROMPT)
+            .unwrap()
+            .path(path.to_owned())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let xml = proxy.introspect().await.unwrap_or_default();
+        if xml.contains("org.freedesktop.impl.portal.Request") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backend never showed the dialog:\n{}",
+            portal.bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn strings(v: &OwnedValue) -> Vec<String> {
@@ -342,6 +373,7 @@ async fn only_the_caller_can_close_and_close_ends_the_dialog_without_a_response(
     )
     .await
     .unwrap();
+    wait_dialog_up(&portal, &other, &path).await;
     // Another connection may not close it.
     assert_eq!(close(&other, &path).await.as_deref(), Some(ACCESS_DENIED));
     // The dialog is still up: the backend has answered nothing.
@@ -481,6 +513,7 @@ async fn a_caller_that_leaves_mid_request_leaves_nothing_behind() {
     .await
     .unwrap();
     let other = portal.bus.connection().await;
+    wait_dialog_up(&portal, &other, &path).await;
     assert_eq!(close(&other, &path).await.as_deref(), Some(ACCESS_DENIED));
     conn.close().await.unwrap();
     // The backend's dialog is closed and the request object goes.
@@ -547,6 +580,134 @@ async fn the_bus_starts_the_backend_on_the_frontends_first_call() {
         dbus.name_has_owner(PROMPT.try_into().unwrap())
             .await
             .unwrap()
+    );
+}
+
+const SETTINGS: &str = "org.freedesktop.portal.Settings";
+const APPEARANCE: &str = "org.freedesktop.appearance";
+
+async fn settings_call(
+    conn: &zbus::Connection,
+    method: &str,
+    body: &(impl serde::Serialize + zvariant::DynamicType),
+) -> zbus::Result<zbus::Message> {
+    conn.call_method(Some(DESKTOP), DESKTOP_PATH, Some(SETTINGS), method, body)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_the_backend_and_changes_are_sent_on() {
+    let bus = Bus::start();
+    let settings_file = bus.root().join("settings.ini");
+    std::fs::write(
+        &settings_file,
+        "[org.freedesktop.appearance]\ncolor-scheme=prefer-dark\naccent-color=0.25,0.5,0.75\n",
+    )
+    .unwrap();
+    let mut portal = Portal::start_on(bus, Vec::new(), "", false).await;
+    let conn = portal.bus.connection().await;
+
+    type All = HashMap<String, HashMap<String, OwnedValue>>;
+    let all: All = settings_call(&conn, "ReadAll", &(Vec::<String>::new(),))
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+    let appearance = &all[APPEARANCE];
+    assert_eq!(u32::try_from(&appearance["color-scheme"]).unwrap(), 1);
+    assert_eq!(u32::try_from(&appearance["contrast"]).unwrap(), 0);
+    let accent =
+        <(f64, f64, f64)>::try_from(appearance["accent-color"].try_clone().unwrap()).unwrap();
+    assert_eq!(accent, (0.25, 0.5, 0.75));
+    for (patterns, present) in [
+        (vec!["org.freedesktop.*"], true),
+        (vec![APPEARANCE], true),
+        (vec!["org.gnome.*"], false),
+        (vec!["org.freedesktop"], false),
+    ] {
+        let all: All = settings_call(&conn, "ReadAll", &(patterns.clone(),))
+            .await
+            .unwrap()
+            .body()
+            .deserialize()
+            .unwrap();
+        assert_eq!(all.contains_key(APPEARANCE), present, "{patterns:?}");
+    }
+    // ReadOne: the value; Read (deprecated): the value in one more variant.
+    let one = settings_call(&conn, "ReadOne", &(APPEARANCE, "color-scheme"))
+        .await
+        .unwrap();
+    assert_eq!(one.body().signature().to_string(), "v");
+    assert_eq!(
+        u32::try_from(one.body().deserialize::<OwnedValue>().unwrap()).unwrap(),
+        1
+    );
+    let read = settings_call(&conn, "Read", &(APPEARANCE, "color-scheme"))
+        .await
+        .unwrap();
+    let outer = read.body().deserialize::<OwnedValue>().unwrap();
+    match &*outer {
+        Value::Value(inner) => assert_eq!(**inner, Value::U32(1)),
+        other => panic!("Read must wrap the value in a variant: {other:?}"),
+    }
+    let missing = call_error_name(
+        &conn,
+        DESKTOP,
+        DESKTOP_PATH,
+        SETTINGS,
+        "ReadOne",
+        &(APPEARANCE, "no-such-key"),
+    )
+    .await;
+    assert_eq!(
+        missing.as_deref(),
+        Some("org.freedesktop.portal.Error.NotFound")
+    );
+
+    // A change in the backend reaches every client as the portal's signal.
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .interface(SETTINGS)
+        .unwrap()
+        .member("SettingChanged")
+        .unwrap()
+        .build();
+    let mut changes = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .unwrap();
+    std::fs::write(
+        &settings_file,
+        "[org.freedesktop.appearance]\ncolor-scheme=prefer-light\naccent-color=0.25,0.5,0.75\n",
+    )
+    .unwrap();
+    let prompt = portal.prompt.as_mut().unwrap();
+    // SAFETY: kill(2) on the prompt we started and have not reaped.
+    unsafe { libc::kill(prompt.pid() as libc::pid_t, libc::SIGUSR1) };
+    let msg = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .unwrap_or_else(|_| panic!("no SettingChanged\n{}", portal.bus.logs()))
+        .unwrap()
+        .unwrap();
+    let (namespace, key, value): (String, String, OwnedValue) = msg.body().deserialize().unwrap();
+    assert_eq!(
+        (namespace.as_str(), key.as_str()),
+        (APPEARANCE, "color-scheme")
+    );
+    assert_eq!(u32::try_from(value).unwrap(), 2);
+    assert_eq!(msg.header().path().unwrap().as_str(), DESKTOP_PATH);
+    let one = settings_call(&conn, "ReadOne", &(APPEARANCE, "color-scheme"))
+        .await
+        .unwrap();
+    assert_eq!(
+        u32::try_from(one.body().deserialize::<OwnedValue>().unwrap()).unwrap(),
+        2
+    );
+    // Only the changed key was announced.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), changes.next())
+            .await
+            .is_err()
     );
 }
 
