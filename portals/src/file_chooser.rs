@@ -7,6 +7,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use porthole_service::{Caller, Callers, PortalError};
 use zbus::message::Header;
@@ -251,16 +252,11 @@ impl FileChooser {
             && options::lookup(&options, "directory", "b")
                 .is_some_and(|v| matches!(&**v, Value::Bool(true)));
 
+        let backend = BackendHandle::new(self.backend.clone());
+        let asked = backend.asked.clone();
         let handle = self
             .requests
-            .create(
-                conn,
-                &sender,
-                &token,
-                Some(BackendHandle {
-                    bus_name: self.backend.clone(),
-                }),
-            )
+            .create(conn, &sender, &token, Some(backend))
             .await?;
         tracing::debug!(method = method.name(), %handle, ?caller, "request");
 
@@ -273,6 +269,7 @@ impl FileChooser {
             handle: handle.clone(),
             caller,
             directory,
+            asked,
         };
         let args = (
             handle.clone(),
@@ -348,10 +345,13 @@ struct Dialog {
     handle: OwnedObjectPath,
     caller: Caller,
     directory: bool,
+    /// Set before the backend is asked (see [`BackendHandle::asked`]).
+    asked: Arc<AtomicBool>,
 }
 
 impl Dialog {
     async fn run(self, args: (OwnedObjectPath, String, String, String, Options)) {
+        self.asked.store(true, Ordering::SeqCst);
         let reply = self
             .conn
             .call_method(

@@ -13,7 +13,9 @@
 //! the bus.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use porthole_service::PortalError;
 use tokio::task::AbortHandle;
@@ -62,7 +64,31 @@ pub fn token_of(options: &HashMap<String, OwnedValue>) -> Result<String, PortalE
 #[derive(Debug, Clone)]
 pub struct BackendHandle {
     pub bus_name: String,
+    /// Set by the request's work just before it asks the backend: from
+    /// then on the backend may be showing a dialog to close.
+    pub asked: Arc<AtomicBool>,
 }
+
+impl BackendHandle {
+    pub fn new(bus_name: String) -> Self {
+        Self {
+            bus_name,
+            asked: Arc::default(),
+        }
+    }
+}
+
+/// When a backend answers Close with UnknownObject although it was asked:
+/// the call may still be on its way to its handler (a backend that runs
+/// each call on its own task exports the dialog's Request only once that
+/// task runs). Upstream's GDBus backends handle calls in order and cannot
+/// see this; ours can. Close is tried again after these pauses, a bounded
+/// handful of times, never as a standing poll.
+const CLOSE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
 
 struct Entry {
     sender: String,
@@ -228,21 +254,44 @@ async fn stop(conn: &zbus::Connection, path: &ObjectPath<'_>, entry: Entry) {
     if let Some(task) = entry.task {
         task.abort();
     }
-    if let Some(backend) = entry.backend {
-        let closed = conn
-            .call_method(
-                Some(backend.bus_name.as_str()),
-                path,
-                Some(IMPL_INTERFACE),
-                "Close",
-                &(),
-            )
-            .await;
-        if let Err(e) = closed {
-            // The dialog may have ended on its own meanwhile.
-            tracing::debug!(%path, "closing the backend's request: {e}");
+    let Some(backend) = entry.backend else {
+        return;
+    };
+    match close_backend(conn, &backend.bus_name, path).await {
+        Err(e) if is_unknown_object(&e) && backend.asked.load(Ordering::SeqCst) => {
+            let (conn, path) = (conn.clone(), path.to_owned());
+            tokio::spawn(async move {
+                for pause in CLOSE_RETRIES {
+                    tokio::time::sleep(pause).await;
+                    match close_backend(&conn, &backend.bus_name, &path).await {
+                        Err(e) if is_unknown_object(&e) => continue,
+                        Err(e) => tracing::debug!(%path, "closing the backend's request: {e}"),
+                        Ok(()) => tracing::debug!(%path, "closed the backend's request late"),
+                    }
+                    return;
+                }
+                // The dialog ended on its own, or never came up.
+            });
         }
+        // The dialog may have ended on its own meanwhile.
+        Err(e) => tracing::debug!(%path, "closing the backend's request: {e}"),
+        Ok(()) => {}
     }
+}
+
+async fn close_backend(
+    conn: &zbus::Connection,
+    bus_name: &str,
+    path: &ObjectPath<'_>,
+) -> zbus::Result<()> {
+    conn.call_method(Some(bus_name), path, Some(IMPL_INTERFACE), "Close", &())
+        .await
+        .map(|_| ())
+}
+
+fn is_unknown_object(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject")
 }
 
 async fn unexport(conn: &zbus::Connection, path: &ObjectPath<'_>) {

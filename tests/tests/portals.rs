@@ -541,6 +541,62 @@ async fn a_caller_that_leaves_mid_request_leaves_nothing_behind() {
     assert!(prompt.wait_timeout(Duration::ZERO).is_none());
 }
 
+/// Callers that leave right after their call, while the frontend is
+/// still handing the dialog to the backend: every dialog the backend put
+/// up is closed again, and no request object stays on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_leaving_at_once_leave_no_dialog_up() {
+    let portal = Portal::start(r#"{"method": "OpenFile", "hold": true}"#).await;
+    let other = portal.bus.connection().await;
+    let mut paths = Vec::new();
+    for i in 0..30 {
+        let conn = portal.bus.connection().await;
+        let token = format!("gone{i}");
+        paths.push(predicted(&conn, &token));
+        call(
+            &conn,
+            "OpenFile",
+            &options(vec![("handle_token", Value::from(token.as_str()))]),
+        )
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let prompt_log = || portal.prompt.as_ref().unwrap().log_text();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = prompt_log().matches("dialog up").count();
+        let records = portal.records();
+        if up == records.len() {
+            assert!(
+                records.iter().all(|r| r["ended"] == "closed"),
+                "{records:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{up} dialogs came up, {} ended:\n{}",
+            records.len(),
+            portal.bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for path in &paths {
+        assert_eq!(close(&other, path).await.as_deref(), Some(UNKNOWN_OBJECT));
+        let backend = call_error_name(
+            &other,
+            PROMPT,
+            path,
+            "org.freedesktop.impl.portal.Request",
+            "Close",
+            &(),
+        )
+        .await;
+        assert_eq!(backend.as_deref(), Some(UNKNOWN_OBJECT), "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_frontend_exits_0_on_sighup() {
     let mut portal = Portal::start("").await;
