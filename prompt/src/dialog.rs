@@ -18,6 +18,7 @@ use zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use crate::record::{Entry, Record};
 use crate::script::{Answer, Method, Script};
+use crate::terminal::Terminal;
 
 /// The bus name our `.portal` file names.
 pub const BUS_NAME: &str = "org.freedesktop.impl.portal.desktop.porthole";
@@ -27,28 +28,34 @@ pub const OBJECT_PATH: &str = "/org/freedesktop/portal/desktop";
 /// Response codes of the portal API.
 const CANCELLED_OTHERWISE: u32 = 2;
 
-type Results = HashMap<String, OwnedValue>;
+pub(crate) type Results = HashMap<String, OwnedValue>;
 
-/// What every dialog needs: the script that answers it and the record.
+/// Who answers the dialogs.
+pub enum Answers {
+    Script(Script),
+    Terminal(Terminal),
+}
+
+/// What every dialog needs: who answers it and the record.
 pub struct Dialogs {
-    script: Script,
+    answers: Answers,
     record: Record,
 }
 
 /// A dialog as asked.
-struct Asked<'a> {
-    method: Method,
-    handle: &'a OwnedObjectPath,
-    app_id: &'a str,
-    parent_window: &'a str,
-    title: &'a str,
-    text: Option<(&'a str, &'a str)>,
-    options: &'a Results,
+pub(crate) struct Asked<'a> {
+    pub method: Method,
+    pub handle: &'a OwnedObjectPath,
+    pub app_id: &'a str,
+    pub parent_window: &'a str,
+    pub title: &'a str,
+    pub text: Option<(&'a str, &'a str)>,
+    pub options: &'a Results,
 }
 
 impl Dialogs {
-    pub fn new(script: Script, record: Record) -> Arc<Self> {
-        Arc::new(Self { script, record })
+    pub fn new(answers: Answers, record: Record) -> Arc<Self> {
+        Arc::new(Self { answers, record })
     }
 
     /// Shows one dialog: exports its Request, answers from the script (or
@@ -77,22 +84,9 @@ impl Dialogs {
         }
         tracing::debug!(method = asked.method.as_str(), handle = %asked.handle, "dialog up");
 
-        let (response, results, ended) = match self.script.next(asked.method) {
-            None => (CANCELLED_OTHERWISE, Results::new(), "unscripted"),
-            Some(answer) if answer.hold => {
-                // Nobody answers: only Close (or the sender giving up on
-                // the call, which drops the sender half) ends it.
-                let _ = closed_rx.await;
-                (CANCELLED_OTHERWISE, Results::new(), "closed")
-            }
-            Some(answer) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(answer.delay_ms)) => {
-                        (answer.response, results_of(&answer), "answered")
-                    }
-                    _ = closed_rx => (CANCELLED_OTHERWISE, Results::new(), "closed"),
-                }
-            }
+        let (response, results, ended) = match &self.answers {
+            Answers::Script(script) => scripted(script, asked.method, closed_rx).await,
+            Answers::Terminal(terminal) => terminal.ask(&asked, closed_rx).await,
         };
 
         if let Err(e) = server
@@ -114,6 +108,30 @@ impl Dialogs {
             ended,
         });
         (response, results)
+    }
+}
+
+/// The script's answer to one dialog (or its Close).
+async fn scripted(
+    script: &Script,
+    method: Method,
+    closed: oneshot::Receiver<()>,
+) -> (u32, Results, &'static str) {
+    match script.next(method) {
+        None => (CANCELLED_OTHERWISE, Results::new(), "unscripted"),
+        Some(answer) if answer.hold => {
+            // Nobody answers: only Close ends it.
+            let _ = closed.await;
+            (CANCELLED_OTHERWISE, Results::new(), "closed")
+        }
+        Some(answer) => {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(answer.delay_ms)) => {
+                    (answer.response, results_of(&answer), "answered")
+                }
+                _ = closed => (CANCELLED_OTHERWISE, Results::new(), "closed"),
+            }
+        }
     }
 }
 

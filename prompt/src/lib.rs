@@ -4,15 +4,16 @@
 //! `/org/freedesktop/portal/desktop`, found by the frontend through
 //! `data/porthole.portal` like any backend.
 //!
-//! Scripted mode: each dialog is answered from a script ([`script`]) and
-//! recorded ([`record`]); the D-Bus side is [`dialog`]. The terminal mode
-//! is not built yet. It also serves `org.freedesktop.impl.portal.Settings`
+//! Each dialog is answered from a script ([`script`], scripted mode) or by
+//! the person at the prompt's terminal ([`terminal`], terminal mode), and
+//! recorded ([`record`]); the D-Bus side is [`dialog`]. It also serves `org.freedesktop.impl.portal.Settings`
 //! (appearance) from a key file ([`settings`]).
 
 pub mod dialog;
 pub mod record;
 pub mod script;
 pub mod settings;
+pub mod terminal;
 
 pub use dialog::{BUS_NAME, Dialogs, OBJECT_PATH};
 pub use record::Record;

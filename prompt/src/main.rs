@@ -1,16 +1,19 @@
-//! `porthole-prompt`: the dialog backend, scripted mode.
+//! `porthole-prompt`: the dialog backend (scripted or terminal mode).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use porthole_prompt::dialog::Answers;
 use porthole_prompt::settings::Settings;
+use porthole_prompt::terminal::Terminal;
 use porthole_prompt::{BUS_NAME, Dialogs, OBJECT_PATH, Record, Script, dialog};
 use porthole_service::{CommonArgs, Daemon};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Our dialog backend for the portal frontend: answers FileChooser and
-/// Access dialogs (org.freedesktop.impl.portal.*) from a script, and
+/// Access dialogs (org.freedesktop.impl.portal.*) from a script or at its
+/// terminal (--terminal), and
 /// records each dialog it was asked. Owns
 /// org.freedesktop.impl.portal.desktop.porthole; found by the frontend
 /// through porthole.portal. Exits on SIGTERM, SIGHUP or SIGINT.
@@ -25,6 +28,10 @@ struct Args {
     /// [default: $XDG_CONFIG_HOME/porthole/prompt-script.jsonl].
     #[arg(long, env = "PORTHOLE_PROMPT_SCRIPT", value_name = "FILE")]
     script: Option<PathBuf>,
+    /// Terminal mode: show each dialog on standard output and read the
+    /// answer from standard input, one dialog at a time.
+    #[arg(long, conflicts_with = "script")]
+    terminal: bool,
     /// Append one JSON line per dialog (what was asked, what was answered)
     /// to this file. Every dialog is also logged at info level.
     #[arg(long, env = "PORTHOLE_PROMPT_RECORD", value_name = "FILE")]
@@ -57,13 +64,19 @@ fn config_file(name: &str) -> Option<PathBuf> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = Daemon::start(BUS_NAME, &args.common)?;
-    let script_path = match args.script {
-        Some(path) => path,
-        None => config_file("prompt-script.jsonl")
-            .context("no script: pass --script FILE (the terminal mode is not built yet)")?,
+    let answers = if args.terminal {
+        tracing::info!("terminal mode");
+        Answers::Terminal(Terminal::stdio())
+    } else {
+        let script_path = match args.script {
+            Some(path) => path,
+            None => config_file("prompt-script.jsonl")
+                .context("no script: pass --script FILE, or --terminal")?,
+        };
+        let script = Script::load(&script_path)?;
+        tracing::info!(script = %script_path.display(), "scripted mode");
+        Answers::Script(script)
     };
-    let script = Script::load(&script_path)?;
-    tracing::info!(script = %script_path.display(), "scripted mode");
     let record = match &args.record {
         Some(path) => Record::to_file(path)
             .with_context(|| format!("opening the record file {}", path.display()))?,
@@ -73,7 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Installed before the name is visible, like the lifecycle's signals.
     let reload = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let bus = daemon.connect().await?;
-    dialog::export(bus.connection(), Dialogs::new(script, record))
+    dialog::export(bus.connection(), Dialogs::new(answers, record))
         .await
         .context("exporting the backend's interfaces")?;
     bus.connection()

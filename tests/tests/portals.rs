@@ -767,6 +767,245 @@ async fn settings_come_from_the_backend_and_changes_are_sent_on() {
     );
 }
 
+// ---- terminal mode --------------------------------------------------------
+
+/// The prompt in terminal mode, its standard input and everything it has
+/// shown; stopped with SIGTERM on drop.
+struct TerminalPrompt {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TerminalPrompt {
+    fn start(bus: &Bus) -> TerminalPrompt {
+        let mut cmd = bus.command(bin("porthole-prompt"));
+        let log = std::fs::File::create(bus.root().join("logs/prompt.log")).unwrap();
+        cmd.args(["-v", "--terminal"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = cmd.spawn().unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        TerminalPrompt {
+            child,
+            input,
+            shown,
+        }
+    }
+
+    /// Waits until the prompt has shown `marker` (after `from` bytes);
+    /// returns everything shown so far.
+    async fn wait_for(&self, marker: &str, from: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let shown = self.shown.lock().unwrap().clone();
+            if shown.get(from..).is_some_and(|s| s.contains(marker)) {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the prompt never showed {marker:?}:\n{shown}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn shown_len(&self) -> usize {
+        self.shown.lock().unwrap().len()
+    }
+
+    fn type_in(&mut self, text: &str) {
+        use std::io::Write;
+        self.input.write_all(text.as_bytes()).unwrap();
+        self.input.flush().unwrap();
+    }
+}
+
+impl Drop for TerminalPrompt {
+    fn drop(&mut self) {
+        porthole_tests::signal_and_wait(self.child.id(), libc::SIGTERM, Duration::from_secs(5));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_mode_shows_each_dialog_and_takes_the_typed_answer() {
+    let bus = Bus::start();
+    let mut prompt = TerminalPrompt::start(&bus);
+    let conn = bus.connection().await;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dbus
+        .name_has_owner(PROMPT.try_into().unwrap())
+        .await
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "no prompt:\n{}", bus.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let portals = bus.root().join("portals");
+    std::fs::create_dir_all(&portals).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
+    std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
+    // No portals.conf: the backend is chosen by its UseIn for this desktop.
+    let mut cmd = bus.command(bin("porthole-portals"));
+    cmd.arg("-v")
+        .env("XDG_DESKTOP_PORTAL_DIR", &portals)
+        .env("XDG_CURRENT_DESKTOP", "Porthole");
+    let _frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+
+    // OpenFile: two paths (one relative to the current folder), then the
+    // two choices.
+    type Choice = (String, String, Vec<(String, String)>, String);
+    let choices: Vec<Choice> = vec![
+        (
+            "enc".into(),
+            "Encoding".into(),
+            vec![
+                ("utf8".into(), "UTF-8".into()),
+                ("latin1".into(), "Latin-1".into()),
+            ],
+            "utf8".into(),
+        ),
+        ("ro".into(), "Read only".into(), vec![], "false".into()),
+    ];
+    let path = predicted(&conn, "term");
+    let mut responses = subscribe(&conn, &path).await;
+    let opts = options(vec![
+        ("handle_token", Value::from("term")),
+        ("choices", Value::from(choices)),
+        ("current_folder", Value::from(b"/srv/docs\0".to_vec())),
+    ]);
+    conn.call_method(
+        Some(DESKTOP),
+        DESKTOP_PATH,
+        Some(FILE_CHOOSER),
+        "OpenFile",
+        &("", "Open a text", &opts),
+    )
+    .await
+    .unwrap();
+    let shown = prompt.wait_for("Path(s) to open", 0).await;
+    assert!(
+        shown.contains("OpenFile from a host app: \"Open a text\""),
+        "{shown}"
+    );
+    assert!(shown.contains("current_folder: \"/srv/docs\""), "{shown}");
+    prompt.type_in("a.txt\n/abs/b c.txt\n\n");
+    prompt.wait_for("Encoding [utf8/latin1]", 0).await;
+    prompt.type_in("latin1\n");
+    prompt.wait_for("Read only [true/false]", 0).await;
+    prompt.type_in("\n");
+    let (code, results) = next_response(&mut responses, Duration::from_secs(10))
+        .await
+        .expect("Response");
+    assert_eq!(code, 0);
+    assert_eq!(
+        strings(&results["uris"]),
+        ["file:///srv/docs/a.txt", "file:///abs/b%20c.txt"]
+    );
+    let picked =
+        Vec::<(String, String)>::try_from(results["choices"].try_clone().unwrap()).unwrap();
+    assert_eq!(
+        picked,
+        [
+            ("enc".to_owned(), "latin1".to_owned()),
+            ("ro".to_owned(), "false".to_owned())
+        ]
+    );
+
+    // SaveFile, closed by the app while the prompt waits.
+    let from = prompt.shown_len();
+    let path = predicted(&conn, "term_save");
+    let mut responses = subscribe(&conn, &path).await;
+    call(
+        &conn,
+        "SaveFile",
+        &options(vec![("handle_token", Value::from("term_save"))]),
+    )
+    .await
+    .unwrap();
+    prompt.wait_for("Save as", from).await;
+    assert_eq!(close(&conn, &path).await, None);
+    prompt.wait_for("(closed by the app)", from).await;
+    assert!(
+        next_response(&mut responses, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // An empty answer cancels: Response 1.
+    let from = prompt.shown_len();
+    let path = predicted(&conn, "term_cancel");
+    let mut responses = subscribe(&conn, &path).await;
+    call(
+        &conn,
+        "SaveFile",
+        &options(vec![("handle_token", Value::from("term_cancel"))]),
+    )
+    .await
+    .unwrap();
+    prompt.wait_for("Save as", from).await;
+    prompt.type_in("\n");
+    let (code, _) = next_response(&mut responses, Duration::from_secs(10))
+        .await
+        .expect("Response");
+    assert_eq!(code, 1);
+
+    // AccessDialog, asked the way a frontend asks it.
+    let from = prompt.shown_len();
+    let asker = conn.clone();
+    let access = tokio::spawn(async move {
+        let reply = asker
+            .call_method(
+                Some(PROMPT),
+                DESKTOP_PATH,
+                Some("org.freedesktop.impl.portal.Access"),
+                "AccessDialog",
+                &(
+                    OwnedObjectPath::try_from("/org/freedesktop/portal/desktop/request/1_1/acc")
+                        .unwrap(),
+                    "org.example.App",
+                    "",
+                    "Reach example.org:443?",
+                    "The app wants to connect",
+                    "Only this once unless you say always",
+                    Options::new(),
+                ),
+            )
+            .await
+            .unwrap();
+        reply.body().deserialize::<(u32, Options)>().unwrap().0
+    });
+    let shown = prompt.wait_for("Allow? [y/N]", from).await;
+    assert!(
+        shown[from..].contains("AccessDialog from org.example.App"),
+        "{shown}"
+    );
+    assert!(
+        shown[from..].contains("The app wants to connect"),
+        "{shown}"
+    );
+    prompt.type_in("y\n");
+    assert_eq!(access.await.unwrap(), 0);
+}
+
 // ---- a sandboxed caller ---------------------------------------------------
 
 const APP_ID: &str = "org.example.Picker";
