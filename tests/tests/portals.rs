@@ -1023,7 +1023,7 @@ from gi.repository import GLib
 dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
 b = dbus.SessionBus()
 portal = b.get_object('org.freedesktop.portal.Desktop', '/org/freedesktop/portal/desktop')
-def ask(method, token):
+def ask(method, token, extra=None):
     path = '/org/freedesktop/portal/desktop/request/%s/%s' % (
         b.get_unique_name()[1:].replace('.', '_'), token)
     out = {'expected': path}
@@ -1035,7 +1035,9 @@ def ask(method, token):
     match = b.add_signal_receiver(on_response, signal_name='Response',
         dbus_interface='org.freedesktop.portal.Request', path=path)
     try:
-        out['handle'] = str(getattr(portal, method)('', 'Pick a file', {'handle_token': token},
+        options = {'handle_token': token}
+        options.update(extra or {})
+        out['handle'] = str(getattr(portal, method)('', 'Pick a file', options,
             dbus_interface='org.freedesktop.portal.FileChooser'))
         GLib.timeout_add(20000, loop.quit)
         loop.run()
@@ -1053,7 +1055,14 @@ for u in opened.get('uris', []):
             opened['read'].append(f.read())
     except OSError as e:
         opened['read'].append('ERROR %s' % e)
-saved = ask('SaveFile', 'porthole_save')
+# Re-saving the opened document: its folder and file as the app sees them.
+extra = {}
+if opened.get('uris'):
+    doc_file = local(opened['uris'][0])
+    as_bytes = lambda p: dbus.ByteArray(p.encode() + b'\0')
+    extra = {'current_folder': as_bytes(doc_file.rsplit('/', 1)[0]),
+             'current_file': as_bytes(doc_file)}
+saved = ask('SaveFile', 'porthole_save', extra)
 saved['wrote'] = []
 for u in saved.get('uris', []):
     try:
@@ -1196,4 +1205,17 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
     let records = portal.wait_records(2).await;
     assert_eq!(records[0]["app_id"], APP_ID);
     assert_eq!(records[1]["app_id"], APP_ID);
+    // The app's document paths reach the backend as the host's paths.
+    assert_eq!(
+        records[1]["options"]["current_folder"],
+        host.display().to_string(),
+        "{}",
+        records[1]
+    );
+    assert_eq!(
+        records[1]["options"]["current_file"],
+        chosen.display().to_string(),
+        "{}",
+        records[1]
+    );
 }
