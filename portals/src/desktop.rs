@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use porthole_identity::AppId;
 use porthole_service::{Callers, Strict};
 
 use crate::config::PortalConfig;
@@ -19,6 +20,11 @@ pub const OBJECT_PATH: &str = "/org/freedesktop/portal/desktop";
 pub struct Frontend {
     pub callers: Arc<Callers>,
     pub requests: Arc<Requests>,
+    /// Upstream's test hook (1.17+): `XDG_DESKTOP_PORTAL_TEST_APP_ID` in the
+    /// daemon's own environment makes every caller that sandboxed app, so
+    /// that upstream's test suite can check app ids. Never set in a
+    /// session: only whoever starts the daemon can set it.
+    pub test_app: Option<AppId>,
 }
 
 impl Default for Frontend {
@@ -26,7 +32,27 @@ impl Default for Frontend {
         Self {
             callers: Arc::default(),
             requests: Requests::new(),
+            test_app: None,
         }
+    }
+}
+
+impl Frontend {
+    /// With the test hook read from the environment (an invalid app id
+    /// there is an error, not silently the host).
+    pub fn from_env() -> Result<Self, porthole_identity::AppIdError> {
+        let test_app = match std::env::var("XDG_DESKTOP_PORTAL_TEST_APP_ID") {
+            Ok(id) => {
+                let id = AppId::parse(&id)?;
+                tracing::warn!(app_id = %id.as_str(), "test hook: every caller is this app");
+                Some(id)
+            }
+            Err(_) => None,
+        };
+        Ok(Self {
+            test_app,
+            ..Self::default()
+        })
     }
 }
 
@@ -76,6 +102,7 @@ pub async fn export(
                 callers: frontend.callers.clone(),
                 requests: frontend.requests.clone(),
                 backend: backend.dbus_name.clone(),
+                test_app: frontend.test_app.clone(),
             };
             server.at(OBJECT_PATH, Strict::new(portal)).await?;
             served.push(file_chooser::INTERFACE);

@@ -183,6 +183,8 @@ pub struct FileChooser {
     pub requests: Arc<Requests>,
     /// The backend's bus name.
     pub backend: String,
+    /// See [`crate::desktop::Frontend::test_app`].
+    pub test_app: Option<porthole_identity::AppId>,
 }
 
 #[zbus::interface(name = "org.freedesktop.portal.FileChooser")]
@@ -239,8 +241,13 @@ impl FileChooser {
         title: &str,
         options: Options,
     ) -> Result<OwnedObjectPath, PortalError> {
-        let caller = self.callers.identify(conn, hdr).await;
-        let caller = caller.require()?.clone();
+        let caller = match &self.test_app {
+            Some(app_id) => Caller::App {
+                app_id: app_id.clone(),
+                instance_id: None,
+            },
+            None => self.callers.identify(conn, hdr).await.require()?.clone(),
+        };
         let sender = hdr
             .sender()
             .map(|s| s.to_string())

@@ -29,7 +29,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let daemon = Daemon::start(BUS_NAME, &args.common)?;
     let config = PortalConfig::load(&SearchDirs::from_env());
     let bus = daemon.connect().await?;
-    let frontend = Frontend::default();
+    let frontend = Frontend::from_env().context("XDG_DESKTOP_PORTAL_TEST_APP_ID")?;
     let departures = desktop::subscribe_departures(bus.connection())
         .await
         .context("watching callers leave the bus")?;

@@ -54,7 +54,19 @@ impl Portal {
 
     /// `activated`: the backend is not started here but made activatable,
     /// so the bus starts it when the frontend first calls it.
-    async fn start_on(mut bus: Bus, extra: Vec<Service>, script: &str, activated: bool) -> Portal {
+    async fn start_on(bus: Bus, extra: Vec<Service>, script: &str, activated: bool) -> Portal {
+        Self::start_full(bus, extra, script, activated, &[]).await
+    }
+
+    /// As [`Portal::start_on`], with `frontend_env` in the frontend's
+    /// environment.
+    async fn start_full(
+        mut bus: Bus,
+        extra: Vec<Service>,
+        script: &str,
+        activated: bool,
+        frontend_env: &[(&str, &str)],
+    ) -> Portal {
         let portals = bus.root().join("portals");
         std::fs::create_dir_all(&portals).unwrap();
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
@@ -95,6 +107,7 @@ impl Portal {
         };
         let mut cmd = bus.command(bin("porthole-portals"));
         cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
+        cmd.envs(frontend_env.iter().copied());
         let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
         Portal {
             _stores: extra,
@@ -595,6 +608,42 @@ async fn callers_leaving_at_once_leave_no_dialog_up() {
         .await;
         assert_eq!(backend.as_deref(), Some(UNKNOWN_OBJECT), "{path}");
     }
+}
+
+/// Upstream's test hook: with XDG_DESKTOP_PORTAL_TEST_APP_ID in the
+/// frontend's environment every caller is that (sandboxed) app: the
+/// backend is told its id, and chosen files go to the document store for
+/// it (none runs here, so none is handed over), not back as host paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_app_id_hook_makes_every_caller_that_app() {
+    let portal = Portal::start_full(
+        Bus::start(),
+        Vec::new(),
+        r#"{"method": "OpenFile", "uris": ["file:///srv/a.txt"]}"#,
+        false,
+        &[("XDG_DESKTOP_PORTAL_TEST_APP_ID", "org.example.Tested")],
+    )
+    .await;
+    let conn = portal.bus.connection().await;
+    let path = predicted(&conn, "t");
+    let mut responses = subscribe(&conn, &path).await;
+    call(&conn, "OpenFile", &Options::new()).await.unwrap();
+    let (code, results) = next_response(&mut responses, Duration::from_secs(10))
+        .await
+        .expect("Response");
+    assert_eq!(code, 0);
+    assert!(strings(&results["uris"]).is_empty(), "{results:?}");
+    assert_eq!(
+        portal.wait_records(1).await[0]["app_id"],
+        "org.example.Tested"
+    );
+
+    // An invalid id there stops the frontend instead of meaning the host.
+    let bus = Bus::start();
+    let mut cmd = bus.command(bin("porthole-portals"));
+    cmd.env("XDG_DESKTOP_PORTAL_TEST_APP_ID", "not an id");
+    let (status, _, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert!(!status.success(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
