@@ -10,6 +10,7 @@ use porthole_service::{Callers, Strict};
 
 use crate::config::PortalConfig;
 use crate::file_chooser::{self, FileChooser};
+use crate::network_monitor::{self, NetworkMonitor};
 use crate::request::Requests;
 use crate::settings::{self, Settings};
 
@@ -62,6 +63,11 @@ pub struct Exported {
     pub served: Vec<&'static str>,
     /// Each Settings backend's changes, to send on.
     pub setting_changes: Vec<zbus::proxy::SignalStream<'static>>,
+    /// The network state and the kernel's route notifications.
+    pub routes: Option<(
+        Arc<std::sync::Mutex<network_monitor::State>>,
+        tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    )>,
 }
 
 /// Exports each portal whose backend interface has a backend (upstream
@@ -74,6 +80,17 @@ pub async fn export(
     let server = conn.object_server();
     let mut served = Vec::new();
     let mut setting_changes = Vec::new();
+    // NetworkMonitor needs no backend: upstream always serves it.
+    let monitor = NetworkMonitor::new(frontend.callers.clone());
+    let routes = match network_monitor::route_socket() {
+        Ok(socket) => Some((monitor.state.clone(), socket)),
+        Err(e) => {
+            tracing::warn!("no route notifications (NetworkMonitor will not see changes): {e}");
+            None
+        }
+    };
+    server.at(OBJECT_PATH, Strict::new(monitor)).await?;
+    served.push(network_monitor::INTERFACE);
     let backends: Vec<String> = config
         .find_all(settings::IMPL_INTERFACE)
         .iter()
@@ -112,6 +129,7 @@ pub async fn export(
     Ok(Exported {
         served,
         setting_changes,
+        routes,
     })
 }
 

@@ -242,9 +242,11 @@ impl FileChooser {
         options: Options,
     ) -> Result<OwnedObjectPath, PortalError> {
         let caller = match &self.test_app {
+            // Upstream's test app info has network.
             Some(app_id) => Caller::App {
                 app_id: app_id.clone(),
                 instance_id: None,
+                network: true,
             },
             None => self.callers.identify(conn, hdr).await.require()?.clone(),
         };

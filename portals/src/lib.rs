@@ -2,8 +2,9 @@
 //! `org.freedesktop.portal.Desktop` and serves, on
 //! `/org/freedesktop/portal/desktop`, the portals a sandboxed app talks to:
 //! so far `org.freedesktop.portal.FileChooser`, with upstream's request
-//! objects ([`request`]), and `org.freedesktop.portal.Settings`
-//! ([`settings`]). Backends are found as upstream finds them
+//! objects ([`request`]), `org.freedesktop.portal.Settings`
+//! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
+//! ([`network_monitor`]). Backends are found as upstream finds them
 //! ([`config`]); options are filtered as upstream filters them
 //! ([`options`]); chosen files reach sandboxed apps through the document
 //! store ([`documents`]).
@@ -12,6 +13,7 @@ pub mod config;
 pub mod desktop;
 pub mod documents;
 pub mod file_chooser;
+pub mod network_monitor;
 pub mod options;
 pub mod request;
 pub mod settings;

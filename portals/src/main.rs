@@ -5,11 +5,11 @@ use clap::Parser;
 use porthole_portals::BUS_NAME;
 use porthole_portals::config::{PortalConfig, SearchDirs};
 use porthole_portals::desktop::{self, Frontend};
-use porthole_portals::settings;
+use porthole_portals::{network_monitor, settings};
 use porthole_service::{CommonArgs, Daemon};
 
 /// The portal frontend: owns org.freedesktop.portal.Desktop and serves the
-/// portals sandboxed apps call (FileChooser, Settings), asking the backends named by
+/// portals sandboxed apps call (FileChooser, Settings, NetworkMonitor), asking the backends named by
 /// the .portal files and portals.conf (XDG_DESKTOP_PORTAL_DIR first, as
 /// xdg-desktop-portal). Exits on SIGTERM, SIGHUP or SIGINT.
 #[derive(Parser, Debug)]
@@ -46,6 +46,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
         for changes in exported.setting_changes {
             tokio::spawn(settings::forward_changes(conn.clone(), changes));
+        }
+        if let Some((state, socket)) = exported.routes {
+            tokio::spawn(network_monitor::watch(conn.clone(), state, socket));
         }
     })
     .await?;

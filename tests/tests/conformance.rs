@@ -125,6 +125,7 @@ async fn the_portal_frontend_and_the_prompt_serve_upstreams_interfaces() {
         ("org.freedesktop.portal.FileChooser", false),
         ("org.freedesktop.portal.Request", true),
         ("org.freedesktop.portal.Settings", false),
+        ("org.freedesktop.portal.NetworkMonitor", false),
     ];
     let backend_refs = [
         ("org.freedesktop.impl.portal.FileChooser", false),

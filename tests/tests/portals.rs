@@ -816,6 +816,153 @@ async fn settings_come_from_the_backend_and_changes_are_sent_on() {
     );
 }
 
+// ---- NetworkMonitor -------------------------------------------------------
+
+const NETWORK_MONITOR: &str = "org.freedesktop.portal.NetworkMonitor";
+
+async fn monitor_call<R>(conn: &zbus::Connection, method: &str) -> R
+where
+    R: for<'d> zvariant::DynamicDeserialize<'d> + for<'d> serde::Deserialize<'d> + zvariant::Type,
+{
+    monitor_call_with(conn, method, &()).await
+}
+
+async fn monitor_call_with<R>(
+    conn: &zbus::Connection,
+    method: &str,
+    body: &(impl serde::Serialize + zvariant::DynamicType),
+) -> R
+where
+    R: for<'d> serde::Deserialize<'d> + zvariant::Type,
+{
+    conn.call_method(
+        Some(DESKTOP),
+        DESKTOP_PATH,
+        Some(NETWORK_MONITOR),
+        method,
+        body,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method}: {e}"))
+    .body()
+    .deserialize::<R>()
+    .unwrap()
+}
+
+/// Runs `script` in the network namespace of `pid`.
+fn in_netns(pid: u32, script: &str) {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args(["-t", &pid.to_string(), "-n", "sh", "-ec", script]);
+    let (status, out, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert!(status.success(), "{script}: {out}{err}");
+}
+
+/// Waits for `changed` signals until `available` reads `want`.
+async fn settle(conn: &zbus::Connection, changes: &mut zbus::MessageStream, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = tokio::time::timeout(left, changes.next()).await;
+        assert!(got.is_ok(), "no changed signal to available={want}");
+        if monitor_call::<bool>(conn, "GetAvailable").await == want {
+            return;
+        }
+    }
+}
+
+/// The frontend in a network namespace of its own (only `lo`): no network;
+/// a default route added there: network, and `changed`; the default route
+/// removed again: back to local only, and `changed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_state_follows_the_kernels_routes() {
+    if !porthole_tests::running_as_root("network_state_follows_the_kernels_routes") {
+        return;
+    }
+    let bus = Bus::start();
+    let mut cmd = bus.command("unshare");
+    cmd.arg("--net").arg(bin("porthole-portals")).arg("-v");
+    let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+    let pid = frontend.pid();
+    let conn = bus.connection().await;
+
+    assert!(!monitor_call::<bool>(&conn, "GetAvailable").await);
+    assert!(!monitor_call::<bool>(&conn, "GetMetered").await);
+    assert_eq!(monitor_call::<u32>(&conn, "GetConnectivity").await, 1);
+    let status: Options = monitor_call(&conn, "GetStatus").await;
+    assert!(!bool::try_from(&status["available"]).unwrap());
+    assert_eq!(u32::try_from(&status["connectivity"]).unwrap(), 1);
+    assert!(!monitor_call_with::<bool>(&conn, "CanReach", &("10.200.0.1", 443u32)).await);
+
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .interface(NETWORK_MONITOR)
+        .unwrap()
+        .member("changed")
+        .unwrap()
+        .build();
+    let mut changes = zbus::MessageStream::for_match_rule(rule, &conn, None)
+        .await
+        .unwrap();
+    in_netns(
+        pid,
+        "ip link add pv0 type veth peer name pv1; ip link set pv0 up; ip link set pv1 up; \
+         ip addr add 10.77.0.1/24 dev pv0; ip route add default via 10.77.0.2 dev pv0",
+    );
+    settle(&conn, &mut changes, true).await;
+    assert_eq!(monitor_call::<u32>(&conn, "GetConnectivity").await, 4);
+    let status: Options = monitor_call(&conn, "GetStatus").await;
+    assert!(bool::try_from(&status["available"]).unwrap());
+    assert_eq!(u32::try_from(&status["connectivity"]).unwrap(), 4);
+    assert!(monitor_call_with::<bool>(&conn, "CanReach", &("10.200.0.1", 443u32)).await);
+
+    in_netns(pid, "ip route del default");
+    settle(&conn, &mut changes, false).await;
+    assert_eq!(monitor_call::<u32>(&conn, "GetConnectivity").await, 1);
+    // Its own subnet is still reachable; beyond it, nothing.
+    assert!(monitor_call_with::<bool>(&conn, "CanReach", &("10.77.0.9", 80u32)).await);
+    assert!(!monitor_call_with::<bool>(&conn, "CanReach", &("10.200.0.1", 443u32)).await);
+    assert!(!monitor_call_with::<bool>(&conn, "CanReach", &("no.such.name.invalid", 80u32)).await);
+}
+
+/// A sandboxed app may ask only when it has the network, as upstream
+/// decides from the app's `[Context] shared`: through its proxy, without
+/// `--share=network` GetStatus is NotAllowed; with it, the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_app_without_network_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/lib/python3/dist-packages/dbus").exists()
+    {
+        porthole_tests::skipped(
+            "a_sandboxed_app_without_network_is_refused: needs root and python3-dbus",
+        );
+        return;
+    }
+    const ASK: &str = r#"
+import dbus
+b = dbus.SessionBus()
+m = dbus.Interface(b.get_object('org.freedesktop.portal.Desktop', '/org/freedesktop/portal/desktop'),
+                   'org.freedesktop.portal.NetworkMonitor')
+try:
+    print('available=%s' % bool(m.GetStatus()['available']))
+except dbus.exceptions.DBusException as e:
+    print(e.get_dbus_name())
+"#;
+    let portal = Portal::start("").await;
+    for (extra, want) in [
+        (None, "org.freedesktop.portal.Error.NotAllowed"),
+        (Some("--share=network"), "available="),
+    ] {
+        let mut cmd = portal.bus.command(bin("porthole"));
+        cmd.arg("run")
+            .args(extra)
+            .args([APP_ID, "--", "/usr/bin/python3", "-c", ASK]);
+        let (status, out, err) =
+            porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(30));
+        assert!(status.success(), "{extra:?}: {out}{err}");
+        assert!(out.trim().starts_with(want), "{extra:?}: {out}{err}");
+    }
+}
+
 // ---- terminal mode --------------------------------------------------------
 
 /// The prompt in terminal mode, its standard input and everything it has
