@@ -5,17 +5,30 @@
 //! `pids` and `memory` in v1 hierarchies. For each limit asked for we take the
 //! hierarchy that actually offers the controller (v2 first), create
 //! `porthole-INSTANCE` below our current cgroup there (or below a directory
-//! an administrator delegated to us: `MOUNT/porthole/UID`), write the limit,
-//! and the host side moves the sandbox's pid 1 in before anything runs. With
-//! no limits, the instance still gets a v2 cgroup when one can be created,
-//! for grouping; when that is impossible we say so at info level and go on.
+//! an administrator delegated to us: `MOUNT/porthole/UID`) and write the
+//! limit.
+//!
+//! Every instance gets a cgroup of its own, limits or not, wherever the host
+//! offers a writable place, in this order: a systemd user scope (below); a
+//! v2 directory (our own cgroup's, when we may write it, or a delegated
+//! `MOUNT/porthole/UID`); one directory in each of the v1 `pids` and
+//! `memory` hierarchies, in the same two places. Where there is none, an
+//! info line says so and the instance stays in its caller's cgroups.
+//!
+//! Getting in: the sandbox's pid 1 is born in the v2 directory
+//! (`clone3(CLONE_INTO_CGROUP)`), and joins the v1 ones itself as its first
+//! step, through `tasks` files the monitor opened before the clone
+//! ([`InstanceCgroup::v1_join_files`]): moving a process from outside takes
+//! the kernel's cgroup_threadgroup_rwsem for writing (5 to 9 ms a launch on
+//! the development host), moving the calling thread does not.
 //!
 //! Where a systemd user manager runs, the unified hierarchy is its own: the
 //! instance then gets a transient scope from it ([`crate::systemd`]) and
-//! only v1 hierarchies get directories from us
-//! ([`InstanceCgroup::create_beside_scope`]).
+//! only v1 hierarchies get directories from us, for the limits that live
+//! there ([`InstanceCgroup::create_beside_scope`]).
 
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::io_error::PathIoError;
@@ -291,9 +304,85 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Pid 1's first step: joins the v1 cgroups whose `tasks` files the monitor
+/// opened ([`InstanceCgroup::v1_join_files`]) by writing "0" (the calling
+/// thread) into each; pid 1's close_range of everything it does not keep
+/// closes them right after. Writing `tasks`, not
+/// `cgroup.procs`: the kernel moves a single thread that is the caller
+/// without taking cgroup_threadgroup_rwsem for writing
+/// (`cgroup_procs_write_start` in kernel/cgroup/cgroup.c), and pid 1 has
+/// one thread, so the whole process moves. Only write(2): this runs in the
+/// child of a clone.
+pub fn join_v1(files: &[OwnedFd]) -> std::io::Result<()> {
+    for f in files {
+        match nix::unistd::write(f, b"0") {
+            Ok(1) => {}
+            Ok(_) => return Err(ErrorKind::WriteZero.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The instance's cgroup when no limit needs one: the first writable place
+/// in the order of [`InstanceCgroup::create`]'s doc (after the systemd
+/// scope, which the monitor asks for instead of calling this): a v2
+/// directory, else one in each delegated v1 `pids` and `memory` hierarchy.
+/// Empty, with an info line naming every place tried, when there is none.
+fn grouping_dirs(hs: &[Hierarchy], own: &str, uid: u32, name: &str) -> Vec<CgDir> {
+    let mut tried = Vec::new();
+    if let Some(h) = hs.iter().find(|h| h.v2)
+        && let Some(cur) = current_path(own, h)
+    {
+        let own_dir = h.mount.join(cur.strip_prefix("/").unwrap_or(&cur));
+        match make_dir(h, &own_dir, uid, name, "grouping") {
+            Ok(d) => return vec![CgDir { path: d, v2: true }],
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    // No v2 directory: the v1 hierarchies. [`host_state`] read only the
+    // standard v2 mount for a launch without limits; the v1 mounts come
+    // from /proc/self/mounts, read only on this slower path.
+    let v1: Vec<Hierarchy> = if hs.iter().any(|h| !h.v2) {
+        hs.to_vec()
+    } else {
+        parse_mounts(&read_proc("/proc/self/mounts", 16384))
+    };
+    let mut dirs = Vec::new();
+    for controller in GROUPING_V1 {
+        let Some(h) = v1
+            .iter()
+            .find(|h| !h.v2 && h.v1_controllers.iter().any(|c| c == controller))
+        else {
+            continue;
+        };
+        let Some(cur) = current_path(own, h) else {
+            continue;
+        };
+        let own_dir = h.mount.join(cur.strip_prefix("/").unwrap_or(&cur));
+        match make_dir(h, &own_dir, uid, name, controller) {
+            Ok(d) => dirs.push(CgDir { path: d, v2: false }),
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    if dirs.is_empty() {
+        tracing::info!(
+            tried = %tried.join("; "),
+            "the instance has no cgroup of its own; it stays in its caller's"
+        );
+    }
+    dirs
+}
+
+/// The v1 hierarchies an instance without limits is put in when v2 offers
+/// no place: the ones an administrator delegates for the limits
+/// (scripts/install-deps does it for the test user).
+const GROUPING_V1: [&str; 2] = ["pids", "memory"];
+
 impl InstanceCgroup {
-    /// Creates the instance's cgroup(s) and writes the limits. `Ok(None)`
-    /// when there are no limits and no cgroup can be created.
+    /// Creates the instance's cgroup(s) and writes the limits; with no
+    /// limits, the cgroup of [`grouping_dirs`]. `Ok(None)` when there are no
+    /// limits and no cgroup can be created.
     pub fn create(uid: u32, id: &str, limits: &Limits) -> Result<Option<Self>, CgroupError> {
         Self::create_inner(uid, id, limits, false).map(|(cg, _)| cg)
     }
@@ -378,18 +467,7 @@ impl InstanceCgroup {
             return Err(e);
         }
         if cg.dirs.is_empty() && !scope {
-            // No limits: a v2 cgroup for grouping, when we may create one.
-            if let Some(h) = hs.iter().find(|h| h.v2)
-                && let Some(cur) = current_path(&own, h)
-            {
-                let own_dir = h.mount.join(cur.strip_prefix("/").unwrap_or(&cur));
-                match make_dir(h, &own_dir, uid, &name, "grouping") {
-                    Ok(d) => cg.dirs.push(CgDir { path: d, v2: true }),
-                    Err(e) => {
-                        tracing::info!(error = %e, "instance runs without its own cgroup")
-                    }
-                }
-            }
+            cg.dirs = grouping_dirs(&hs, &own, uid, &name);
         }
         Ok(((!cg.dirs.is_empty()).then_some(cg), for_scope))
     }
@@ -405,16 +483,42 @@ impl InstanceCgroup {
             .map(std::os::fd::OwnedFd::from)
     }
 
-    /// True when some directory still needs [`InstanceCgroup::add`] after
-    /// the child was born into the v2 one (v1 hierarchies).
-    pub fn needs_move(&self, born_in_v2: bool) -> bool {
-        self.dirs.iter().any(|d| !(born_in_v2 && d.v2))
+    /// The `tasks` files of the v1 directories, opened for writing, for the
+    /// sandbox's pid 1 to join them itself: it writes "0" into each as its
+    /// first step (see [`join_v1`]). Opened here, before the clone, so that
+    /// pid 1 needs no path of the host and the kernel checks the write
+    /// against our credentials (cgroup v1 checks those of the file's
+    /// opener: `__cgroup1_procs_write` in kernel/cgroup/cgroup-v1.c).
+    pub fn v1_join_files(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.dirs
+            .iter()
+            .filter(|d| !d.v2)
+            .map(|d| {
+                let tasks = d.path.join("tasks");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(&tasks)
+                    .map(OwnedFd::from)
+                    .map_err(|e| PathIoError::new("open", &tasks, e).into())
+            })
+            .collect()
     }
 
-    /// Moves `pid` (and so everything it will start) into the directories;
-    /// with `born_in_v2`, the v2 one is skipped (the child started there).
-    pub fn add(&self, pid: i32, born_in_v2: bool) -> Result<(), CgroupError> {
-        for d in self.dirs.iter().filter(|d| !(born_in_v2 && d.v2)) {
+    /// True when the v2 directory still needs [`InstanceCgroup::add`]:
+    /// the child was not born in it (no clone3). The v1 ones pid 1 joins
+    /// itself ([`InstanceCgroup::v1_join_files`]).
+    pub fn needs_move(&self, born_in_v2: bool) -> bool {
+        !born_in_v2 && self.dirs.iter().any(|d| d.v2)
+    }
+
+    /// Moves `pid` (and so everything it will start) into the v2 directory,
+    /// for a child that could not be born there; with `v1_too`, into the v1
+    /// ones as well (a cgroup created after the clone, which pid 1 could
+    /// not join itself).
+    pub fn add(&self, pid: i32, v1_too: bool) -> Result<(), CgroupError> {
+        for d in self.dirs.iter().filter(|d| d.v2 || v1_too) {
             write(&d.path.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())

@@ -368,15 +368,9 @@ fn skip_systemd(test: &str, who: Who) -> bool {
 
 as_root_and_user!(the_sandbox_runs_in_a_systemd_scope_as_root, the_sandbox_runs_in_a_systemd_scope_as_user: skip_systemd("systemd_scope") => scope);
 
-/// A socket at the manager's place that accepts and then trickles a byte
-/// a second, never finishing an answer: the launch goes on after the
-/// launcher's deadline (5 s) without a scope, and the app runs.
-#[test]
-fn a_wedged_manager_does_not_hold_the_launch() {
-    if skip("wedged_manager", Who::Root) {
-        return;
-    }
-    let rt = runtime_dir(Who::Root, "systemd-wedged");
+/// A socket at `rt`'s manager place that accepts and then trickles a byte
+/// a second, never finishing an answer (a wedged manager).
+fn wedged_manager(rt: &Path) {
     std::fs::create_dir_all(rt.join("systemd")).unwrap();
     let sock = rt.join("systemd/private");
     let _ = std::fs::remove_file(&sock);
@@ -394,6 +388,17 @@ fn a_wedged_manager_does_not_hold_the_launch() {
             });
         }
     });
+}
+
+/// A wedged manager: the launch goes on after the launcher's deadline
+/// (5 s) without a scope, and the app runs.
+#[test]
+fn a_wedged_manager_does_not_hold_the_launch() {
+    if skip("wedged_manager", Who::Root) {
+        return;
+    }
+    let rt = runtime_dir(Who::Root, "systemd-wedged");
+    wedged_manager(&rt);
     let started = std::time::Instant::now();
     let out = run(
         porthole(
@@ -418,4 +423,52 @@ fn a_wedged_manager_does_not_hold_the_launch() {
         "stderr: {}",
         out.stderr
     );
+}
+
+/// Issue 9: with no scope after all (a wedged manager), the instance still
+/// gets a cgroup of its own, the next place in the launcher's order: seen
+/// from the host, its pid 1 is in every directory its record names, each
+/// named for the instance, and they are gone after it ends.
+#[test]
+fn without_a_scope_the_instance_still_gets_its_cgroup() {
+    if skip("wedged_manager_cgroup", Who::Root) {
+        return;
+    }
+    let rt = runtime_dir(Who::Root, "systemd-wedged-cg");
+    wedged_manager(&rt);
+    let m = marker("wedged-cg", Who::Root);
+    let sleeper = Sleeper::start(Who::Root, &rt, &[], &m);
+    let check = (|| -> Result<Vec<String>, String> {
+        // The record appears after the scope's deadline.
+        let rec = wait_for(15, || sleeper.record(Who::Root, &rt)).ok_or("no instance")?;
+        let id = rec["instance"].as_str().ok_or("no id")?.to_owned();
+        let pid = rec["pid"].as_i64().ok_or("no pid")?;
+        let dirs: Vec<String> = rec["cgroups"]
+            .as_array()
+            .ok_or("no cgroups")?
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect();
+        if dirs.is_empty() {
+            return Err("no cgroup of its own".into());
+        }
+        for d in &dirs {
+            if !d.ends_with(&format!("/porthole-{id}")) {
+                return Err(format!("{d} is not the instance's"));
+            }
+            let procs = std::fs::read_to_string(format!("{d}/cgroup.procs"))
+                .map_err(|e| format!("{d}: {e}"))?;
+            if !procs.lines().any(|l| l == pid.to_string()) {
+                return Err(format!("pid 1 ({pid}) is not in {d}: {procs}"));
+            }
+        }
+        Ok(dirs)
+    })();
+    sleeper.terminate();
+    assert_no_leftovers(&m);
+    let dirs = check.unwrap();
+    for d in dirs {
+        let gone = wait_for(3, || (!Path::new(&d).exists()).then_some(()));
+        assert!(gone.is_some(), "cgroup {d} left behind");
+    }
 }

@@ -1,4 +1,5 @@
-//! `porthole ps [--json]`: running instances of this user.
+//! `porthole ps [--json]`: running instances of this user, each with its
+//! cgroup directories (the `cgroups` field of the JSON records).
 
 use porthole_launcher::instance;
 
@@ -29,17 +30,29 @@ pub fn main(args: PsArgs) -> i32 {
         return 0;
     }
     println!(
-        "{:<11} {:>8} {:<32} COMMAND",
-        "INSTANCE", "PID", "APPLICATION"
+        "{:<11} {:>8} {:<32} {:<40} COMMAND",
+        "INSTANCE", "PID", "APPLICATION", "CGROUP"
     );
     for r in records {
         println!(
-            "{:<11} {:>8} {:<32} {}",
+            "{:<11} {:>8} {:<32} {:<40} {}",
             r.instance,
             r.pid,
             r.app_id,
+            cgroup_column(&r.cgroups),
             r.command.join(" ")
         );
     }
     0
+}
+
+/// The CGROUP column: the instance's cgroup directories (its systemd scope's,
+/// its v2 one, or one per v1 hierarchy), comma-separated; "-" when it has
+/// none and runs in its caller's.
+fn cgroup_column(cgroups: &[String]) -> String {
+    if cgroups.is_empty() {
+        "-".to_owned()
+    } else {
+        cgroups.join(",")
+    }
 }

@@ -2,7 +2,7 @@
 //! the host, clones into the namespaces, supervises, cleans up.
 
 use super::resources::InstanceResources;
-use super::sandbox::{exec_parts, sandbox_init};
+use super::sandbox::{FromMonitor, exec_parts, sandbox_init};
 use super::*;
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
@@ -173,6 +173,26 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         }
     };
     res.cgroup = cgroup;
+    // Pid 1 joins the v1 directories itself (see cgroup::join_v1). Files
+    // that cannot be opened leave the instance without its cgroup, as a
+    // failed move would.
+    let v1_join = match res
+        .cgroup
+        .as_ref()
+        .map(cgroup::InstanceCgroup::v1_join_files)
+    {
+        Some(Ok(files)) => files,
+        Some(Err(e)) => {
+            if p.limits.is_empty() {
+                tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+            } else {
+                warn(Warning::CgroupMoveFailed(e));
+            }
+            res.remove_cgroup();
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     trace_stage(p.trace, "cgroup created, cloning");
     let flags = p.namespaces.clone_flags();
     let mut born_in_cgroup = false;
@@ -191,9 +211,9 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     };
     // A failed clone leaves nothing behind: `res` is released on return.
     let forked = forked?;
-    // The sandbox waits for "go" only when it still has to be moved into a
-    // cgroup (v1 hierarchies, or no clone3): each cross-process wake-up costs
-    // scheduling latency on a busy machine.
+    // The sandbox waits for "go" only when the host still has to move it
+    // into a cgroup (its systemd scope, or v2 without clone3): each
+    // cross-process wake-up costs scheduling latency on a busy machine.
     let child_waits = scope_dir.is_some()
         || res
             .cgroup
@@ -207,10 +227,13 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             sandbox_init(
                 &p,
                 &parts,
-                go_rd,
-                child_waits,
-                ready_wr,
-                bus_ready,
+                FromMonitor {
+                    v1_cgroups: &v1_join,
+                    go: go_rd,
+                    wait_go: child_waits,
+                    ready: ready_wr,
+                    bus_ready,
+                },
                 &old_mask,
             );
         }
@@ -218,6 +241,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     };
     drop(go_rd);
     drop(ready_wr);
+    drop(v1_join);
     // The manager creates the scope while the sandbox assembles its root.
     let unit = crate::systemd::unit_name(p.app_id.as_str(), &p.instance_id);
     let description = format!("porthole sandbox of {}", p.app_id.as_str());
@@ -258,9 +282,14 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     let mut cleanup = Vec::new();
     if let Some(cg) = &res.cgroup
         && cg.needs_move(born_in_cgroup)
-        && let Err(e) = cg.add(child.as_raw(), born_in_cgroup)
+        && let Err(e) = cg.add(child.as_raw(), false)
     {
-        warn(Warning::CgroupMoveFailed(e));
+        // Without limits nothing is lost but the grouping: no warning.
+        if p.limits.is_empty() {
+            tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+        } else {
+            warn(Warning::CgroupMoveFailed(e));
+        }
         res.remove_cgroup();
     }
     let mut scope_cgroup = None;
@@ -286,6 +315,23 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             Err(e) => warn(Warning::LimitsNoScope {
                 reason: e.to_string(),
             }),
+        }
+        if scope_cgroup.is_none() && res.cgroup.is_none() {
+            // No scope after all: the next place in the order of
+            // crate::cgroup (a v2 directory, else the v1 ones), without the
+            // limits (a warning above said they are not enforced). The
+            // sandbox still waits for "go", so the host moves it in.
+            res.cgroup = cgroup::InstanceCgroup::create(p.uid, &p.instance_id, &Default::default())
+                .unwrap_or_else(|e| {
+                    tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+                    None
+                });
+            if let Some(cg) = &res.cgroup
+                && let Err(e) = cg.add(child.as_raw(), true)
+            {
+                tracing::info!(error = %e, "no cgroup for this instance; continuing without");
+                res.remove_cgroup();
+            }
         }
     }
     if child_waits {

@@ -53,16 +53,52 @@ pub(super) fn exec_parts(
     })
 }
 
+/// What pid 1 takes from the monitor across the clone.
+pub(super) struct FromMonitor<'a> {
+    /// The `tasks` files of the instance's v1 cgroups, to join
+    /// ([`cgroup::join_v1`]).
+    pub(super) v1_cgroups: &'a [OwnedFd],
+    /// "go" once the host has put us into our cgroups (scope, or v2 without
+    /// clone3); its hang-up tells us the monitor died.
+    pub(super) go: OwnedFd,
+    /// Whether to wait for "go" (else only check the monitor is alive).
+    pub(super) wait_go: bool,
+    /// Ours to write: "r" once the root is ready, then the app's status.
+    pub(super) ready: OwnedFd,
+    /// The D-Bus proxy's ready pipe, when there is a proxy.
+    pub(super) bus_ready: Option<std::os::fd::BorrowedFd<'a>>,
+}
+
 /// Pid 1 of the sandbox. Never returns.
 pub(super) fn sandbox_init(
     p: &Prepared,
     parts: &ExecParts,
-    go: OwnedFd,
-    wait_go: bool,
-    ready: OwnedFd,
-    bus_ready: Option<std::os::fd::BorrowedFd<'_>>,
+    from_monitor: FromMonitor<'_>,
     old_mask: &nix::sys::signal::SigSet,
 ) -> ! {
+    let FromMonitor {
+        v1_cgroups,
+        go,
+        wait_go,
+        ready,
+        bus_ready,
+    } = from_monitor;
+    // Into the instance's v1 cgroups before anything else, so that all we
+    // start is counted there. A failure with limits asked for ends the
+    // launch (the app must not run outside them); without, the instance
+    // runs in its caller's cgroups, as where no cgroup can be created.
+    if let Err(e) = cgroup::join_v1(v1_cgroups) {
+        if !p.limits.is_empty() {
+            fail("join the instance's cgroups", e);
+        }
+        let line = format!(
+            "porthole: warning: the sandbox could not join its cgroups; it stays in its caller's: {e}\n"
+        );
+        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+    }
+    if !v1_cgroups.is_empty() {
+        trace_stage(p.trace, "v1 cgroups joined");
+    }
     // First, before anything else can use them: close what the caller of
     // `porthole` left open (fds >= 3), keeping only our pipes (the D-Bus
     // proxy's sync pipe is our copy of the monitor's read end).

@@ -398,6 +398,17 @@ impl Sleeper {
         })
     }
 
+    /// Ends it as a user would (SIGTERM to its process group: the monitor
+    /// forwards it and cleans up), within 10 s, else kills the group.
+    pub fn terminate(mut self) {
+        // SAFETY: kill(2) takes plain integers; the group is the one
+        // `porthole()` made this command lead, not yet reaped.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        if wait_for(10, || self.child.try_wait().ok().flatten()).is_none() {
+            self.stop();
+        }
+    }
+
     /// Kills its whole process group, whatever happened, and reaps it.
     pub fn stop(mut self) {
         // SAFETY: kill(2) takes plain integers; the group is the one
