@@ -22,8 +22,9 @@ pub struct Frontend {
     pub callers: Arc<Callers>,
     pub requests: Arc<Requests>,
     /// Upstream's test hook (1.17+): `XDG_DESKTOP_PORTAL_TEST_APP_ID` in the
-    /// daemon's own environment makes every caller that sandboxed app, so
-    /// that upstream's test suite can check app ids. Never set in a
+    /// daemon's own environment makes every caller a host app with that
+    /// id (upstream's test app info has no engine, so it is a host app),
+    /// so that upstream's test suite can check app ids. Never set in a
     /// session: only whoever starts the daemon can set it.
     pub test_app: Option<AppId>,
 }
@@ -120,6 +121,9 @@ pub async fn export(
                 requests: frontend.requests.clone(),
                 backend: backend.dbus_name.clone(),
                 test_app: frontend.test_app.clone(),
+                lockdown: config
+                    .find(file_chooser::LOCKDOWN_INTERFACE)
+                    .map(|b| b.dbus_name.clone()),
             };
             server.at(OBJECT_PATH, Strict::new(portal)).await?;
             served.push(file_chooser::INTERFACE);

@@ -21,6 +21,7 @@ pub const INTERFACE: &str = "org.freedesktop.portal.FileChooser";
 pub const IMPL_INTERFACE: &str = "org.freedesktop.impl.portal.FileChooser";
 /// Where backends serve their interfaces.
 pub const BACKEND_PATH: &str = "/org/freedesktop/portal/desktop";
+pub const LOCKDOWN_INTERFACE: &str = "org.freedesktop.impl.portal.Lockdown";
 
 type Filter = (String, Vec<(u32, String)>);
 type Choice = (String, String, Vec<(String, String)>, String);
@@ -185,6 +186,8 @@ pub struct FileChooser {
     pub backend: String,
     /// See [`crate::desktop::Frontend::test_app`].
     pub test_app: Option<porthole_identity::AppId>,
+    /// The `org.freedesktop.impl.portal.Lockdown` backend, if any.
+    pub lockdown: Option<String>,
 }
 
 #[zbus::interface(name = "org.freedesktop.portal.FileChooser")]
@@ -232,6 +235,31 @@ impl FileChooser {
 }
 
 impl FileChooser {
+    /// The lockdown backend's `disable-save-to-disk`, read per call (no
+    /// backend, or no answer: saving is allowed, as upstream's stand-in
+    /// lockdown object says).
+    async fn save_disabled(&self, conn: &zbus::Connection) -> bool {
+        let Some(lockdown) = &self.lockdown else {
+            return false;
+        };
+        let reply = conn
+            .call_method(
+                Some(lockdown.as_str()),
+                BACKEND_PATH,
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &(LOCKDOWN_INTERFACE, "disable-save-to-disk"),
+            )
+            .await;
+        match reply.and_then(|m| m.body().deserialize::<OwnedValue>()) {
+            Ok(v) => matches!(&*v, Value::Bool(true)),
+            Err(e) => {
+                tracing::debug!(lockdown, "reading disable-save-to-disk: {e}");
+                false
+            }
+        }
+    }
+
     async fn start(
         &self,
         method: Method,
@@ -241,15 +269,19 @@ impl FileChooser {
         title: &str,
         options: Options,
     ) -> Result<OwnedObjectPath, PortalError> {
-        let caller = match &self.test_app {
-            // Upstream's test app info has network.
-            Some(app_id) => Caller::App {
-                app_id: app_id.clone(),
-                instance_id: None,
-                network: true,
-            },
-            None => self.callers.identify(conn, hdr).await.require()?.clone(),
+        // Upstream's test app info has no engine, so it counts as a host
+        // app (URIs returned as they are) that has an app id.
+        let (caller, app_id) = match &self.test_app {
+            Some(app_id) => (Caller::Host, app_id.as_str().to_owned()),
+            None => {
+                let caller = self.callers.identify(conn, hdr).await.require()?.clone();
+                let app_id = caller.app_id_str().unwrap_or_default().to_owned();
+                (caller, app_id)
+            }
         };
+        if method != Method::OpenFile && self.save_disabled(conn).await {
+            return Err(PortalError::NotAllowed("File saving disabled".into()));
+        }
         let sender = hdr
             .sender()
             .map(|s| s.to_string())
@@ -269,7 +301,6 @@ impl FileChooser {
             .await?;
         tracing::debug!(method = method.name(), %handle, ?caller, "request");
 
-        let app_id = caller.app_id_str().unwrap_or_default().to_owned();
         let dialog = Dialog {
             conn: conn.clone(),
             requests: self.requests.clone(),

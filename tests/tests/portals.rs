@@ -611,11 +611,10 @@ async fn callers_leaving_at_once_leave_no_dialog_up() {
 }
 
 /// Upstream's test hook: with XDG_DESKTOP_PORTAL_TEST_APP_ID in the
-/// frontend's environment every caller is that (sandboxed) app: the
-/// backend is told its id, and chosen files go to the document store for
-/// it (none runs here, so none is handed over), not back as host paths.
+/// frontend's environment every caller is a host app with that id: the
+/// backend is told the id, and the chosen URIs come back as they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_test_app_id_hook_makes_every_caller_that_app() {
+async fn the_test_app_id_hook_makes_every_caller_a_host_app_with_that_id() {
     let portal = Portal::start_full(
         Bus::start(),
         Vec::new(),
@@ -632,7 +631,7 @@ async fn the_test_app_id_hook_makes_every_caller_that_app() {
         .await
         .expect("Response");
     assert_eq!(code, 0);
-    assert!(strings(&results["uris"]).is_empty(), "{results:?}");
+    assert_eq!(strings(&results["uris"]), ["file:///srv/a.txt"]);
     assert_eq!(
         portal.wait_records(1).await[0]["app_id"],
         "org.example.Tested"
