@@ -26,6 +26,10 @@ pub struct AppInfo {
     pub app_id: String,
     /// The sandbox instance id, when sandboxed.
     pub instance_id: Option<String>,
+    /// Whether the process may use the network: always for the host; for
+    /// a sandboxed app, `network` in its `[Context] shared` (upstream's
+    /// `xdp_app_info_has_network`).
+    pub network: bool,
     pub pid: u32,
 }
 
@@ -156,6 +160,7 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
         return Ok(AppInfo {
             app_id: String::new(),
             instance_id: None,
+            network: true,
             pid,
         });
     };
@@ -173,9 +178,13 @@ pub fn identify_pid(pid: u32, pidfd: &OwnedFd) -> Result<AppInfo, CallerError> {
         pid,
         reason: e.to_string(),
     })?;
+    let network = kf
+        .get_list("Context", "shared")
+        .is_some_and(|shared| shared.iter().any(|s| s == "network"));
     Ok(AppInfo {
         app_id,
         instance_id: kf.get("Instance", "instance-id"),
+        network,
         pid,
     })
 }

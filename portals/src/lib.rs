@@ -1,1 +1,22 @@
-//! The portal frontend. Not built yet.
+//! `porthole-portals`: the portal frontend. It owns
+//! `org.freedesktop.portal.Desktop` and serves, on
+//! `/org/freedesktop/portal/desktop`, the portals a sandboxed app talks to:
+//! so far `org.freedesktop.portal.FileChooser`, with upstream's request
+//! objects ([`request`]), `org.freedesktop.portal.Settings`
+//! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
+//! ([`network_monitor`]). Backends are found as upstream finds them
+//! ([`config`]); options are filtered as upstream filters them
+//! ([`options`]); chosen files reach sandboxed apps through the document
+//! store ([`documents`]).
+
+pub mod config;
+pub mod desktop;
+pub mod documents;
+pub mod file_chooser;
+pub mod network_monitor;
+pub mod options;
+pub mod request;
+pub mod settings;
+pub mod uri;
+
+pub use desktop::{BUS_NAME, OBJECT_PATH};

@@ -27,6 +27,8 @@ pub enum Caller {
     App {
         app_id: AppId,
         instance_id: Option<String>,
+        /// `network` in the app's `[Context] shared`.
+        network: bool,
     },
     /// The lookup failed; `reason` is for our log, not for the reply.
     Unidentified {
@@ -44,6 +46,17 @@ impl Caller {
                 Err(refuse_unidentified(sender.as_deref(), reason))
             }
             known => Ok(known),
+        }
+    }
+
+    /// Whether the caller may use the network (upstream's
+    /// `xdp_app_info_has_network`): the host may; an app when its
+    /// instance info shares `network`; an unidentified caller may not.
+    pub fn has_network(&self) -> bool {
+        match self {
+            Caller::Host => true,
+            Caller::App { network, .. } => *network,
+            Caller::Unidentified { .. } => false,
         }
     }
 
@@ -84,6 +97,7 @@ impl Caller {
                     Caller::App {
                         app_id,
                         instance_id: info.instance_id,
+                        network: info.network,
                     },
                     Keep::Always,
                 ),
@@ -273,6 +287,7 @@ mod tests {
         AppInfo {
             app_id: app_id.into(),
             instance_id: Some("7".into()),
+            network: false,
             pid: 1,
         }
     }
@@ -286,7 +301,17 @@ mod tests {
         assert!(matches!(keep, Keep::Always));
         assert_eq!(app.app_id().map(AppId::as_str), Some("org.example.App"));
         assert_eq!(app.app_id_str(), Some("org.example.App"));
+        assert!(!app.has_network());
+        let (networked, _) = Caller::from_lookup(
+            ":1.5",
+            Ok(AppInfo {
+                network: true,
+                ..info("org.example.App")
+            }),
+        );
+        assert!(networked.has_network());
         assert_eq!(Caller::Host.app_id_str(), Some(""));
+        assert!(Caller::Host.has_network());
     }
 
     #[test]

@@ -98,7 +98,9 @@ done
 # One pytest process per test, each in its own process group: a hung test
 # is killed by pytest-timeout, and whatever it left behind is reaped.
 pass=0 fail=0
-for t in $("$py" -m pytest -p no:cacheprovider --collect-only -q "${files[@]}" | grep '::'); do
+# Only whole lines that are one test id: pytest's warnings quote test ids
+# inside sentences ("Test: tests/x.py::T::t, argvalues type: generator").
+for t in $("$py" -m pytest -p no:cacheprovider --collect-only -q "${files[@]}" | grep -E '^[^ ]+::[^ ]+$'); do
   setsid "$py" -m pytest -p no:cacheprovider -q -rA --timeout=120 --timeout-method=thread "$t" >"$tmp/log" 2>&1 &
   pid=$!
   if wait $pid; then pass=$((pass + 1)); echo "PASS $t"

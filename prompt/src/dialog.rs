@@ -1,0 +1,338 @@
+//! The backend's D-Bus side: `org.freedesktop.impl.portal.FileChooser` and
+//! `org.freedesktop.impl.portal.Access` on `/org/freedesktop/portal/desktop`,
+//! and an `org.freedesktop.impl.portal.Request` at each dialog's handle
+//! while the dialog is up (the frontend's `Close` ends the dialog there).
+//!
+//! Each method call is one dialog: the backend replies to the call itself
+//! when the dialog ends (`(u response, a{sv} results)`), as upstream's
+//! backends do; the frontend turns that into the app's `Response` signal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use zbus::ObjectServer;
+use zbus::message::Header;
+use zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+use crate::record::{Entry, Record};
+use crate::script::{Answer, Method, Script};
+use crate::terminal::Terminal;
+
+/// The bus name our `.portal` file names.
+pub const BUS_NAME: &str = "org.freedesktop.impl.portal.desktop.porthole";
+/// Where every backend serves its interfaces.
+pub const OBJECT_PATH: &str = "/org/freedesktop/portal/desktop";
+
+/// Response codes of the portal API.
+const CANCELLED_OTHERWISE: u32 = 2;
+
+pub(crate) type Results = HashMap<String, OwnedValue>;
+
+/// Who answers the dialogs.
+pub enum Answers {
+    Script(Script),
+    Terminal(Terminal),
+}
+
+/// What every dialog needs: who answers it and the record.
+pub struct Dialogs {
+    answers: Answers,
+    record: Record,
+}
+
+/// A dialog as asked.
+pub(crate) struct Asked<'a> {
+    pub method: Method,
+    pub handle: &'a OwnedObjectPath,
+    pub app_id: &'a str,
+    pub parent_window: &'a str,
+    pub title: &'a str,
+    pub text: Option<(&'a str, &'a str)>,
+    pub options: &'a Results,
+}
+
+impl Dialogs {
+    pub fn new(answers: Answers, record: Record) -> Arc<Self> {
+        Arc::new(Self { answers, record })
+    }
+
+    /// Shows one dialog: exports its Request, answers from the script (or
+    /// when closed), unexports, records.
+    async fn show(
+        &self,
+        server: &ObjectServer,
+        hdr: &Header<'_>,
+        asked: Asked<'_>,
+    ) -> (u32, Results) {
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let request = BackendRequest {
+            owner: hdr.sender().map(|s| s.to_string()),
+            close: Mutex::new(Some(closed_tx)),
+        };
+        match server.at(asked.handle.as_ref(), request).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(handle = %asked.handle, "a dialog is already up at this handle");
+                return (CANCELLED_OTHERWISE, Results::new());
+            }
+            Err(e) => {
+                tracing::warn!(handle = %asked.handle, "exporting the request: {e}");
+                return (CANCELLED_OTHERWISE, Results::new());
+            }
+        }
+        tracing::debug!(method = asked.method.as_str(), handle = %asked.handle, "dialog up");
+
+        let (response, results, ended) = match &self.answers {
+            Answers::Script(script) => scripted(script, asked.method, closed_rx).await,
+            Answers::Terminal(terminal) => terminal.ask(&asked, closed_rx).await,
+        };
+
+        if let Err(e) = server
+            .remove::<BackendRequest, _>(asked.handle.as_ref())
+            .await
+        {
+            tracing::debug!(handle = %asked.handle, "unexporting the request: {e}");
+        }
+        self.record.write(&Entry {
+            method: asked.method.as_str(),
+            handle: asked.handle.as_str(),
+            app_id: asked.app_id,
+            parent_window: asked.parent_window,
+            title: asked.title,
+            text: asked.text,
+            options: asked.options,
+            response,
+            results: &results,
+            ended,
+        });
+        (response, results)
+    }
+}
+
+/// The script's answer to one dialog (or its Close).
+async fn scripted(
+    script: &Script,
+    method: Method,
+    closed: oneshot::Receiver<()>,
+) -> (u32, Results, &'static str) {
+    match script.next(method) {
+        None => (CANCELLED_OTHERWISE, Results::new(), "unscripted"),
+        Some(answer) if answer.hold => {
+            // Nobody answers: only Close ends it.
+            let _ = closed.await;
+            (CANCELLED_OTHERWISE, Results::new(), "closed")
+        }
+        Some(answer) => {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(answer.delay_ms)) => {
+                    (answer.response, results_of(&answer), "answered")
+                }
+                _ = closed => (CANCELLED_OTHERWISE, Results::new(), "closed"),
+            }
+        }
+    }
+}
+
+/// The results dictionary of a scripted answer.
+fn results_of(answer: &Answer) -> Results {
+    let mut results = Results::new();
+    let mut put = |key: &str, value: Value<'_>| match OwnedValue::try_from(value) {
+        Ok(v) => {
+            results.insert(key.to_owned(), v);
+        }
+        // Only values holding fds fail to convert; none of these do.
+        Err(e) => tracing::error!(key, "converting a scripted result: {e}"),
+    };
+    if let Some(uris) = &answer.uris {
+        put("uris", Value::from(uris.clone()));
+    }
+    if let Some(choices) = &answer.choices {
+        put("choices", Value::from(choices.clone()));
+    }
+    if let Some(filter) = &answer.current_filter {
+        put("current_filter", Value::from(filter.clone()));
+    }
+    if let Some(writable) = answer.writable {
+        put("writable", Value::from(writable));
+    }
+    results
+}
+
+/// `org.freedesktop.impl.portal.Request` at a dialog's handle.
+struct BackendRequest {
+    /// The connection that asked for the dialog (the frontend); only it
+    /// may close it.
+    owner: Option<String>,
+    close: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.impl.portal.Request")]
+impl BackendRequest {
+    async fn close(&self, #[zbus(header)] hdr: Header<'_>) -> zbus::fdo::Result<()> {
+        let sender = hdr.sender().map(|s| s.to_string());
+        if sender != self.owner {
+            return Err(zbus::fdo::Error::AccessDenied(
+                "Only the caller that opened the dialog may close it".into(),
+            ));
+        }
+        if let Some(tx) = self.close.lock().expect("close lock").take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
+
+/// `org.freedesktop.impl.portal.FileChooser`.
+pub struct FileChooser(pub Arc<Dialogs>);
+
+#[zbus::interface(name = "org.freedesktop.impl.portal.FileChooser")]
+impl FileChooser {
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("response", "results"))]
+    async fn open_file(
+        &self,
+        handle: OwnedObjectPath,
+        app_id: &str,
+        parent_window: &str,
+        title: &str,
+        options: Results,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> (u32, Results) {
+        self.dialog(
+            Method::OpenFile,
+            server,
+            &hdr,
+            &handle,
+            app_id,
+            parent_window,
+            title,
+            &options,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("response", "results"))]
+    async fn save_file(
+        &self,
+        handle: OwnedObjectPath,
+        app_id: &str,
+        parent_window: &str,
+        title: &str,
+        options: Results,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> (u32, Results) {
+        self.dialog(
+            Method::SaveFile,
+            server,
+            &hdr,
+            &handle,
+            app_id,
+            parent_window,
+            title,
+            &options,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("response", "results"))]
+    async fn save_files(
+        &self,
+        handle: OwnedObjectPath,
+        app_id: &str,
+        parent_window: &str,
+        title: &str,
+        options: Results,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> (u32, Results) {
+        self.dialog(
+            Method::SaveFiles,
+            server,
+            &hdr,
+            &handle,
+            app_id,
+            parent_window,
+            title,
+            &options,
+        )
+        .await
+    }
+
+    /// The impl interface's version (upstream's test backend says 4).
+    #[zbus(property(emits_changed_signal = "const"), name = "version")]
+    fn version(&self) -> u32 {
+        4
+    }
+}
+
+impl FileChooser {
+    #[allow(clippy::too_many_arguments)]
+    async fn dialog(
+        &self,
+        method: Method,
+        server: &ObjectServer,
+        hdr: &Header<'_>,
+        handle: &OwnedObjectPath,
+        app_id: &str,
+        parent_window: &str,
+        title: &str,
+        options: &Results,
+    ) -> (u32, Results) {
+        let asked = Asked {
+            method,
+            handle,
+            app_id,
+            parent_window,
+            title,
+            text: None,
+            options,
+        };
+        self.0.show(server, hdr, asked).await
+    }
+}
+
+/// `org.freedesktop.impl.portal.Access`.
+pub struct Access(pub Arc<Dialogs>);
+
+#[zbus::interface(name = "org.freedesktop.impl.portal.Access")]
+impl Access {
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(out_args("response", "results"))]
+    async fn access_dialog(
+        &self,
+        handle: OwnedObjectPath,
+        app_id: &str,
+        parent_window: &str,
+        title: &str,
+        subtitle: &str,
+        body: &str,
+        options: Results,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> (u32, Results) {
+        let asked = Asked {
+            method: Method::AccessDialog,
+            handle: &handle,
+            app_id,
+            parent_window,
+            title,
+            text: Some((subtitle, body)),
+            options: &options,
+        };
+        self.0.show(server, &hdr, asked).await
+    }
+}
+
+/// Exports both interfaces on `conn` (before the name is claimed).
+pub async fn export(conn: &zbus::Connection, dialogs: Arc<Dialogs>) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server.at(OBJECT_PATH, FileChooser(dialogs.clone())).await?;
+    server.at(OBJECT_PATH, Access(dialogs)).await?;
+    Ok(())
+}
