@@ -119,8 +119,8 @@ fn replace_file(dir: &Path, table: &str, bytes: &[u8]) -> Result<(), ExportError
 
 /// Keeps `dir/documents` equal to our documents table while the service
 /// runs: rewritten after each burst of `Changed` signals for that table
-/// (the store's own, received on its own connection), and once at start
-/// when the table holds documents. Never wakes while nothing changes.
+/// (the store's own, received on its own connection), and at start when
+/// it differs ([`sync_documents`]). Never wakes while nothing changes.
 pub async fn run_documents_mirror(conn: zbus::Connection, store: Store, dir: PathBuf) {
     let stream = match changes_stream(&conn).await {
         Ok(s) => s,
@@ -130,16 +130,37 @@ pub async fn run_documents_mirror(conn: zbus::Connection, store: Store, dir: Pat
         }
     };
     futures_util::pin_mut!(stream);
-    match store.list(DOCUMENTS).await {
-        Ok(ids) if !ids.is_empty() => mirror_once(&store, &dir).await,
-        Ok(_) => {}
-        Err(e) => tracing::warn!("documents mirror: {e}"),
-    }
+    sync_documents(&store, &dir).await;
     while stream.next().await.is_some() {
         tokio::time::sleep(MIRROR_DEBOUNCE).await;
         // Everything that arrived meanwhile is covered by this write.
         while let Some(Some(_)) = futures_util::FutureExt::now_or_never(stream.next()) {}
         mirror_once(&store, &dir).await;
+    }
+}
+
+/// Brings `dir/documents` up to date when it differs from our table: at
+/// the mirror's start and as the service's last act before it exits (a
+/// change whose signal had not come back yet is written then). An
+/// unreadable file is replaced only when we have documents to put there, so
+/// a damaged file of upstream's is not silently swapped for an empty one.
+pub async fn sync_documents(store: &Store, dir: &Path) {
+    let ours = match store.entries(DOCUMENTS).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("documents mirror: {e}");
+            return;
+        }
+    };
+    let on_disk = std::fs::read(dir.join(DOCUMENTS))
+        .ok()
+        .and_then(|b| gvdb_table::parse(&b).ok());
+    let current = match on_disk {
+        Some(theirs) => theirs == ours,
+        None => ours.is_empty(),
+    };
+    if !current {
+        mirror_once(store, dir).await;
     }
 }
 

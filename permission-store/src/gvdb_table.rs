@@ -31,7 +31,8 @@ pub enum GvdbError {
 }
 
 /// Reads every id of one table file. Grants in upstream's files never
-/// expire.
+/// expire. An app whose permission list is empty is no grant: upstream
+/// never lists it (`permission_db_entry_list_apps`), so neither do we.
 pub fn parse(bytes: &[u8]) -> Result<Vec<(String, Entry)>, GvdbError> {
     let file = gvdb::read::File::from_bytes(Cow::Borrowed(bytes))
         .map_err(|e| GvdbError::Format(e.to_string()))?;
@@ -90,6 +91,9 @@ fn entry_from_value(value: Value<'_>) -> Result<Entry, String> {
                 _ => Err("expected as".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if permissions.is_empty() {
+            continue;
+        }
         entry.apps.insert(
             app.to_string(),
             Grant {
@@ -198,7 +202,10 @@ mod tests {
             ),
             (
                 "c".to_string(),
-                entry(Value::from((1u32, "s", vec![1u8, 2])), &[("org.y.B", &[])]),
+                entry(
+                    Value::from((1u32, "s", vec![1u8, 2])),
+                    &[("org.y.B", &["p"])],
+                ),
             ),
         ];
         let built = build(entries.iter().map(|(i, e)| (i.as_str(), e))).unwrap();

@@ -62,12 +62,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     service::export(bus.connection(), shared.clone())
         .await
         .context("exporting the object")?;
+    let mirror_store = store.clone();
+    let final_store = store.clone();
     bus.serve(|conn| {
         tokio::spawn(service::run_pruner(conn.clone(), shared));
-        if let Some(dir) = gvdb_dir {
+        if let Some(dir) = gvdb_dir.clone() {
             tokio::spawn(gvdb_export::run_documents_mirror(
                 conn.clone(),
-                store.clone(),
+                mirror_store,
                 dir,
             ));
         }
@@ -79,6 +81,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     })
     .await?;
+    // A change in the last debounce interval before the exit is written
+    // now, so upstream's document portal never starts from a stale file.
+    if let Some(dir) = gvdb_dir {
+        gvdb_export::sync_documents(&final_store, &dir).await;
+    }
     Ok(())
 }
 
