@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::data::Data;
 use crate::error::StoreError;
@@ -211,22 +211,18 @@ async fn import_table(
             );
         }
     }
-    let now = now_us();
+    // What differs, then written in a few multi-row statements: one
+    // statement per row would cost a round trip to sqlx's worker each.
+    let mut data_rows: Vec<(&str, &[u8])> = Vec::new();
+    let mut grant_rows: Vec<(&str, &str, String)> = Vec::new();
+    let mut history_rows: Vec<HistoryRow<'_>> = Vec::new();
     let mut changed = 0;
     for (id, entry) in entries {
         let old = have.get(id);
         let mut touched = false;
         if old.map(|o| &o.data) != Some(&entry.data) {
-            sqlx::query(
-                "INSERT INTO entries (tbl, id, data) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (tbl, id) DO UPDATE SET data = ?3",
-            )
-            .bind(table)
-            .bind(id)
-            .bind(entry.data.as_bytes())
-            .execute(&mut *tx)
-            .await?;
-            history(&mut tx, now, table, id, None, None, None).await?;
+            data_rows.push((id, entry.data.as_bytes()));
+            history_rows.push((id, None, None, None));
             touched = true;
         }
         for (app, grant) in &entry.apps {
@@ -234,55 +230,68 @@ async fn import_table(
             if old_grant == Some(grant) {
                 continue;
             }
-            let json = serde_json::to_string(&grant.permissions).expect("strings serialise");
-            sqlx::query(
-                "INSERT INTO grants (tbl, id, app, perms, expires) VALUES (?1, ?2, ?3, ?4, NULL) \
-                 ON CONFLICT (tbl, id, app) DO UPDATE SET perms = ?4, expires = NULL",
-            )
-            .bind(table)
-            .bind(id)
-            .bind(app)
-            .bind(&json)
-            .execute(&mut *tx)
-            .await?;
-            let old_perms = old_grant.map(|g| g.permissions.as_slice());
-            history(
-                &mut tx,
-                now,
-                table,
+            let new = json(&grant.permissions);
+            grant_rows.push((id, app, new.clone()));
+            history_rows.push((
                 id,
                 Some(app),
-                old_perms,
-                Some(&grant.permissions),
-            )
-            .await?;
+                old_grant.map(|g| json(&g.permissions)),
+                Some(new),
+            ));
             touched = true;
         }
         changed += usize::from(touched);
+    }
+    for chunk in data_rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO entries (tbl, id, data) ");
+        q.push_values(chunk, |mut row, (id, data)| {
+            row.push_bind(table).push_bind(*id).push_bind(*data);
+        });
+        q.push(" ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data");
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in grant_rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO grants (tbl, id, app, perms, expires) ");
+        q.push_values(chunk, |mut row, (id, app, perms)| {
+            row.push_bind(table)
+                .push_bind(*id)
+                .push_bind(*app)
+                .push_bind(perms.as_str())
+                .push("NULL");
+        });
+        q.push(" ON CONFLICT (tbl, id, app) DO UPDATE SET perms = excluded.perms, expires = NULL");
+        q.build().execute(&mut *tx).await?;
+    }
+    let now = now_us();
+    for chunk in history_rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO history (time_us, action, tbl, id, app, old, new, caller) ",
+        );
+        q.push_values(chunk, |mut row, (id, app, old, new)| {
+            row.push_bind(now)
+                .push("'import'")
+                .push_bind(table)
+                .push_bind(*id)
+                .push_bind(*app)
+                .push_bind(old.as_deref())
+                .push_bind(new.as_deref())
+                .push("''");
+        });
+        q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(changed)
 }
 
-async fn history(
-    conn: &mut SqliteConnection,
-    now: i64,
-    table: &str,
-    id: &str,
-    app: Option<&str>,
-    old: Option<&[String]>,
-    new: Option<&[String]>,
-) -> Result<(), sqlx::Error> {
-    let json =
-        |p: Option<&[String]>| p.map(|p| serde_json::to_string(p).expect("strings serialise"));
-    sqlx::query("INSERT INTO history (time_us, action, tbl, id, app, old, new, caller) VALUES (?, 'import', ?, ?, ?, ?, ?, '')")
-        .bind(now)
-        .bind(table)
-        .bind(id)
-        .bind(app)
-        .bind(json(old))
-        .bind(json(new))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Rows per multi-row INSERT: at most 6 bound values each, well below
+/// SQLite's limit of 32766 per statement.
+const ROWS_PER_STATEMENT: usize = 2000;
+
+/// One history record: id, app (None: the data value), old and new
+/// permissions as JSON.
+type HistoryRow<'a> = (&'a str, Option<&'a str>, Option<String>, Option<String>);
+
+fn json(permissions: &[String]) -> String {
+    serde_json::to_string(permissions).expect("strings serialise")
 }

@@ -46,16 +46,28 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, Entry)>, GvdbError> {
     // initable_init), so such a file is not one it wrote.
     root.get_hash_table("apps")
         .map_err(|_| GvdbError::MissingTable("apps"))?;
-    let mut out = Vec::new();
-    for key in main.keys() {
-        let id = key.map_err(|e| GvdbError::Format(e.to_string()))?;
-        let bad = |reason: String| GvdbError::BadEntry {
-            id: id.clone(),
-            reason,
-        };
-        let value = main.get_value(&id).map_err(|e| bad(e.to_string()))?;
-        let entry = entry_from_value(value).map_err(bad)?;
-        out.push((id, entry));
+    // Keys and values in item order, never looked up by key: the gvdb
+    // crate hashes bytes as unsigned where GLib hashes them as signed
+    // chars, so a non-ASCII id written by GLib is not found by name.
+    let ids = main
+        .keys()
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| GvdbError::Format(e.to_string()))?;
+    let values = main
+        .values()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| GvdbError::Format(e.to_string()))?;
+    if ids.len() != values.len() {
+        return Err(GvdbError::Format(
+            "the main table holds items that are not values".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, value) in ids.into_iter().zip(values) {
+        match entry_from_value(value) {
+            Ok(entry) => out.push((id, entry)),
+            Err(reason) => return Err(GvdbError::BadEntry { id, reason }),
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -109,62 +121,161 @@ fn entry_from_value(value: Value<'_>) -> Result<Entry, String> {
 #[derive(Debug)]
 pub struct Built {
     pub bytes: Vec<u8>,
-    /// Ids left out: the empty id (the gvdb crate's writer refuses empty
-    /// keys, which GLib's accepts).
+    /// Ids left out: none GLib could not hold either (a key longer than
+    /// 65535 bytes).
     pub left_out: Vec<String>,
 }
 
-/// Builds one table file in upstream's layout. Grants with an expiry are
-/// written as they stand (upstream has no expiry; the caller decides
-/// whether they belong). Fails only for a data value GVariant cannot hold.
+/// Builds one table file in upstream's layout, as GLib's gvdb-builder does
+/// (little-endian, no bloom filter, one bucket per item). Grants with an
+/// expiry are written as they stand (upstream has no expiry; the caller
+/// decides whether they belong). Each value is encoded and appended at
+/// once, so memory stays near the file's size.
 ///
-/// The `apps` index has no entry for the host app `""` (the gvdb crate
-/// cannot write an empty key): its grants are in `main`, which is what
-/// upstream's Lookup and List read.
+/// Written here rather than with the gvdb crate's writer, which refuses
+/// empty keys (the host app `""`), hashes non-ASCII keys differently from
+/// GLib (so GLib would not find such an id) and took about 8 KiB per item.
 pub fn build<'e>(
     entries: impl IntoIterator<Item = (&'e str, &'e Entry)>,
 ) -> Result<Built, GvdbError> {
-    // No path separator: upstream's tables are flat, and ids may hold '/'.
-    let flat = || gvdb::write::HashTableBuilder::with_path_separator(None);
-    let mut main = flat();
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut main_items = Vec::new();
     let mut left_out = Vec::new();
     let mut by_app: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (id, entry) in entries {
-        if id.is_empty() {
-            left_out.push(String::new());
+        if id.len() > usize::from(u16::MAX) {
+            left_out.push(id.to_owned());
             continue;
         }
         let data = entry.data.to_value().map_err(|e| GvdbError::BadEntry {
             id: id.to_owned(),
             reason: e.to_string(),
         })?;
-        let apps: BTreeMap<String, Vec<String>> = entry.permissions();
-        for app in entry.apps.keys().filter(|a| !a.is_empty()) {
-            by_app.entry(app).or_default().insert(id);
+        // Upstream never stores an app with no permissions.
+        let apps: BTreeMap<String, Vec<String>> = entry
+            .permissions()
+            .into_iter()
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        for (app, grant) in &entry.apps {
+            if !grant.permissions.is_empty() {
+                by_app.entry(app).or_default().insert(id);
+            }
         }
         let value = StructureBuilder::new()
             .append_field(Value::Value(Box::new(Value::from(data))))
             .append_field(Value::Dict(Dict::from(apps)))
             .build()
             .map_err(|e| GvdbError::Write(e.to_string()))?;
-        main.insert_value(id, Value::Structure(value))
-            .map_err(|e| GvdbError::Write(e.to_string()))?;
+        let ptr = append_value(&mut out, &Value::Structure(value))?;
+        main_items.push(Item::new(id, b'v', ptr));
     }
-    let mut apps = flat();
+    let mut apps_items = Vec::new();
     for (app, ids) in by_app {
+        if app.len() > usize::from(u16::MAX) {
+            continue;
+        }
         let ids: Vec<&str> = ids.into_iter().collect();
-        apps.insert_value(app, Value::from(ids))
-            .map_err(|e| GvdbError::Write(e.to_string()))?;
+        let ptr = append_value(&mut out, &Value::from(ids))?;
+        apps_items.push(Item::new(app, b'v', ptr));
     }
-    let mut root = flat();
-    root.insert_table("main", main)
-        .map_err(|e| GvdbError::Write(e.to_string()))?;
-    root.insert_table("apps", apps)
-        .map_err(|e| GvdbError::Write(e.to_string()))?;
-    let bytes = gvdb::write::FileWriter::new()
-        .write_to_vec_with_table(root)
-        .map_err(|e| GvdbError::Write(e.to_string()))?;
-    Ok(Built { bytes, left_out })
+    let main = append_table(&mut out, main_items)?;
+    let apps = append_table(&mut out, apps_items)?;
+    let root = append_table(
+        &mut out,
+        vec![Item::new("main", b'H', main), Item::new("apps", b'H', apps)],
+    )?;
+    // The header: signature, version 0, options 0, the root table.
+    out[0..8].copy_from_slice(b"GVariant");
+    out[8..16].fill(0);
+    out[16..20].copy_from_slice(&root.0.to_le_bytes());
+    out[20..24].copy_from_slice(&root.1.to_le_bytes());
+    Ok(Built {
+        bytes: out,
+        left_out,
+    })
+}
+
+const HEADER_LEN: usize = 24;
+
+/// A region of the file: start and end offsets.
+type Pointer = (u32, u32);
+
+struct Item<'k> {
+    key: &'k str,
+    kind: u8,
+    value: Pointer,
+}
+
+impl<'k> Item<'k> {
+    fn new(key: &'k str, kind: u8, value: Pointer) -> Self {
+        Self { key, kind, value }
+    }
+}
+
+/// GLib's key hash (gvdb-builder.c `djb_hash`): bytes as *signed* chars.
+fn djb_hash(key: &str) -> u32 {
+    key.bytes().fold(5381u32, |h, b| {
+        h.wrapping_mul(33).wrapping_add(b as i8 as i32 as u32)
+    })
+}
+
+fn offset(out: &[u8]) -> Result<u32, GvdbError> {
+    u32::try_from(out.len()).map_err(|_| GvdbError::Write("the file would exceed 4 GiB".into()))
+}
+
+fn pad_to(out: &mut Vec<u8>, align: usize) {
+    out.resize(out.len().next_multiple_of(align), 0);
+}
+
+/// Appends `value` serialised as a GVariant `v`, 8-aligned.
+// zvariant 5's GVariant encoding is deprecated in favour of a crate of its
+// own; the gvdb crate reads with it too. Moving both is one change.
+#[allow(deprecated)]
+fn append_value(out: &mut Vec<u8>, value: &Value<'_>) -> Result<Pointer, GvdbError> {
+    let ctxt = zvariant::serialized::Context::new_gvariant(zvariant::LE, 0);
+    let encoded = zvariant::to_bytes(ctxt, value).map_err(|e| GvdbError::Write(e.to_string()))?;
+    pad_to(out, 8);
+    let start = offset(out)?;
+    out.extend_from_slice(&encoded);
+    Ok((start, offset(out)?))
+}
+
+/// Appends the keys, then the hash table (header with no bloom filter,
+/// buckets, items sorted by bucket), 4-aligned.
+fn append_table(out: &mut Vec<u8>, items: Vec<Item<'_>>) -> Result<Pointer, GvdbError> {
+    let n = u32::try_from(items.len()).map_err(|_| GvdbError::Write("too many items".into()))?;
+    let mut rows = Vec::with_capacity(items.len());
+    for item in items {
+        let key_start = offset(out)?;
+        out.extend_from_slice(item.key.as_bytes());
+        let hash = djb_hash(item.key);
+        let bucket = if n == 0 { 0 } else { hash % n };
+        rows.push((bucket, hash, key_start, item));
+    }
+    rows.sort_by_key(|r| r.0);
+    pad_to(out, 4);
+    let start = offset(out)?;
+    out.extend_from_slice(&0u32.to_le_bytes()); // no bloom words, shift 0
+    out.extend_from_slice(&n.to_le_bytes()); // buckets
+    let mut next = 0usize;
+    for bucket in 0..n {
+        while next < rows.len() && rows[next].0 < bucket {
+            next += 1;
+        }
+        out.extend_from_slice(&(next as u32).to_le_bytes());
+    }
+    for (_, hash, key_start, item) in &rows {
+        out.extend_from_slice(&hash.to_le_bytes());
+        out.extend_from_slice(&u32::MAX.to_le_bytes()); // no parent
+        out.extend_from_slice(&key_start.to_le_bytes());
+        out.extend_from_slice(&(item.key.len() as u16).to_le_bytes());
+        out.push(item.kind);
+        out.push(0);
+        out.extend_from_slice(&item.value.0.to_le_bytes());
+        out.extend_from_slice(&item.value.1.to_le_bytes());
+    }
+    Ok((start, offset(out)?))
 }
 
 #[cfg(test)]
@@ -188,13 +299,14 @@ mod tests {
     #[test]
     fn build_then_parse_gives_the_same_entries() {
         let entries = vec![
+            ("".to_string(), entry(Value::U8(2), &[("", &["h"])])),
             (
                 "/path/with/slashes".to_string(),
                 entry(Value::U8(1), &[("org.x.A", &["r"])]),
             ),
             ("a".to_string(), entry(Value::U8(0), &[])),
             (
-                "b".to_string(),
+                "b ünïcode".to_string(),
                 entry(
                     Value::from("text"),
                     &[("org.x.A", &["yes"]), ("", &["no", "x"])],

@@ -60,6 +60,19 @@ async fn populate(conn: &zbus::Connection) {
     ps.set_permission("notifications", true, "org.x.Mail", "", &["no"])
         .await
         .unwrap();
+    // Non-ASCII keys (GLib hashes them as signed chars) and the empty id.
+    ps.set_permission(
+        "notifications",
+        true,
+        "Übersicht ünïcode",
+        "org.x.Ü",
+        &["yes"],
+    )
+    .await
+    .unwrap();
+    ps.set_value("notifications", true, "", &Value::from(9u8))
+        .await
+        .unwrap();
     // Many apps on one id.
     for i in 0..40 {
         let app = format!("org.many.App{i:02}");
@@ -251,8 +264,8 @@ async fn importing_twice_changes_nothing() {
     // Each grant and each id once; an empty permission list (org.b.Two)
     // is no grant, upstream's and ours alike.
     let grants = first.iter().filter(|r| !r["app"].is_null()).count();
-    assert_eq!(grants, 2 + 40 + 2 + 1, "{first:?}");
-    assert_eq!(first.len() - grants, 11, "one record per id: {first:?}");
+    assert_eq!(grants, 3 + 40 + 2 + 1, "{first:?}");
+    assert_eq!(first.len() - grants, 13, "one record per id: {first:?}");
 
     let (code, out, err) = permctl(&bus, &["import"]);
     assert_eq!(code, 0, "{out}{err}");
