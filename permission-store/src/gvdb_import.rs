@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
@@ -187,18 +188,19 @@ async fn import_table(
     let mut tx = conn.begin().await?;
     // What the table holds now, in two queries rather than two per id.
     let mut have: BTreeMap<String, Entry> = BTreeMap::new();
-    for row in sqlx::query("SELECT id, data FROM entries WHERE tbl = ?")
-        .bind(table)
-        .fetch_all(&mut *tx)
-        .await?
+    // Streamed: a table's rows all at once would cost far more than the map.
     {
-        have.insert(row.get(0), Entry::new(Data::from_bytes(row.get(1))));
+        let mut rows = sqlx::query("SELECT id, data FROM entries WHERE tbl = ?")
+            .bind(table)
+            .fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            have.insert(row.get(0), Entry::new(Data::from_bytes(row.get(1))));
+        }
     }
-    for row in sqlx::query("SELECT id, app, perms, expires FROM grants WHERE tbl = ?")
+    let mut rows = sqlx::query("SELECT id, app, perms, expires FROM grants WHERE tbl = ?")
         .bind(table)
-        .fetch_all(&mut *tx)
-        .await?
-    {
+        .fetch(&mut *tx);
+    while let Some(row) = rows.try_next().await? {
         let id: String = row.get(0);
         let perms: String = row.get(2);
         if let Some(e) = have.get_mut(&id) {
@@ -211,6 +213,7 @@ async fn import_table(
             );
         }
     }
+    drop(rows);
     // What differs, then written in a few multi-row statements: one
     // statement per row would cost a round trip to sqlx's worker each.
     let mut data_rows: Vec<(&str, &[u8])> = Vec::new();

@@ -49,21 +49,26 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, Entry)>, GvdbError> {
     // Keys and values in item order, never looked up by key: the gvdb
     // crate hashes bytes as unsigned where GLib hashes them as signed
     // chars, so a non-ASCII id written by GLib is not found by name.
-    let ids = main
-        .keys()
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(|e| GvdbError::Format(e.to_string()))?;
-    let values = main
-        .values()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| GvdbError::Format(e.to_string()))?;
-    if ids.len() != values.len() {
-        return Err(GvdbError::Format(
-            "the main table holds items that are not values".into(),
-        ));
-    }
+    // One value decoded at a time: a decoded value costs far more than
+    // its bytes.
+    let mut ids = main.keys();
+    let mut values = main.values();
     let mut out = Vec::with_capacity(ids.len());
-    for (id, value) in ids.into_iter().zip(values) {
+    loop {
+        let (id, value) = match (ids.next(), values.next()) {
+            (None, None) => break,
+            (Some(id), Some(value)) => (id, value),
+            _ => {
+                return Err(GvdbError::Format(
+                    "the main table holds items that are not values".into(),
+                ));
+            }
+        };
+        let id = id.map_err(|e| GvdbError::Format(e.to_string()))?;
+        let value = value.map_err(|e| GvdbError::BadEntry {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
         match entry_from_value(value) {
             Ok(entry) => out.push((id, entry)),
             Err(reason) => return Err(GvdbError::BadEntry { id, reason }),
@@ -327,7 +332,7 @@ mod tests {
 
     #[test]
     fn damaged_and_truncated_files_are_errors() {
-        let e = vec![("x".to_string(), entry(Value::U8(0), &[("a", &["p"])]))];
+        let e = [("x".to_string(), entry(Value::U8(0), &[("a", &["p"])]))];
         let bytes = build(e.iter().map(|(i, e)| (i.as_str(), e))).unwrap().bytes;
         for cut in [0, 3, 16, 24, bytes.len() / 2] {
             assert!(parse(&bytes[..cut]).is_err(), "cut at {cut} parsed");
