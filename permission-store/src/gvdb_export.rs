@@ -6,8 +6,8 @@
 //!
 //! A file is written whole to a temporary file in the same directory,
 //! synced, then renamed over the table: a reader sees the old file or the
-//! new one, never half of one. Grants with an expiry are written as plain
-//! grants (upstream has no expiry); expired ones are left out.
+//! new one, never half of one. Grants with an expiry are left out: upstream
+//! has no expiry and would keep them for ever.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,9 @@ pub struct ExportedTable {
     pub path: PathBuf,
     /// Ids not written (see [`gvdb_table::Built::left_out`]).
     pub left_out: Vec<String>,
+    /// Grants with an expiry, not written: upstream would keep them for
+    /// ever.
+    pub expiring_left_out: usize,
 }
 
 /// Writes every table that holds an id to `dir` (created if missing).
@@ -67,7 +70,15 @@ pub async fn export_table(
     table: &str,
     dir: &Path,
 ) -> Result<ExportedTable, ExportError> {
-    let entries = store.entries(table).await?;
+    let mut entries = store.entries(table).await?;
+    // Upstream has no expiry: a grant that was to lapse would become
+    // permanent there, so it is left out (the app asks again).
+    let mut expiring = 0;
+    for (_, entry) in &mut entries {
+        let before = entry.apps.len();
+        entry.apps.retain(|_, g| g.expires.is_none());
+        expiring += before - entry.apps.len();
+    }
     let built =
         gvdb_table::build(entries.iter().map(|(id, e)| (id.as_str(), e))).map_err(|source| {
             ExportError::Format {
@@ -93,6 +104,7 @@ pub async fn export_table(
         table: table.to_owned(),
         ids: entries.len() - built.left_out.len(),
         left_out: built.left_out,
+        expiring_left_out: expiring,
         grants: entries.iter().map(|(_, e)| e.apps.len()).sum(),
         path,
     })

@@ -168,10 +168,26 @@ async fn grants_made_upstream_survive_the_switch_and_the_switch_back() {
         .unwrap();
     let ours_now = snapshot(&conn, TABLES).await;
     assert_ne!(ours_now, upstream);
+    // A grant meant to lapse does not go back: upstream would keep it for
+    // ever.
+    let (code, out, err) = permctl(
+        &bus,
+        &[
+            "grant",
+            "notifications",
+            "org.x.Mail",
+            "org.t.Temp",
+            "yes",
+            "--expires-in",
+            "1h",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
     std::fs::remove_dir_all(gvdb_dir(&bus)).unwrap();
     let (code, out, err) = permctl(&bus, &["export"]);
     assert_eq!(code, 0, "permctl export: {out}{err}");
     assert!(out.contains("exported 4 tables"), "{out}");
+    assert!(err.contains("1 grant(s) with an expiry left out"), "{err}");
     ours.stop();
 
     let _anchor = start_anchor(&bus).await;

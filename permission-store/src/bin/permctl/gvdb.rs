@@ -111,6 +111,13 @@ pub async fn export(db: Option<&Path>, dir: Option<PathBuf>, json: bool) -> Resu
                 t.grants,
                 t.path.display()
             ));
+            if t.expiring_left_out > 0 {
+                output::warn(&format!(
+                    "{}: {} grant(s) with an expiry left out (xdg-permission-store would keep them for ever)",
+                    shown(&t.table),
+                    t.expiring_left_out
+                ));
+            }
             for id in &t.left_out {
                 output::warn(&format!(
                     "{}: id {} left out (the GVDB writer cannot hold it)",

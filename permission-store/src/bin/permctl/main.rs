@@ -137,7 +137,8 @@ pub enum Cmd {
         dir: Option<PathBuf>,
     },
     /// Write every table as a GVDB file that xdg-permission-store reads, to
-    /// switch back to it (grants with an expiry are written without one).
+    /// switch back to it (grants with an expiry are left out: it would keep
+    /// them for ever).
     Export {
         /// The directory to write [default: $XDG_DATA_HOME/flatpak/db].
         #[arg(long, value_name = "DIR")]
