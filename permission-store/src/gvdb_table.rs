@@ -344,4 +344,26 @@ mod tests {
         }
         let _ = parse(&flipped);
     }
+
+    /// Every byte of a real file changed to each of a few values: parsing
+    /// returns (an error or entries), never panics.
+    #[test]
+    fn no_single_byte_change_makes_parsing_panic() {
+        let e = [
+            (
+                "id".to_string(),
+                entry(Value::from("data"), &[("org.a.A", &["p", "q"])]),
+            ),
+            ("ü".to_string(), entry(Value::U8(0), &[("", &["h"])])),
+        ];
+        let bytes = build(e.iter().map(|(i, e)| (i.as_str(), e))).unwrap().bytes;
+        for pos in 0..bytes.len() {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff, bytes[pos] ^ 0x10] {
+                let mut b = bytes.clone();
+                b[pos] = v;
+                let r = std::panic::catch_unwind(|| parse(&b).is_ok());
+                assert!(r.is_ok(), "parsing panicked with byte {pos} set to {v:#x}");
+            }
+        }
+    }
 }
