@@ -6,6 +6,10 @@
 //! the only write connection and commits queued writes together; reads go
 //! through a pool of read-only connections that never wait for it (WAL).
 //!
+//! `gvdb_import` and `gvdb_export` read and write xdg-permission-store's
+//! GVDB files, so grants move both ways and upstream's document portal can
+//! read our documents table.
+//!
 //! `service` puts the store on D-Bus; `permctl` uses the same [`Store`] when
 //! no service runs. Clients of the service use `porthole-permission-store-client`,
 //! which holds the proxies and the wire types without linking SQLite.
@@ -13,6 +17,9 @@
 mod cache;
 pub mod data;
 pub mod error;
+pub mod gvdb_export;
+pub mod gvdb_import;
+pub mod gvdb_table;
 pub mod model;
 pub mod open;
 mod overlay;

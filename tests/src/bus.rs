@@ -173,7 +173,8 @@ impl Bus {
             .env("XDG_CONFIG_HOME", root.join("config"))
             .env("XDG_RUNTIME_DIR", root.join("runtime"))
             .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .env_remove("PORTHOLE_PERMISSIONS_DB");
+            .env_remove("PORTHOLE_PERMISSIONS_DB")
+            .env_remove("PORTHOLE_FLATPAK_DB_DIR");
     }
 
     pub fn address(&self) -> &str {

@@ -32,10 +32,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         check_permissions(permissions)?;
         warn_unusual_app(app);
     }
+    match cli.command {
+        Cmd::Import { dir } => return crate::gvdb::import(cli.db.as_deref(), dir, cli.json).await,
+        Cmd::Export { dir } => return crate::gvdb::export(cli.db.as_deref(), dir, cli.json).await,
+        _ => {}
+    }
     let access = match cli.command {
         Cmd::Tables | Cmd::List { .. } | Cmd::Show { .. } | Cmd::History { .. } => Access::Read,
         Cmd::Revoke { .. } | Cmd::Reset { .. } => Access::Remove,
         Cmd::Grant { .. } => Access::Write,
+        Cmd::Import { .. } | Cmd::Export { .. } => {
+            unreachable!("handled before the store is opened")
+        }
     };
     let timeout = Duration::from_secs(cli.timeout);
     let backend = Backend::connect(cli.db.as_deref(), access, timeout).await?;
@@ -98,6 +106,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 limit: Some(limit.into()),
             };
             history(&backend, &filter, json).await
+        }
+        Cmd::Import { .. } | Cmd::Export { .. } => {
+            unreachable!("handled before the store is opened")
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod backend;
 mod commands;
+mod gvdb;
 mod output;
 mod table;
 
@@ -126,6 +127,22 @@ pub enum Cmd {
         /// At most this many records (0: all).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Import xdg-permission-store's tables (GVDB files), keeping what the
+    /// store holds beside them; importing the same files again changes
+    /// nothing. A file that cannot be read is named and skipped (exit 1).
+    Import {
+        /// The directory of table files [default: $XDG_DATA_HOME/flatpak/db].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Write every table as a GVDB file that xdg-permission-store reads, to
+    /// switch back to it (grants with an expiry are left out: it would keep
+    /// them for ever).
+    Export {
+        /// The directory to write [default: $XDG_DATA_HOME/flatpak/db].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
