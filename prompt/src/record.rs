@@ -138,6 +138,11 @@ pub fn value_json(v: &Value<'_>) -> Json {
         }
         Value::Structure(s) => Json::Array(s.fields().iter().map(value_json).collect()),
         Value::Fd(_) => json!("<fd>"),
+        // GVariant's maybe type exists when zvariant's `gvariant` feature
+        // is on (the permission store's GVDB files turn it on workspace-wide);
+        // D-Bus has no such type, so no dialog sends one.
+        #[allow(unreachable_patterns)]
+        other => json!(other.to_string()),
     }
 }
 
