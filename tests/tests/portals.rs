@@ -1296,6 +1296,23 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
         ));
         return;
     }
+    app_gets_a_document(&bin("porthole-documents")).await;
+}
+
+/// The same with upstream's document store behind the frontend: the
+/// frontend speaks only the Documents D-Bus API, so either store serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_app_gets_a_document_from_xdg_document_portal() {
+    if let Some(why) = sandbox_missing() {
+        porthole_tests::skipped(&format!(
+            "a_sandboxed_app_gets_a_document_from_xdg_document_portal: {why}"
+        ));
+        return;
+    }
+    app_gets_a_document(Path::new(DOCUMENT_PORTAL)).await;
+}
+
+async fn app_gets_a_document(document_store: &Path) {
     let bus = Bus::start();
     let store = bus
         .spawn_owning(
@@ -1304,7 +1321,7 @@ async fn a_sandboxed_app_gets_a_document_it_can_read_inside() {
             STORE,
         )
         .await;
-    let mut docs = bus.command(DOCUMENT_PORTAL);
+    let mut docs = bus.command(document_store);
     docs.arg("--verbose");
     let docs = bus.spawn_owning("documents", docs, DOCUMENTS).await;
     // GetMountPoint answers once the FUSE mount is up; the launcher binds
