@@ -14,7 +14,13 @@
 //!   signal for an id with writes of ours still in flight is an echo of an
 //!   older state: it is skipped, and the id is read back once the last of
 //!   our writes is answered, so a change made meanwhile by someone else is
-//!   not lost and a grant never flaps.
+//!   not lost and a grant never flaps. The reply to our write and the
+//!   `Changed` it causes reach different tasks, so "in flight" alone would
+//!   race (a revoked grant came back until the next echo): the store sends
+//!   both on one connection, so their header serials give the order the
+//!   store sent them in. A signal sent before the store answered our last
+//!   write to that id is older than memory; instead of applying it, the id
+//!   is read back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -114,11 +120,25 @@ impl Write {
 
 type Job = (Write, oneshot::Sender<Result<(), BackingError>>);
 
-/// Ids with writes in flight, and ids whose `Changed` was skipped meanwhile.
+/// Ids with writes in flight, ids whose `Changed` was skipped meanwhile,
+/// and the serial of the store's reply to our last answered write per id.
 #[derive(Default)]
 struct InFlight {
     pending: HashMap<String, usize>,
     skipped: HashSet<String>,
+    answered: HashMap<String, u32>,
+}
+
+/// What to do with a `Changed` for an id (or a document read back).
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing: memory has it, or our writes in flight will read it back.
+    Skip,
+    /// Someone else's change, newer than our last write: apply it.
+    Apply,
+    /// Sent before the store answered our last write: older than memory,
+    /// read the id back instead.
+    Reread,
 }
 
 /// The queue of writes to the store; cheap to clone.
@@ -160,19 +180,29 @@ impl Writer {
         self.queue(Write::Flush)
     }
 
-    /// Whether a `Changed` for `id` must be skipped (ours in flight); if so,
-    /// and it differs from memory (`same` false), the id is read back after
-    /// our last write.
-    fn skip_changed(&self, id: &str, same: bool) -> bool {
-        let mut f = lock(&self.in_flight);
-        if f.pending.get(id).is_some_and(|n| *n > 0) {
-            if !same {
-                f.skipped.insert(id.to_owned());
-            }
-            true
-        } else {
-            false
+    /// What to do with the store's word on `id`, sent with header serial
+    /// `serial`: skipped while ours are in flight (and, when it differs from
+    /// memory, `same` false, the id is read back after our last write);
+    /// read back when the store sent it before answering our last write.
+    fn judge(&self, id: &str, serial: u32, same: bool) -> Verdict {
+        judge(&self.in_flight, id, serial, same)
+    }
+}
+
+/// [`Writer::judge`], on the writer's bookkeeping.
+fn judge(in_flight: &Mutex<InFlight>, id: &str, serial: u32, same: bool) -> Verdict {
+    let mut f = lock(in_flight);
+    if f.pending.get(id).is_some_and(|n| *n > 0) {
+        if !same {
+            f.skipped.insert(id.to_owned());
         }
+        Verdict::Skip
+    } else if same {
+        Verdict::Skip
+    } else if f.answered.get(id).is_some_and(|last| *last > serial) {
+        Verdict::Reread
+    } else {
+        Verdict::Apply
     }
 }
 
@@ -209,10 +239,12 @@ async fn run_writer(
         if let Err(e) = &result {
             tracing::warn!(id = write.id(), "writing to the permission store: {e}");
         }
-        let _ = done.send(result);
         let reread = {
             let mut f = lock(&in_flight);
             let id = write.id();
+            if let Ok(Some(serial)) = &result {
+                f.answered.insert(id.to_owned(), *serial);
+            }
             let left = f.pending.get_mut(id).map(|n| {
                 *n -= 1;
                 *n
@@ -224,55 +256,74 @@ async fn run_writer(
                 false
             }
         };
+        let _ = done.send(result.map(|_| ()));
+        // Read back through the same checks as a signal: a write queued
+        // meanwhile (in memory already) makes this answer older than memory.
         if reread {
-            match lookup(&store, write.id()).await {
-                Ok(doc) => observer.store_changed(write.id(), doc),
-                Err(e) => tracing::warn!(id = write.id(), "re-reading a document: {e}"),
-            }
+            reread_doc(&store, &in_flight, &*observer, write.id()).await;
         }
     }
 }
 
-async fn apply_write(store: &PermissionStoreProxy<'_>, write: &Write) -> Result<(), BackingError> {
-    match write {
+/// Makes one write; the header serial of the store's reply, when it
+/// answered (None: nothing was sent, or the document was already gone).
+async fn apply_write(
+    store: &PermissionStoreProxy<'_>,
+    write: &Write,
+) -> Result<Option<u32>, BackingError> {
+    let reply = match write {
         Write::Create { id, doc } => {
             let apps = doc.app_permissions();
             let apps: BTreeMap<&str, Vec<&str>> = apps
                 .iter()
                 .map(|(a, p)| (a.as_str(), p.iter().map(String::as_str).collect()))
                 .collect();
-            store.set(TABLE, true, id, apps, &doc.data_value()).await?;
+            store
+                .inner()
+                .call_method("Set", &(TABLE, true, id, apps, &doc.data_value()))
+                .await?
         }
         Write::Perms { id, app, perms } => {
             let strings = perms.to_strings();
             let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
             store
-                .set_permission(TABLE, false, id, app, &strings)
-                .await?;
+                .inner()
+                .call_method("SetPermission", &(TABLE, false, id, app, &strings))
+                .await?
         }
-        Write::Delete { id } => match store.delete(TABLE, id).await {
+        Write::Delete { id } => match store.inner().call_method("Delete", &(TABLE, id)).await {
             // Already gone from the store (deleted by someone else).
-            Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".NotFound") => {}
+            Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".NotFound") => {
+                return Ok(None);
+            }
             other => other?,
         },
-        Write::Flush => {}
-    }
-    Ok(())
+        Write::Flush => return Ok(None),
+    };
+    Ok(Some(reply.header().primary().serial_num().get()))
 }
 
-/// One document as the store has it now (None: not there).
+/// One document as the store has it now (None: not there), with the
+/// header serial of the store's reply.
 async fn lookup(
     store: &PermissionStoreProxy<'_>,
     id: &str,
-) -> Result<Option<Document>, BackingError> {
-    match store.lookup(TABLE, id).await {
-        Ok((apps, data)) => Document::from_owned(&data, &apps)
-            .map(Some)
-            .map_err(|source| BackingError::BadEntry {
-                id: id.to_owned(),
-                source,
-            }),
-        Err(zbus::Error::MethodError(name, _, _)) if name.ends_with(".NotFound") => Ok(None),
+) -> Result<(Option<Document>, u32), BackingError> {
+    match store.inner().call_method("Lookup", &(TABLE, id)).await {
+        Ok(reply) => {
+            let serial = reply.header().primary().serial_num().get();
+            let (apps, data): (BTreeMap<String, Vec<String>>, zvariant::OwnedValue) =
+                reply.body().deserialize()?;
+            Document::from_owned(&data, &apps)
+                .map(|doc| (Some(doc), serial))
+                .map_err(|source| BackingError::BadEntry {
+                    id: id.to_owned(),
+                    source,
+                })
+        }
+        Err(zbus::Error::MethodError(name, _, reply)) if name.ends_with(".NotFound") => {
+            Ok((None, reply.header().primary().serial_num().get()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -314,8 +365,8 @@ pub async fn load(conn: &zbus::Connection) -> Result<Vec<(String, Document)>, Ba
     };
     for id in ids {
         match lookup(&store, &id).await {
-            Ok(Some(doc)) => docs.push((id, doc)),
-            Ok(None) => {}
+            Ok((Some(doc), _)) => docs.push((id, doc)),
+            Ok((None, _)) => {}
             Err(BackingError::BadEntry { id, source }) => {
                 tracing::warn!(%id, "skipping a stored document: {source}")
             }
@@ -328,6 +379,7 @@ pub async fn load(conn: &zbus::Connection) -> Result<Vec<(String, Document)>, Ba
 /// A subscription to the store's `Changed` for the documents table, made
 /// before [`load`] so that nothing between the two is missed.
 pub struct Watch {
+    store: PermissionStoreProxy<'static>,
     stream: porthole_permission_store_client::ChangedStream,
 }
 
@@ -335,12 +387,14 @@ impl Watch {
     pub async fn subscribe(conn: &zbus::Connection) -> Result<Watch, BackingError> {
         let store = PermissionStoreProxy::new(conn).await?;
         let stream = store.receive_changed_with_args(&[(0, TABLE)]).await?;
-        Ok(Watch { stream })
+        Ok(Watch { store, stream })
     }
 
     /// Applies each `Changed` to `observer` until the bus connection ends.
     pub async fn run(mut self, writer: Writer, observer: Arc<dyn Observer>) {
+        let store = self.store.clone();
         while let Some(signal) = self.stream.next().await {
+            let serial = signal.message().header().primary().serial_num().get();
             let Ok(args) = signal.args() else {
                 tracing::warn!("a Changed signal with unexpected arguments");
                 continue;
@@ -360,10 +414,41 @@ impl Watch {
                 }
             };
             let same = observer.holds(&args.id, doc.as_ref());
-            if writer.skip_changed(&args.id, same) || same {
-                continue;
+            match writer.judge(&args.id, serial, same) {
+                Verdict::Skip => {}
+                Verdict::Apply => observer.store_changed(&args.id, doc),
+                Verdict::Reread => {
+                    reread_doc(&store, &writer.in_flight, &*observer, &args.id).await
+                }
             }
-            observer.store_changed(&args.id, doc);
         }
     }
+}
+
+/// Reads `id` back from the store after a `Changed` older than our last
+/// write, and applies what the store has now unless ours are in flight
+/// again (then the writer reads it back after them). A reply older than a
+/// write of ours answered meanwhile is read again.
+async fn reread_doc(
+    store: &PermissionStoreProxy<'_>,
+    in_flight: &Mutex<InFlight>,
+    observer: &dyn Observer,
+    id: &str,
+) {
+    for _ in 0..8 {
+        let (doc, serial) = match lookup(store, id).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(id, "re-reading a document: {e}");
+                return;
+            }
+        };
+        let same = observer.holds(id, doc.as_ref());
+        match judge(in_flight, id, serial, same) {
+            Verdict::Skip => return,
+            Verdict::Apply => return observer.store_changed(id, doc),
+            Verdict::Reread => continue,
+        }
+    }
+    tracing::warn!(id, "the store kept changing while re-reading a document");
 }
