@@ -118,6 +118,9 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// Info's reply: the host path and each app's permissions.
+type InfoReply = (Vec<u8>, HashMap<String, Vec<String>>);
+
 /// One store under test on its own bus, and the transcript of its run.
 struct Side {
     label: &'static str,
@@ -366,8 +369,7 @@ impl Side {
     }
 
     async fn info_of(&mut self, step: &str, id: &str) {
-        let r: Result<(Vec<u8>, HashMap<String, Vec<String>>), String> =
-            self.call("Info", &(id,)).await;
+        let r: Result<InfoReply, String> = self.call("Info", &(id,)).await;
         self.record(
             step,
             show(r.map(|(path, apps)| {
@@ -942,10 +944,7 @@ async fn script(s: &mut Side) {
     s.plain("Delete c again", "Delete", &(&c_id,)).await;
     s.plain("Delete unknown", "Delete", &("ffffffff",)).await;
     s.info("Info c after delete", c_n).await;
-    s.listing(
-        "ls doc/c after delete",
-        &c_on_mount.parent().unwrap().to_owned(),
-    );
+    s.listing("ls doc/c after delete", c_on_mount.parent().unwrap());
     s.read("read doc/c/c.txt after delete", &c_on_mount);
     s.listing(
         "ls by-app/APP after delete",
@@ -1084,10 +1083,7 @@ async fn files_script(s: &mut Side) {
     )
     .await;
     let rw = s.on_mount(&format!("by-app/{APP}/$DOC{n}/d.txt"));
-    s.mode(
-        "mode doc/by-app/APP/D (rw grant)",
-        &rw.parent().unwrap().to_owned(),
-    );
+    s.mode("mode doc/by-app/APP/D (rw grant)", rw.parent().unwrap());
     s.mode("mode doc/by-app/APP/D/d.txt (rw grant)", &rw);
     let r = OpenOptions::new()
         .write(true)
@@ -1103,10 +1099,7 @@ async fn files_script(s: &mut Side) {
         .map(|()| "ok".to_owned());
     s.record("safe save: create temp", io(r));
     s.mode("safe save: mode of temp", &tmp);
-    s.listing(
-        "safe save: ls app doc dir with temp",
-        &rw.parent().unwrap().to_owned(),
-    );
+    s.listing("safe save: ls app doc dir with temp", rw.parent().unwrap());
     s.listing(
         "safe save: ls host doc dir with temp",
         &s.on_mount(&format!("$DOC{n}")),
@@ -1116,10 +1109,7 @@ async fn files_script(s: &mut Side) {
     s.record("safe save: rename over document", io(r));
     s.read("safe save: host d.txt", &d);
     s.read("safe save: read through app view", &rw);
-    s.listing(
-        "safe save: ls app doc dir after",
-        &rw.parent().unwrap().to_owned(),
-    );
+    s.listing("safe save: ls app doc dir after", rw.parent().unwrap());
     s.listing("safe save: ls host dir after", &s.files());
     s.mode("safe save: host d.txt mode", &d);
     let r = fs::remove_file(&rw).map(|_| "ok".to_owned());
@@ -1132,10 +1122,7 @@ async fn files_script(s: &mut Side) {
     // The host-path attribute (upstream's since 1.18).
     let host_file = s.on_mount(&format!("$DOC{n}/d.txt"));
     s.xattr("xattr host-path of doc/D/d.txt", &host_file);
-    s.xattr(
-        "xattr host-path of doc/D",
-        &host_file.parent().unwrap().to_owned(),
-    );
+    s.xattr("xattr host-path of doc/D", host_file.parent().unwrap());
     s.xattr("xattr host-path of by-app/APP/D/d.txt", &rw);
 
     // Revoke: gone from the app's view, and from files it holds open.
@@ -1159,10 +1146,7 @@ async fn files_script(s: &mut Side) {
             .map(|k| format!("ok {:?}", String::from_utf8_lossy(&buf[..k])));
         s.record("read fd opened before revoke", io(r));
     }
-    s.mode(
-        "mode by-app/APP/D after revoke",
-        &rw.parent().unwrap().to_owned(),
-    );
+    s.mode("mode by-app/APP/D after revoke", rw.parent().unwrap());
     s.read("read by-app/APP/D/d.txt after revoke", &rw);
     s.listing("ls by-app/APP after revoke", &m.join("by-app").join(APP));
     s.read(
