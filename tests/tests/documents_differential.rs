@@ -3,8 +3,11 @@
 //! `xdg-document-portal` (the anchor) and against `porthole-documents`,
 //! each on its own private bus with our permission store behind it. Each
 //! run records a transcript (step name, observation); document ids (random)
-//! become ordinals (`doc0`, `doc1`, ...) in order of first appearance and
-//! the test's private directory becomes `$ROOT`. The transcripts must be
+//! are named after the step that first returned them (`doc12` for step 12;
+//! `doc54.1` for a step's second new id), so a document that only one store
+//! makes shifts no other name, and the test's private directory becomes
+//! `$ROOT`. Steps that end the anchor (1.16 dies on a write-only fd) and
+//! those that make documents in one store only come last. The transcripts must be
 //! equal except for the differences listed in [`EXPECTED`], each with its
 //! reason; those must show up exactly as listed.
 //!
@@ -108,7 +111,7 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "Add O_WRONLY",
         "error org.freedesktop.DBus.Error.NoReply",
         "error org.freedesktop.portal.Error.InvalidArgument",
-        "upstream 1.16 dies on a write-only fd (an upstream bug: 1.20 refuses it with InvalidArgument, as ours)",
+        "upstream bug: 1.16's fd check returns NULL for a write-only fd without setting its GError, and the daemon dies on it; ours refuses it",
     ),
     (
         "GetMountPoint after Add O_WRONLY",
@@ -123,7 +126,6 @@ type InfoReply = (Vec<u8>, HashMap<String, Vec<String>>);
 
 /// One store under test on its own bus, and the transcript of its run.
 struct Side {
-    label: &'static str,
     bus: Bus,
     conn: zbus::Connection,
     docs: Service,
@@ -139,7 +141,7 @@ struct Side {
 }
 
 impl Side {
-    async fn start(label: &'static str, program: &Path) -> Side {
+    async fn start(program: &Path) -> Side {
         let bus = Bus::start();
         let store = bus
             .spawn_owning(
@@ -154,7 +156,6 @@ impl Side {
         let conn = bus.connection().await;
         fs::create_dir_all(bus.root().join("files/dir/sub")).unwrap();
         Side {
-            label,
             bus,
             conn,
             docs,
@@ -588,7 +589,7 @@ async fn script(s: &mut Side) {
     .await;
 
     // Bad fds.
-    let (pr, _pw) = nix_pipe();
+    let (pr, _pw) = pipe();
     s.add_call("Add pipe", "Add", &(Fd::from(pr.as_fd()), true, true))
         .await;
     let (sa, _sb) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -1199,7 +1200,7 @@ async fn files_script(s: &mut Side) {
     s.listing("ls doc/ at the end of files", &m);
 }
 
-fn nix_pipe() -> (OwnedFd, OwnedFd) {
+fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the two-element array.
     let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -1211,12 +1212,13 @@ fn nix_pipe() -> (OwnedFd, OwnedFd) {
     }
 }
 
-async fn run(label: &'static str, program: &Path) -> (Vec<(String, String)>, String) {
-    let mut side = Side::start(label, program).await;
+/// Runs the script against the store `program`: the transcript and the
+/// store's log.
+async fn run(program: &Path) -> (Vec<(String, String)>, String) {
+    let mut side = Side::start(program).await;
     script(&mut side).await;
     let logs = side.docs.log_text();
     let _ = side.docs.stop();
-    let _ = side.label;
     (std::mem::take(&mut side.transcript), logs)
 }
 
@@ -1257,8 +1259,8 @@ async fn ours_behaves_like_xdg_document_portal() {
     if !porthole_tests::anchor_present(ANCHOR, "xdg-desktop-portal") {
         return;
     }
-    let (theirs, their_log) = run("xdg-document-portal", Path::new(ANCHOR)).await;
-    let (ours, our_log) = run("porthole-documents", &bin("porthole-documents")).await;
+    let (theirs, their_log) = run(Path::new(ANCHOR)).await;
+    let (ours, our_log) = run(&bin("porthole-documents")).await;
     let both = || {
         format!(
             "anchor transcript:\n{}\nour transcript:\n{}\nanchor log:\n{their_log}\nour log:\n{our_log}",
@@ -1308,4 +1310,41 @@ async fn ours_behaves_like_xdg_document_portal() {
         problems.join("\n"),
         both()
     );
+    // Equal transcripts prove little if both stores failed alike: the
+    // script must have reached what a user observes.
+    let ours_at = |step: &str| {
+        ours.iter()
+            .find(|(s, _)| s == step)
+            .map(|(_, o)| o.as_str())
+            .unwrap_or_else(|| panic!("no step {step}"))
+    };
+    for (step, want) in [
+        ("read doc/by-app/APP/D/d.txt", r#"ok "delta\n""#),
+        ("open O_WRONLY through ro grant", "errno 13 (EACCES)"),
+        ("host d.txt after write", r#"ok "written through\n""#),
+        ("safe save: host d.txt", r#"ok "saved safely\n""#),
+        (
+            "read doc/by-app/OTHER/DIR/dir/sub/deep.txt",
+            r#"ok "deep\n""#,
+        ),
+        ("mode by-app/APP/D after revoke", "errno 2 (ENOENT)"),
+        (
+            "Delete unknown",
+            "error org.freedesktop.portal.Error.NotFound",
+        ),
+        (
+            "Add pipe",
+            "error org.freedesktop.portal.Error.InvalidArgument",
+        ),
+        (
+            "Info wrong type",
+            "error org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        (
+            "NoSuchMethod",
+            "error org.freedesktop.DBus.Error.UnknownMethod",
+        ),
+    ] {
+        assert_eq!(ours_at(step), want, "{step}\n{}", both());
+    }
 }
