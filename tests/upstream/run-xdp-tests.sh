@@ -21,7 +21,7 @@
 #   "$XDP_VENV"/bin/pip install python-dbusmock==0.38 pytest pytest-timeout
 #
 # Binaries: STORE, DOCUMENTS and FRONTEND override the defaults, which are
-# our debug builds (the frontend: Debian's until porthole-portals exists).
+# our debug builds (each falls back to Debian's daemon when ours is not built).
 set -euo pipefail
 : "${XDP_CHECKOUT:?set XDP_CHECKOUT to an xdg-desktop-portal 1.20.4 work tree}"
 : "${XDP_VENV:?set XDP_VENV to the venv described above}"
