@@ -2,7 +2,8 @@
 //! the upstream anchors) on it, all stopped by PID when the test ends
 //! ([`bus`], feature `bus`, on by default); our built binaries and commands
 //! run with a hard time-out ([`process`]); and the one rule for a test that
-//! cannot run its real parts here ([`skip`]).
+//! cannot run its real parts here ([`skip`]); a FUSE file that never
+//! answers a read ([`stuck_fuse`], feature `bus`).
 //!
 //! The launcher's tests use this crate without the `bus` feature, so that
 //! the launcher's dependency tree holds no zbus or tokio.
@@ -11,6 +12,8 @@
 pub mod bus;
 pub mod process;
 pub mod skip;
+#[cfg(feature = "bus")]
+pub mod stuck_fuse;
 
 #[cfg(feature = "bus")]
 pub use bus::{Bus, ExampleIface, START_TIMEOUT, Service, call_error_name, serve_example};

@@ -1640,85 +1640,6 @@ async fn the_file_transfer_object_serves_upstreams_interface() {
     );
 }
 
-/// A FUSE file system with one file, `/info`, whose reads are never
-/// answered: a real file that hangs, as on a dead network file system.
-/// The replies are held, not dropped (fuser answers a dropped reply with
-/// EIO).
-struct StuckFile {
-    held: Vec<fuser::ReplyData>,
-}
-
-impl StuckFile {
-    fn attr(ino: u64) -> fuser::FileAttr {
-        let dir = ino == 1;
-        fuser::FileAttr {
-            ino,
-            size: if dir { 0 } else { 64 },
-            blocks: 1,
-            atime: std::time::UNIX_EPOCH,
-            mtime: std::time::UNIX_EPOCH,
-            ctime: std::time::UNIX_EPOCH,
-            crtime: std::time::UNIX_EPOCH,
-            kind: if dir {
-                fuser::FileType::Directory
-            } else {
-                fuser::FileType::RegularFile
-            },
-            perm: if dir { 0o755 } else { 0o644 },
-            nlink: if dir { 2 } else { 1 },
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
-    }
-}
-
-impl fuser::Filesystem for StuckFile {
-    fn lookup(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        parent: u64,
-        name: &std::ffi::OsStr,
-        reply: fuser::ReplyEntry,
-    ) {
-        if parent == 1 && name == "info" {
-            reply.entry(&Duration::ZERO, &Self::attr(2), 0);
-        } else {
-            reply.error(libc::ENOENT);
-        }
-    }
-
-    fn getattr(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        ino: u64,
-        _fh: Option<u64>,
-        reply: fuser::ReplyAttr,
-    ) {
-        match ino {
-            1 | 2 => reply.attr(&Duration::ZERO, &Self::attr(ino)),
-            _ => reply.error(libc::ENOENT),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn read(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        _ino: u64,
-        _fh: u64,
-        _offset: i64,
-        _size: u32,
-        _flags: i32,
-        _lock: Option<u64>,
-        reply: fuser::ReplyData,
-    ) {
-        self.held.push(reply);
-    }
-}
-
 /// A document whose real file never answers a read holds one reader, not
 /// the mount: other documents still read, and the service still answers
 /// on the bus and stops on SIGTERM.
@@ -1730,15 +1651,7 @@ async fn a_hanging_real_file_does_not_stall_the_mount() {
     let mut t = Docs::start().await;
     let stuck_dir = t.bus.root().join("stuck");
     fs::create_dir(&stuck_dir).unwrap();
-    let stuck_fs = fuser::spawn_mount2(
-        StuckFile { held: Vec::new() },
-        &stuck_dir,
-        &[
-            fuser::MountOption::RO,
-            fuser::MountOption::FSName("porthole-stuck".into()),
-        ],
-    )
-    .expect("mounting the stuck file system");
+    let stuck_fs = porthole_tests::stuck_fuse::mount(&stuck_dir, "porthole-stuck");
     let stuck = t.export(&stuck_dir.join("info"), APP, &["read"]).await;
     let fine = t
         .export(&t.file("fine.txt", "still served"), APP, &["read"])

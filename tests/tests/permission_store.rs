@@ -1526,85 +1526,6 @@ async fn a_hostile_flatpak_info_neither_stalls_nor_fools_the_store() {
     }
 }
 
-/// A FUSE file system with one file, `/info`, that never answers a read:
-/// what a caller in its own user and mount namespaces can put at its
-/// `/.flatpak-info`. The replies are held, not dropped (fuser answers a
-/// dropped reply with EIO).
-struct StuckInfo {
-    held: Vec<fuser::ReplyData>,
-}
-
-impl StuckInfo {
-    fn attr(ino: u64) -> fuser::FileAttr {
-        let dir = ino == 1;
-        fuser::FileAttr {
-            ino,
-            size: if dir { 0 } else { 64 },
-            blocks: 1,
-            atime: std::time::UNIX_EPOCH,
-            mtime: std::time::UNIX_EPOCH,
-            ctime: std::time::UNIX_EPOCH,
-            crtime: std::time::UNIX_EPOCH,
-            kind: if dir {
-                fuser::FileType::Directory
-            } else {
-                fuser::FileType::RegularFile
-            },
-            perm: if dir { 0o755 } else { 0o644 },
-            nlink: if dir { 2 } else { 1 },
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
-    }
-}
-
-impl fuser::Filesystem for StuckInfo {
-    fn lookup(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        parent: u64,
-        name: &std::ffi::OsStr,
-        reply: fuser::ReplyEntry,
-    ) {
-        if parent == 1 && name == "info" {
-            reply.entry(&Duration::ZERO, &Self::attr(2), 0);
-        } else {
-            reply.error(libc::ENOENT);
-        }
-    }
-
-    fn getattr(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        ino: u64,
-        _fh: Option<u64>,
-        reply: fuser::ReplyAttr,
-    ) {
-        match ino {
-            1 | 2 => reply.attr(&Duration::ZERO, &Self::attr(ino)),
-            _ => reply.error(libc::ENOENT),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn read(
-        &mut self,
-        _req: &fuser::Request<'_>,
-        _ino: u64,
-        _fh: u64,
-        _offset: i64,
-        _size: u32,
-        _flags: i32,
-        _lock: Option<u64>,
-        reply: fuser::ReplyData,
-    ) {
-        self.held.push(reply);
-    }
-}
-
 /// A caller whose `/.flatpak-info` is a FUSE file that never answers: its
 /// write waits out the 2 s deadline and is refused with `NotAllowed`,
 /// writing nothing, the
@@ -1626,15 +1547,7 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
     let mut t = Running::start().await;
     let mnt = t.bus.root().join("fuse");
     std::fs::create_dir(&mnt).unwrap();
-    let session = fuser::spawn_mount2(
-        StuckInfo { held: Vec::new() },
-        &mnt,
-        &[
-            fuser::MountOption::RO,
-            fuser::MountOption::FSName("porthole-test".into()),
-        ],
-    )
-    .expect("mounting a FUSE file system (is /dev/fuse there?)");
+    let session = porthole_tests::stuck_fuse::mount(&mnt, "porthole-test");
     let info = mnt.join("info");
     let hostile = |n: usize| {
         let args = [
