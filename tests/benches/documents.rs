@@ -29,7 +29,6 @@ use porthole_tests::{Bus, Service, bin_dir};
 const ANCHOR: &str = "/usr/libexec/xdg-document-portal";
 const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const DOCUMENTS_PATH: &str = "/org/freedesktop/portal/documents";
-const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
 const APP_ID: &str = "org.example.Bench";
 const CHUNK: usize = 1 << 20;
 
@@ -58,16 +57,7 @@ struct Side {
 impl Side {
     async fn start(label: &'static str, program: &Path) -> Side {
         let bus = Bus::start();
-        let store = bus
-            .spawn_owning(
-                "permission-store",
-                bus.command(bin_dir().join("porthole-permission-store")),
-                STORE,
-            )
-            .await;
-        let docs = bus
-            .spawn_owning("documents", bus.command(program), DOCUMENTS)
-            .await;
+        let (store, docs) = bus.start_document_store(program, false).await;
         let conn = bus.connection().await;
         Side {
             label,

@@ -248,6 +248,29 @@ impl Bus {
         }
     }
 
+    /// Starts our permission store, then the document store `program` (ours
+    /// or upstream's xdg-document-portal, which keeps its documents in that
+    /// store), each waited for until it owns its name; `verbose` passes
+    /// `--verbose` to the document store. Returns (store, document store):
+    /// keep both for the test's length.
+    pub async fn start_document_store(&self, program: &Path, verbose: bool) -> (Service, Service) {
+        let store = self
+            .spawn_owning(
+                "permission-store",
+                self.command(crate::process::bin("porthole-permission-store")),
+                "org.freedesktop.impl.portal.PermissionStore",
+            )
+            .await;
+        let mut cmd = self.command(program);
+        if verbose {
+            cmd.arg("--verbose");
+        }
+        let docs = self
+            .spawn_owning("documents", cmd, "org.freedesktop.portal.Documents")
+            .await;
+        (store, docs)
+    }
+
     /// Makes `bus_name` activatable: the daemon starts `exec` (with this
     /// bus's environment) on the first message to it.
     pub fn add_activatable(&mut self, bus_name: &str, exec: &str) {

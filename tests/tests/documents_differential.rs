@@ -26,7 +26,6 @@ use zvariant::{Fd, OwnedValue};
 const ANCHOR: &str = "/usr/libexec/xdg-document-portal";
 const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const DOCUMENTS_PATH: &str = "/org/freedesktop/portal/documents";
-const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
 const APP: &str = "org.example.Reader";
 const OTHER: &str = "org.example.Other";
 
@@ -143,16 +142,7 @@ struct Side {
 impl Side {
     async fn start(program: &Path) -> Side {
         let bus = Bus::start();
-        let store = bus
-            .spawn_owning(
-                "permission-store",
-                bus.command(bin("porthole-permission-store")),
-                STORE,
-            )
-            .await;
-        let mut cmd = bus.command(program);
-        cmd.arg("--verbose");
-        let docs = bus.spawn_owning("documents", cmd, DOCUMENTS).await;
+        let (store, docs) = bus.start_document_store(program, true).await;
         let conn = bus.connection().await;
         fs::create_dir_all(bus.root().join("files/dir/sub")).unwrap();
         Side {

@@ -1,10 +1,9 @@
 //! The document store seen from inside `porthole run`: the launcher binds
 //! the store's `by-app/APP_ID` view at `/run/user/UID/doc`, so an app reads
 //! and writes the documents granted to it at `/run/user/UID/doc/ID/NAME`
-//! and sees no other document. Run against each document store we have:
-//! upstream's xdg-document-portal (the anchor, Debian's package) and ours
-//! when it is built; both on our permission store, a private bus and the
-//! real kernel FUSE mount.
+//! and sees no other document. Run against each document store: upstream's
+//! xdg-document-portal (the anchor, Debian's package) and ours; both on our
+//! permission store, a private bus and the real kernel FUSE mount.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -12,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use porthole_tests::{Bus, Service, bin, run_with_timeout};
+use porthole_tests::{Bus, bin, run_with_timeout};
 
 const APP_ID: &str = "org.example.DocReader";
 const OTHER_APP: &str = "org.example.Other";
 const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const DOCUMENTS_PATH: &str = "/org/freedesktop/portal/documents";
-const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
 const ANCHOR: &str = "/usr/libexec/xdg-document-portal";
 
 /// What this test needs and may lack; `None` when it can run.
@@ -33,32 +31,14 @@ fn missing() -> Option<String> {
     None
 }
 
-/// The document stores to run against: the anchor when installed, ours
-/// when built.
+/// The document stores to run against: ours, and the anchor when
+/// installed (under CI its absence fails the test).
 fn stores() -> Vec<(&'static str, PathBuf)> {
-    let mut v = Vec::new();
+    let mut v = vec![("porthole-documents", bin("porthole-documents"))];
     if porthole_tests::anchor_present(ANCHOR, "xdg-desktop-portal") {
         v.push(("xdg-document-portal", PathBuf::from(ANCHOR)));
     }
-    let ours = porthole_tests::bin_dir().join("porthole-documents");
-    if ours.exists() {
-        v.push(("porthole-documents", ours));
-    }
     v
-}
-
-async fn start(bus: &Bus, program: &Path) -> (Service, Service) {
-    let store = bus
-        .spawn_owning(
-            "permission-store",
-            bus.command(bin("porthole-permission-store")),
-            STORE,
-        )
-        .await;
-    let mut cmd = bus.command(program);
-    cmd.arg("--verbose");
-    let docs = bus.spawn_owning("documents", cmd, DOCUMENTS).await;
-    (store, docs)
 }
 
 /// Exports `file` as the host would (Add with a readable fd) and returns
@@ -107,14 +87,9 @@ async fn the_app_sees_its_granted_documents_at_run_user_doc_and_no_other() {
         porthole_tests::skipped(&format!("documents_sandbox: {why}"));
         return;
     }
-    let stores = stores();
-    assert!(
-        !stores.is_empty() || !porthole_tests::under_ci(),
-        "no document store to run against"
-    );
-    for (label, program) in stores {
+    for (label, program) in stores() {
         let bus = Bus::start();
-        let (_store, mut docs) = start(&bus, &program).await;
+        let (_store, mut docs) = bus.start_document_store(&program, true).await;
         let conn = bus.connection().await;
 
         let host = bus.root().join("host");

@@ -1206,7 +1206,6 @@ async fn terminal_mode_shows_each_dialog_and_takes_the_typed_answer() {
 const APP_ID: &str = "org.example.Picker";
 const DOCUMENT_PORTAL: &str = "/usr/libexec/xdg-document-portal";
 const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
-const STORE: &str = "org.freedesktop.impl.portal.PermissionStore";
 
 /// The app: for OpenFile, then SaveFile, subscribes to Response on the
 /// predicted path and calls the portal through its proxy; reads the opened
@@ -1314,16 +1313,7 @@ async fn a_sandboxed_app_gets_a_document_from_xdg_document_portal() {
 
 async fn app_gets_a_document(document_store: &Path) {
     let bus = Bus::start();
-    let store = bus
-        .spawn_owning(
-            "permission-store",
-            bus.command(bin("porthole-permission-store")),
-            STORE,
-        )
-        .await;
-    let mut docs = bus.command(document_store);
-    docs.arg("--verbose");
-    let docs = bus.spawn_owning("documents", docs, DOCUMENTS).await;
+    let (store, docs) = bus.start_document_store(document_store, true).await;
     // GetMountPoint answers once the FUSE mount is up; the launcher binds
     // the app's view only when it is.
     let conn = bus.connection().await;
