@@ -713,6 +713,27 @@ impl DocFs {
 
     /// The host path for the xattr, and an `O_PATH` fd of the real file for
     /// the others (None for directories).
+    /// The real file whose extended attribute `name` setxattr or
+    /// removexattr on `ino` may change, or the errno refusing it. As
+    /// upstream: only inside a directory document, with write permission;
+    /// a file document's are not ours to change (EPERM), nor is the
+    /// host-path attribute.
+    fn changeable_xattr_target(&self, ino: u64, name: &OsStr) -> Result<OwnedFd, i32> {
+        if !matches!(self.node(ino), Some(Node::Sub { .. })) {
+            return Err(libc::EPERM);
+        }
+        let fd = match self.xattr_target(ino) {
+            Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return Err(libc::EACCES),
+            Ok((_, _, Some(fd))) => fd,
+            Ok(_) => return Err(libc::EPERM),
+            Err(e) => return Err(e.raw_os_error()),
+        };
+        if name == HOST_PATH_XATTR {
+            return Err(libc::EPERM);
+        }
+        Ok(fd)
+    }
+
     fn xattr_target(&self, ino: u64) -> Result<(Document, Perms, Option<OwnedFd>), Errno> {
         match self.node(ino).ok_or(Errno::NOENT)? {
             Node::DocDir { view, id } => {
@@ -1070,21 +1091,10 @@ impl Filesystem for DocFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // As upstream: extended attributes are set only inside a directory
-        // document, with write permission; a file document's are not ours
-        // to change (EPERM).
-        if !matches!(self.node(ino), Some(Node::Sub { .. })) {
-            return reply.error(libc::EPERM);
-        }
-        let fd = match self.xattr_target(ino) {
-            Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
-            Ok((_, _, Some(fd))) => fd,
-            Ok(_) => return reply.error(libc::EPERM),
-            Err(e) => return reply.error(e.raw_os_error()),
+        let fd = match self.changeable_xattr_target(ino, name) {
+            Ok(fd) => fd,
+            Err(errno) => return reply.error(errno),
         };
-        if name == HOST_PATH_XATTR {
-            return reply.error(libc::EPERM);
-        }
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
         match rustix::fs::setxattr(real::proc_path(&fd).as_str(), name, value, flags) {
             Ok(()) => reply.ok(),
@@ -1093,21 +1103,10 @@ impl Filesystem for DocFs {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        // As upstream: extended attributes are set only inside a directory
-        // document, with write permission; a file document's are not ours
-        // to change (EPERM).
-        if !matches!(self.node(ino), Some(Node::Sub { .. })) {
-            return reply.error(libc::EPERM);
-        }
-        let fd = match self.xattr_target(ino) {
-            Ok((_, perms, _)) if !perms.contains(Perms::WRITE) => return reply.error(libc::EACCES),
-            Ok((_, _, Some(fd))) => fd,
-            Ok(_) => return reply.error(libc::EPERM),
-            Err(e) => return reply.error(e.raw_os_error()),
+        let fd = match self.changeable_xattr_target(ino, name) {
+            Ok(fd) => fd,
+            Err(errno) => return reply.error(errno),
         };
-        if name == HOST_PATH_XATTR {
-            return reply.error(libc::EPERM);
-        }
         match rustix::fs::removexattr(real::proc_path(&fd).as_str(), name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e.raw_os_error()),
