@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -145,18 +145,23 @@ fn can_run_sandboxed_client(test: &str) -> bool {
     found
 }
 
-async fn start_docs(bus: &Bus) -> Service {
+async fn start_docs(bus: &Bus, args: &[&str]) -> Service {
     let mut cmd = bus.command(bin("porthole-documents"));
-    cmd.arg("-v");
+    cmd.arg("-v").args(args);
     bus.spawn_owning("documents", cmd, DOCS_NAME).await
 }
 
 impl Docs {
     async fn start() -> Docs {
+        Docs::start_with(&[]).await
+    }
+
+    /// With extra arguments for `porthole-documents`.
+    async fn start_with(args: &[&str]) -> Docs {
         let bus = Bus::start();
         fs::create_dir_all(bus.root().join("files")).unwrap();
         let store = start_store(&bus).await;
-        let docs = start_docs(&bus).await;
+        let docs = start_docs(&bus, args).await;
         let conn = bus.connection().await;
         let proxy = DocumentsProxy::new(&conn).await.unwrap();
         Docs {
@@ -829,6 +834,111 @@ async fn safe_save_replaces_the_host_file_atomically() {
     );
 }
 
+/// By default the kernel may cache a file document's entry and attributes
+/// (so a stat or an open costs no round trip to the service), but a change
+/// made to the real file by anyone shows through every view at once: far
+/// sooner than the cache's few seconds, in size, mode, content, replacement
+/// and removal. A rename through the view is seen at once too. With
+/// `--no-file-cache` every change shows in the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_the_real_file_show_at_once_despite_caching() {
+    if !can_run("changes_to_the_real_file_show_at_once_despite_caching") {
+        return;
+    }
+    changes_show(false).await;
+    changes_show(true).await;
+}
+
+/// Waits for `cond` well under the kernel's cache time (5 s), so only the
+/// invalidation can make it hold; `strict` (no cache): not at all.
+async fn soon(strict: bool, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    while !cond() {
+        assert!(!strict, "not seen in the same instant: {what}");
+        assert!(Instant::now() < deadline, "not seen within 1 s: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn changes_show(strict: bool) {
+    let t = Docs::start_with(if strict { &["--no-file-cache"] } else { &[] }).await;
+    let path = t.file("report.txt", "v1");
+    let id = t.export(&path, APP, &["read", "write"]).await;
+    let views = [
+        t.app_view(APP, &id, "report.txt"),
+        t.host_view(&id, "report.txt"),
+    ];
+    let len = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
+    for v in &views {
+        assert_eq!(len(v), 2);
+        assert_eq!(len(v), 2);
+    }
+
+    fs::write(&path, "version two").unwrap();
+    for v in &views {
+        soon(strict, "a write on the host", || len(v) == 11).await;
+    }
+    // Read right away: the content, not cut at an old size.
+    fs::write(&path, "version three, longer").unwrap();
+    assert_eq!(
+        fs::read_to_string(&views[0]).unwrap(),
+        "version three, longer"
+    );
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    for v in &views {
+        soon(strict, "a chmod on the host", || {
+            fs::metadata(v).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o600)
+        })
+        .await;
+    }
+
+    // An editor on the host saving atomically: a new file renamed over.
+    let next = t.files().join("report.txt.new");
+    fs::write(&next, "saved by a host editor").unwrap();
+    let new_ino = fs::metadata(&next).unwrap().ino();
+    fs::rename(&next, &path).unwrap();
+    for v in &views {
+        soon(strict, "a rename over the file on the host", || {
+            len(v) == 22
+        })
+        .await;
+    }
+    assert_eq!(
+        fs::read_to_string(&views[0]).unwrap(),
+        "saved by a host editor"
+    );
+    assert_eq!(fs::metadata(&path).unwrap().ino(), new_ino);
+
+    // A safe save through the view: seen at once, no waiting.
+    let dir = views[0].parent().unwrap();
+    let temp = dir.join("report.txt~");
+    fs::write(&temp, "saved through the view").unwrap();
+    fs::rename(&temp, &views[0]).unwrap();
+    assert_eq!(len(&views[0]), 22);
+    assert_eq!(
+        fs::read_to_string(&views[0]).unwrap(),
+        "saved through the view"
+    );
+    assert_eq!(errno(fs::metadata(&temp)), libc::ENOENT);
+    soon(strict, "a safe save in the other view", || {
+        fs::read_to_string(&views[1]).is_ok_and(|s| s == "saved through the view")
+    })
+    .await;
+
+    fs::remove_file(&path).unwrap();
+    for v in &views {
+        soon(strict, "a removal on the host", || {
+            errno(fs::metadata(v)) == libc::ENOENT
+        })
+        .await;
+    }
+    fs::write(&path, "back").unwrap();
+    for v in &views {
+        soon(strict, "the file made again on the host", || len(v) == 4).await;
+    }
+}
+
 /// Delete removes the document from every view when it returns; the
 /// store no longer has it; unknown ids are NotFound for Delete, Grant and
 /// Revoke.
@@ -930,7 +1040,7 @@ async fn restarts_keep_documents_and_the_store_stays_the_truth() {
     t.stop_docs(libc::SIGHUP);
     t.store.stop();
     t.store = start_store(&t.bus).await;
-    t.docs = start_docs(&t.bus).await;
+    t.docs = start_docs(&t.bus, &[]).await;
     assert_eq!(
         fs::read_to_string(t.app_view(APP, &kept, "kept.txt")).unwrap(),
         "still here"

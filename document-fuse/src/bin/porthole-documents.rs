@@ -25,6 +25,13 @@ use porthole_service::{CommonArgs, Daemon, Strict};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Never let the kernel cache a file document's entry or attributes
+    /// (upstream's behaviour): every stat and open asks the service, so a
+    /// file removed or replaced on the host is gone from the views in the
+    /// same instant rather than tens of microseconds later, at the price of
+    /// a round trip each (see document-fuse/README.md).
+    #[arg(long, env = "PORTHOLE_DOCUMENTS_NO_FILE_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
+    no_file_cache: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,9 +74,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         table: SharedTable::new(table),
         ..Default::default()
     };
+    let caching = if args.no_file_cache {
+        fs::FileCaching::Off
+    } else {
+        fs::FileCaching::Watched
+    };
     let mounted = {
         let (mp, sh) = (mountpoint.clone(), shared.clone());
-        tokio::task::spawn_blocking(move || fs::mount(&mp, sh))
+        tokio::task::spawn_blocking(move || fs::mount(&mp, sh, caching))
             .await
             .context("mounting")??
     };

@@ -138,6 +138,47 @@ impl Inodes {
         n
     }
 
+    /// A file of a document directory renamed through us: its number goes
+    /// with it to the new name, as the kernel moves its inode there, and
+    /// the file it replaced loses its name (its number is never handed out
+    /// again: the kernel may still hold it for an open file). Returns that
+    /// replaced file's number.
+    pub fn renamed(&mut self, view: &str, id: &str, from: &OsStr, to: &OsStr) -> Option<u64> {
+        let file = |name: &OsStr| Node::File {
+            view: view.to_owned(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+        };
+        let replaced = self.unlinked(view, id, to);
+        if let Some(ino) = self.by_node.remove(&file(from)) {
+            self.by_node.insert(file(to), ino);
+            self.nodes.insert(ino, file(to));
+            let names = self
+                .files
+                .entry((view.to_owned(), id.to_owned()))
+                .or_default();
+            names.remove(from);
+            names.insert(to.to_owned(), ino);
+        }
+        replaced
+    }
+
+    /// A file of a document directory removed through us: its number no
+    /// longer names anything, and the name gets a new number if made again.
+    pub fn unlinked(&mut self, view: &str, id: &str, name: &OsStr) -> Option<u64> {
+        let node = Node::File {
+            view: view.to_owned(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+        };
+        let ino = self.by_node.remove(&node)?;
+        self.nodes.remove(&ino);
+        if let Some(names) = self.files.get_mut(&(view.to_owned(), id.to_owned())) {
+            names.remove(name);
+        }
+        Some(ino)
+    }
+
     /// The number of `node` if the kernel may know it.
     pub fn known(&self, node: &Node) -> Option<u64> {
         self.by_node.get(node).copied()
@@ -209,5 +250,30 @@ mod tests {
         assert!(i.files_of("org.example.A", "1").is_empty());
         assert_eq!(i.doc_of(f), Some(("", "1", Some(OsStr::new("x")))));
         assert_eq!(i.doc_of(ROOT_INO), None);
+    }
+
+    #[test]
+    fn a_renamed_file_keeps_its_number_and_the_replaced_one_is_gone() {
+        let mut i = Inodes::default();
+        let file = |name: &str| Node::File {
+            view: "a".into(),
+            id: "1".into(),
+            name: name.into(),
+        };
+        let doc = i.ino(file("doc"));
+        let temp = i.ino(file("doc~"));
+        assert_eq!(
+            i.renamed("a", "1", OsStr::new("doc~"), OsStr::new("doc")),
+            Some(doc)
+        );
+        assert_eq!(i.known(&file("doc")), Some(temp));
+        assert_eq!(i.node(temp), Some(&file("doc")));
+        assert_eq!(i.node(doc), None);
+        assert_eq!(i.known(&file("doc~")), None);
+        assert_eq!(i.files_of("a", "1"), [(OsString::from("doc"), temp)]);
+        // Made again after a removal: a new number, never the old one.
+        assert_eq!(i.unlinked("a", "1", OsStr::new("doc")), Some(temp));
+        let again = i.ino(file("doc"));
+        assert!(again != doc && again != temp);
     }
 }

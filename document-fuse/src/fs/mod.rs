@@ -9,10 +9,13 @@
 //! [`SharedTable`] on every request (no D-Bus round trip) and decides access
 //! from the node's place in the tree. Virtual directories are cached by the
 //! kernel for a minute and invalidated ([`Invalidator`]) whenever a grant or
-//! a document changes, so access ends at once; real files get no entry or
-//! attribute caching (another process may change them under us), and their
-//! page cache is kept across opens only while the file's mtime and size
-//! are what we saw last (libfuse's `auto_cache`).
+//! a document changes, so access ends at once. The entry and attributes of
+//! a file document are cached for a few seconds while inotify watches its
+//! real directory ([`watch`]), which drops them the moment anyone changes
+//! the file; other real files (temporary files, inside directory
+//! documents) get no entry or attribute caching. The page cache of a real
+//! file is kept across opens only while its mtime and size are what we saw
+//! last (libfuse's `auto_cache`).
 //!
 //! Safe save: in a document directory the view may create other names.
 //! Each is a real temporary file `.xdp-NAME-XXXXXX` in the document's real
@@ -25,6 +28,7 @@ mod inodes;
 mod io;
 mod real;
 mod tree;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -55,8 +59,9 @@ pub const HOST_PATH_XATTR: &str = "user.document-portal.host-path";
 /// How long the kernel may cache virtual directories (invalidated on
 /// every change that affects them).
 const VIRTUAL_TTL: Duration = Duration::from_secs(60);
-/// Real files: no caching of entries or attributes.
+/// Real files that are not watched: no caching of entries or attributes.
 const REAL_TTL: Duration = Duration::ZERO;
+use watch::FILE_TTL;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -93,10 +98,19 @@ pub struct DocFs {
     uid: u32,
     gid: u32,
     io: io::Pool,
+    /// The real directories of file documents (None: no inotify).
+    watches: Option<watch::Watches>,
+    /// To drop the kernel's attributes of a file found changed at open
+    /// (set once the session exists).
+    notifier: Arc<Mutex<Option<fuser::Notifier>>>,
 }
 
 impl DocFs {
-    pub fn new(shared: Shared) -> DocFs {
+    fn new(
+        shared: Shared,
+        watches: Option<watch::Watches>,
+        notifier: Arc<Mutex<Option<fuser::Notifier>>>,
+    ) -> DocFs {
         DocFs {
             shared,
             handles: HashMap::new(),
@@ -106,6 +120,8 @@ impl DocFs {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             io: io::Pool::new(),
+            watches,
+            notifier,
         }
     }
 
@@ -224,8 +240,24 @@ impl DocFs {
         }
         let real = self.real_name(view, id, name, &doc).ok_or(Errno::NOENT)?;
         let dir = real::open_dir(&doc)?;
+        // Watched before the stat, so a change right after it is not missed.
+        if name == doc.name()
+            && let Some(w) = &self.watches
+        {
+            w.watch(&dir, doc.dev, doc.ino, id);
+        }
         let st = real::stat_file(&dir, &real)?;
         Ok((doc, perms, dir, real, st))
+    }
+
+    /// How long the kernel may cache the entry and attributes of file node
+    /// `name` of `doc`: a while for the document's own name while its
+    /// directory is watched, else not at all.
+    fn file_ttl(&self, doc: &Document, name: &OsStr) -> Duration {
+        match &self.watches {
+            Some(w) if name == doc.name() && w.is_watched(doc.dev, doc.ino) => FILE_TTL,
+            _ => REAL_TTL,
+        }
     }
 
     fn doc_dir_of(&self, parent: u64) -> Result<(View, String, Document, Perms), Errno> {
@@ -315,13 +347,14 @@ impl DocFs {
                 Ok((self.tree_node(&view, &id, rel.join(name))?, REAL_TTL))
             }
             Node::DocDir { view, id } => {
-                let (_, perms, _, _, st) = self.real_file(&view, &id, name)?;
+                let (doc, perms, _, _, st) = self.real_file(&view, &id, name)?;
+                let ttl = self.file_ttl(&doc, name);
                 let ino = self.ino(Node::File {
                     view,
                     id,
                     name: name.to_owned(),
                 });
-                Ok((self.file_attr(ino, &st, perms), REAL_TTL))
+                Ok((self.file_attr(ino, &st, perms), ttl))
             }
             Node::File { .. } => Err(Errno::NOTDIR),
         }
@@ -356,8 +389,8 @@ impl DocFs {
         let node = self.node(ino).ok_or(Errno::NOENT)?;
         match &node {
             Node::File { view, id, name } => {
-                let (_, perms, _, _, st) = self.real_file(view, id, name)?;
-                Ok((self.file_attr(ino, &st, perms), REAL_TTL))
+                let (doc, perms, _, _, st) = self.real_file(view, id, name)?;
+                Ok((self.file_attr(ino, &st, perms), self.file_ttl(&doc, name)))
             }
             Node::Sub { view, id, rel } => {
                 let (_, perms, fd) = self.resolve(view, id, rel)?;
@@ -387,6 +420,13 @@ impl DocFs {
         let fd = real::open_file(&dir, &real, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
+        if !keep && let Some(n) = lock(&self.notifier).as_ref() {
+            // Changed since we last saw it: the size the kernel may still
+            // cache (until the inotify thread gets to it) must not cut the
+            // reads short. Attributes only (offset -1), which takes no lock
+            // a request holds, so it is safe on this thread.
+            let _ = n.inval_inode(ino, -1, 0);
+        }
         let fh = self.new_handle(fd, view, id, ino);
         let open_flags = if keep {
             fuser::consts::FOPEN_KEEP_CACHE
@@ -526,17 +566,19 @@ impl DocFs {
             return Err(Errno::ACCESS);
         }
         let dir = real::open_dir(&doc)?;
-        let key = (view, id);
         if name == doc.name() {
             real::stat_file(&dir, name)?;
             rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
         } else {
             let real_name = self
                 .temps
-                .get_mut(&key)
+                .get_mut(&(view.clone(), id.clone()))
                 .and_then(|t| t.remove(name))
                 .ok_or(Errno::NOENT)?;
             rustix::fs::unlinkat(&dir, &real_name, AtFlags::empty())?;
+        }
+        if let Some(ino) = lock(&self.shared.inodes).unlinked(&view, &id, name) {
+            self.seen.remove(&ino);
         }
         Ok(())
     }
@@ -613,17 +655,10 @@ impl DocFs {
             temps.remove(name);
             temps.insert(newname.to_owned(), real_src);
         }
-        // The names now lead to other real files: their page cache must
-        // not be kept at the next open.
-        let inodes = lock(&self.shared.inodes);
-        for n in [name, newname] {
-            if let Some(ino) = inodes.known(&Node::File {
-                view: view.clone(),
-                id: id.clone(),
-                name: n.to_owned(),
-            }) {
-                self.seen.remove(&ino);
-            }
+        // The file keeps its number under the new name, as the kernel
+        // keeps its inode; the one it replaced is gone.
+        if let Some(ino) = lock(&self.shared.inodes).renamed(&view, &id, name, newname) {
+            self.seen.remove(&ino);
         }
         Ok(())
     }
@@ -977,8 +1012,11 @@ impl Filesystem for DocFs {
             .write(file, offset.max(0) as u64, data.to_vec(), reply);
     }
 
+    /// Nothing to do at close (writes went to the real file already; no
+    /// locks): ENOSYS tells the kernel to stop sending FLUSH, which saves
+    /// every close() a round trip.
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
-        reply.ok();
+        reply.error(libc::ENOSYS);
     }
 
     fn release(
@@ -1351,6 +1389,7 @@ pub struct Mounted {
     /// The mount's device number: fds on it passed to Add are documents.
     pub dev: u64,
     pub invalidator: Invalidator,
+    watches: Option<watch::Watches>,
 }
 
 impl Mounted {
@@ -1364,6 +1403,9 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return;
         };
+        if let Some(w) = &self.watches {
+            w.stop();
+        }
         self.invalidator
             .shared
             .closing
@@ -1411,13 +1453,32 @@ pub enum MountError {
 /// Mounts at `mountpoint` (created if missing; a stale mount of a previous
 /// run that died is lazily unmounted first) and serves on a thread of its
 /// own.
-pub fn mount(mountpoint: &Path, shared: Shared) -> Result<Mounted, MountError> {
-    mount_with(mountpoint, shared, false)
+pub fn mount(
+    mountpoint: &Path,
+    shared: Shared,
+    caching: FileCaching,
+) -> Result<Mounted, MountError> {
+    mount_with(mountpoint, shared, caching, false)
+}
+
+/// Whether the kernel may cache the entries and attributes of file
+/// documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCaching {
+    /// For a few seconds, dropped by inotify the moment the real file
+    /// changes: a stat or open costs no round trip to us, and a change made
+    /// on the host reaches the views within the time inotify takes to tell
+    /// us (tens of microseconds), not in the same instant.
+    Watched,
+    /// Never (upstream's behaviour): every stat and open asks us, so a file
+    /// removed on the host is gone from the views in the same instant.
+    Off,
 }
 
 fn mount_with(
     mountpoint: &Path,
     shared: Shared,
+    caching: FileCaching,
     force_fusermount: bool,
 ) -> Result<Mounted, MountError> {
     clear_stale(mountpoint);
@@ -1432,10 +1493,19 @@ fn mount_with(
     ];
     // Root mounts directly; an ordinary user (who may not even open
     // /dev/fuse) goes through fusermount3, as libfuse does.
+    let watches = match caching {
+        FileCaching::Watched => watch::Watches::new(),
+        FileCaching::Off => None,
+    };
+    let notifier_slot: Arc<Mutex<Option<fuser::Notifier>>> = Arc::default();
     let direct = if force_fusermount {
         Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
     } else {
-        fuser::Session::new(DocFs::new(shared.clone()), mountpoint, &options)
+        fuser::Session::new(
+            DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+            mountpoint,
+            &options,
+        )
     };
     let (session, via_fusermount) = match direct {
         Ok(session) => (session, false),
@@ -1446,16 +1516,30 @@ fn mount_with(
                 "fsname=portal,subtype=portal,nosuid,nodev,noexec",
             )
             .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
-            let session =
-                fuser::Session::from_fd(DocFs::new(shared.clone()), fd, fuser::SessionACL::Owner);
+            let session = fuser::Session::from_fd(
+                DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+                fd,
+                fuser::SessionACL::Owner,
+            );
             (session, true)
         }
         Err(e) => return Err(MountError::Mount(mountpoint.to_owned(), e)),
     };
     let notifier = session.notifier();
+    *lock(&notifier_slot) = Some(notifier.clone());
     let session = session
         .spawn()
         .map_err(|e| MountError::Mount(mountpoint.to_owned(), e))?;
+    // Without its thread nothing would drop what the kernel caches: then
+    // nothing of real files is cached (the file system sees no watches).
+    let watches = watches.and_then(|w| match w.start(shared.clone(), notifier.clone()) {
+        Ok(()) => Some(w),
+        Err(e) => {
+            tracing::warn!("starting the inotify thread: {e}; file attributes will not be cached");
+            w.disable();
+            None
+        }
+    });
     let st =
         rustix::fs::stat(mountpoint).map_err(|e| MountError::Stat(mountpoint.to_owned(), e))?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
@@ -1466,8 +1550,9 @@ fn mount_with(
         dev: st.st_dev,
         invalidator: Invalidator {
             shared,
-            notifier: Arc::new(Mutex::new(Some(notifier))),
+            notifier: notifier_slot,
         },
+        watches,
     })
 }
 
@@ -1531,7 +1616,7 @@ mod tests {
         shared.table.write().insert("1a".into(), doc);
         let mnt = tempfile::tempdir().unwrap();
         let mountpoint = mnt.path().join("doc");
-        let mounted = mount_with(&mountpoint, shared, true).unwrap();
+        let mounted = mount_with(&mountpoint, shared, FileCaching::Watched, true).unwrap();
         assert!(mounted.via_fusermount);
         assert_eq!(
             std::fs::read_to_string(mountpoint.join("1a/f.txt")).unwrap(),
