@@ -2,7 +2,9 @@
 //! `org.freedesktop.portal.Desktop` and serves, on
 //! `/org/freedesktop/portal/desktop`, the portals a sandboxed app talks to:
 //! so far `org.freedesktop.portal.FileChooser`, with upstream's request
-//! objects ([`request`]), `org.freedesktop.portal.Settings`
+//! objects ([`request`]), `org.freedesktop.portal.OpenURI` ([`open_uri`]:
+//! handlers from [`mime_apps`] and [`desktop_entry`], files checked by
+//! [`fd_path`] and [`content_type`]), `org.freedesktop.portal.Settings`
 //! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
 //! ([`network_monitor`]). Backends are found as upstream finds them
 //! ([`config`]); options are filtered as upstream filters them
@@ -10,10 +12,15 @@
 //! store ([`documents`]).
 
 pub mod config;
+pub mod content_type;
 pub mod desktop;
+pub mod desktop_entry;
 pub mod documents;
+pub mod fd_path;
 pub mod file_chooser;
+pub mod mime_apps;
 pub mod network_monitor;
+pub mod open_uri;
 pub mod options;
 pub mod request;
 pub mod settings;
