@@ -43,8 +43,15 @@ struct Portal {
 }
 
 impl Portal {
+    /// Every caller is [`CALLER`] (upstream's test hook).
     async fn start(script: &str) -> Portal {
-        let bus = Bus::start();
+        Self::start_on(Bus::start(), Vec::new(), script, true).await
+    }
+
+    /// `test_hook`: every caller is [`CALLER`]; otherwise callers are who
+    /// they are (a sandboxed app by its instance info). `stores` stop
+    /// after the portal.
+    async fn start_on(bus: Bus, stores: Vec<Service>, script: &str, test_hook: bool) -> Portal {
         let portals = bus.root().join("portals");
         std::fs::create_dir_all(&portals).unwrap();
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
@@ -88,13 +95,18 @@ impl Portal {
         std::fs::write(&script_path, script).unwrap();
         let record = bus.root().join("record.jsonl");
 
-        let store = bus
-            .spawn_owning(
-                "permission-store",
-                bus.command(bin("porthole-permission-store")),
-                STORE,
+        let store = if stores.is_empty() {
+            Some(
+                bus.spawn_owning(
+                    "permission-store",
+                    bus.command(bin("porthole-permission-store")),
+                    STORE,
+                )
+                .await,
             )
-            .await;
+        } else {
+            None
+        };
         let mut cmd = bus.command(bin("porthole-prompt"));
         cmd.arg("-v")
             .arg("--script")
@@ -103,15 +115,20 @@ impl Portal {
             .arg(&record);
         let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;
         let mut cmd = bus.command(bin("porthole-portals"));
-        cmd.arg("-v")
-            .env("XDG_DESKTOP_PORTAL_DIR", &portals)
-            .env("XDG_DESKTOP_PORTAL_TEST_APP_ID", CALLER)
+        cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
+        if test_hook {
+            cmd.env("XDG_DESKTOP_PORTAL_TEST_APP_ID", CALLER);
+        }
+        cmd
             // Only this test's applications, and the system's MIME database.
             .env("XDG_DATA_DIRS", &system)
             .env("XDG_CONFIG_DIRS", bus.root().join("no-system-config"));
         let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+        let mut services = vec![frontend, prompt];
+        services.extend(stores);
+        services.extend(store);
         Portal {
-            _services: vec![frontend, prompt, store],
+            _services: services,
             record,
             marker,
             bus,
@@ -668,4 +685,168 @@ async fn open_directory_opens_the_containing_folder() {
     assert_eq!(launches[0][0], "org.example.Files");
     assert_eq!(launches[0][1], format!("file://{}", dir.display()));
     assert!(portal.records().is_empty());
+}
+
+/// The sandboxed app: OpenFile on files in its own data directory (visible
+/// at the same path inside), each fd opened as named; prints one JSON
+/// object of the response codes.
+const APP: &str = r#"
+import dbus, dbus.mainloop.glib, json, os, sys
+from gi.repository import GLib
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+bus = dbus.SessionBus()
+portal = dbus.Interface(bus.get_object('org.freedesktop.portal.Desktop', '/org/freedesktop/portal/desktop'), 'org.freedesktop.portal.OpenURI')
+sender = bus.get_unique_name()[1:].replace('.', '_')
+cases = json.loads(sys.argv[1])
+codes = {}
+loop = GLib.MainLoop()
+def step(i):
+    if i == len(cases):
+        print(json.dumps(codes)); sys.stdout.flush(); loop.quit(); return
+    name, path, mode, writable = cases[i]
+    token = 'c%d' % i
+    handle = '/org/freedesktop/portal/desktop/request/%s/%s' % (sender, token)
+    holder = {}
+    def on_response(code, results):
+        codes[name] = int(code)
+        holder['m'].remove()
+        step(i + 1)
+    holder['m'] = bus.add_signal_receiver(on_response, 'Response', 'org.freedesktop.portal.Request', path=handle)
+    fd = os.open(path, os.O_RDWR if mode == 'rw' else os.O_RDONLY)
+    options = {'handle_token': token}
+    if writable:
+        options['writable'] = True
+    portal.OpenFile('', dbus.types.UnixFd(fd), options)
+    os.close(fd)
+GLib.timeout_add_seconds(30, loop.quit)
+step(0)
+loop.run()
+"#;
+
+/// A sandboxed caller (python3-dbus inside `porthole run`, through its
+/// proxy): its writable fd needs `writable`, `writable` needs a writable
+/// fd (upstream's rules for apps); a sandboxed handler (`X-Flatpak`) gets
+/// the file as a document of its own, writable only when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_caller_proves_write_access_and_a_sandboxed_handler_gets_a_document() {
+    // SAFETY: geteuid has no preconditions.
+    let missing = if unsafe { libc::geteuid() } != 0 {
+        Some("needs root (porthole run and the FUSE mount as root here)")
+    } else if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse is missing (FUSE)")
+    } else if !Path::new("/usr/lib/python3/dist-packages/dbus").exists()
+        || !Path::new("/usr/lib/python3/dist-packages/gi").exists()
+    {
+        Some("python3-dbus or python3-gi missing")
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        porthole_tests::skipped(&format!("open_uri sandboxed caller: {why}"));
+        return;
+    }
+    const APP_ID: &str = "org.example.Opener";
+    const VIEWER: &str = "org.example.Viewer";
+    let bus = Bus::start();
+    let (store, docs) = bus
+        .start_document_store(&bin("porthole-documents"), true)
+        .await;
+    let conn = bus.connection().await;
+    conn.call_method(
+        Some("org.freedesktop.portal.Documents"),
+        "/org/freedesktop/portal/documents",
+        Some("org.freedesktop.portal.Documents"),
+        "GetMountPoint",
+        &(),
+    )
+    .await
+    .unwrap();
+    let script = format!(r#"{{"method": "ChooseApplication", "choice": "{VIEWER}"}}"#);
+    let portal = Portal::start_on(bus, vec![docs, store], &script, false).await;
+    // The sandboxed handler: a Flatpak-style entry of its own app id.
+    let apps = portal.bus.data_home().join("applications");
+    std::fs::write(
+        apps.join(format!("{VIEWER}.desktop")),
+        format!(
+            "[Desktop Entry]\nType=Application\nName=Viewer\nExec={} {VIEWER} %u\n\
+             MimeType=text/plain;\nX-Flatpak={VIEWER}\n",
+            portal.bus.root().join("handler.sh").display()
+        ),
+    )
+    .unwrap();
+    let data = portal.bus.root().join("home/.var/app").join(APP_ID);
+    std::fs::create_dir_all(&data).unwrap();
+    let read_me = data.join("read-me.txt");
+    let edit_me = data.join("edit-me.txt");
+    std::fs::write(&read_me, "read only\n").unwrap();
+    std::fs::write(&edit_me, "edit me\n").unwrap();
+    let cases = serde_json::json!([
+        ["rw fd without writable", read_me, "rw", false],
+        ["writable with a ro fd", read_me, "ro", true],
+        ["ro", read_me, "ro", false],
+        ["rw writable", edit_me, "rw", true],
+    ]);
+    let mut cmd = portal.bus.command(bin("porthole"));
+    cmd.args(["run", APP_ID, "--", "/usr/bin/python3", "-c", APP])
+        .arg(cases.to_string());
+    let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{status}: {out}\n{err}\n{}",
+        portal.bus.logs()
+    );
+    let codes: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {out}\n{err}\n{}", portal.bus.logs()));
+    assert_eq!(
+        codes,
+        serde_json::json!({
+            "rw fd without writable": 2,
+            "writable with a ro fd": 2,
+            "ro": 0,
+            "rw writable": 0,
+        }),
+        "{}",
+        portal.bus.logs()
+    );
+    // The dialogs named the app that asked.
+    let records = portal.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().all(|r| r["app_id"] == APP_ID));
+    // The sandboxed handler got documents of its own, not the host paths.
+    let launches = portal.wait_launches(2).await;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let prefix = format!("file:///run/user/{uid}/doc/");
+    // (Two handler processes: their lines may come in either order.)
+    for (name, write) in [("read-me.txt", false), ("edit-me.txt", true)] {
+        let launch = launches
+            .iter()
+            .find(|l| l[1].ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {launches:?}"));
+        assert_eq!(launch[0], VIEWER);
+        assert!(
+            launch[1].starts_with(&prefix) && launch[1].ends_with(name),
+            "{launch:?}"
+        );
+        let doc_id = launch[1][prefix.len()..].split('/').next().unwrap();
+        let reply = conn
+            .call_method(
+                Some("org.freedesktop.portal.Documents"),
+                "/org/freedesktop/portal/documents",
+                Some("org.freedesktop.portal.Documents"),
+                "Info",
+                &(doc_id,),
+            )
+            .await
+            .unwrap();
+        let (_path, apps): (Vec<u8>, HashMap<String, Vec<String>>) =
+            reply.body().deserialize().unwrap();
+        let perms = &apps[VIEWER];
+        assert!(perms.contains(&"read".to_owned()), "{perms:?}");
+        assert_eq!(
+            perms.contains(&"write".to_owned()),
+            write,
+            "{name}: {perms:?}"
+        );
+    }
 }
