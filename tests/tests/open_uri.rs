@@ -36,6 +36,9 @@ type Options = HashMap<String, OwnedValue>;
 /// The services on one bus, the handlers installed, the marker file.
 /// Fields drop in order: the services stop before the bus goes.
 struct Portal {
+    /// Terminal mode: the prompt, its standard input, and where its
+    /// standard output goes.
+    terminal: Option<(std::process::Child, std::process::ChildStdin, PathBuf)>,
     _services: Vec<Service>,
     record: PathBuf,
     marker: PathBuf,
@@ -45,13 +48,19 @@ struct Portal {
 impl Portal {
     /// Every caller is [`CALLER`] (upstream's test hook).
     async fn start(script: &str) -> Portal {
-        Self::start_on(Bus::start(), Vec::new(), script, true).await
+        Self::start_on(Bus::start(), Vec::new(), Some(script), true).await
     }
 
     /// `test_hook`: every caller is [`CALLER`]; otherwise callers are who
     /// they are (a sandboxed app by its instance info). `stores` stop
     /// after the portal.
-    async fn start_on(bus: Bus, stores: Vec<Service>, script: &str, test_hook: bool) -> Portal {
+    /// `script`: the prompt's answers, or None for its terminal mode.
+    async fn start_on(
+        bus: Bus,
+        stores: Vec<Service>,
+        script: Option<&str>,
+        test_hook: bool,
+    ) -> Portal {
         let portals = bus.root().join("portals");
         std::fs::create_dir_all(&portals).unwrap();
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
@@ -92,7 +101,7 @@ impl Portal {
         std::fs::create_dir_all(&system).unwrap();
         std::os::unix::fs::symlink("/usr/share/mime", system.join("mime")).unwrap();
         let script_path = bus.root().join("script.jsonl");
-        std::fs::write(&script_path, script).unwrap();
+        std::fs::write(&script_path, script.unwrap_or_default()).unwrap();
         let record = bus.root().join("record.jsonl");
 
         let store = if stores.is_empty() {
@@ -108,12 +117,35 @@ impl Portal {
             None
         };
         let mut cmd = bus.command(bin("porthole-prompt"));
-        cmd.arg("-v")
-            .arg("--script")
-            .arg(&script_path)
-            .arg("--record")
-            .arg(&record);
-        let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;
+        cmd.arg("-v").arg("--record").arg(&record);
+        let mut terminal = None;
+        let mut services = Vec::new();
+        if script.is_some() {
+            cmd.arg("--script").arg(&script_path);
+            services.push(bus.spawn_owning("prompt", cmd, PROMPT).await);
+        } else {
+            let shown = bus.root().join("logs/terminal.out");
+            let log = std::fs::File::create(bus.root().join("logs/prompt.log")).unwrap();
+            cmd.arg("--terminal")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::fs::File::create(&shown).unwrap())
+                .stderr(log);
+            let mut child = cmd.spawn().unwrap();
+            let input = child.stdin.take().unwrap();
+            terminal = Some((child, input, shown));
+            let dbus = zbus::fdo::DBusProxy::new(&bus.connection().await)
+                .await
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !dbus
+                .name_has_owner(PROMPT.try_into().unwrap())
+                .await
+                .unwrap()
+            {
+                assert!(Instant::now() < deadline, "no prompt:\n{}", bus.logs());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let mut cmd = bus.command(bin("porthole-portals"));
         cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
         if test_hook {
@@ -124,10 +156,11 @@ impl Portal {
             .env("XDG_DATA_DIRS", &system)
             .env("XDG_CONFIG_DIRS", bus.root().join("no-system-config"));
         let frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
-        let mut services = vec![frontend, prompt];
+        services.insert(0, frontend);
         services.extend(stores);
         services.extend(store);
         Portal {
+            terminal,
             _services: services,
             record,
             marker,
@@ -181,6 +214,43 @@ impl Portal {
         let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(30));
         assert!(status.success() || !err.is_empty(), "permctl {args:?}");
         (status.success(), out)
+    }
+}
+
+impl Portal {
+    /// Terminal mode: waits until the prompt has shown `marker`.
+    async fn wait_shown(&self, marker: &str) -> String {
+        let (_, _, shown) = self.terminal.as_ref().expect("terminal mode");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(shown).unwrap_or_default();
+            if text.contains(marker) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the prompt never showed {marker:?}:\n{text}\n{}",
+                self.bus.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn type_in(&mut self, text: &str) {
+        use std::io::Write;
+        let (_, input, _) = self.terminal.as_mut().expect("terminal mode");
+        input.write_all(text.as_bytes()).unwrap();
+        input.flush().unwrap();
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        if let Some((child, _, _)) = &mut self.terminal {
+            porthole_tests::signal_and_wait(child.id(), libc::SIGTERM, Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -762,7 +832,7 @@ async fn a_sandboxed_caller_proves_write_access_and_a_sandboxed_handler_gets_a_d
     .await
     .unwrap();
     let script = format!(r#"{{"method": "ChooseApplication", "choice": "{VIEWER}"}}"#);
-    let portal = Portal::start_on(bus, vec![docs, store], &script, false).await;
+    let portal = Portal::start_on(bus, vec![docs, store], Some(&script), false).await;
     // The sandboxed handler: a Flatpak-style entry of its own app id.
     let apps = portal.bus.data_home().join("applications");
     std::fs::write(
@@ -849,4 +919,46 @@ async fn a_sandboxed_caller_proves_write_access_and_a_sandboxed_handler_gets_a_d
             "{name}: {perms:?}"
         );
     }
+}
+
+/// Terminal mode: the candidates listed with the last choice marked, a
+/// typed number picks the handler; Enter on no mark, or 0, cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_mode_lists_the_handlers_and_takes_a_number() {
+    let mut portal = Portal::start_on(Bus::start(), Vec::new(), None, true).await;
+    let conn = portal.bus.connection().await;
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(
+            async move { open_uri(&conn, "porthole-test:one", "n1", Options::new()).await },
+        )
+    };
+    let shown = portal.wait_shown("Number (").await;
+    assert!(
+        shown.contains("ChooseApplication from org.example.Caller"),
+        "{shown}"
+    );
+    // The default handler is marked before any choice was made.
+    assert!(shown.contains(&format!("1) {MARKER} *\n")), "{shown}");
+    assert!(shown.contains(&format!("2) {OTHER}\n")), "{shown}");
+    portal.type_in("9\n2\n");
+    assert_eq!(pending.await.unwrap(), Ok(0));
+    let launches = portal.wait_launches(1).await;
+    assert_eq!(launches[0][0], OTHER);
+    // The next dialog marks the last choice; 0 cancels.
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(
+            async move { open_uri(&conn, "porthole-test:two", "n2", Options::new()).await },
+        )
+    };
+    let shown = portal
+        .wait_shown(&format!("(Enter: {OTHER}, 0: cancel)"))
+        .await;
+    assert!(shown.contains(&format!("2) {OTHER} *")), "{shown}");
+    assert!(shown.contains("not a number from 0 to 2"), "{shown}");
+    portal.type_in("0\n");
+    assert_eq!(pending.await.unwrap(), Ok(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(portal.launches().len(), 1);
 }
