@@ -3,7 +3,8 @@
 //! `/org/freedesktop/portal/desktop`, the portals a sandboxed app talks to:
 //! so far `org.freedesktop.portal.FileChooser`, with upstream's request
 //! objects ([`request`]), `org.freedesktop.portal.OpenURI` ([`open_uri`]:
-//! handlers from [`mime_apps`] and [`desktop_entry`], files checked by
+//! handlers from [`mime_apps`] and [`desktop_entry`], changes sent to an
+//! open dialog by [`app_monitor`], files checked by
 //! [`fd_path`] and [`content_type`]), `org.freedesktop.portal.Settings`
 //! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
 //! ([`network_monitor`]). Backends are found as upstream finds them
@@ -11,6 +12,7 @@
 //! ([`options`]); chosen files reach sandboxed apps through the document
 //! store ([`documents`]).
 
+pub mod app_monitor;
 pub mod config;
 pub mod content_type;
 pub mod desktop;

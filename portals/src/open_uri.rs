@@ -34,6 +34,7 @@ use porthole_service::{Caller, Callers, PortalError};
 use zbus::message::Header;
 use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
+use crate::app_monitor::AppMonitor;
 use crate::config::SearchDirs;
 use crate::content_type;
 use crate::desktop_entry::{DesktopEntry, Launch};
@@ -610,20 +611,8 @@ impl Work {
     /// Finds the handler (asking the user when upstream would) and starts
     /// it; returns the response code.
     async fn open(&self, target: Resolved) -> u32 {
-        let dirs = self.dirs.clone();
-        let content_type = target.content_type.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let apps = MimeApps::load(&dirs);
-            let types = content_type::with_parents(&content_type);
-            let default = apps.default_for(&types);
-            let mut choices = apps.recommended(&content_type);
-            if choices.is_empty() {
-                choices = apps.all(&types);
-            }
-            (apps, default, choices)
-        })
-        .await;
-        let Ok((apps, default, choices)) = loaded else {
+        let Some((apps, default, choices)) = handlers(&self.dirs, &target.content_type).await
+        else {
             return request::OTHER;
         };
         let mut remembered = self.remembered(&target.content_type).await;
@@ -670,6 +659,12 @@ impl Work {
         let token = options::lookup(&results, "activation_token", "s")
             .and_then(|v| options::decode::<String>(v).ok())
             .or_else(|| self.activation_token.clone());
+        // Read the apps again: the chosen one may have been installed while
+        // the dialog was up (upstream looks the desktop file up at launch).
+        let apps = match handlers(&self.dirs, &target.content_type).await {
+            Some((fresh, _, _)) => fresh,
+            None => apps,
+        };
         match self
             .launch(&apps, &choice, &target.uri, token.as_deref())
             .await
@@ -702,23 +697,70 @@ impl Work {
         if let Some(token) = &self.activation_token {
             put("activation_token", token);
         }
+        let args = (
+            &self.handle,
+            self.app_id.as_str(),
+            self.parent_window.as_str(),
+            &decision.choices,
+            opts,
+        );
         self.asked.store(true, Ordering::SeqCst);
-        let reply = self
-            .conn
-            .call_method(
-                Some(self.backend.as_str()),
-                BACKEND_PATH,
-                Some(IMPL_INTERFACE),
-                "ChooseApplication",
-                &(
-                    &self.handle,
-                    self.app_id.as_str(),
-                    self.parent_window.as_str(),
-                    &decision.choices,
-                    opts,
-                ),
-            )
-            .await;
+        let call = self.conn.call_method(
+            Some(self.backend.as_str()),
+            BACKEND_PATH,
+            Some(IMPL_INTERFACE),
+            "ChooseApplication",
+            &args,
+        );
+        tokio::pin!(call);
+        // While the dialog is up, installed apps may change: the dialog
+        // is sent the new candidates (upstream's app_info_changed).
+        let monitor = match AppMonitor::watch(&self.dirs) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("not watching installed apps: {e}");
+                None
+            }
+        };
+        let mut watching = monitor.is_some();
+        let mut sent = decision.choices.clone();
+        let reply = loop {
+            tokio::select! {
+                reply = &mut call => break reply,
+                changed = async {
+                    match &monitor {
+                        Some(m) if watching => m.changed().await,
+                        _ => std::future::pending().await,
+                    }
+                } => {
+                    if let Err(e) = changed {
+                        tracing::warn!("watching installed apps: {e}");
+                        watching = false;
+                        continue;
+                    }
+                    let Some((_, _, choices)) = handlers(&self.dirs, &target.content_type).await else {
+                        continue;
+                    };
+                    if choices != sent {
+                        tracing::debug!(handle = %self.handle, ?choices, "UpdateChoices");
+                        let updated = self
+                            .conn
+                            .call_method(
+                                Some(self.backend.as_str()),
+                                BACKEND_PATH,
+                                Some(IMPL_INTERFACE),
+                                "UpdateChoices",
+                                &(&self.handle, &choices),
+                            )
+                            .await;
+                        if let Err(e) = updated {
+                            tracing::debug!("UpdateChoices: {e}");
+                        }
+                        sent = choices;
+                    }
+                }
+            }
+        };
         match reply.and_then(|m| m.body().deserialize::<(u32, Options)>()) {
             Ok(answer) => answer,
             Err(e) => {
@@ -809,6 +851,35 @@ impl Work {
         };
         if let Err(e) = result {
             tracing::warn!("Error updating permission store: {e}");
+        }
+    }
+}
+
+/// The installed apps, the default handler and the dialog's candidates
+/// for a content type (upstream's `find_recommended_choices`: the apps
+/// recommended for the type, else every app for it or a parent type).
+async fn handlers(
+    dirs: &SearchDirs,
+    content_type: &str,
+) -> Option<(MimeApps, Option<String>, Vec<String>)> {
+    let dirs = dirs.clone();
+    let content_type = content_type.to_owned();
+    let found = tokio::task::spawn_blocking(move || {
+        let apps = MimeApps::load(&dirs);
+        let types = content_type::with_parents(&content_type);
+        let default = apps.default_for(&types);
+        let mut choices = apps.recommended(&content_type);
+        if choices.is_empty() {
+            choices = apps.all(&types);
+        }
+        (apps, default, choices)
+    })
+    .await;
+    match found {
+        Ok(found) => Some(found),
+        Err(e) => {
+            tracing::warn!("looking up handlers: {e}");
+            None
         }
     }
 }

@@ -962,3 +962,80 @@ async fn terminal_mode_lists_the_handlers_and_takes_a_number() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(portal.launches().len(), 1);
 }
+
+/// An app installed while the dialog is up reaches it through
+/// `UpdateChoices` (watched on the bus by a monitor connection), and can
+/// be chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_installed_during_the_dialog_is_sent_with_update_choices() {
+    const NEW: &str = "org.example.New";
+    let portal = Portal::start(&format!(
+        r#"{{"method": "ChooseApplication", "choice": "{NEW}", "delay_ms": 1500}}"#
+    ))
+    .await;
+    // A monitor connection sees every UpdateChoices call on the bus.
+    let monitor = portal.bus.connection().await;
+    let mut seen = zbus::MessageStream::from(&monitor);
+    monitor
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Monitoring"),
+            "BecomeMonitor",
+            &(vec!["type='method_call',member='UpdateChoices'"], 0u32),
+        )
+        .await
+        .unwrap();
+    let conn = portal.bus.connection().await;
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(
+            async move { open_uri(&conn, "porthole-test:new", "new", Options::new()).await },
+        )
+    };
+    // Once the dialog is up, install a third handler.
+    let prompt_log = portal.bus.root().join("logs/prompt.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&prompt_log)
+        .unwrap_or_default()
+        .contains("dialog up")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no dialog:\n{}",
+            portal.bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(
+        portal
+            .bus
+            .data_home()
+            .join(format!("applications/{NEW}.desktop")),
+        format!(
+            "[Desktop Entry]\nType=Application\nName=New\nExec={} {NEW} %u\n\
+             MimeType=x-scheme-handler/porthole-test;\n",
+            portal.bus.root().join("handler.sh").display()
+        ),
+    )
+    .unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = seen.next().await {
+            let Ok(msg) = msg else { continue };
+            if msg.header().member().is_some_and(|m| m == "UpdateChoices") {
+                return msg
+                    .body()
+                    .deserialize::<(OwnedObjectPath, Vec<String>)>()
+                    .unwrap();
+            }
+        }
+        panic!("the monitor stream ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no UpdateChoices:\n{}", portal.bus.logs()));
+    assert_eq!(update.0.as_str(), predicted(&conn, "new"));
+    assert_eq!(update.1, [MARKER, NEW, OTHER]);
+    assert_eq!(pending.await.unwrap(), Ok(0));
+    let launches = portal.wait_launches(1).await;
+    assert_eq!(launches[0][0], NEW);
+}
