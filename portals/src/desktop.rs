@@ -11,6 +11,7 @@ use porthole_service::{Callers, Strict};
 use crate::config::PortalConfig;
 use crate::file_chooser::{self, FileChooser};
 use crate::network_monitor::{self, NetworkMonitor};
+use crate::open_uri::{self, OpenUri};
 use crate::request::Requests;
 use crate::settings::{self, Settings};
 
@@ -129,6 +130,28 @@ pub async fn export(
             served.push(file_chooser::INTERFACE);
         }
         None => tracing::warn!("no backend implements {}", file_chooser::IMPL_INTERFACE),
+    }
+    match config.find(open_uri::IMPL_INTERFACE) {
+        Some(backend) => {
+            tracing::info!(
+                "OpenURI: backend {} ({}.portal)",
+                backend.dbus_name,
+                backend.source
+            );
+            let portal = OpenUri {
+                callers: frontend.callers.clone(),
+                requests: frontend.requests.clone(),
+                backend: backend.dbus_name.clone(),
+                test_app: frontend.test_app.clone(),
+                lockdown: config
+                    .find(open_uri::LOCKDOWN_INTERFACE)
+                    .map(|b| b.dbus_name.clone()),
+                dirs: crate::config::SearchDirs::from_env(),
+            };
+            server.at(OBJECT_PATH, Strict::new(portal)).await?;
+            served.push(open_uri::INTERFACE);
+        }
+        None => tracing::warn!("no backend implements {}", open_uri::IMPL_INTERFACE),
     }
     Ok(Exported {
         served,

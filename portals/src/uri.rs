@@ -71,6 +71,82 @@ pub fn from_path(path: &Path) -> String {
     uri
 }
 
+/// The scheme of an absolute URI (`ALPHA *( ALPHA / DIGIT / "+" / "-" /
+/// "." ) ":"`), as GLib's `g_uri_parse_scheme` finds it; None when there is
+/// none.
+pub fn scheme(uri: &str) -> Option<&str> {
+    let (scheme, _) = uri.split_once(':')?;
+    let mut bytes = scheme.bytes();
+    let first = bytes.next()?;
+    (first.is_ascii_alphabetic()
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+    .then_some(scheme)
+}
+
+/// Whether `uri` is an absolute URI that GLib's `g_uri_is_valid` accepts
+/// with no flags (strict RFC 3986): a scheme; only printable ASCII; every
+/// `%` followed by two hex digits; an authority's port all digits and at
+/// most 65535, an IP literal in brackets a valid IPv6 address (or an
+/// `IPvFuture`), no `%00` in the host.
+pub fn is_valid(uri: &str) -> bool {
+    let Some(scheme) = scheme(uri) else {
+        return false;
+    };
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let raw = uri.as_bytes();
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'%'
+            && !raw
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        {
+            return false;
+        }
+    }
+    let rest = &uri[scheme.len() + 1..];
+    let Some(after) = rest.strip_prefix("//") else {
+        return true;
+    };
+    let authority = after.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(literal) = host_port.strip_prefix('[') {
+        let Some((inside, tail)) = literal.split_once(']') else {
+            return false;
+        };
+        let ok = if inside.starts_with(['v', 'V']) {
+            inside.contains('.')
+        } else {
+            inside.parse::<std::net::Ipv6Addr>().is_ok()
+        };
+        if !ok {
+            return false;
+        }
+        match tail {
+            "" => ("", None),
+            t => match t.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.contains("%00") || host.contains(['[', ']']) {
+        return false;
+    }
+    match port {
+        None | Some("") => true,
+        Some(p) => {
+            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +167,38 @@ mod tests {
         let uri = from_path(odd);
         assert_eq!(uri, "file:///tmp/%C3%A4%20b%25%23%3F.txt");
         assert_eq!(to_path(&uri).unwrap(), odd);
+    }
+
+    #[test]
+    fn uris_are_checked_as_glib_checks_them() {
+        assert_eq!(scheme("HTTPS://x"), Some("HTTPS"));
+        assert_eq!(scheme("a+b.c-d:x"), Some("a+b.c-d"));
+        for none in ["", "x", ":x", "1a:x", "a b:x", "/path:x"] {
+            assert_eq!(scheme(none), None, "{none:?}");
+        }
+        for ok in [
+            "https://example.org/a?b#c",
+            "http://user:pw@[::1]:8080/",
+            "mailto:me@example.org",
+            "xdg-desktop-portal-test://x",
+            "https://example.org:/x",
+            "https://a%20b/",
+        ] {
+            assert!(is_valid(ok), "{ok:?}");
+        }
+        for bad in [
+            "not a uri",
+            "https://exa mple.org/",
+            "https://example.org/%zz",
+            "https://example.org:99999/",
+            "https://example.org:8o/",
+            "https://[::g]/",
+            "https://[::1/",
+            "https://a%00b/",
+            "https://example.org/\u{e4}",
+            "nocolon",
+        ] {
+            assert!(!is_valid(bad), "{bad:?}");
+        }
     }
 }

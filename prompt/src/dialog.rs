@@ -60,7 +60,7 @@ impl Dialogs {
 
     /// Shows one dialog: exports its Request, answers from the script (or
     /// when closed), unexports, records.
-    async fn show(
+    pub(crate) async fn show(
         &self,
         server: &ObjectServer,
         hdr: &Header<'_>,
@@ -156,6 +156,9 @@ fn results_of(answer: &Answer) -> Results {
     }
     if let Some(writable) = answer.writable {
         put("writable", Value::from(writable));
+    }
+    if let Some(choice) = &answer.choice {
+        put("choice", Value::from(choice.as_str()));
     }
     results
 }
@@ -333,6 +336,9 @@ impl Access {
 pub async fn export(conn: &zbus::Connection, dialogs: Arc<Dialogs>) -> zbus::Result<()> {
     let server = conn.object_server();
     server.at(OBJECT_PATH, FileChooser(dialogs.clone())).await?;
+    server
+        .at(OBJECT_PATH, crate::app_chooser::AppChooser(dialogs.clone()))
+        .await?;
     server.at(OBJECT_PATH, Access(dialogs)).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `porthole-prompt`: our dialog backend. It owns
 //! `org.freedesktop.impl.portal.desktop.porthole` and serves the
-//! `org.freedesktop.impl.portal` FileChooser and Access interfaces at
+//! `org.freedesktop.impl.portal` FileChooser, AppChooser ([`app_chooser`]) and
+//! Access interfaces at
 //! `/org/freedesktop/portal/desktop`, found by the frontend through
 //! `data/porthole.portal` like any backend.
 //!
@@ -9,6 +10,7 @@
 //! recorded ([`record`]); the D-Bus side is [`dialog`]. It also serves `org.freedesktop.impl.portal.Settings`
 //! (appearance) from a key file ([`settings`]).
 
+pub mod app_chooser;
 pub mod dialog;
 pub mod record;
 pub mod script;

@@ -12,7 +12,7 @@ use porthole_service::{CommonArgs, Daemon};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Our dialog backend for the portal frontend: answers FileChooser and
-/// Access dialogs (org.freedesktop.impl.portal.*) from a script or at its
+/// Access dialogs and AppChooser (org.freedesktop.impl.portal.*) from a script or at its
 /// terminal (--terminal), and
 /// records each dialog it was asked. Owns
 /// org.freedesktop.impl.portal.desktop.porthole; found by the frontend
@@ -24,7 +24,7 @@ struct Args {
     common: CommonArgs,
     /// The answers: one JSON object per line, e.g.
     /// {"method": "OpenFile", "uris": ["file:///tmp/a.txt"]}; keys method,
-    /// response, uris, choices, current_filter, writable, delay_ms, hold
+    /// response, uris, choices, current_filter, writable, choice, delay_ms, hold
     /// [default: $XDG_CONFIG_HOME/porthole/prompt-script.jsonl].
     #[arg(long, env = "PORTHOLE_PROMPT_SCRIPT", value_name = "FILE")]
     script: Option<PathBuf>,

@@ -13,13 +13,15 @@
 //! {"method": "AccessDialog", "choices": [["remember", "always"]]}
 //! # a dialog nobody answers: it stays up until the caller closes it
 //! {"method": "SaveFiles", "hold": true}
+//! # open the link with this handler (a desktop id without .desktop)
+//! {"method": "ChooseApplication", "choice": "org.example.Browser"}
 //! ```
 //!
-//! Keys: `method` (`OpenFile`, `SaveFile`, `SaveFiles`, `AccessDialog`;
-//! required), `response` (0 success, 1 cancelled, 2 other; default 0),
+//! Keys: `method` (`OpenFile`, `SaveFile`, `SaveFiles`, `AccessDialog`,
+//! `ChooseApplication`; required), `response` (0 success, 1 cancelled, 2 other; default 0),
 //! `uris`, `choices` (`[id, option]` pairs), `current_filter` (`[label,
 //! [[kind, pattern], ...]]`, kind 0 glob, 1 MIME type), `writable` (OpenFile
-//! only), `delay_ms` (answer after this long), `hold` (never answer; the
+//! only), `choice` (ChooseApplication only: the chosen app), `delay_ms` (answer after this long), `hold` (never answer; the
 //! dialog ends only through `Request.Close`, with response 2). Unknown keys
 //! are an error, so a typo does not silently change a test.
 //!
@@ -40,6 +42,7 @@ pub enum Method {
     SaveFile,
     SaveFiles,
     AccessDialog,
+    ChooseApplication,
 }
 
 impl Method {
@@ -49,6 +52,7 @@ impl Method {
             Method::SaveFile => "SaveFile",
             Method::SaveFiles => "SaveFiles",
             Method::AccessDialog => "AccessDialog",
+            Method::ChooseApplication => "ChooseApplication",
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Answer {
     pub current_filter: Option<Filter>,
     #[serde(default)]
     pub writable: Option<bool>,
+    #[serde(default)]
+    pub choice: Option<String>,
     #[serde(default)]
     pub delay_ms: u64,
     #[serde(default)]
@@ -140,6 +146,16 @@ impl Script {
             {
                 return Err((i + 1, "AccessDialog answers only with choices".into()));
             }
+            if answer.choice.is_some() && answer.method != Method::ChooseApplication {
+                return Err((i + 1, "choice is a ChooseApplication result only".into()));
+            }
+            if answer.method == Method::ChooseApplication
+                && (answer.uris.is_some()
+                    || answer.current_filter.is_some()
+                    || answer.choices.is_some())
+            {
+                return Err((i + 1, "ChooseApplication answers only with choice".into()));
+            }
             answers
                 .entry(answer.method)
                 .or_default()
@@ -190,6 +206,18 @@ mod tests {
     }
 
     #[test]
+    fn an_app_choice_is_a_desktop_id() {
+        let script = Script::parse(
+            "{\"method\": \"ChooseApplication\", \"choice\": \"org.example.Viewer\"}\n\
+             {\"method\": \"ChooseApplication\", \"response\": 1}\n",
+        )
+        .unwrap();
+        let a = script.next(Method::ChooseApplication).unwrap();
+        assert_eq!(a.choice.as_deref(), Some("org.example.Viewer"));
+        assert_eq!(script.next(Method::ChooseApplication).unwrap().response, 1);
+    }
+
+    #[test]
     fn filters_parse_as_the_portal_spells_them() {
         let script = Script::parse(
             r#"{"method": "SaveFile", "current_filter": ["Text", [[0, "*.txt"], [1, "text/plain"]]]}"#,
@@ -213,6 +241,11 @@ mod tests {
             ("\n{\"method\": \"OpenFile\", \"response\": 3}", 2),
             ("{\"method\": \"SaveFile\", \"writable\": true}", 1),
             ("{\"method\": \"AccessDialog\", \"uris\": []}", 1),
+            ("{\"method\": \"OpenFile\", \"choice\": \"a\"}", 1),
+            (
+                "{\"method\": \"ChooseApplication\", \"choice\": \"a\", \"uris\": []}",
+                1,
+            ),
             ("not json", 1),
         ] {
             let err = Script::parse(text).unwrap_err();

@@ -111,6 +111,9 @@ impl Terminal {
         lines: &mut mpsc::Receiver<String>,
         closed: &mut oneshot::Receiver<()>,
     ) -> Result<(u32, Results), Line> {
+        if asked.method == Method::ChooseApplication {
+            return self.choose_app(asked, lines, closed).await;
+        }
         let base = folder_of(asked.options);
         let mut uris: Vec<String> = Vec::new();
         match asked.method {
@@ -145,6 +148,8 @@ impl Terminal {
                     }
                 }
             }
+            // Answered by choose_app.
+            Method::ChooseApplication => {}
             Method::AccessDialog => {
                 let line = self.line("Allow? [y/N]: ", lines, closed).await?;
                 if !matches!(line.to_ascii_lowercase().as_str(), "y" | "yes") {
@@ -185,6 +190,55 @@ impl Terminal {
             put(&mut results, "choices", Value::from(picked));
         }
         self.say("done\n\n");
+        Ok((0, results))
+    }
+}
+
+impl Terminal {
+    /// AppChooser: the candidates numbered, the last choice marked; a
+    /// number picks one, Enter the marked one, `0` (or Enter without a
+    /// mark) cancels.
+    async fn choose_app(
+        &self,
+        asked: &Asked<'_>,
+        lines: &mut mpsc::Receiver<String>,
+        closed: &mut oneshot::Receiver<()>,
+    ) -> Result<(u32, Results), Line> {
+        let apps = crate::app_chooser::candidates(asked.handle.as_str(), asked.options);
+        let last = asked
+            .options
+            .get("last_choice")
+            .and_then(|v| v.try_clone().ok())
+            .and_then(|v| String::try_from(v).ok())
+            .filter(|l| apps.contains(l));
+        let mut text = String::from("Open with:\n");
+        for (i, app) in apps.iter().enumerate() {
+            let mark = if last.as_ref() == Some(app) { " *" } else { "" };
+            text.push_str(&format!("  {}) {app}{mark}\n", i + 1));
+        }
+        self.say(&text);
+        let prompt = match &last {
+            Some(l) => format!("Number (Enter: {l}, 0: cancel): "),
+            None => "Number (0 or Enter: cancel): ".to_owned(),
+        };
+        let chosen = loop {
+            let line = self.line(&prompt, lines, closed).await?;
+            if line.is_empty() {
+                break last.clone();
+            }
+            match line.parse::<usize>() {
+                Ok(0) => break None,
+                Ok(n) if n <= apps.len() => break Some(apps[n - 1].clone()),
+                _ => self.say(&format!("not a number from 0 to {}\n", apps.len())),
+            }
+        };
+        let Some(app) = chosen else {
+            self.say("cancelled\n\n");
+            return Ok((1, Results::new()));
+        };
+        let mut results = Results::new();
+        put(&mut results, "choice", Value::from(app.as_str()));
+        self.say(&format!("open with {app}\n\n"));
         Ok((0, results))
     }
 }

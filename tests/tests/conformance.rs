@@ -126,10 +126,12 @@ async fn the_portal_frontend_and_the_prompt_serve_upstreams_interfaces() {
         ("org.freedesktop.portal.Request", true),
         ("org.freedesktop.portal.Settings", false),
         ("org.freedesktop.portal.NetworkMonitor", false),
+        ("org.freedesktop.portal.OpenURI", false),
     ];
     let backend_refs = [
         ("org.freedesktop.impl.portal.FileChooser", false),
         ("org.freedesktop.impl.portal.Access", false),
+        ("org.freedesktop.impl.portal.AppChooser", false),
         ("org.freedesktop.impl.portal.Request", true),
         ("org.freedesktop.impl.portal.Settings", false),
     ];

@@ -62,6 +62,7 @@ fn the_portal_file_names_the_prompt_and_what_it_serves() {
         interfaces,
         [
             "org.freedesktop.impl.portal.FileChooser",
+            "org.freedesktop.impl.portal.AppChooser",
             "org.freedesktop.impl.portal.Access",
             "org.freedesktop.impl.portal.Settings"
         ]
