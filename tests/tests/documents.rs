@@ -837,7 +837,7 @@ async fn safe_save_replaces_the_host_file_atomically() {
 /// By default the kernel may cache a file document's entry and attributes
 /// (so a stat or an open costs no round trip to the service), but a change
 /// made to the real file by anyone shows through every view at once: far
-/// sooner than the cache's few seconds, in size, mode, content, replacement
+/// sooner than the cache's minute, in size, mode, content, replacement
 /// and removal. A rename through the view is seen at once too. With
 /// `--no-file-cache` every change shows in the same instant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,7 +849,7 @@ async fn changes_to_the_real_file_show_at_once_despite_caching() {
     changes_show(true).await;
 }
 
-/// Waits for `cond` well under the kernel's cache time (5 s), so only the
+/// Waits for `cond` well under the kernel's cache time (60 s), so only the
 /// invalidation can make it hold; `strict` (no cache): not at all.
 async fn soon(strict: bool, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_millis(1000);

@@ -10,7 +10,7 @@
 //! from the node's place in the tree. Virtual directories are cached by the
 //! kernel for a minute and invalidated ([`Invalidator`]) whenever a grant or
 //! a document changes, so access ends at once. The entry and attributes of
-//! a file document are cached for a few seconds while inotify watches its
+//! a file document are cached for a minute while inotify watches its
 //! real directory ([`watch`]), which drops them the moment anyone changes
 //! the file; other real files (temporary files, inside directory
 //! documents) get no entry or attribute caching. The page cache of a real
@@ -1465,7 +1465,7 @@ pub fn mount(
 /// documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileCaching {
-    /// For a few seconds, dropped by inotify the moment the real file
+    /// For a minute, dropped by inotify the moment the real file
     /// changes: a stat or open costs no round trip to us, and a change made
     /// on the host reaches the views within the time inotify takes to tell
     /// us (tens of microseconds), not in the same instant.

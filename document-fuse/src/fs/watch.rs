@@ -30,7 +30,10 @@ use super::{Node, Shared, lock};
 
 /// How long the kernel may keep a file document's entry and attributes
 /// when its directory is watched (a safety net for changes inotify misses).
-pub const FILE_TTL: Duration = Duration::from_secs(5);
+/// Long on purpose: the kernel drops an expired entry at the last close,
+/// and the inode with it, page cache and all, so a short time here would
+/// make every read after a pause cold again.
+pub const FILE_TTL: Duration = Duration::from_secs(60);
 
 /// The directories watched, and which documents live in each.
 #[derive(Default)]
