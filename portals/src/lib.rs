@@ -4,7 +4,8 @@
 //! so far `org.freedesktop.portal.FileChooser`, with upstream's request
 //! objects ([`request`]), `org.freedesktop.portal.Settings`
 //! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
-//! ([`network_monitor`]). Backends are found as upstream finds them
+//! ([`network_monitor`]), and our `org.porthole.NetworkAccess1`
+//! ([`network_access`]): connections the user approves per destination. Backends are found as upstream finds them
 //! ([`config`]); options are filtered as upstream filters them
 //! ([`options`]); chosen files reach sandboxed apps through the document
 //! store ([`documents`]).
@@ -13,6 +14,7 @@ pub mod config;
 pub mod desktop;
 pub mod documents;
 pub mod file_chooser;
+pub mod network_access;
 pub mod network_monitor;
 pub mod options;
 pub mod request;
