@@ -452,6 +452,17 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         },
     );
 
+    // Without full network: the SOCKS5 endpoint on the sandbox's lo (an
+    // `--env` of the app's own wins).
+    let mut env = env;
+    if !perms.network {
+        for key in ["ALL_PROXY", "all_proxy"] {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.to_owned(), crate::socks::proxy_url()));
+            }
+        }
+    }
+
     // Without multiarch the programs have no i386 branch (shorter, so
     // cheaper to load and JIT); with devel ptrace and perf_event_open pass.
     let filters = Filters::builtin(perms.features);
@@ -643,6 +654,12 @@ pub fn describe(p: &Prepared) -> String {
         s.push_str(&format!("  {k}={v}\n"));
     }
     s.push_str(&format!("command: {:?}\n", p.argv));
+    if p.namespaces.network {
+        s.push_str(&format!(
+            "socks5: 127.0.0.1:{} inside, served by the monitor\n",
+            crate::socks::PORT
+        ));
+    }
     if let Some(b) = &p.bus {
         s.push_str(&format!("d-bus proxy: {}\n", bus::describe(b)));
     }
