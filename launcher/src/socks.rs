@@ -502,9 +502,7 @@ impl Endpoint {
 /// to the portal, then one more for the second direction of the splice.
 pub fn serve(listener: OwnedFd, link: Option<PortalLink>) -> io::Result<()> {
     if link.is_none() {
-        tracing::info!(
-            "the app has no D-Bus proxy: its SOCKS5 endpoint refuses every destination"
-        );
+        tracing::info!("the app has no D-Bus proxy: its SOCKS5 endpoint refuses every destination");
     }
     let listener = TcpListener::from(listener);
     let endpoint = Arc::new(Endpoint {
@@ -686,7 +684,10 @@ mod tests {
 
     #[test]
     fn connect_requests_of_each_address_type_parse() {
-        let (r, out) = parse(&[5, 1, 0, 5, 1, 0, 3, 11, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'o', b'r', b'g', 1, 187]);
+        let (r, out) = parse(&[
+            5, 1, 0, 5, 1, 0, 3, 11, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'o', b'r',
+            b'g', 1, 187,
+        ]);
         assert_eq!(out, [5, 0]);
         assert_eq!(
             r.unwrap(),
@@ -724,7 +725,10 @@ mod tests {
         // BIND and UDP ASSOCIATE: 0x07.
         for cmd in [2, 3, 9] {
             assert_eq!(
-                parse(&[5, 1, 0, 5, cmd, 0, 1, 1, 2, 3, 4, 0, 80]).0.unwrap_err().reply,
+                parse(&[5, 1, 0, 5, cmd, 0, 1, 1, 2, 3, 4, 0, 80])
+                    .0
+                    .unwrap_err()
+                    .reply,
                 Some(Refused::Reply(reply::COMMAND_NOT_SUPPORTED))
             );
         }
@@ -735,12 +739,18 @@ mod tests {
         );
         // Request of another version: 0x01.
         assert_eq!(
-            parse(&[5, 1, 0, 4, 1, 0, 1, 1, 2, 3, 4, 0, 80]).0.unwrap_err().reply,
+            parse(&[5, 1, 0, 4, 1, 0, 1, 1, 2, 3, 4, 0, 80])
+                .0
+                .unwrap_err()
+                .reply,
             Some(Refused::Reply(reply::GENERAL_FAILURE))
         );
         // A name that is not UTF-8: 0x01.
         assert_eq!(
-            parse(&[5, 1, 0, 5, 1, 0, 3, 2, 0xff, 0xfe, 0, 80]).0.unwrap_err().reply,
+            parse(&[5, 1, 0, 5, 1, 0, 3, 2, 0xff, 0xfe, 0, 80])
+                .0
+                .unwrap_err()
+                .reply,
             Some(Refused::Reply(reply::GENERAL_FAILURE))
         );
     }
@@ -753,9 +763,18 @@ mod tests {
         };
         let p = "org.freedesktop.portal.Error.";
         assert_eq!(remote(&format!("{p}NotAllowed"), "").reply_code(), 2);
-        assert_eq!(remote(&format!("{p}Failed"), "refused: a:1: x").reply_code(), 5);
-        assert_eq!(remote(&format!("{p}Failed"), "resolve: a: x").reply_code(), 4);
-        assert_eq!(remote(&format!("{p}Failed"), "timeout: a:1").reply_code(), 4);
+        assert_eq!(
+            remote(&format!("{p}Failed"), "refused: a:1: x").reply_code(),
+            5
+        );
+        assert_eq!(
+            remote(&format!("{p}Failed"), "resolve: a: x").reply_code(),
+            4
+        );
+        assert_eq!(
+            remote(&format!("{p}Failed"), "timeout: a:1").reply_code(),
+            4
+        );
         assert_eq!(remote(&format!("{p}InvalidArgument"), "").reply_code(), 1);
         assert_eq!(
             remote("org.freedesktop.DBus.Error.ServiceUnknown", "").reply_code(),

@@ -356,7 +356,10 @@ impl NetworkAccess {
         if stored(conn, &app.app_id, APP_WIDE).await == Some(Decision::Allow) {
             return Ok(());
         }
-        if self.shared.recently_denied(&(app.instance.clone(), id.clone())) {
+        if self
+            .shared
+            .recently_denied(&(app.instance.clone(), id.clone()))
+        {
             tracing::debug!(destination = %id, "denied by this instance a moment ago");
             return Err(refused());
         }
@@ -365,9 +368,7 @@ impl NetworkAccess {
         let addrs = dest.resolve().await?;
         let local = addrs.iter().any(|a| is_local(a.ip()));
         let where_ = if local {
-            format!(
-                "{id}, a local destination (this computer or its local network)"
-            )
+            format!("{id}, a local destination (this computer or its local network)")
         } else {
             id.clone()
         };
@@ -465,12 +466,7 @@ async fn stored(conn: &zbus::Connection, app: &str, id: &str) -> Option<Decision
 }
 
 /// Asks the backend, stores an answer to remember, notes a denial once.
-async fn dialog(
-    conn: &zbus::Connection,
-    backend: &str,
-    shared: &Shared,
-    q: &Question,
-) -> Decision {
+async fn dialog(conn: &zbus::Connection, backend: &str, shared: &Shared, q: &Question) -> Decision {
     let n = shared.next_handle.fetch_add(1, Ordering::Relaxed);
     let handle = match OwnedObjectPath::try_from(format!(
         "/org/freedesktop/portal/desktop/request/network/n{n}"
@@ -484,7 +480,10 @@ async fn dialog(
     let choices: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![(
         "remember",
         "Remember",
-        vec![("once", "Only this time"), ("always", "Always for this app")],
+        vec![
+            ("once", "Only this time"),
+            ("always", "Always for this app"),
+        ],
         "once",
     )];
     let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -509,15 +508,14 @@ async fn dialog(
             ),
         )
         .await;
-    let (response, results) = match reply
-        .and_then(|m| m.body().deserialize::<(u32, HashMap<String, OwnedValue>)>())
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            tracing::warn!(id = %q.id, "Access backend failed: {e}");
-            return Decision::Deny;
-        }
-    };
+    let (response, results) =
+        match reply.and_then(|m| m.body().deserialize::<(u32, HashMap<String, OwnedValue>)>()) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(id = %q.id, "Access backend failed: {e}");
+                return Decision::Deny;
+            }
+        };
     let remember = results
         .get("choices")
         .and_then(|v| <Vec<(String, String)>>::try_from(v.clone()).ok())
@@ -605,19 +603,21 @@ mod tests {
             Destination::parse("127.0.0.1", 8080).unwrap().id(),
             "127.0.0.1:8080"
         );
-        assert_eq!(
-            Destination::parse("a", 0),
-            Err(DestinationError::PortZero)
-        );
+        assert_eq!(Destination::parse("a", 0), Err(DestinationError::PortZero));
         assert_eq!(Destination::parse("", 1), Err(DestinationError::Empty));
         let long = "a".repeat(255);
         assert_eq!(
             Destination::parse(&long, 1),
             Err(DestinationError::TooLong(255))
         );
-        for bad in ["a b", "-a.org", "a..b", "a/b", "a:b", "x\0y", "é.org", "[1.2.3.4"] {
+        for bad in [
+            "a b", "-a.org", "a..b", "a/b", "a:b", "x\0y", "é.org", "[1.2.3.4",
+        ] {
             assert!(
-                matches!(Destination::parse(bad, 1), Err(DestinationError::BadName(_))),
+                matches!(
+                    Destination::parse(bad, 1),
+                    Err(DestinationError::BadName(_))
+                ),
                 "{bad:?}"
             );
         }

@@ -365,7 +365,10 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     }
     trace_stage(p.trace, "sandbox root ready");
     // The sandbox sent its SOCKS5 listener before reporting ready.
-    if let Some(listener) = socks_rd.as_ref().and_then(|fd| crate::socks::receive_listener(fd.as_fd())) {
+    if let Some(listener) = socks_rd
+        .as_ref()
+        .and_then(|fd| crate::socks::receive_listener(fd.as_fd()))
+    {
         let link = match (&res.proxy, p.bus.as_ref().and_then(|b| b.session.as_ref())) {
             (Some(_), Some(session)) => Some(crate::socks::PortalLink {
                 socket: session.socket.clone(),

@@ -108,12 +108,9 @@ pub(super) fn sandbox_init(
     // proxy's sync pipe is our copy of the monitor's read end).
     let bus_raw = bus_ready.map(|fd| fd.as_raw_fd()).unwrap_or(-1);
     let socks_raw = socks.as_ref().map(|fd| fd.as_raw_fd()).unwrap_or(-1);
-    if let Err(e) = init::close_fds_from_3_except(&[
-        go.as_raw_fd(),
-        ready.as_raw_fd(),
-        bus_raw,
-        socks_raw,
-    ]) {
+    if let Err(e) =
+        init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd(), bus_raw, socks_raw])
+    {
         fail("close_range", e);
     }
     // Our own session and process group: terminal signals then reach the
