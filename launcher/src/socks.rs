@@ -63,8 +63,6 @@ pub mod reply {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the proxy may take over authentication and Hello.
 const BUS_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle portal connections kept for the next request.
-const POOL_MAX: usize = 8;
 /// Bytes moved per splice call (and the pipe's size when the kernel agrees).
 const CHUNK: usize = 256 * 1024;
 /// The largest message we accept from the bus (replies here are small).
@@ -375,47 +373,26 @@ impl PortalConn {
     pub fn connect(&mut self, host: &str, port: u16) -> Result<OwnedFd, CallError> {
         self.serial = self.serial.wrapping_add(1).max(2);
         let serial = self.serial;
-        let mut body = Encoder::new();
-        body.string(host);
-        body.u16(port);
-        body.array(8, |_| {});
-        let call = Builder {
-            msg_type: METHOD_CALL,
-            serial,
-            path: Some(PORTAL_PATH),
-            interface: Some(INTERFACE),
-            member: Some("Connect"),
-            destination: Some(PORTAL_NAME),
-            ..Default::default()
-        }
-        .build_with_body("sqa{sv}", body.bytes());
         (&self.sock)
-            .write_all(&call)
+            .write_all(&connect_call(serial, host, port))
             .map_err(io_err("write to the bus"))?;
-        let (msg, mut fds) = self.reply_to(serial)?;
-        let h = Header::parse(&msg).map_err(|_| CallError::Malformed)?;
-        if h.msg_type != METHOD_RETURN {
-            return Err(CallError::Remote {
-                name: h.error_name.unwrap_or_default().to_owned(),
-                message: h.arg0_str(&msg).unwrap_or_default().to_owned(),
-            });
-        }
-        if h.signature != "h" {
-            return Err(CallError::Malformed);
-        }
-        let index = h
-            .body_reader(&msg)
-            .u32()
-            .map_err(|_| CallError::Malformed)? as usize;
-        if index >= fds.len() {
-            return Err(CallError::Malformed);
-        }
-        Ok(fds.swap_remove(index))
+        let (msg, fds) = self.reply_to(serial)?;
+        connect_reply(&msg, fds)
     }
 
     /// The method return or error answering `serial`, with its fds;
     /// other messages (signals such as NameAcquired) are dropped.
     fn reply_to(&mut self, serial: u32) -> Result<(Vec<u8>, Vec<OwnedFd>), CallError> {
+        loop {
+            let (msg, fds) = self.next_message()?;
+            if reply_serial(&msg) == Some(serial) {
+                return Ok((msg, fds));
+            }
+        }
+    }
+
+    /// The next whole message and the descriptors that came with it.
+    fn next_message(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), CallError> {
         loop {
             if self.buf.len() >= 16 {
                 let total =
@@ -428,12 +405,7 @@ impl PortalConn {
                     let h = Header::parse(&msg).map_err(|_| CallError::Malformed)?;
                     let n = (h.unix_fds as usize).min(self.fds.len());
                     let fds: Vec<OwnedFd> = self.fds.drain(..n).collect();
-                    let answers = matches!(h.msg_type, METHOD_RETURN | porthole_dbus_wire::ERROR)
-                        && h.reply_serial == Some(serial);
-                    if answers {
-                        return Ok((msg, fds));
-                    }
-                    continue;
+                    return Ok((msg, fds));
                 }
             }
             let mut chunk = [0u8; 4096];
@@ -458,6 +430,149 @@ impl PortalConn {
     }
 }
 
+/// The serial a method return or error answers (None for other messages).
+fn reply_serial(msg: &[u8]) -> Option<u32> {
+    let h = Header::parse(msg).ok()?;
+    matches!(h.msg_type, METHOD_RETURN | porthole_dbus_wire::ERROR)
+        .then_some(h.reply_serial)
+        .flatten()
+}
+
+/// The `Connect(s host, q port, a{sv} {})` call with `serial`.
+fn connect_call(serial: u32, host: &str, port: u16) -> Vec<u8> {
+    let mut body = Encoder::new();
+    body.string(host);
+    body.u16(port);
+    body.array(8, |_| {});
+    Builder {
+        msg_type: METHOD_CALL,
+        serial,
+        path: Some(PORTAL_PATH),
+        interface: Some(INTERFACE),
+        member: Some("Connect"),
+        destination: Some(PORTAL_NAME),
+        ..Default::default()
+    }
+    .build_with_body("sqa{sv}", body.bytes())
+}
+
+/// The socket in Connect's reply, or the error it carries.
+fn connect_reply(msg: &[u8], mut fds: Vec<OwnedFd>) -> Result<OwnedFd, CallError> {
+    let h = Header::parse(msg).map_err(|_| CallError::Malformed)?;
+    if h.msg_type != METHOD_RETURN {
+        return Err(CallError::Remote {
+            name: h.error_name.unwrap_or_default().to_owned(),
+            message: h.arg0_str(msg).unwrap_or_default().to_owned(),
+        });
+    }
+    if h.signature != "h" {
+        return Err(CallError::Malformed);
+    }
+    let index = h.body_reader(msg).u32().map_err(|_| CallError::Malformed)? as usize;
+    if index >= fds.len() {
+        return Err(CallError::Malformed);
+    }
+    Ok(fds.swap_remove(index))
+}
+
+type Answer = Result<(Vec<u8>, Vec<OwnedFd>), CallError>;
+
+/// One bus connection shared by every request of the instance: calls go
+/// out under a lock, a reader thread hands each reply to its caller. One
+/// connection means one identification of the caller by the portal, however
+/// many requests run at once, and no dialog blocks another request.
+struct SharedBus {
+    writer: Mutex<(UnixStream, u32)>,
+    /// Callers waiting, by serial; None once the connection has failed.
+    waiting: Mutex<Option<std::collections::HashMap<u32, std::sync::mpsc::SyncSender<Answer>>>>,
+}
+
+impl SharedBus {
+    fn open(link: &PortalLink) -> Result<Arc<SharedBus>, CallError> {
+        let mut conn = PortalConn::open(&link.socket, link.uid)?;
+        let writer = conn
+            .sock
+            .try_clone()
+            .map_err(io_err("dup the bus socket"))?;
+        let bus = Arc::new(SharedBus {
+            writer: Mutex::new((writer, conn.serial)),
+            waiting: Mutex::new(Some(Default::default())),
+        });
+        let reader = bus.clone();
+        std::thread::Builder::new()
+            .name("socks5-bus".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                loop {
+                    match conn.next_message() {
+                        Ok((msg, fds)) => {
+                            let Some(serial) = reply_serial(&msg) else {
+                                continue;
+                            };
+                            let tx = reader
+                                .waiting
+                                .lock()
+                                .ok()
+                                .and_then(|mut w| w.as_mut().and_then(|w| w.remove(&serial)));
+                            if let Some(tx) = tx {
+                                let _ = tx.send(Ok((msg, fds)));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("SOCKS5: the bus connection ended: {e}");
+                            let waiting = reader.waiting.lock().ok().and_then(|mut w| w.take());
+                            for (_, tx) in waiting.unwrap_or_default() {
+                                let _ = tx.send(Err(CallError::Io {
+                                    op: "read from the bus",
+                                    source: io::ErrorKind::ConnectionAborted.into(),
+                                }));
+                            }
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(io_err("spawn the bus reader"))?;
+        Ok(bus)
+    }
+
+    fn alive(&self) -> bool {
+        self.waiting.lock().map(|w| w.is_some()).unwrap_or(false)
+    }
+
+    fn connect(&self, host: &str, port: u16) -> Result<OwnedFd, CallError> {
+        let dead = || CallError::Io {
+            op: "call over the bus",
+            source: io::ErrorKind::ConnectionAborted.into(),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut writer = self.writer.lock().map_err(|_| dead())?;
+            writer.1 = writer.1.wrapping_add(1).max(2);
+            let serial = writer.1;
+            self.waiting
+                .lock()
+                .map_err(|_| dead())?
+                .as_mut()
+                .ok_or_else(dead)?
+                .insert(serial, tx);
+            if let Err(e) = (&writer.0).write_all(&connect_call(serial, host, port)) {
+                if let Ok(mut w) = self.waiting.lock()
+                    && let Some(w) = w.as_mut()
+                {
+                    w.remove(&serial);
+                }
+                return Err(CallError::Io {
+                    op: "write to the bus",
+                    source: e,
+                });
+            }
+        }
+        let (msg, fds) = rx.recv().map_err(|_| dead())??;
+        connect_reply(&msg, fds)
+    }
+}
+
 /// Where the endpoint asks: the instance's proxy socket, as the app's uid.
 #[derive(Debug, Clone)]
 pub struct PortalLink {
@@ -468,7 +583,7 @@ pub struct PortalLink {
 /// The serving side, shared by the connections' threads.
 struct Endpoint {
     link: Option<PortalLink>,
-    pool: Mutex<Vec<PortalConn>>,
+    bus: Mutex<Option<Arc<SharedBus>>>,
 }
 
 impl Endpoint {
@@ -479,21 +594,18 @@ impl Endpoint {
                 message: "the instance has no D-Bus proxy".into(),
             });
         };
-        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => PortalConn::open(&link.socket, link.uid)?,
+        let bus = {
+            let mut held = self.bus.lock().map_err(|_| CallError::Malformed)?;
+            match held.as_ref().filter(|b| b.alive()) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = SharedBus::open(link)?;
+                    *held = Some(b.clone());
+                    b
+                }
+            }
         };
-        let result = conn.connect(&req.host, req.port);
-        // A connection that answered (even with an error) is good for the
-        // next request; one that failed on the wire is dropped.
-        if matches!(result, Ok(_) | Err(CallError::Remote { .. }))
-            && let Ok(mut pool) = self.pool.lock()
-            && pool.len() < POOL_MAX
-        {
-            pool.push(conn);
-        }
-        result
+        bus.connect(&req.host, req.port)
     }
 }
 
@@ -507,7 +619,7 @@ pub fn serve(listener: OwnedFd, link: Option<PortalLink>) -> io::Result<()> {
     let listener = TcpListener::from(listener);
     let endpoint = Arc::new(Endpoint {
         link,
-        pool: Mutex::new(Vec::new()),
+        bus: Mutex::new(None),
     });
     std::thread::Builder::new()
         .name("socks5".into())

@@ -259,8 +259,6 @@ impl NetworkAccess {
         let dest = Destination::parse(host, port)
             .map_err(|e| PortalError::InvalidArgument(e.to_string()))?;
         let id = dest.id();
-        let span = tracing::debug_span!("connect", app = %app.app_id, destination = %id);
-        let _enter = span.enter();
         if !app.shared_network {
             self.approve(conn, &app, &dest).await?;
         }

@@ -315,6 +315,18 @@ impl Setup {
 
     /// `porthole run APP -- ARGS` as the test's user, with a hard timeout.
     fn run(&self, app: &str, args: &[&str]) -> (i32, String, String) {
+        self.run_with(app, &[], &[], args)
+    }
+
+    /// [`Setup::run`] with launcher options and environment changes
+    /// (`(key, None)` removes the variable).
+    fn run_with(
+        &self,
+        app: &str,
+        options: &[&str],
+        env: &[(&str, Option<&str>)],
+        args: &[&str],
+    ) -> (i32, String, String) {
         let mut cmd = match self.who {
             Who::Root => self.bus.command(bin("porthole")),
             Who::User => {
@@ -334,7 +346,15 @@ impl Setup {
                 c
             }
         };
-        cmd.args(["--log-level=info", "run", app, "--"])
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.args(["--log-level=info", "run"])
+            .args(options)
+            .args([app, "--"])
             .args(args)
             .current_dir("/");
         let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(120));
@@ -446,7 +466,7 @@ fn scenario(who: Who) {
         .enable_all()
         .build()
         .unwrap();
-    let s = rt.block_on(Setup::start(who, SCRIPT));
+    let mut s = rt.block_on(Setup::start(who, SCRIPT));
     let p1 = http_server("127.0.0.1:0");
     let p2 = http_server("127.0.0.1:0");
     let p3 = http_server("127.0.0.1:0");
@@ -533,6 +553,41 @@ fn scenario(who: Who) {
         s.stored(&format!("127.0.0.1:{p2}"), APP),
         Some(vec!["no".to_owned()])
     );
+
+    // The fd path: NetworkAccess1.Connect called by the app itself
+    // (the probe, through its bus) returns a socket connected to the
+    // granted destination, and refuses the denied one.
+    let app_dir = s.bus.root().join("app");
+    std::fs::create_dir_all(app_dir.join("bin")).unwrap();
+    std::fs::copy(bin("porthole-probe"), app_dir.join("bin/porthole-probe")).unwrap();
+    let app_opt = format!("--app-dir={}", app_dir.display());
+    for (port, expect) in [(p1, "OK"), (p2, "org.freedesktop.portal.Error.NotAllowed")] {
+        let (code, out, err) = s.run_with(
+            APP,
+            &[&app_opt],
+            &[],
+            &[
+                "porthole-probe",
+                "net-connect",
+                "fd",
+                "127.0.0.1",
+                &port.to_string(),
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(
+            v["result"].as_str().unwrap_or("").starts_with(expect),
+            "fd path to {port}: {v}"
+        );
+        if expect == "OK" {
+            assert!(
+                v["first"].as_str().unwrap().starts_with("HTTP/1.0 200 OK"),
+                "{v}"
+            );
+        }
+    }
+    s.expect_dialogs(5, "the fd path uses the same grants");
 
     // 4. Another app does not get this app's grant.
     let r = s.client(OTHER_APP, &[format!("connect:1,127.0.0.1,{p1}")]);
@@ -671,6 +726,42 @@ fn scenario(who: Who) {
         "the portal died:\n{}",
         s.logs()
     );
+
+    // 10. The environment points at the endpoint; --share=network has
+    // neither the endpoint nor the variables.
+    let (_, out, _) = s.run(APP, &["/bin/sh", "-c", "echo \"[$ALL_PROXY][$all_proxy]\""]);
+    assert_eq!(
+        out.trim(),
+        "[socks5h://127.0.0.1:1080][socks5h://127.0.0.1:1080]"
+    );
+    let (_, out, _) = s.run_with(
+        APP,
+        &["--share=network"],
+        &[],
+        &["/bin/sh", "-c", "echo \"[$ALL_PROXY][$all_proxy]\""],
+    );
+    assert_eq!(out.trim(), "[][]");
+
+    // 11. Without a bus the endpoint exists and refuses; the launch does
+    // not fail for it.
+    let r = {
+        let mut args = vec!["/usr/bin/python3", "-c", CLIENT];
+        let op = format!("connect:3,localhost,{p3}");
+        args.push(&op);
+        let (code, out, err) = s.run_with(APP, &[], &[("DBUS_SESSION_BUS_ADDRESS", None)], &args);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    assert_eq!(rep(&r), Some(2), "no bus: {r}");
+
+    // 12. Without the portal on the bus: refused, with a log line.
+    s.portals.stop();
+    let (code, out, err) = s.curl(APP, &format!("http://localhost:{p3}/"));
+    assert!(
+        code != 0 && code < 100 && out.is_empty(),
+        "curl without a portal: {code} {out} {err}"
+    );
+    assert!(err.contains("no portal approves"), "{err}");
 }
 
 #[test]
