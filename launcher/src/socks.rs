@@ -430,6 +430,61 @@ impl PortalConn {
     }
 }
 
+/// `NetworkAccess1.RequestNetwork({})` through the instance's proxy, once
+/// the proxy is ready (`sync`: its ready pipe, polled without taking the
+/// byte the sandbox waits for).
+pub fn request_network(
+    sync: BorrowedFd<'_>,
+    socket: &std::path::Path,
+    uid: u32,
+) -> Result<bool, CallError> {
+    let mut fds = [nix::poll::PollFd::new(sync, nix::poll::PollFlags::POLLIN)];
+    let timeout = nix::poll::PollTimeout::try_from(BUS_SETUP_TIMEOUT.as_millis() as i32)
+        .unwrap_or(nix::poll::PollTimeout::NONE);
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(1)
+            if fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) => {}
+        _ => {
+            return Err(CallError::Io {
+                op: "wait for the D-Bus proxy",
+                source: io::ErrorKind::TimedOut.into(),
+            });
+        }
+    }
+    let mut conn = PortalConn::open(socket, uid)?;
+    conn.serial += 1;
+    let serial = conn.serial;
+    let mut body = Encoder::new();
+    body.array(8, |_| {});
+    let call = Builder {
+        msg_type: METHOD_CALL,
+        serial,
+        path: Some(PORTAL_PATH),
+        interface: Some(INTERFACE),
+        member: Some("RequestNetwork"),
+        destination: Some(PORTAL_NAME),
+        ..Default::default()
+    }
+    .build_with_body("a{sv}", body.bytes());
+    (&conn.sock)
+        .write_all(&call)
+        .map_err(io_err("write to the bus"))?;
+    let (msg, _) = conn.reply_to(serial)?;
+    let h = Header::parse(&msg).map_err(|_| CallError::Malformed)?;
+    if h.msg_type != METHOD_RETURN {
+        return Err(CallError::Remote {
+            name: h.error_name.unwrap_or_default().to_owned(),
+            message: h.arg0_str(&msg).unwrap_or_default().to_owned(),
+        });
+    }
+    if h.signature != "b" {
+        return Err(CallError::Malformed);
+    }
+    h.body_reader(&msg).bool().map_err(|_| CallError::Malformed)
+}
+
 /// The serial a method return or error answers (None for other messages).
 fn reply_serial(msg: &[u8]) -> Option<u32> {
     let h = Header::parse(msg).ok()?;

@@ -764,6 +764,76 @@ fn scenario(who: Who) {
     assert!(err.contains("no portal approves"), "{err}");
 }
 
+/// `network=ask` metadata: the user is asked at launch (id `*`), the
+/// answer kept like the others.
+const ASK_SCRIPT: &str = r#"
+{"method": "AccessDialog", "response": 0, "choices": [["remember", "always"]]}
+{"method": "AccessDialog", "response": 1, "choices": [["remember", "once"]]}
+"#;
+
+fn network_ask(who: Who) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(Setup::start(who, ASK_SCRIPT));
+    let port = http_server("127.0.0.1:0");
+    let app_dir = s.bus.root().join("ask-app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    std::fs::write(
+        app_dir.join("metadata"),
+        format!("[Application]\nname={APP}\n\n[Context]\nnetwork=ask\n"),
+    )
+    .unwrap();
+    let app_opt = format!("--app-dir={}", app_dir.display());
+    let direct = |what: &str| -> (String, String) {
+        let op = format!("direct:127.0.0.1,{port}");
+        let (code, out, err) = s.run_with(
+            APP,
+            &[&app_opt],
+            &[],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("echo \"[$ALL_PROXY]\"; exec /usr/bin/python3 -c \"$0\" \"$1\""),
+                CLIENT,
+                &op,
+            ],
+        );
+        assert_eq!(code, 0, "{what}: {out}\n{err}\n{}", s.logs());
+        let mut lines = out.lines();
+        let env = lines.next().unwrap_or_default().to_owned();
+        let v: serde_json::Value = serde_json::from_str(lines.next().unwrap_or("{}")).unwrap();
+        (env, v["errno"].as_str().unwrap_or("").to_owned())
+    };
+    // Yes, always: the app shares the network (here the test's own
+    // namespace, where the server listens), without the SOCKS5 variables.
+    assert_eq!(direct("first launch"), ("[]".into(), "connected".into()));
+    let d = s.expect_dialogs(1, "asked at launch");
+    assert!(dialog_text(&d).contains("use the network"), "{d}");
+    assert_eq!(s.stored("*", APP), Some(vec!["yes".to_owned()]));
+    assert_eq!(direct("second launch"), ("[]".into(), "connected".into()));
+    s.expect_dialogs(1, "the kept answer is not asked again");
+    // Revoked, then denied: its own namespace, the endpoint's variables.
+    s.permctl(&["revoke", "network", "*", APP]);
+    assert_eq!(
+        direct("after revoke"),
+        ("[socks5h://127.0.0.1:1080]".into(), "ECONNREFUSED".into())
+    );
+    s.expect_dialogs(2, "asked again after the revocation");
+}
+
+#[test]
+fn network_ask_as_root() {
+    in_own_netns("network_ask_as_root", Who::Root, network_ask);
+}
+
+#[test]
+fn network_ask_as_user() {
+    in_own_netns("network_ask_as_user", Who::User, network_ask);
+}
+
 #[test]
 fn network_grants_as_root() {
     in_own_netns("network_grants_as_root", Who::Root, scenario);

@@ -87,6 +87,42 @@ fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
     }
 }
 
+/// `network=ask`: asks the portal, through the instance's proxy (so as
+/// the app), whether the app may use the network; yes shares the host's
+/// network, anything else (no, no proxy, no portal) leaves the sandbox
+/// with its own namespace and the SOCKS5 endpoint.
+fn decide_network(p: &mut Prepared, proxy: Option<&bus::Proxy>) {
+    let session = p.bus.as_ref().and_then(|b| b.session.as_ref());
+    let answer = match (proxy, session) {
+        (Some(px), Some(session)) => {
+            crate::socks::request_network(px.sync_fd(), &session.socket, p.uid)
+        }
+        _ => Err(crate::socks::CallError::Remote {
+            name: "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+            message: "the instance has no D-Bus proxy".into(),
+        }),
+    };
+    let allowed = match answer {
+        Ok(allowed) => allowed,
+        Err(e) => {
+            tracing::warn!("network=ask: no answer ({e}); the app runs without network");
+            false
+        }
+    };
+    tracing::info!(allowed, "network=ask");
+    if allowed {
+        p.namespaces.network = false;
+        p.env.retain(|(k, _)| k != "ALL_PROXY" && k != "all_proxy");
+    } else {
+        let network_etc: Vec<PathBuf> = super::prepare::NETWORK_ETC
+            .iter()
+            .map(|n| Path::new("/etc").join(n))
+            .collect();
+        p.ops
+            .retain(|op| !matches!(op, Op::Bind { dest, .. } if network_etc.contains(dest)));
+    }
+}
+
 /// Runs a prepared launch to the end; returns the app's exit code. What
 /// the launch cannot honour (a missing socket, a bus or limits it runs
 /// without) goes to `warn` as it is found, before the app starts.
@@ -125,6 +161,10 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
             }
         }
         trace_stage(p.trace, "d-bus proxy started");
+    }
+    if p.network_ask {
+        decide_network(&mut p, res.proxy.as_ref());
+        trace_stage(p.trace, "network=ask answered");
     }
     let parts = exec_parts(&p.argv, &p.env, &p.home)?;
     let (go_rd, go_wr) = pipe()?;
