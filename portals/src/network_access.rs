@@ -281,9 +281,8 @@ impl NetworkAccess {
         if app.shared_network {
             return Ok(true);
         }
-        match stored(conn, &app.app_id, APP_WIDE).await {
-            Some(d) => return Ok(d == Decision::Allow),
-            None => {}
+        if let Some(d) = stored(conn, &app.app_id, APP_WIDE).await {
+            return Ok(d == Decision::Allow);
         }
         let key = (app.instance.clone(), APP_WIDE.to_owned());
         if self.shared.recently_denied(&key) {
@@ -463,6 +462,9 @@ async fn stored(conn: &zbus::Connection, app: &str, id: &str) -> Option<Decision
     }
 }
 
+/// A dialog choice as the Access backend takes it: `(ssa(ss)s)`.
+type Choice<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// Asks the backend, stores an answer to remember, notes a denial once.
 async fn dialog(conn: &zbus::Connection, backend: &str, shared: &Shared, q: &Question) -> Decision {
     let n = shared.next_handle.fetch_add(1, Ordering::Relaxed);
@@ -475,7 +477,7 @@ async fn dialog(conn: &zbus::Connection, backend: &str, shared: &Shared, q: &Que
             return Decision::Deny;
         }
     };
-    let choices: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![(
+    let choices: Vec<Choice<'_>> = vec![(
         "remember",
         "Remember",
         vec![
