@@ -701,6 +701,16 @@ fn scenario(who: Who) {
     assert_eq!(r[0]["ok"], 64, "{r:?}\n{}", s.logs());
     s.expect_dialogs(9, "64 parallel requests share one dialog");
 
+    // permctl reset removes the app's network grants with the rest.
+    assert_eq!(
+        s.stored(&format!("localhost:{p3}"), APP),
+        Some(vec!["yes".to_owned()])
+    );
+    s.permctl(&["reset", APP]);
+    assert_eq!(s.stored(&format!("localhost:{p3}"), APP), None);
+    assert_eq!(s.stored(&format!("127.0.0.1:{p2}"), APP), None);
+    s.permctl(&["grant", "network", &format!("localhost:{p3}"), APP, "yes"]);
+
     // 9. Identity: a host process cannot use the app's grants (nor any).
     rt.block_on(async {
         let conn = s.bus.connection().await;
