@@ -64,7 +64,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the proxy may take over authentication and Hello.
 const BUS_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes moved per splice call (and the pipe's size when the kernel agrees).
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 /// The largest message we accept from the bus (replies here are small).
 const MAX_MESSAGE: usize = 1 << 20;
 

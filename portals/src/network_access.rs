@@ -259,10 +259,15 @@ impl NetworkAccess {
         let dest = Destination::parse(host, port)
             .map_err(|e| PortalError::InvalidArgument(e.to_string()))?;
         let id = dest.id();
-        if !app.shared_network {
-            self.approve(conn, &app, &dest).await?;
-        }
-        let addrs = dest.resolve().await?;
+        let resolved = if app.shared_network {
+            None
+        } else {
+            self.approve(conn, &app, &dest).await?
+        };
+        let addrs = match resolved {
+            Some(addrs) => addrs,
+            None => dest.resolve().await?,
+        };
         let fd = connect_any(&id, &addrs).await?;
         tracing::debug!(app = %app.app_id, destination = %id, "connected");
         Ok(zvariant::OwnedFd::from(fd))
@@ -336,22 +341,23 @@ impl NetworkAccess {
         }
     }
 
-    /// Ok when `dest` is approved for the app: stored, app-wide, or asked.
+    /// Ok when `dest` is approved for the app: stored, app-wide, or asked
+    /// (then with the addresses resolved for the dialog).
     async fn approve(
         &self,
         conn: &zbus::Connection,
         app: &App,
         dest: &Destination,
-    ) -> Result<(), PortalError> {
+    ) -> Result<Option<Vec<SocketAddr>>, PortalError> {
         let id = dest.id();
         let refused = || PortalError::NotAllowed(format!("Network access to {id} is not allowed"));
         match stored(conn, &app.app_id, &id).await {
-            Some(Decision::Allow) => return Ok(()),
+            Some(Decision::Allow) => return Ok(None),
             Some(Decision::Deny) => return Err(refused()),
             None => {}
         }
         if stored(conn, &app.app_id, APP_WIDE).await == Some(Decision::Allow) {
-            return Ok(());
+            return Ok(None);
         }
         if self
             .shared
@@ -379,7 +385,7 @@ impl NetworkAccess {
                 .to_owned(),
         };
         match self.ask(conn, question).await? {
-            Decision::Allow => Ok(()),
+            Decision::Allow => Ok(Some(addrs)),
             Decision::Deny => Err(refused()),
         }
     }
