@@ -722,6 +722,26 @@ fn client_session(mut client: TcpStream, endpoint: &Endpoint) {
             return;
         }
     };
+    // The second direction's thread starts while the portal is asked, so
+    // that its creation is off the path of the first bytes.
+    let (to_relay, relay_rx) = std::sync::mpsc::sync_channel::<(Arc<OwnedFd>, Arc<OwnedFd>)>(1);
+    let back = std::thread::Builder::new()
+        .name("socks5-relay".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            // Nothing arrives when the request fails: the thread just ends.
+            if let Ok((remote, client)) = relay_rx.recv() {
+                pump(remote.as_fd(), client.as_fd());
+            }
+        });
+    let back = match back {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("SOCKS5: no thread for a relay: {e}");
+            let _ = client.write_all(&reply_bytes(reply::GENERAL_FAILURE));
+            return;
+        }
+    };
     let remote = match endpoint.connect(&req) {
         Ok(fd) => fd,
         Err(e) => {
@@ -746,25 +766,14 @@ fn client_session(mut client: TcpStream, endpoint: &Endpoint) {
         return;
     }
     let _ = client.set_read_timeout(None);
-    relay(OwnedFd::from(client), remote);
-}
-
-/// Joins the two sockets until both directions have ended.
-fn relay(client: OwnedFd, remote: OwnedFd) {
-    let client = Arc::new(client);
+    // Joined until both directions have ended: this thread takes the app's
+    // bytes to the destination, the other the answers back.
+    let client = Arc::new(OwnedFd::from(client));
     let remote = Arc::new(remote);
-    let (c, r) = (client.clone(), remote.clone());
-    let back = std::thread::Builder::new()
-        .name("socks5-relay".into())
-        .stack_size(64 * 1024)
-        .spawn(move || pump(r.as_fd(), c.as_fd()));
-    match back {
-        Ok(back) => {
-            pump(client.as_fd(), remote.as_fd());
-            let _ = back.join();
-        }
-        Err(e) => tracing::warn!("SOCKS5: no thread for a relay: {e}"),
+    if to_relay.send((remote.clone(), client.clone())).is_ok() {
+        pump(client.as_fd(), remote.as_fd());
     }
+    let _ = back.join();
 }
 
 /// `splice(2)` wrapped: moves up to `len` bytes from `from` to `to`, one of

@@ -10,8 +10,9 @@
 //! `--share=network` (the host's network, a plain connect), `fd` and
 //! `socks` in a sandbox of its own network namespace with both
 //! destinations pre-approved through `permctl` (no dialog). The three run
-//! in turn, ROUNDS times; the best median set-up and the best throughput of
-//! each are compared.
+//! in turn, ROUNDS times; printed: the best median set-up and the best
+//! throughput of each, and the median over rounds of each path against
+//! direct in the same round.
 //!
 //! Run: `cargo build --release --workspace --bins &&
 //!       cargo bench -p porthole-tests --bench network`
@@ -136,9 +137,14 @@ async fn main() {
 
     let modes = ["direct", "fd", "socks"];
     let mut best: Vec<Option<Sample>> = vec![None; modes.len()];
+    // Per round, each path against direct in that round: the machine's
+    // drift over the run falls on both sides of each ratio.
+    let mut ratios: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
+        let mut this_round = Vec::new();
         for (i, mode) in modes.iter().enumerate() {
             let s = run_probe(&bus, &app_dir, mode, ports, setups);
+            this_round.push(s);
             eprintln!(
                 "round {round} {mode:>6}: set-up median {:>7.1} us, bulk {:>7.0} MiB/s",
                 s.setup_us, s.mib_s
@@ -151,24 +157,42 @@ async fn main() {
                 },
             });
         }
+        for (i, s) in this_round.iter().enumerate() {
+            ratios[i].push((
+                s.setup_us - this_round[0].setup_us,
+                s.mib_s / this_round[0].mib_s,
+            ));
+        }
     }
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let best: Vec<Sample> = best.into_iter().map(Option::unwrap).collect();
     let direct = best[0];
     println!(
         "network grants: {setups} set-ups per run, {bulk_mib} MiB bulk, best of {rounds} rounds"
     );
     println!(
-        "{:>7}  {:>14}  {:>17}  {:>12}  {:>11}",
-        "path", "set-up (us)", "over direct (us)", "bulk MiB/s", "bulk ratio"
+        "{:>7}  {:>12}  {:>10}  {:>12}  {:>10}  {:>22}  {:>19}",
+        "path",
+        "best set-up",
+        "over best",
+        "best MiB/s",
+        "best ratio",
+        "median round +set-up",
+        "median round ratio"
     );
-    for (mode, s) in modes.iter().zip(&best) {
+    for (i, (mode, s)) in modes.iter().zip(&best).enumerate() {
         println!(
-            "{:>7}  {:>14.1}  {:>17.1}  {:>12.0}  {:>10.2}x",
+            "{:>7}  {:>9.1} us  {:>7.1} us  {:>12.0}  {:>9.2}x  {:>19.1} us  {:>18.2}x",
             mode,
             s.setup_us,
             s.setup_us - direct.setup_us,
             s.mib_s,
-            s.mib_s / direct.mib_s
+            s.mib_s / direct.mib_s,
+            median(ratios[i].iter().map(|r| r.0).collect()),
+            median(ratios[i].iter().map(|r| r.1).collect()),
         );
     }
 }
