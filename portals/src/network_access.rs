@@ -418,8 +418,10 @@ impl NetworkAccess {
                     let conn = conn.clone();
                     tokio::spawn(async move {
                         let decision = dialog(&conn, &backend, &shared, &question).await;
-                        shared.pending.lock().expect("pending lock").remove(&key);
+                        // Answer first: a request that finds the entry
+                        // until it goes gets this answer, not a new dialog.
                         let _ = tx.send(Some(decision));
+                        shared.pending.lock().expect("pending lock").remove(&key);
                     });
                     rx
                 }
