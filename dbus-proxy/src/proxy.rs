@@ -610,12 +610,16 @@ async fn recv(
 ) -> io::Result<usize> {
     loop {
         let mut guard = src.readable().await?;
+        let fds_before = fds.len();
         match guard.try_io(|s| recv_with_fds(s.as_raw_fd(), buf, limit, fds)) {
             Ok(Ok(n)) => {
                 // A short read drained the socket: wait for the next edge
                 // instead of reading again into EAGAIN. (The runtime keeps
-                // readiness that arrived meanwhile.)
-                if n > 0 && n < limit {
+                // readiness that arrived meanwhile.) Not so when fds came
+                // along: a unix stream read stops after the first message
+                // carrying fds (unix_stream_read_generic), however much
+                // more is queued, and no new edge would come for that.
+                if n > 0 && n < limit && fds.len() == fds_before {
                     guard.clear_ready();
                 }
                 return Ok(n);

@@ -366,6 +366,12 @@ impl Encoder {
         self.buf.push(v);
     }
 
+    /// A `q` (uint16).
+    pub fn u16(&mut self, v: u16) {
+        self.pad(2);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
     pub fn u32(&mut self, v: u32) {
         self.pad(4);
         self.buf.extend_from_slice(&v.to_le_bytes());

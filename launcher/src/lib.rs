@@ -7,7 +7,8 @@
 //! [`launch`] (host side, then pid 1) → [`namespace`] → [`rootfs`] (executes
 //! the plan with [`mount`]) → [`capability`] + [`seccomp`] → exec, with
 //! [`init`] supervising and [`instance`] / [`cgroup`] recording; [`bus`]
-//! starts the instance's filtering D-Bus proxy beside the sandbox. Every raw
+//! starts the instance's filtering D-Bus proxy beside the sandbox; [`socks`]
+//! serves the sandbox's SOCKS5 endpoint from the monitor. Every raw
 //! syscall wrapped for more than one stage lives once in [`sys`].
 
 pub mod bus;
@@ -31,6 +32,7 @@ pub mod permissions;
 pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
+pub mod socks;
 pub mod spawn;
 pub mod sys;
 pub mod systemd;

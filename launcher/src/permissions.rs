@@ -66,6 +66,11 @@ pub struct FilesystemGrant {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
     pub network: bool,
+    /// `network=ask` in the metadata's `[Context]`: at launch the user is
+    /// asked (through the portal, id `*` of table `network`) whether the app
+    /// may use the network at all; without a yes it runs as without
+    /// `network`.
+    pub network_ask: bool,
     pub sockets: BTreeSet<Socket>,
     pub filesystems: Vec<FilesystemGrant>,
     pub env: Vec<(String, String)>,
@@ -208,6 +213,7 @@ impl Permissions {
                 p.network = true;
             }
         }
+        p.network_ask = kf.get("Context", "network").as_deref() == Some("ask");
         for item in kf.get_list("Context", "sockets").unwrap_or_default() {
             // Flatpak has more sockets (fallback-x11, session-bus, ...);
             // those we do not provide are ignored, never widened.
@@ -395,5 +401,15 @@ mod tests {
         assert_eq!(merged.filesystems[0].access, Access::ReadWrite);
         assert!(merged.features.multiarch && merged.features.devel);
         assert_eq!(merged.env, vec![("FOO".to_string(), "cli".to_string())]);
+    }
+
+    #[test]
+    fn network_ask_is_read_from_the_context() {
+        let home = Path::new("/home/u");
+        let path = Path::new("metadata");
+        let ask = Permissions::from_metadata("[Context]\nnetwork=ask\n", path, home).unwrap();
+        assert!(ask.network_ask && !ask.network);
+        let other = Permissions::from_metadata("[Context]\nnetwork=yes\n", path, home).unwrap();
+        assert!(!other.network_ask && !other.network);
     }
 }

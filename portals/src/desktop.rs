@@ -10,6 +10,7 @@ use porthole_service::{Callers, Strict};
 
 use crate::config::PortalConfig;
 use crate::file_chooser::{self, FileChooser};
+use crate::network_access::{self, NetworkAccess};
 use crate::network_monitor::{self, NetworkMonitor};
 use crate::open_uri::{self, OpenUri};
 use crate::request::Requests;
@@ -93,6 +94,24 @@ pub async fn export(
     };
     server.at(OBJECT_PATH, Strict::new(monitor)).await?;
     served.push(network_monitor::INTERFACE);
+    // NetworkAccess1 is always served: without an Access backend nobody can
+    // approve, so every destination without a stored grant is refused.
+    let access = config
+        .find(network_access::ACCESS_INTERFACE)
+        .map(|b| b.dbus_name.clone());
+    if access.is_none() {
+        tracing::warn!(
+            "no backend implements {}: only stored network grants hold",
+            network_access::ACCESS_INTERFACE
+        );
+    }
+    server
+        .at(
+            OBJECT_PATH,
+            Strict::new(NetworkAccess::new(frontend.callers.clone(), access)),
+        )
+        .await?;
+    served.push(network_access::INTERFACE);
     let backends: Vec<String> = config
         .find_all(settings::IMPL_INTERFACE)
         .iter()

@@ -7,8 +7,9 @@
 //! open dialog by [`app_monitor`], files checked by
 //! [`fd_path`] and [`content_type`]), `org.freedesktop.portal.Settings`
 //! ([`settings`]) and `org.freedesktop.portal.NetworkMonitor`
-//! ([`network_monitor`]). Backends are found as upstream finds them
-//! ([`config`]); options are filtered as upstream filters them
+//! ([`network_monitor`]), and our `org.porthole.NetworkAccess1`
+//! ([`network_access`]): connections the user approves per destination.
+//! Backends are found as upstream finds them ([`config`]); options are filtered as upstream filters them
 //! ([`options`]); chosen files reach sandboxed apps through the document
 //! store ([`documents`]).
 
@@ -21,6 +22,7 @@ pub mod documents;
 pub mod fd_path;
 pub mod file_chooser;
 pub mod mime_apps;
+pub mod network_access;
 pub mod network_monitor;
 pub mod open_uri;
 pub mod options;

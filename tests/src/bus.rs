@@ -93,6 +93,18 @@ impl Bus {
     /// Starts a session-type `dbus-daemon` listening on a unix socket in a
     /// new temporary directory.
     pub fn start() -> Bus {
+        Self::start_inner(false)
+    }
+
+    /// As [`Bus::start`], for tests that run a client as another user (the
+    /// launcher's unprivileged runs beside services run by root): the
+    /// daemon admits every uid and the directory is traversable by all
+    /// (its socket is world-connectable, as dbus-daemon makes it).
+    pub fn start_open_to_all_users() -> Bus {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(open: bool) -> Bus {
         let dir = tempfile::Builder::new()
             .prefix("porthole-test-")
             .tempdir()
@@ -102,6 +114,14 @@ impl Bus {
             fs::create_dir_all(root.join(sub)).expect("mkdir");
         }
         set_mode(&root.join("runtime"), 0o700);
+        if open {
+            set_mode(&root, 0o755);
+        }
+        let all_users = if open {
+            "\n    <allow user=\"*\"/>"
+        } else {
+            ""
+        };
         let socket = root.join("bus");
         let config = format!(
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -115,7 +135,7 @@ impl Bus {
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
-    <allow own="*"/>
+    <allow own="*"/>{all_users}
   </policy>
   <limit name="max_message_size">134217728</limit>
   <limit name="reply_timeout">300000</limit>

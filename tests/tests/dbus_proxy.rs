@@ -608,6 +608,46 @@ print(o.ReadFd(dbus.types.UnixFd(f), dbus_interface='org.example.Iface'))
     }
 }
 
+/// Regression: replies carrying fds that reach the proxy in a burst all go
+/// on. A unix stream read stops after the first message with fds, so a
+/// short read then does not mean the socket is drained; the proxy once
+/// took it so and waited for new data, stalling the rest of the burst
+/// (found by the network grants' parallel Connect calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_replies_with_fds_all_arrive() {
+    let w = world().await;
+    let (_p, addr) = ours(&w.bus, POLICY);
+    let c = zbus_client(&addr).await;
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.call_method(
+                    Some("org.example.Talk"),
+                    "/obj",
+                    Some("org.example.Iface"),
+                    "MakeFd",
+                    &(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let reply = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("a reply with an fd stalled in the proxy")
+            .unwrap()
+            .expect("MakeFd");
+        let fd: zvariant::OwnedFd = reply.body().deserialize().unwrap();
+        let mut s = String::new();
+        std::fs::File::from(std::os::fd::OwnedFd::from(fd))
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "from-service");
+    }
+}
+
 /// A peer on the bus sends a method return for a call the proxied client
 /// never made: the bus delivers it, the proxy drops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

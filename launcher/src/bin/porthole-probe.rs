@@ -20,12 +20,16 @@
 //!        porthole-probe fds                     FD: descriptors we were given
 //!        porthole-probe abi                     ABI/DEVEL: what --allow opens
 //!        porthole-probe home                    HOME.*: the home and app data
+//!        porthole-probe net-connect MODE HOST PORT          NET: see probe/net.rs
+//!        porthole-probe net-bench MODE HOST PORT N BULK_PORT
 
 use std::ffi::CString;
 use std::io::Write;
 
 #[path = "probe/dbus.rs"]
 mod dbus;
+#[path = "probe/net.rs"]
+mod net;
 
 fn errno_name(e: i32) -> String {
     let name = match e {
@@ -1114,6 +1118,8 @@ fn main() {
             }
         }
         "demo" => demo(),
+        "net-connect" => net::connect(arg(2), arg(3), arg(4)),
+        "net-bench" => net::bench(arg(2), arg(3), arg(4), arg(5), arg(6)),
         "dbus-battery" => dbus_battery(arg(2), &args[3.min(args.len())..]),
         "dbus-serve" => dbus_serve(&args[2.min(args.len())..]),
         "dbus-has-owner" => dbus_has_owner(arg(2)),

@@ -87,6 +87,42 @@ fn wayland_security_context(p: &mut Prepared) -> Option<WaylandListener> {
     }
 }
 
+/// `network=ask`: asks the portal, through the instance's proxy (so as
+/// the app), whether the app may use the network; yes shares the host's
+/// network, anything else (no, no proxy, no portal) leaves the sandbox
+/// with its own namespace and the SOCKS5 endpoint.
+fn decide_network(p: &mut Prepared, proxy: Option<&bus::Proxy>) {
+    let session = p.bus.as_ref().and_then(|b| b.session.as_ref());
+    let answer = match (proxy, session) {
+        (Some(px), Some(session)) => {
+            crate::socks::request_network(px.sync_fd(), &session.socket, p.uid)
+        }
+        _ => Err(crate::socks::CallError::Remote {
+            name: "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+            message: "the instance has no D-Bus proxy".into(),
+        }),
+    };
+    let allowed = match answer {
+        Ok(allowed) => allowed,
+        Err(e) => {
+            tracing::warn!("network=ask: no answer ({e}); the app runs without network");
+            false
+        }
+    };
+    tracing::info!(allowed, "network=ask");
+    if allowed {
+        p.namespaces.network = false;
+        p.env.retain(|(k, _)| k != "ALL_PROXY" && k != "all_proxy");
+    } else {
+        let network_etc: Vec<PathBuf> = super::prepare::NETWORK_ETC
+            .iter()
+            .map(|n| Path::new("/etc").join(n))
+            .collect();
+        p.ops
+            .retain(|op| !matches!(op, Op::Bind { dest, .. } if network_etc.contains(dest)));
+    }
+}
+
 /// Runs a prepared launch to the end; returns the app's exit code. What
 /// the launch cannot honour (a missing socket, a bus or limits it runs
 /// without) goes to `warn` as it is found, before the app starts.
@@ -126,9 +162,24 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         }
         trace_stage(p.trace, "d-bus proxy started");
     }
+    if p.network_ask {
+        decide_network(&mut p, res.proxy.as_ref());
+        trace_stage(p.trace, "network=ask answered");
+    }
     let parts = exec_parts(&p.argv, &p.env, &p.home)?;
     let (go_rd, go_wr) = pipe()?;
     let (ready_rd, ready_wr) = pipe()?;
+    // The SOCKS5 listener comes out of the sandbox's network namespace on
+    // this pair (see crate::socks).
+    let (socks_rd, socks_wr) = if p.namespaces.network {
+        let (rd, wr) = crate::socks::handover_pair().map_err(|e| LaunchError::Io {
+            op: "socketpair",
+            source: e,
+        })?;
+        (Some(rd), Some(wr))
+    } else {
+        (None, None)
+    };
     if p.die_with_parent {
         // Like bubblewrap's --die-with-parent: when whoever started us dies,
         // we die, and our pid 1 follows through its own parent-death signal.
@@ -223,6 +274,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         Forked::Child => {
             drop(go_wr);
             drop(ready_rd);
+            drop(socks_rd);
             let bus_ready = res.proxy.as_ref().map(|px| px.sync_fd());
             sandbox_init(
                 &p,
@@ -233,6 +285,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
                     wait_go: child_waits,
                     ready: ready_wr,
                     bus_ready,
+                    socks: socks_wr,
                 },
                 &old_mask,
             );
@@ -241,6 +294,7 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
     };
     drop(go_rd);
     drop(ready_wr);
+    drop(socks_wr);
     drop(v1_join);
     // The manager creates the scope while the sandbox assembles its root.
     let unit = crate::systemd::unit_name(p.app_id.as_str(), &p.instance_id);
@@ -350,6 +404,23 @@ pub fn execute(p: Prepared, warn: Warnings<'_>) -> Result<i32, LaunchError> {
         return Ok(init::supervise(child, Reap::MainOnly));
     }
     trace_stage(p.trace, "sandbox root ready");
+    // The sandbox sent its SOCKS5 listener before reporting ready.
+    if let Some(listener) = socks_rd
+        .as_ref()
+        .and_then(|fd| crate::socks::receive_listener(fd.as_fd()))
+    {
+        let link = match (&res.proxy, p.bus.as_ref().and_then(|b| b.session.as_ref())) {
+            (Some(_), Some(session)) => Some(crate::socks::PortalLink {
+                socket: session.socket.clone(),
+                uid: p.uid,
+            }),
+            _ => None,
+        };
+        if let Err(e) = crate::socks::serve(listener, link) {
+            tracing::warn!("no SOCKS5 endpoint: {e}");
+        }
+    }
+    drop(socks_rd);
     let record = Record {
         instance: p.instance_id.clone(),
         app_id: p.app_id.to_string(),

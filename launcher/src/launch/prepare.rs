@@ -4,6 +4,9 @@
 use super::*;
 use crate::sys::fd::{OFlags, ResolveFlags};
 
+/// The /etc files only an app with network gets.
+pub(crate) const NETWORK_ETC: [&str; 4] = ["resolv.conf", "hosts", "nsswitch.conf", "gai.conf"];
+
 /// Everything a launch needs, resolved on the host side.
 #[derive(Debug)]
 pub struct Prepared {
@@ -31,6 +34,8 @@ pub struct Prepared {
     pub missing_sockets: Vec<Socket>,
     /// `PORTHOLE_STARTUP_TRACE` was set.
     pub trace: bool,
+    /// `network=ask`: the monitor asks the portal before the clone.
+    pub network_ask: bool,
     /// The host's Wayland socket, when granted and present: execute tries a
     /// `wp_security_context_v1` listener first.
     pub wayland_host: Option<PathBuf>,
@@ -315,8 +320,10 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         }
     }
     let mut etc_names = vec!["fonts", "ssl/certs", "alternatives"];
-    if perms.network {
-        etc_names.extend(["resolv.conf", "hosts", "nsswitch.conf", "gai.conf"]);
+    // With network=ask too: the monitor drops them again unless the user
+    // says yes (see `network_etc`).
+    if perms.network || perms.network_ask {
+        etc_names.extend(NETWORK_ETC);
     }
     for name in etc_names {
         // /etc/alternatives: Debian's /usr/bin has links through it.
@@ -452,6 +459,17 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         },
     );
 
+    // Without full network: the SOCKS5 endpoint on the sandbox's lo (an
+    // `--env` of the app's own wins).
+    let mut env = env;
+    if !perms.network {
+        for key in ["ALL_PROXY", "all_proxy"] {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.to_owned(), crate::socks::proxy_url()));
+            }
+        }
+    }
+
     // Without multiarch the programs have no i386 branch (shorter, so
     // cheaper to load and JIT); with devel ptrace and perf_event_open pass.
     let filters = Filters::builtin(perms.features);
@@ -477,6 +495,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         die_with_parent: req.die_with_parent,
         missing_sockets,
         trace: std::env::var_os("PORTHOLE_STARTUP_TRACE").is_some(),
+        network_ask: perms.network_ask && !perms.network,
         wayland_host: wayland,
         writable,
         bus,
@@ -643,6 +662,12 @@ pub fn describe(p: &Prepared) -> String {
         s.push_str(&format!("  {k}={v}\n"));
     }
     s.push_str(&format!("command: {:?}\n", p.argv));
+    if p.namespaces.network {
+        s.push_str(&format!(
+            "socks5: 127.0.0.1:{} inside, served by the monitor\n",
+            crate::socks::PORT
+        ));
+    }
     if let Some(b) = &p.bus {
         s.push_str(&format!("d-bus proxy: {}\n", bus::describe(b)));
     }

@@ -67,6 +67,9 @@ pub(super) struct FromMonitor<'a> {
     pub(super) ready: OwnedFd,
     /// The D-Bus proxy's ready pipe, when there is a proxy.
     pub(super) bus_ready: Option<std::os::fd::BorrowedFd<'a>>,
+    /// Our end of the pair the SOCKS5 listener goes out on (own network
+    /// namespace only).
+    pub(super) socks: Option<OwnedFd>,
 }
 
 /// Pid 1 of the sandbox. Never returns.
@@ -82,6 +85,7 @@ pub(super) fn sandbox_init(
         wait_go,
         ready,
         bus_ready,
+        socks,
     } = from_monitor;
     // Into the instance's v1 cgroups before anything else, so that all we
     // start is counted there. A failure with limits asked for ends the
@@ -103,7 +107,10 @@ pub(super) fn sandbox_init(
     // `porthole` left open (fds >= 3), keeping only our pipes (the D-Bus
     // proxy's sync pipe is our copy of the monitor's read end).
     let bus_raw = bus_ready.map(|fd| fd.as_raw_fd()).unwrap_or(-1);
-    if let Err(e) = init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd(), bus_raw]) {
+    let socks_raw = socks.as_ref().map(|fd| fd.as_raw_fd()).unwrap_or(-1);
+    if let Err(e) =
+        init::close_fds_from_3_except(&[go.as_raw_fd(), ready.as_raw_fd(), bus_raw, socks_raw])
+    {
         fail("close_range", e);
     }
     // Our own session and process group: terminal signals then reach the
@@ -138,6 +145,20 @@ pub(super) fn sandbox_init(
         && let Err(e) = namespace::loopback_up()
     {
         fail("network", e);
+    }
+    if let Some(pair) = socks {
+        // The SOCKS5 endpoint: a listener in our namespace, served from
+        // outside. Without it the app has no network, which is what it
+        // would have anyway: a warning, not a failed launch.
+        let sent = crate::socks::listen()
+            .and_then(|l| crate::socks::send_listener(pair.as_fd(), l.as_fd()));
+        if let Err(e) = sent {
+            let line = format!(
+                "porthole: warning: no SOCKS5 endpoint on 127.0.0.1:{}: {e}\n",
+                crate::socks::PORT
+            );
+            let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+        }
     }
     trace_stage(p.trace, "root assembled");
     let _ = nix::unistd::write(&ready, b"r");
