@@ -433,17 +433,15 @@ impl State {
             tokio::task::spawn_blocking(move || fd_path::path_for_fd(fd.as_fd(), true, |_| None))
                 .await
                 .map_err(|_| invalid_fd())?;
-        let (parent, st, _) = found.map_err(|e| {
+        let parent = found.map_err(|e| {
             tracing::debug!("Invalid fd passed: {e}");
             invalid_fd()
         })?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory
-            || st.st_dev == fuse_dev
-        {
+        if !parent.is_dir() || parent.dev == fuse_dev {
             return Err(invalid_fd());
         }
         let name = std::ffi::OsStr::from_bytes(&filename);
-        Ok((parent.join(name), st.st_dev, st.st_ino))
+        Ok((parent.path.join(name), parent.dev, parent.ino))
     }
 }
 
