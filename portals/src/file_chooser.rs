@@ -320,7 +320,7 @@ impl FileChooser {
         );
         let task = tokio::spawn(dialog.run(args));
         self.requests
-            .set_task(&handle.as_ref(), task.abort_handle());
+            .set_task(&handle.as_ref(), task);
         Ok(handle)
     }
 }

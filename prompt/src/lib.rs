@@ -10,6 +10,7 @@
 //! (appearance) from a key file ([`settings`]).
 
 pub mod dialog;
+pub mod in_order;
 pub mod record;
 pub mod script;
 pub mod settings;

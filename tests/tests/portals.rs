@@ -413,6 +413,95 @@ async fn only_the_caller_can_close_and_close_ends_the_dialog_without_a_response(
     }
 }
 
+/// Close sent the moment the handle comes back, before the backend can
+/// have shown anything: the backend exports each dialog's Request before it
+/// reads its next message (as xdg-desktop-portal-gtk does), and the
+/// frontend sends the Close once its call is on the wire, so the backend's
+/// dialog is always closed: it ends with response 2, recorded as closed,
+/// and the app hears no Response. No retries: a lost Close would leave a
+/// held dialog up and its record missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_at_once_always_reaches_the_backends_dialog() {
+    const ROUNDS: usize = 25;
+    let portal = Portal::start(r#"{"method": "OpenFile", "hold": true}"#).await;
+    let conn = portal.bus.connection().await;
+    // What the backend is asked, as the bus routes it.
+    let rule = format!("type='method_call',destination='{PROMPT}'");
+    let mut to_backend = portal.bus.monitor(&[rule.as_str()]).await;
+    let mut all_responses = Vec::new();
+    for round in 0..ROUNDS {
+        let token = format!("at_once_{round}");
+        let path = predicted(&conn, &token);
+        all_responses.push(subscribe(&conn, &path).await);
+        let handle = call(
+            &conn,
+            "OpenFile",
+            &options(vec![("handle_token", Value::from(token.as_str()))]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(handle.as_str(), path);
+        assert_eq!(close(&conn, &path).await, None, "round {round}");
+    }
+    // The frontend may abort a request before it asks the backend (then
+    // nothing is shown): count the dialogs asked for. Its Close replies
+    // come after its calls to the backend, so a Ping sent now is routed
+    // after every one of them.
+    conn.call_method(Some(PROMPT), "/", Some("org.freedesktop.DBus.Peer"), "Ping", &())
+        .await
+        .unwrap();
+    let mut asked = 0;
+    let mut closes = 0;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), to_backend.next())
+            .await
+            .expect("the monitor saw the Ping")
+            .unwrap()
+            .unwrap();
+        let hdr = msg.header();
+        match hdr.member().map(|m| m.as_str()) {
+            Some("OpenFile") => asked += 1,
+            Some("Close") => closes += 1,
+            Some("Ping") => break,
+            _ => {}
+        }
+    }
+    assert!(asked > 0, "no dialog was asked for:\n{}", portal.bus.logs());
+    assert_eq!(closes, asked, "one Close for each dialog asked for");
+    // Every dialog asked for ended by the Close.
+    let records = portal.wait_records(asked).await;
+    assert_eq!(records.len(), asked, "{records:?}");
+    for record in &records {
+        assert_eq!(record["ended"], "closed", "{record}");
+        assert_eq!(record["response"], 2, "{record}");
+    }
+    // No dialog is left up at the backend.
+    for round in 0..ROUNDS {
+        let path = predicted(&conn, &format!("at_once_{round}"));
+        let proxy = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(PROMPT)
+            .unwrap()
+            .path(path.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let xml = proxy.introspect().await.unwrap_or_default();
+        assert!(
+            !xml.contains("org.freedesktop.impl.portal.Request"),
+            "round {round}: the backend's dialog is still up"
+        );
+    }
+    for mut responses in all_responses {
+        assert!(
+            next_response(&mut responses, Duration::from_millis(50))
+                .await
+                .is_none(),
+            "Close must not emit Response"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_options_are_invalid_argument_and_never_reach_the_backend() {
     let portal = Portal::start(
