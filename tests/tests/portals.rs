@@ -1510,3 +1510,132 @@ async fn app_gets_a_document(document_store: &Path) {
         records[1]
     );
 }
+
+// ---- real clients -----------------------------------------------------------
+
+const CLIENT_APP_ID: &str = "org.example.AshpdClient";
+
+/// ashpd, the Rust portal client, inside `porthole run` (through the
+/// sandbox's bus proxy), with our document store and the scripted backend:
+/// FileChooser's three methods give the app document paths it reads and
+/// writes inside its sandbox, whose writes reach the host files; Settings
+/// gives the backend's colour scheme; NetworkMonitor the host's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ashpd_inside_the_sandbox_uses_each_portal() {
+    if let Some(why) = sandbox_missing() {
+        porthole_tests::skipped(&format!(
+            "ashpd_inside_the_sandbox_uses_each_portal: {why}"
+        ));
+        return;
+    }
+    let app = porthole_tests::example("ashpd_app");
+    let bus = Bus::start();
+    let (store, docs) = bus
+        .start_document_store(&bin("porthole-documents"), true)
+        .await;
+    let host = bus.root().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let chosen = host.join("picked file.txt");
+    std::fs::write(&chosen, "picked on the host\n").unwrap();
+    let uri = |p: &Path| format!("file://{}", p.display().to_string().replace(' ', "%20"));
+    let (report, one, two) = (host.join("report.txt"), host.join("one.txt"), host.join("two.txt"));
+    let script = format!(
+        "{{\"method\": \"OpenFile\", \"uris\": [\"{}\"]}}\n\
+         {{\"method\": \"SaveFile\", \"uris\": [\"{}\"]}}\n\
+         {{\"method\": \"SaveFiles\", \"uris\": [\"{}\", \"{}\"]}}\n",
+        uri(&chosen),
+        uri(&report),
+        uri(&one),
+        uri(&two)
+    );
+    std::fs::write(
+        bus.root().join("settings.ini"),
+        "[org.freedesktop.appearance]\ncolor-scheme=prefer-dark\n",
+    )
+    .unwrap();
+    let portal = Portal::start_on(bus, vec![docs, store], &script, false).await;
+
+    let mut cmd = portal.bus.command(bin("porthole"));
+    cmd.args(["run", "--share=network", "--app-dir"])
+        .arg(app.parent().unwrap())
+        .args([CLIENT_APP_ID, "--", "/app/ashpd_app"]);
+    let (status, out, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{status}: {out}{err}\n{}",
+        portal.bus.logs()
+    );
+    let seen: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {out}{err}\n{}", portal.bus.logs()));
+
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let docs_prefix = format!("file:///run/user/{uid}/doc/");
+    let uris_of = |key: &str| -> Vec<String> {
+        serde_json::from_value(seen[key]["uris"].clone())
+            .unwrap_or_else(|_| panic!("{key}: {seen}\n{}", portal.bus.logs()))
+    };
+    for (key, names) in [
+        ("open", &["/picked%20file.txt"][..]),
+        ("save", &["/report.txt"][..]),
+        ("save_files", &["/one.txt", "/two.txt"][..]),
+    ] {
+        let uris = uris_of(key);
+        assert_eq!(uris.len(), names.len(), "{key}: {seen}");
+        for (uri, name) in uris.iter().zip(names) {
+            assert!(
+                uri.starts_with(&docs_prefix) && uri.ends_with(name),
+                "{key}: a document URI, not the host path: {uri}"
+            );
+        }
+    }
+    assert_eq!(
+        seen["open"]["read"],
+        serde_json::json!(["picked on the host\n"]),
+        "the app reads the picked file inside its sandbox: {seen}"
+    );
+    assert_eq!(seen["save"]["wrote"], serde_json::json!(["ok"]), "{seen}");
+    assert_eq!(
+        seen["save_files"]["wrote"],
+        serde_json::json!(["ok", "ok"]),
+        "{seen}"
+    );
+    for (file, text) in [
+        (&report, "saved by SaveFile\n"),
+        (&one, "saved by SaveFiles\n"),
+        (&two, "saved by SaveFiles\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap_or_default(),
+            text,
+            "the app's write reaches {}",
+            file.display()
+        );
+    }
+    assert_eq!(seen["settings"]["color_scheme"], "PreferDark", "{seen}");
+    assert_eq!(seen["settings"]["version"], 2, "{seen}");
+
+    // The network status the app saw is the host's, as the frontend says.
+    let conn = portal.bus.connection().await;
+    let status: Options = monitor_call(&conn, "GetStatus").await;
+    let connectivity = ["", "Local", "Limited", "CaptivePortal", "FullNetwork"]
+        [u32::try_from(&status["connectivity"]).unwrap() as usize];
+    assert_eq!(
+        seen["network"],
+        serde_json::json!({
+            "available": bool::try_from(&status["available"]).unwrap(),
+            "metered": bool::try_from(&status["metered"]).unwrap(),
+            "connectivity": connectivity,
+            "available_call": bool::try_from(&status["available"]).unwrap(),
+        }),
+        "{seen}"
+    );
+    // The backend was asked on behalf of the app, three dialogs.
+    let records = portal.wait_records(3).await;
+    let methods: Vec<&str> = records
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["OpenFile", "SaveFile", "SaveFiles"]);
+    assert!(records.iter().all(|r| r["app_id"] == CLIENT_APP_ID), "{records:?}");
+}
