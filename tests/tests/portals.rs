@@ -1639,3 +1639,145 @@ async fn ashpd_inside_the_sandbox_uses_each_portal() {
     assert_eq!(methods, ["OpenFile", "SaveFile", "SaveFiles"]);
     assert!(records.iter().all(|r| r["app_id"] == CLIENT_APP_ID), "{records:?}");
 }
+
+/// A line reader over a child's output, for waiting on what it printed.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `what`; returns its index.
+    fn wait_for(&mut self, what: &str, within: Duration) -> Option<usize> {
+        if let Some(i) = self.seen.iter().position(|l| l.contains(what)) {
+            return Some(i);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line);
+            if self.seen.last().unwrap().contains(what) {
+                return Some(self.seen.len() - 1);
+            }
+        }
+    }
+}
+
+/// GLib's `gdbus call` asks for a file; `dbus-monitor` (a bus monitor)
+/// sees the frontend's `Response` with the backend's URIs, sent to the
+/// gdbus connection alone, on the handle gdbus printed. A one-shot caller
+/// leaves the bus as soon as it has printed the handle, and a request
+/// whose caller left is closed (as upstream does), so gdbus is held on the
+/// bus by giving it a full pipe as standard output: it blocks printing
+/// until the test reads. `gdbus monitor` cannot show this signal: it
+/// subscribes with a match rule, and the Response is unicast to the
+/// caller (upstream's too), never broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdbus_call_gets_a_response_that_a_monitor_sees() {
+    use std::os::fd::AsRawFd;
+    let uri = "file:///srv/picked%20by%20gdbus.txt";
+    let portal = Portal::start(&format!(r#"{{"method": "OpenFile", "uris": ["{uri}"]}}"#)).await;
+    let address = portal.bus.address().to_owned();
+
+    // The monitor, ready once it prints a signal the test sends.
+    let mut monitor = std::process::Command::new("dbus-monitor")
+        .args(["--address", &address, "--monitor"])
+        .arg("type='signal',interface='org.freedesktop.portal.Request',member='Response'")
+        .arg("type='signal',interface='org.porthole.Test',member='Ready'")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-monitor");
+    let mut seen = Lines::of(monitor.stdout.take().unwrap());
+    let conn = portal.bus.connection().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        conn.emit_signal(None::<&str>, "/", "org.porthole.Test", "Ready", &())
+            .await
+            .unwrap();
+        if seen.wait_for("member=Ready", Duration::from_millis(100)).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dbus-monitor never came up");
+    }
+
+    // gdbus's standard output: a pipe filled up, so its print blocks.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: fcntl on a pipe fd we own; only O_NONBLOCK changes.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut filler = &writer;
+    while std::io::Write::write(&mut filler, &[b'.'; 4096]).is_ok() {}
+    // SAFETY: as above; back to blocking writes.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    let mut gdbus = std::process::Command::new("gdbus")
+        .args(["call", "--address", &address, "--dest", DESKTOP])
+        .args(["--object-path", DESKTOP_PATH])
+        .args(["--method", "org.freedesktop.portal.FileChooser.OpenFile"])
+        .args(["", "Pick", "{'handle_token': <'gdbus_1'>}"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gdbus");
+
+    let at = seen.wait_for("member=Response", Duration::from_secs(10));
+    // Let gdbus print and go.
+    let drained = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).trim_start_matches('.').to_owned()
+    });
+    let status = gdbus.wait().unwrap();
+    let printed = drained.join().unwrap();
+    let mut err = String::new();
+    gdbus.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let at = at.unwrap_or_else(|| {
+        panic!(
+            "the monitor saw no Response: {:?}\ngdbus: {printed}{err}\n{}",
+            seen.seen,
+            portal.bus.logs()
+        )
+    });
+    assert!(status.success(), "gdbus: {status} {printed}{err}");
+    // "(objectpath '/org/freedesktop/portal/desktop/request/1_7/gdbus_1',)"
+    let handle = printed
+        .trim()
+        .strip_prefix("(objectpath '")
+        .and_then(|s| s.strip_suffix("',)"))
+        .unwrap_or_else(|| panic!("gdbus printed {printed:?}"));
+    let caller = handle
+        .strip_prefix("/org/freedesktop/portal/desktop/request/")
+        .and_then(|s| s.strip_suffix("/gdbus_1"))
+        .unwrap_or_else(|| panic!("not upstream's handle formula: {handle}"));
+    // "signal time=... sender=:1.3 -> destination=:1.7 serial=... path=...; interface=...; member=Response"
+    let header = &seen.seen[at];
+    assert!(
+        header.contains(&format!("destination=:{} ", caller.replace('_', "."))),
+        "the Response goes to the gdbus connection alone: {header}"
+    );
+    assert!(header.contains(&format!("path={handle};")), "{header}");
+    // Its body: the response code and the chosen URIs.
+    seen.wait_for(&format!("string \"{uri}\""), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no uris in the Response: {:?}", &seen.seen[at..]));
+    let body: Vec<&str> = seen.seen[at + 1..].iter().map(|l| l.trim()).collect();
+    assert_eq!(body.first(), Some(&"uint32 0"), "{body:?}");
+    assert!(body.contains(&"string \"uris\""), "{body:?}");
+    let _ = porthole_tests::signal_and_wait(monitor.id(), libc::SIGTERM, Duration::from_secs(3));
+    let _ = monitor.wait();
+}
