@@ -1781,3 +1781,244 @@ async fn gdbus_call_gets_a_response_that_a_monitor_sees() {
     let _ = porthole_tests::signal_and_wait(monitor.id(), libc::SIGTERM, Duration::from_secs(3));
     let _ = monitor.wait();
 }
+
+// ---- a real backend ---------------------------------------------------------
+
+const GTK: &str = "org.freedesktop.impl.portal.desktop.gtk";
+const GTK_BACKEND: &str = "/usr/libexec/xdg-desktop-portal-gtk";
+const GTK_PORTAL: &str = "/usr/share/xdg-desktop-portal/portals/gtk.portal";
+const WAYLAND_SOCKET: &str = "wayland-porthole";
+
+/// A process of the test, stopped by PID (SIGTERM, then SIGKILL) on drop.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if !porthole_tests::signal_and_wait(self.0.id(), libc::SIGTERM, Duration::from_secs(3)) {
+            porthole_tests::signal_and_wait(self.0.id(), libc::SIGKILL, Duration::from_secs(2));
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a headless weston on `bus`'s runtime dir, waited for until its
+/// socket accepts.
+fn start_weston(bus: &Bus) -> Peer {
+    let log = std::fs::File::create(bus.root().join("logs/weston.log")).unwrap();
+    let mut cmd = bus.command("/usr/bin/weston");
+    // Pixman renders the windows, so screenshots show them; no panel (so
+    // no clock) and no animations: a still screen; --debug lets any client take screenshots
+    // (weston-screenshooter).
+    let config = bus.root().join("weston.ini");
+    std::fs::write(
+        &config,
+        "[shell]\npanel-position=none\nstartup-animation=none\nanimation=none\n\
+         close-animation=none\nfocus-animation=none\n",
+    )
+    .unwrap();
+    cmd.args([
+        "--backend=headless-backend.so",
+        "--use-pixman",
+        &format!("--config={}", config.display()),
+        "--debug",
+        &format!("--socket={WAYLAND_SOCKET}"),
+        "--idle-time=0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
+    let weston = Peer(cmd.spawn().expect("weston"));
+    let socket = bus.runtime_dir().join(WAYLAND_SOCKET);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "weston did not come up:\n{}",
+            bus.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    weston
+}
+
+fn gtk_missing() -> Option<String> {
+    [
+        "/usr/bin/weston",
+        GTK_BACKEND,
+        GTK_PORTAL,
+        "/usr/bin/weston-screenshooter",
+    ]
+    .iter()
+    .find(|p| !Path::new(p).exists())
+    .map(|p| format!("{p} missing (packages weston, xdg-desktop-portal-gtk)"))
+}
+
+/// xdg-desktop-portal-gtk as our frontend's FileChooser backend, chosen
+/// through its installed .portal file and a portals.conf, on a headless
+/// weston: OpenFile brings up its dialog (the backend's impl Request at the
+/// request's handle, a GTK window on the compositor), and the client's
+/// Close ends it: the frontend closes the backend's Request, GTK answers
+/// the dialog's call with response 2 (seen by a bus monitor), the dialog
+/// goes, and the app hears no Response (as upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xdg_desktop_portal_gtk_shows_the_dialog_and_close_ends_it() {
+    if let Some(why) = gtk_missing() {
+        porthole_tests::skipped(&format!(
+            "xdg_desktop_portal_gtk_shows_the_dialog_and_close_ends_it: {why}"
+        ));
+        return;
+    }
+    let bus = Bus::start();
+    let _weston = start_weston(&bus);
+    let mut cmd = bus.command(GTK_BACKEND);
+    cmd.args(["--verbose", "--replace"])
+        .env("WAYLAND_DISPLAY", WAYLAND_SOCKET)
+        .env("GDK_BACKEND", "wayland")
+        .env("GSETTINGS_BACKEND", "memory")
+        .env("GTK_A11Y", "none")
+        .env("NO_AT_BRIDGE", "1");
+    let _gtk = bus.spawn_owning("gtk", cmd, GTK).await;
+    let portals = bus.root().join("portals");
+    std::fs::create_dir_all(&portals).unwrap();
+    std::fs::copy(GTK_PORTAL, portals.join("gtk.portal")).unwrap();
+    std::fs::write(
+        portals.join("portals.conf"),
+        "[preferred]\ndefault=gtk\n",
+    )
+    .unwrap();
+    let mut cmd = bus.command(bin("porthole-portals"));
+    cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
+    let _frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+
+    // The empty screen, once the shell has drawn its background (two
+    // screenshots alike).
+    let mut empty = screenshot(&bus, "empty");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = screenshot(&bus, "empty");
+        if again.1 == empty.1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "weston's screen never settles");
+        empty = again;
+    }
+    let conn = bus.connection().await;
+    let answers = format!("type='method_return',sender='{GTK}'");
+    let mut from_gtk = bus.monitor(&[answers.as_str()]).await;
+    let path = predicted(&conn, "gtk_dialog");
+    let mut responses = subscribe(&conn, &path).await;
+    let handle = call(
+        &conn,
+        "OpenFile",
+        &options(vec![("handle_token", Value::from("gtk_dialog"))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.as_str(), path);
+
+    // The dialog is up: GTK's Request at the handle.
+    let gtk_request = |conn: zbus::Connection, path: String| async move {
+        let proxy = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(GTK)
+            .unwrap()
+            .path(path)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        proxy
+            .introspect()
+            .await
+            .unwrap_or_default()
+            .contains("org.freedesktop.impl.portal.Request")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gtk_request(conn.clone(), path.clone()).await {
+        assert!(
+            Instant::now() < deadline,
+            "xdg-desktop-portal-gtk never showed the dialog:\n{}",
+            bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And its window is on the screen: the screen differs from the empty
+    // one taken before (a person can look at it: the test keeps it when it
+    // fails; README "Seeing the dialog").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = screenshot(&bus, "dialog");
+        if shown.1 != empty.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window on the screen: {}\n{}",
+            shown.0.display(),
+            bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The client closes: no Response; GTK answers its call with 2.
+    assert_eq!(close(&conn, &path).await, None);
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = from_gtk.next().await {
+            let msg = msg.unwrap();
+            if let Ok((code, _)) = msg.body().deserialize::<(u32, Options)>() {
+                return code;
+            }
+        }
+        panic!("the monitor ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("GTK never answered the dialog's call:\n{}", bus.logs()));
+    assert_eq!(answered, 2, "a closed dialog is response 2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gtk_request(conn.clone(), path.clone()).await {
+        assert!(Instant::now() < deadline, "GTK's dialog stays up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        next_response(&mut responses, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "Close must not emit Response"
+    );
+    // The window is gone: the screen is empty again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = screenshot(&bus, "closed");
+        if after.1 == empty.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dialog's window stays on the screen: {}",
+            after.0.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A screenshot of the headless weston (weston-screenshooter), saved as
+/// `shots/NAME.png` in the test's directory: its path and bytes.
+fn screenshot(bus: &Bus, name: &str) -> (PathBuf, Vec<u8>) {
+    let dir = bus.root().join("shots").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = bus.command("/usr/bin/weston-screenshooter");
+    cmd.env("WAYLAND_DISPLAY", WAYLAND_SOCKET).current_dir(&dir);
+    let (status, out, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert!(status.success(), "weston-screenshooter: {out}{err}");
+    let shot = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap_or_else(|| panic!("weston-screenshooter wrote no PNG: {out}{err}"));
+    let target = bus.root().join("shots").join(format!("{name}.png"));
+    std::fs::rename(&shot, &target).unwrap();
+    let bytes = std::fs::read(&target).unwrap();
+    (target, bytes)
+}
