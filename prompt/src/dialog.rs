@@ -182,7 +182,7 @@ struct Pending {
 async fn scripted(
     script: &Script,
     method: Method,
-    closed: oneshot::Receiver<()>,
+    mut closed: oneshot::Receiver<()>,
 ) -> (u32, Results, &'static str) {
     match script.next(method) {
         None => (CANCELLED_OTHERWISE, Results::new(), "unscripted"),
@@ -191,6 +191,13 @@ async fn scripted(
             let _ = closed.await;
             (CANCELLED_OTHERWISE, Results::new(), "closed")
         }
+        // No delay: answer now. (tokio's timer counts whole milliseconds,
+        // so even a zero sleep would wait for its next tick, about 1 ms:
+        // most of a round trip.) A Close that came first still wins.
+        Some(answer) if answer.delay_ms == 0 => match closed.try_recv() {
+            Ok(()) => (CANCELLED_OTHERWISE, Results::new(), "closed"),
+            Err(_) => (answer.response, results_of(&answer), "answered"),
+        },
         Some(answer) => {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(answer.delay_ms)) => {
