@@ -118,7 +118,12 @@ impl Dialogs {
 
     /// Shows one dialog whose Request [`Dialogs::open`] exported: answers
     /// from the script (or when closed), unexports, records.
-    async fn show(&self, server: &ObjectServer, hdr: &Header<'_>, asked: Asked<'_>) -> (u32, Results) {
+    async fn show(
+        &self,
+        server: &ObjectServer,
+        hdr: &Header<'_>,
+        asked: Asked<'_>,
+    ) -> (u32, Results) {
         let pending = DialogKey::of(hdr)
             .and_then(|key| self.pending.lock().expect("pending lock").remove(&key))
             .filter(|p| p.handle == *asked.handle);

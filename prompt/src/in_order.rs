@@ -132,11 +132,11 @@ impl<I: Interface> Interface for InOrder<I> {
             let (conn, msg) = (connection.clone(), msg.clone());
             tokio::spawn(async move {
                 let server = conn.object_server();
-                let result = match inner.call(&server, &conn, &msg, name) {
+                let result = match inner.call(server, &conn, &msg, name) {
                     DispatchResult2::Async(answer) => answer.await,
-                    DispatchResult2::NotFound | DispatchResult2::RequiresMut => Err(
-                        fdo::Error::UnknownMethod("Unknown method".to_owned()),
-                    ),
+                    DispatchResult2::NotFound | DispatchResult2::RequiresMut => {
+                        Err(fdo::Error::UnknownMethod("Unknown method".to_owned()))
+                    }
                 };
                 if let Err(e) = result
                     && let Err(e) = conn.reply_dbus_error(&msg.header(), e).await
@@ -144,7 +144,7 @@ impl<I: Interface> Interface for InOrder<I> {
                     tracing::debug!("replying with an error: {e}");
                 }
                 if let Some(key) = key {
-                    dialogs.forget(&server, &key).await;
+                    dialogs.forget(server, &key).await;
                 }
             });
             Ok(())

@@ -55,7 +55,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // stime are fields 14 and 15 (11 and 12 after it).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
@@ -216,9 +221,18 @@ async fn main() {
             )
             .await,
         );
-        sides.push(Side::start("xdg-desktop-portal+our documents", Path::new(XDP), &ours_docs).await);
+        sides.push(
+            Side::start(
+                "xdg-desktop-portal+our documents",
+                Path::new(XDP),
+                &ours_docs,
+            )
+            .await,
+        );
     } else {
-        eprintln!("note: {XDP} or {XDG_DOCUMENT_PORTAL} missing (package xdg-desktop-portal): ours alone");
+        eprintln!(
+            "note: {XDP} or {XDG_DOCUMENT_PORTAL} missing (package xdg-desktop-portal): ours alone"
+        );
     }
 
     // A warm-up round each (first documents created, caches filled).

@@ -77,7 +77,9 @@ async fn main() -> zbus::Result<()> {
             };
             let msg = msg?;
             if msg.header().path().map(|p| p.as_str()) == Some(path.as_str()) {
-                break msg.body().deserialize::<(u32, HashMap<String, OwnedValue>)>()?;
+                break msg
+                    .body()
+                    .deserialize::<(u32, HashMap<String, OwnedValue>)>()?;
             }
         };
         let elapsed = t.elapsed();

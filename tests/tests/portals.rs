@@ -2,9 +2,11 @@
 //! (`porthole-prompt`) behind it, found through `data/porthole.portal` in
 //! `XDG_DESKTOP_PORTAL_DIR`, on a private bus: what a client observes of the
 //! Request pattern and FileChooser. Host clients are zbus connections of
-//! this test; the sandboxed client is python3-dbus inside `porthole run`,
-//! talking through its proxy, with upstream's xdg-document-portal as the
-//! document store.
+//! this test and GLib's `gdbus`; the sandboxed clients are python3-dbus and
+//! an ashpd program (`tests/examples/ashpd_app.rs`) inside `porthole run`,
+//! talking through its proxy, with our document store or upstream's
+//! xdg-document-portal. One test puts xdg-desktop-portal-gtk, a real
+//! backend, behind the frontend on a headless weston.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -447,9 +449,15 @@ async fn close_at_once_always_reaches_the_backends_dialog() {
     // nothing is shown): count the dialogs asked for. Its Close replies
     // come after its calls to the backend, so a Ping sent now is routed
     // after every one of them.
-    conn.call_method(Some(PROMPT), "/", Some("org.freedesktop.DBus.Peer"), "Ping", &())
-        .await
-        .unwrap();
+    conn.call_method(
+        Some(PROMPT),
+        "/",
+        Some("org.freedesktop.DBus.Peer"),
+        "Ping",
+        &(),
+    )
+    .await
+    .unwrap();
     let mut asked = 0;
     let mut closes = 0;
     loop {
@@ -1523,9 +1531,7 @@ const CLIENT_APP_ID: &str = "org.example.AshpdClient";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ashpd_inside_the_sandbox_uses_each_portal() {
     if let Some(why) = sandbox_missing() {
-        porthole_tests::skipped(&format!(
-            "ashpd_inside_the_sandbox_uses_each_portal: {why}"
-        ));
+        porthole_tests::skipped(&format!("ashpd_inside_the_sandbox_uses_each_portal: {why}"));
         return;
     }
     let app = porthole_tests::example("ashpd_app");
@@ -1538,7 +1544,11 @@ async fn ashpd_inside_the_sandbox_uses_each_portal() {
     let chosen = host.join("picked file.txt");
     std::fs::write(&chosen, "picked on the host\n").unwrap();
     let uri = |p: &Path| format!("file://{}", p.display().to_string().replace(' ', "%20"));
-    let (report, one, two) = (host.join("report.txt"), host.join("one.txt"), host.join("two.txt"));
+    let (report, one, two) = (
+        host.join("report.txt"),
+        host.join("one.txt"),
+        host.join("two.txt"),
+    );
     let script = format!(
         "{{\"method\": \"OpenFile\", \"uris\": [\"{}\"]}}\n\
          {{\"method\": \"SaveFile\", \"uris\": [\"{}\"]}}\n\
@@ -1637,7 +1647,10 @@ async fn ashpd_inside_the_sandbox_uses_each_portal() {
         .map(|r| r["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["OpenFile", "SaveFile", "SaveFiles"]);
-    assert!(records.iter().all(|r| r["app_id"] == CLIENT_APP_ID), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["app_id"] == CLIENT_APP_ID),
+        "{records:?}"
+    );
 }
 
 /// A line reader over a child's output, for waiting on what it printed.
@@ -1711,7 +1724,10 @@ async fn gdbus_call_gets_a_response_that_a_monitor_sees() {
         conn.emit_signal(None::<&str>, "/", "org.porthole.Test", "Ready", &())
             .await
             .unwrap();
-        if seen.wait_for("member=Ready", Duration::from_millis(100)).is_some() {
+        if seen
+            .wait_for("member=Ready", Duration::from_millis(100))
+            .is_some()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "dbus-monitor never came up");
@@ -1741,12 +1757,19 @@ async fn gdbus_call_gets_a_response_that_a_monitor_sees() {
     let drained = std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = reader.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).trim_start_matches('.').to_owned()
+        String::from_utf8_lossy(&out)
+            .trim_start_matches('.')
+            .to_owned()
     });
     let status = gdbus.wait().unwrap();
     let printed = drained.join().unwrap();
     let mut err = String::new();
-    gdbus.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    gdbus
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let at = at.unwrap_or_else(|| {
         panic!(
             "the monitor saw no Response: {:?}\ngdbus: {printed}{err}\n{}",
@@ -1881,11 +1904,7 @@ async fn xdg_desktop_portal_gtk_shows_the_dialog_and_close_ends_it() {
     let portals = bus.root().join("portals");
     std::fs::create_dir_all(&portals).unwrap();
     std::fs::copy(GTK_PORTAL, portals.join("gtk.portal")).unwrap();
-    std::fs::write(
-        portals.join("portals.conf"),
-        "[preferred]\ndefault=gtk\n",
-    )
-    .unwrap();
+    std::fs::write(portals.join("portals.conf"), "[preferred]\ndefault=gtk\n").unwrap();
     let mut cmd = bus.command(bin("porthole-portals"));
     cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
     let _frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
