@@ -319,8 +319,7 @@ impl FileChooser {
             forwarded,
         );
         let task = tokio::spawn(dialog.run(args));
-        self.requests
-            .set_task(&handle.as_ref(), task.abort_handle());
+        self.requests.set_task(&handle.as_ref(), task);
         Ok(handle)
     }
 }

@@ -255,8 +255,7 @@ impl OpenUri {
             asked,
         };
         let task = tokio::spawn(work.run(target));
-        self.requests
-            .set_task(&handle.as_ref(), task.abort_handle());
+        self.requests.set_task(&handle.as_ref(), task);
         Ok(handle)
     }
 }

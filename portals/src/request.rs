@@ -15,10 +15,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use porthole_service::PortalError;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
@@ -78,21 +77,9 @@ impl BackendHandle {
     }
 }
 
-/// When a backend answers Close with UnknownObject although it was asked:
-/// the call may still be on its way to its handler (a backend that runs
-/// each call on its own task exports the dialog's Request only once that
-/// task runs). Upstream's GDBus backends handle calls in order and cannot
-/// see this; ours can. Close is tried again after these pauses, a bounded
-/// handful of times, never as a standing poll.
-const CLOSE_RETRIES: [Duration; 3] = [
-    Duration::from_millis(20),
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-];
-
 struct Entry {
     sender: String,
-    task: Option<AbortHandle>,
+    task: Option<JoinHandle<()>>,
     backend: Option<BackendHandle>,
 }
 
@@ -162,7 +149,7 @@ impl Requests {
 
     /// Attaches the request's work, so Close and the caller leaving abort
     /// it. A request that already ended is left alone.
-    pub fn set_task(&self, path: &ObjectPath<'_>, task: AbortHandle) {
+    pub fn set_task(&self, path: &ObjectPath<'_>, task: JoinHandle<()>) {
         if let Some(entry) = self
             .live
             .lock()
@@ -250,32 +237,29 @@ async fn end(conn: &zbus::Connection, path: &ObjectPath<'_>, entry: Entry) {
 }
 
 /// Aborts a request's work and closes the backend's dialog.
+///
+/// The work is awaited until it has stopped before the backend hears the
+/// Close: a call to the backend that the work had begun to send is then on
+/// the wire before the Close, on the same connection, and a backend that
+/// exports the dialog's Request before it reads its next message (ours,
+/// xdg-desktop-portal-gtk) always finds it. One Close, no retries.
 async fn stop(conn: &zbus::Connection, path: &ObjectPath<'_>, entry: Entry) {
     if let Some(task) = entry.task {
         task.abort();
+        // Cancelled at its next await; a task that already ended returns
+        // at once.
+        let _ = task.await;
     }
     let Some(backend) = entry.backend else {
         return;
     };
-    match close_backend(conn, &backend.bus_name, path).await {
-        Err(e) if is_unknown_object(&e) && backend.asked.load(Ordering::SeqCst) => {
-            let (conn, path) = (conn.clone(), path.to_owned());
-            tokio::spawn(async move {
-                for pause in CLOSE_RETRIES {
-                    tokio::time::sleep(pause).await;
-                    match close_backend(&conn, &backend.bus_name, &path).await {
-                        Err(e) if is_unknown_object(&e) => continue,
-                        Err(e) => tracing::debug!(%path, "closing the backend's request: {e}"),
-                        Ok(()) => tracing::debug!(%path, "closed the backend's request late"),
-                    }
-                    return;
-                }
-                // The dialog ended on its own, or never came up.
-            });
-        }
-        // The dialog may have ended on its own meanwhile.
-        Err(e) => tracing::debug!(%path, "closing the backend's request: {e}"),
-        Ok(()) => {}
+    if !backend.asked.load(Ordering::SeqCst) {
+        // The work stopped before it asked: no dialog to close.
+        return;
+    }
+    if let Err(e) = close_backend(conn, &backend.bus_name, path).await {
+        // The dialog ended on its own meanwhile (UnknownObject).
+        tracing::debug!(%path, "closing the backend's request: {e}");
     }
 }
 
@@ -287,11 +271,6 @@ async fn close_backend(
     conn.call_method(Some(bus_name), path, Some(IMPL_INTERFACE), "Close", &())
         .await
         .map(|_| ())
-}
-
-fn is_unknown_object(e: &zbus::Error) -> bool {
-    matches!(e, zbus::Error::MethodError(name, _, _)
-        if name.as_str() == "org.freedesktop.DBus.Error.UnknownObject")
 }
 
 async fn unexport(conn: &zbus::Connection, path: &ObjectPath<'_>) {

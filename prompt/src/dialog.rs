@@ -1,7 +1,9 @@
 //! The backend's D-Bus side: `org.freedesktop.impl.portal.FileChooser` and
 //! `org.freedesktop.impl.portal.Access` on `/org/freedesktop/portal/desktop`,
 //! and an `org.freedesktop.impl.portal.Request` at each dialog's handle
-//! while the dialog is up (the frontend's `Close` ends the dialog there).
+//! while the dialog is up (the frontend's `Close` ends the dialog there),
+//! exported before anything else happens on the bus connection, as
+//! xdg-desktop-portal-gtk does ([`crate::in_order`]).
 //!
 //! Each method call is one dialog: the backend replies to the call itself
 //! when the dialog ends (`(u response, a{sv} results)`), as upstream's
@@ -13,9 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use zbus::ObjectServer;
-use zbus::message::Header;
+use zbus::message::{Header, Message};
 use zvariant::{OwnedObjectPath, OwnedValue, Value};
 
+use crate::in_order::InOrder;
 use crate::record::{Entry, Record};
 use crate::script::{Answer, Method, Script};
 use crate::terminal::Terminal;
@@ -40,6 +43,8 @@ pub enum Answers {
 pub struct Dialogs {
     answers: Answers,
     record: Record,
+    /// Dialogs exported and not yet shown.
+    pending: Mutex<HashMap<DialogKey, Pending>>,
 }
 
 /// A dialog as asked.
@@ -55,33 +60,77 @@ pub(crate) struct Asked<'a> {
 
 impl Dialogs {
     pub fn new(answers: Answers, record: Record) -> Arc<Self> {
-        Arc::new(Self { answers, record })
+        Arc::new(Self {
+            answers,
+            record,
+            pending: Mutex::default(),
+        })
     }
 
-    /// Shows one dialog: exports its Request, answers from the script (or
-    /// when closed), unexports, records.
+    /// Exports the `org.freedesktop.impl.portal.Request` of the dialog
+    /// that `msg` asks for, at its handle (the call's first argument), and
+    /// keeps what [`Dialogs::show`] needs to hear its Close. Run by
+    /// [`crate::in_order::InOrder`] before the object server reads the next
+    /// message, so a Close sent after the call always finds the object.
+    /// Returns the dialog's key, or None when nothing was exported (a bad
+    /// call, which the method itself then refuses, or a handle already in
+    /// use, which [`Dialogs::show`] ends at once).
+    pub(crate) async fn open(&self, server: &ObjectServer, msg: &Message) -> Option<DialogKey> {
+        let hdr = msg.header();
+        let key = DialogKey::of(&hdr)?;
+        let body = msg.body();
+        let fields = body.deserialize::<zvariant::Structure<'_>>().ok()?;
+        let Some(Value::ObjectPath(handle)) = fields.fields().first() else {
+            return None;
+        };
+        let handle = OwnedObjectPath::from(handle.to_owned());
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let request = BackendRequest {
+            owner: hdr.sender().map(|s| s.to_string()),
+            close: Mutex::new(Some(closed_tx)),
+        };
+        match server.at(handle.as_ref(), request).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%handle, "a dialog is already up at this handle");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(%handle, "exporting the request: {e}");
+                return None;
+            }
+        }
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(key.clone(), Pending { handle, closed_rx });
+        Some(key)
+    }
+
+    /// After the call has been answered: a dialog that [`Dialogs::show`]
+    /// never took (the call was refused before it) is unexported here.
+    pub(crate) async fn forget(&self, server: &ObjectServer, key: &DialogKey) {
+        let pending = self.pending.lock().expect("pending lock").remove(key);
+        if let Some(pending) = pending {
+            unexport(server, &pending.handle).await;
+        }
+    }
+
+    /// Shows one dialog whose Request [`Dialogs::open`] exported: answers
+    /// from the script (or when closed), unexports, records.
     pub(crate) async fn show(
         &self,
         server: &ObjectServer,
         hdr: &Header<'_>,
         asked: Asked<'_>,
     ) -> (u32, Results) {
-        let (closed_tx, closed_rx) = oneshot::channel();
-        let request = BackendRequest {
-            owner: hdr.sender().map(|s| s.to_string()),
-            close: Mutex::new(Some(closed_tx)),
+        let pending = DialogKey::of(hdr)
+            .and_then(|key| self.pending.lock().expect("pending lock").remove(&key))
+            .filter(|p| p.handle == *asked.handle);
+        let Some(Pending { closed_rx, .. }) = pending else {
+            // The handle was taken by another dialog: this one never came up.
+            return (CANCELLED_OTHERWISE, Results::new());
         };
-        match server.at(asked.handle.as_ref(), request).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(handle = %asked.handle, "a dialog is already up at this handle");
-                return (CANCELLED_OTHERWISE, Results::new());
-            }
-            Err(e) => {
-                tracing::warn!(handle = %asked.handle, "exporting the request: {e}");
-                return (CANCELLED_OTHERWISE, Results::new());
-            }
-        }
         tracing::debug!(method = asked.method.as_str(), handle = %asked.handle, "dialog up");
 
         let (response, results, ended) = match &self.answers {
@@ -89,12 +138,7 @@ impl Dialogs {
             Answers::Terminal(terminal) => terminal.ask(&asked, closed_rx).await,
         };
 
-        if let Err(e) = server
-            .remove::<BackendRequest, _>(asked.handle.as_ref())
-            .await
-        {
-            tracing::debug!(handle = %asked.handle, "unexporting the request: {e}");
-        }
+        unexport(server, asked.handle).await;
         self.record.write(&Entry {
             method: asked.method.as_str(),
             handle: asked.handle.as_str(),
@@ -111,11 +155,39 @@ impl Dialogs {
     }
 }
 
+async fn unexport(server: &ObjectServer, handle: &OwnedObjectPath) {
+    if let Err(e) = server.remove::<BackendRequest, _>(handle.as_ref()).await {
+        tracing::debug!(%handle, "unexporting the request: {e}");
+    }
+}
+
+/// One dialog call: its caller's unique name and the call's serial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DialogKey {
+    sender: String,
+    serial: u32,
+}
+
+impl DialogKey {
+    fn of(hdr: &Header<'_>) -> Option<Self> {
+        Some(Self {
+            sender: hdr.sender()?.to_string(),
+            serial: hdr.primary().serial_num().get(),
+        })
+    }
+}
+
+/// A dialog exported by [`Dialogs::open`], not yet shown.
+struct Pending {
+    handle: OwnedObjectPath,
+    closed_rx: oneshot::Receiver<()>,
+}
+
 /// The script's answer to one dialog (or its Close).
 async fn scripted(
     script: &Script,
     method: Method,
-    closed: oneshot::Receiver<()>,
+    mut closed: oneshot::Receiver<()>,
 ) -> (u32, Results, &'static str) {
     match script.next(method) {
         None => (CANCELLED_OTHERWISE, Results::new(), "unscripted"),
@@ -124,6 +196,13 @@ async fn scripted(
             let _ = closed.await;
             (CANCELLED_OTHERWISE, Results::new(), "closed")
         }
+        // No delay: answer now. (tokio's timer counts whole milliseconds,
+        // so even a zero sleep would wait for its next tick, about 1 ms:
+        // most of a round trip.) A Close that came first still wins.
+        Some(answer) if answer.delay_ms == 0 => match closed.try_recv() {
+            Ok(()) => (CANCELLED_OTHERWISE, Results::new(), "closed"),
+            Err(_) => (answer.response, results_of(&answer), "answered"),
+        },
         Some(answer) => {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(answer.delay_ms)) => {
@@ -332,13 +411,23 @@ impl Access {
     }
 }
 
-/// Exports both interfaces on `conn` (before the name is claimed).
+/// Exports the three interfaces on `conn` (before the name is claimed), each
+/// taking its dialog calls in order of arrival ([`InOrder`]).
 pub async fn export(conn: &zbus::Connection, dialogs: Arc<Dialogs>) -> zbus::Result<()> {
     let server = conn.object_server();
-    server.at(OBJECT_PATH, FileChooser(dialogs.clone())).await?;
-    server
-        .at(OBJECT_PATH, crate::app_chooser::AppChooser(dialogs.clone()))
-        .await?;
-    server.at(OBJECT_PATH, Access(dialogs)).await?;
+    let file_chooser = InOrder::new(
+        FileChooser(dialogs.clone()),
+        dialogs.clone(),
+        &["OpenFile", "SaveFile", "SaveFiles"],
+    );
+    server.at(OBJECT_PATH, file_chooser).await?;
+    let access = InOrder::new(Access(dialogs.clone()), dialogs.clone(), &["AccessDialog"]);
+    server.at(OBJECT_PATH, access).await?;
+    let app_chooser = InOrder::new(
+        crate::app_chooser::AppChooser(dialogs.clone()),
+        dialogs,
+        &["ChooseApplication"],
+    );
+    server.at(OBJECT_PATH, app_chooser).await?;
     Ok(())
 }

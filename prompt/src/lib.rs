@@ -12,6 +12,7 @@
 
 pub mod app_chooser;
 pub mod dialog;
+pub mod in_order;
 pub mod record;
 pub mod script;
 pub mod settings;

@@ -313,6 +313,25 @@ impl Bus {
             .expect("connecting to the test bus")
     }
 
+    /// A monitor of this bus (org.freedesktop.DBus.Monitoring): every
+    /// message that matches one of `rules` (match-rule strings; none: every
+    /// message), in the order the bus routes them. What a person runs
+    /// `dbus-monitor` for, so a test can assert what went over the bus.
+    pub async fn monitor(&self, rules: &[&str]) -> zbus::MessageStream {
+        let conn = self.connection().await;
+        let stream = zbus::MessageStream::from(&conn);
+        conn.call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Monitoring"),
+            "BecomeMonitor",
+            &(rules.to_vec(), 0u32),
+        )
+        .await
+        .expect("BecomeMonitor");
+        stream
+    }
+
     /// Stops activated services by the PID the bus reports for their name.
     fn stop_activated(&self) {
         if self.activatable.is_empty() {

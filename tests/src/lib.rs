@@ -17,5 +17,5 @@ pub mod stuck_fuse;
 
 #[cfg(feature = "bus")]
 pub use bus::{Bus, ExampleIface, START_TIMEOUT, Service, call_error_name, serve_example};
-pub use process::{bin, bin_dir, pid_alive, run_with_timeout, signal_and_wait};
+pub use process::{bin, bin_dir, example, pid_alive, run_with_timeout, signal_and_wait};
 pub use skip::{anchor_present, running_as_root, skipped, under_ci};

@@ -31,6 +31,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Path of one of our example programs (the clients the tests run, built
+/// with the tests); panics with the command to run if missing.
+pub fn example(name: &str) -> PathBuf {
+    let path = bin_dir().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build -p porthole-tests --examples` before the tests",
+        path.display()
+    );
+    path
+}
+
 /// Sends `sig` to `pid`, then waits up to `grace` for it to go away.
 /// Returns whether it exited in time.
 pub fn signal_and_wait(pid: u32, sig: i32, grace: Duration) -> bool {

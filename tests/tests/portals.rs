@@ -2,9 +2,11 @@
 //! (`porthole-prompt`) behind it, found through `data/porthole.portal` in
 //! `XDG_DESKTOP_PORTAL_DIR`, on a private bus: what a client observes of the
 //! Request pattern and FileChooser. Host clients are zbus connections of
-//! this test; the sandboxed client is python3-dbus inside `porthole run`,
-//! talking through its proxy, with upstream's xdg-document-portal as the
-//! document store.
+//! this test and GLib's `gdbus`; the sandboxed clients are python3-dbus and
+//! an ashpd program (`tests/examples/ashpd_app.rs`) inside `porthole run`,
+//! talking through its proxy, with our document store or upstream's
+//! xdg-document-portal. One test puts xdg-desktop-portal-gtk, a real
+//! backend, behind the frontend on a headless weston.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -410,6 +412,101 @@ async fn only_the_caller_can_close_and_close_ends_the_dialog_without_a_response(
             "the closed request stays exported"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Close sent the moment the handle comes back, before the backend can
+/// have shown anything: the backend exports each dialog's Request before it
+/// reads its next message (as xdg-desktop-portal-gtk does), and the
+/// frontend sends the Close once its call is on the wire, so the backend's
+/// dialog is always closed: it ends with response 2, recorded as closed,
+/// and the app hears no Response. No retries: a lost Close would leave a
+/// held dialog up and its record missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_at_once_always_reaches_the_backends_dialog() {
+    const ROUNDS: usize = 25;
+    let portal = Portal::start(r#"{"method": "OpenFile", "hold": true}"#).await;
+    let conn = portal.bus.connection().await;
+    // What the backend is asked, as the bus routes it.
+    let rule = format!("type='method_call',destination='{PROMPT}'");
+    let mut to_backend = portal.bus.monitor(&[rule.as_str()]).await;
+    let mut all_responses = Vec::new();
+    for round in 0..ROUNDS {
+        let token = format!("at_once_{round}");
+        let path = predicted(&conn, &token);
+        all_responses.push(subscribe(&conn, &path).await);
+        let handle = call(
+            &conn,
+            "OpenFile",
+            &options(vec![("handle_token", Value::from(token.as_str()))]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(handle.as_str(), path);
+        assert_eq!(close(&conn, &path).await, None, "round {round}");
+    }
+    // The frontend may abort a request before it asks the backend (then
+    // nothing is shown): count the dialogs asked for. Its Close replies
+    // come after its calls to the backend, so a Ping sent now is routed
+    // after every one of them.
+    conn.call_method(
+        Some(PROMPT),
+        "/",
+        Some("org.freedesktop.DBus.Peer"),
+        "Ping",
+        &(),
+    )
+    .await
+    .unwrap();
+    let mut asked = 0;
+    let mut closes = 0;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), to_backend.next())
+            .await
+            .expect("the monitor saw the Ping")
+            .unwrap()
+            .unwrap();
+        let hdr = msg.header();
+        match hdr.member().map(|m| m.as_str()) {
+            Some("OpenFile") => asked += 1,
+            Some("Close") => closes += 1,
+            Some("Ping") => break,
+            _ => {}
+        }
+    }
+    assert!(asked > 0, "no dialog was asked for:\n{}", portal.bus.logs());
+    assert_eq!(closes, asked, "one Close for each dialog asked for");
+    // Every dialog asked for ended by the Close.
+    let records = portal.wait_records(asked).await;
+    assert_eq!(records.len(), asked, "{records:?}");
+    for record in &records {
+        assert_eq!(record["ended"], "closed", "{record}");
+        assert_eq!(record["response"], 2, "{record}");
+    }
+    // No dialog is left up at the backend.
+    for round in 0..ROUNDS {
+        let path = predicted(&conn, &format!("at_once_{round}"));
+        let proxy = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(PROMPT)
+            .unwrap()
+            .path(path.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let xml = proxy.introspect().await.unwrap_or_default();
+        assert!(
+            !xml.contains("org.freedesktop.impl.portal.Request"),
+            "round {round}: the backend's dialog is still up"
+        );
+    }
+    for mut responses in all_responses {
+        assert!(
+            next_response(&mut responses, Duration::from_millis(50))
+                .await
+                .is_none(),
+            "Close must not emit Response"
+        );
     }
 }
 
@@ -1420,4 +1517,527 @@ async fn app_gets_a_document(document_store: &Path) {
         "{}",
         records[1]
     );
+}
+
+// ---- real clients -----------------------------------------------------------
+
+const CLIENT_APP_ID: &str = "org.example.AshpdClient";
+
+/// ashpd, the Rust portal client, inside `porthole run` (through the
+/// sandbox's bus proxy), with our document store and the scripted backend:
+/// FileChooser's three methods give the app document paths it reads and
+/// writes inside its sandbox, whose writes reach the host files; Settings
+/// gives the backend's colour scheme; NetworkMonitor the host's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ashpd_inside_the_sandbox_uses_each_portal() {
+    if let Some(why) = sandbox_missing() {
+        porthole_tests::skipped(&format!("ashpd_inside_the_sandbox_uses_each_portal: {why}"));
+        return;
+    }
+    let app = porthole_tests::example("ashpd_app");
+    let bus = Bus::start();
+    let (store, docs) = bus
+        .start_document_store(&bin("porthole-documents"), true)
+        .await;
+    let host = bus.root().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let chosen = host.join("picked file.txt");
+    std::fs::write(&chosen, "picked on the host\n").unwrap();
+    let uri = |p: &Path| format!("file://{}", p.display().to_string().replace(' ', "%20"));
+    let (report, one, two) = (
+        host.join("report.txt"),
+        host.join("one.txt"),
+        host.join("two.txt"),
+    );
+    let script = format!(
+        "{{\"method\": \"OpenFile\", \"uris\": [\"{}\"]}}\n\
+         {{\"method\": \"SaveFile\", \"uris\": [\"{}\"]}}\n\
+         {{\"method\": \"SaveFiles\", \"uris\": [\"{}\", \"{}\"]}}\n",
+        uri(&chosen),
+        uri(&report),
+        uri(&one),
+        uri(&two)
+    );
+    std::fs::write(
+        bus.root().join("settings.ini"),
+        "[org.freedesktop.appearance]\ncolor-scheme=prefer-dark\n",
+    )
+    .unwrap();
+    let portal = Portal::start_on(bus, vec![docs, store], &script, false).await;
+
+    let mut cmd = portal.bus.command(bin("porthole"));
+    cmd.args(["run", "--share=network", "--app-dir"])
+        .arg(app.parent().unwrap())
+        .args([CLIENT_APP_ID, "--", "/app/ashpd_app"]);
+    let (status, out, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{status}: {out}{err}\n{}",
+        portal.bus.logs()
+    );
+    let seen: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {out}{err}\n{}", portal.bus.logs()));
+
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let docs_prefix = format!("file:///run/user/{uid}/doc/");
+    let uris_of = |key: &str| -> Vec<String> {
+        serde_json::from_value(seen[key]["uris"].clone())
+            .unwrap_or_else(|_| panic!("{key}: {seen}\n{}", portal.bus.logs()))
+    };
+    for (key, names) in [
+        ("open", &["/picked%20file.txt"][..]),
+        ("save", &["/report.txt"][..]),
+        ("save_files", &["/one.txt", "/two.txt"][..]),
+    ] {
+        let uris = uris_of(key);
+        assert_eq!(uris.len(), names.len(), "{key}: {seen}");
+        for (uri, name) in uris.iter().zip(names) {
+            assert!(
+                uri.starts_with(&docs_prefix) && uri.ends_with(name),
+                "{key}: a document URI, not the host path: {uri}"
+            );
+        }
+    }
+    assert_eq!(
+        seen["open"]["read"],
+        serde_json::json!(["picked on the host\n"]),
+        "the app reads the picked file inside its sandbox: {seen}"
+    );
+    assert_eq!(seen["save"]["wrote"], serde_json::json!(["ok"]), "{seen}");
+    assert_eq!(
+        seen["save_files"]["wrote"],
+        serde_json::json!(["ok", "ok"]),
+        "{seen}"
+    );
+    for (file, text) in [
+        (&report, "saved by SaveFile\n"),
+        (&one, "saved by SaveFiles\n"),
+        (&two, "saved by SaveFiles\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap_or_default(),
+            text,
+            "the app's write reaches {}",
+            file.display()
+        );
+    }
+    assert_eq!(seen["settings"]["color_scheme"], "PreferDark", "{seen}");
+    assert_eq!(seen["settings"]["version"], 2, "{seen}");
+
+    // The network status the app saw is the host's, as the frontend says.
+    let conn = portal.bus.connection().await;
+    let status: Options = monitor_call(&conn, "GetStatus").await;
+    let connectivity = ["", "Local", "Limited", "CaptivePortal", "FullNetwork"]
+        [u32::try_from(&status["connectivity"]).unwrap() as usize];
+    assert_eq!(
+        seen["network"],
+        serde_json::json!({
+            "available": bool::try_from(&status["available"]).unwrap(),
+            "metered": bool::try_from(&status["metered"]).unwrap(),
+            "connectivity": connectivity,
+            "available_call": bool::try_from(&status["available"]).unwrap(),
+        }),
+        "{seen}"
+    );
+    // The backend was asked on behalf of the app, three dialogs.
+    let records = portal.wait_records(3).await;
+    let methods: Vec<&str> = records
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["OpenFile", "SaveFile", "SaveFiles"]);
+    assert!(
+        records.iter().all(|r| r["app_id"] == CLIENT_APP_ID),
+        "{records:?}"
+    );
+}
+
+/// A line reader over a child's output, for waiting on what it printed.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(out: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `what`; returns its index.
+    fn wait_for(&mut self, what: &str, within: Duration) -> Option<usize> {
+        if let Some(i) = self.seen.iter().position(|l| l.contains(what)) {
+            return Some(i);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line);
+            if self.seen.last().unwrap().contains(what) {
+                return Some(self.seen.len() - 1);
+            }
+        }
+    }
+}
+
+/// GLib's `gdbus call` asks for a file; `dbus-monitor` (a bus monitor)
+/// sees the frontend's `Response` with the backend's URIs, sent to the
+/// gdbus connection alone, on the handle gdbus printed. A one-shot caller
+/// leaves the bus as soon as it has printed the handle, and a request
+/// whose caller left is closed (as upstream does), so gdbus is held on the
+/// bus by giving it a full pipe as standard output: it blocks printing
+/// until the test reads. `gdbus monitor` cannot show this signal: it
+/// subscribes with a match rule, and the Response is unicast to the
+/// caller (upstream's too), never broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdbus_call_gets_a_response_that_a_monitor_sees() {
+    use std::os::fd::AsRawFd;
+    let uri = "file:///srv/picked%20by%20gdbus.txt";
+    let portal = Portal::start(&format!(r#"{{"method": "OpenFile", "uris": ["{uri}"]}}"#)).await;
+    let address = portal.bus.address().to_owned();
+
+    // The monitor, ready once it prints a signal the test sends.
+    let mut monitor = std::process::Command::new("dbus-monitor")
+        .args(["--address", &address, "--monitor"])
+        .arg("type='signal',interface='org.freedesktop.portal.Request',member='Response'")
+        .arg("type='signal',interface='org.porthole.Test',member='Ready'")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-monitor");
+    let mut seen = Lines::of(monitor.stdout.take().unwrap());
+    let conn = portal.bus.connection().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        conn.emit_signal(None::<&str>, "/", "org.porthole.Test", "Ready", &())
+            .await
+            .unwrap();
+        if seen
+            .wait_for("member=Ready", Duration::from_millis(100))
+            .is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dbus-monitor never came up");
+    }
+
+    // gdbus's standard output: a pipe filled up, so its print blocks.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: fcntl on a pipe fd we own; only O_NONBLOCK changes.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut filler = &writer;
+    while std::io::Write::write(&mut filler, &[b'.'; 4096]).is_ok() {}
+    // SAFETY: as above; back to blocking writes.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    let mut gdbus = std::process::Command::new("gdbus")
+        .args(["call", "--address", &address, "--dest", DESKTOP])
+        .args(["--object-path", DESKTOP_PATH])
+        .args(["--method", "org.freedesktop.portal.FileChooser.OpenFile"])
+        .args(["", "Pick", "{'handle_token': <'gdbus_1'>}"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gdbus");
+
+    let at = seen.wait_for("member=Response", Duration::from_secs(10));
+    // Let gdbus print and go.
+    let drained = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        String::from_utf8_lossy(&out)
+            .trim_start_matches('.')
+            .to_owned()
+    });
+    let status = gdbus.wait().unwrap();
+    let printed = drained.join().unwrap();
+    let mut err = String::new();
+    gdbus
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let at = at.unwrap_or_else(|| {
+        panic!(
+            "the monitor saw no Response: {:?}\ngdbus: {printed}{err}\n{}",
+            seen.seen,
+            portal.bus.logs()
+        )
+    });
+    assert!(status.success(), "gdbus: {status} {printed}{err}");
+    // "(objectpath '/org/freedesktop/portal/desktop/request/1_7/gdbus_1',)"
+    let handle = printed
+        .trim()
+        .strip_prefix("(objectpath '")
+        .and_then(|s| s.strip_suffix("',)"))
+        .unwrap_or_else(|| panic!("gdbus printed {printed:?}"));
+    let caller = handle
+        .strip_prefix("/org/freedesktop/portal/desktop/request/")
+        .and_then(|s| s.strip_suffix("/gdbus_1"))
+        .unwrap_or_else(|| panic!("not upstream's handle formula: {handle}"));
+    // "signal time=... sender=:1.3 -> destination=:1.7 serial=... path=...; interface=...; member=Response"
+    let header = &seen.seen[at];
+    assert!(
+        header.contains(&format!("destination=:{} ", caller.replace('_', "."))),
+        "the Response goes to the gdbus connection alone: {header}"
+    );
+    assert!(header.contains(&format!("path={handle};")), "{header}");
+    // Its body: the response code and the chosen URIs.
+    seen.wait_for(&format!("string \"{uri}\""), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no uris in the Response: {:?}", &seen.seen[at..]));
+    let body: Vec<&str> = seen.seen[at + 1..].iter().map(|l| l.trim()).collect();
+    assert_eq!(body.first(), Some(&"uint32 0"), "{body:?}");
+    assert!(body.contains(&"string \"uris\""), "{body:?}");
+    let _ = porthole_tests::signal_and_wait(monitor.id(), libc::SIGTERM, Duration::from_secs(3));
+    let _ = monitor.wait();
+}
+
+// ---- a real backend ---------------------------------------------------------
+
+const GTK: &str = "org.freedesktop.impl.portal.desktop.gtk";
+const GTK_BACKEND: &str = "/usr/libexec/xdg-desktop-portal-gtk";
+const GTK_PORTAL: &str = "/usr/share/xdg-desktop-portal/portals/gtk.portal";
+const WAYLAND_SOCKET: &str = "wayland-porthole";
+
+/// A process of the test, stopped by PID (SIGTERM, then SIGKILL) on drop.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if !porthole_tests::signal_and_wait(self.0.id(), libc::SIGTERM, Duration::from_secs(3)) {
+            porthole_tests::signal_and_wait(self.0.id(), libc::SIGKILL, Duration::from_secs(2));
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a headless weston on `bus`'s runtime dir, waited for until its
+/// socket accepts.
+fn start_weston(bus: &Bus) -> Peer {
+    let log = std::fs::File::create(bus.root().join("logs/weston.log")).unwrap();
+    let mut cmd = bus.command("/usr/bin/weston");
+    // Pixman renders the windows, so screenshots show them; no panel (so
+    // no clock) and no animations: a still screen; --debug lets any client take screenshots
+    // (weston-screenshooter).
+    let config = bus.root().join("weston.ini");
+    std::fs::write(
+        &config,
+        "[shell]\npanel-position=none\nstartup-animation=none\nanimation=none\n\
+         close-animation=none\nfocus-animation=none\n",
+    )
+    .unwrap();
+    cmd.args([
+        "--backend=headless-backend.so",
+        "--use-pixman",
+        &format!("--config={}", config.display()),
+        "--debug",
+        &format!("--socket={WAYLAND_SOCKET}"),
+        "--idle-time=0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log);
+    let weston = Peer(cmd.spawn().expect("weston"));
+    let socket = bus.runtime_dir().join(WAYLAND_SOCKET);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "weston did not come up:\n{}",
+            bus.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    weston
+}
+
+fn gtk_missing() -> Option<String> {
+    [
+        "/usr/bin/weston",
+        GTK_BACKEND,
+        GTK_PORTAL,
+        "/usr/bin/weston-screenshooter",
+    ]
+    .iter()
+    .find(|p| !Path::new(p).exists())
+    .map(|p| format!("{p} missing (packages weston, xdg-desktop-portal-gtk)"))
+}
+
+/// xdg-desktop-portal-gtk as our frontend's FileChooser backend, chosen
+/// through its installed .portal file and a portals.conf, on a headless
+/// weston: OpenFile brings up its dialog (the backend's impl Request at the
+/// request's handle, a GTK window on the compositor), and the client's
+/// Close ends it: the frontend closes the backend's Request, GTK answers
+/// the dialog's call with response 2 (seen by a bus monitor), the dialog
+/// goes, and the app hears no Response (as upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xdg_desktop_portal_gtk_shows_the_dialog_and_close_ends_it() {
+    if let Some(why) = gtk_missing() {
+        porthole_tests::skipped(&format!(
+            "xdg_desktop_portal_gtk_shows_the_dialog_and_close_ends_it: {why}"
+        ));
+        return;
+    }
+    let bus = Bus::start();
+    let _weston = start_weston(&bus);
+    let mut cmd = bus.command(GTK_BACKEND);
+    cmd.args(["--verbose", "--replace"])
+        .env("WAYLAND_DISPLAY", WAYLAND_SOCKET)
+        .env("GDK_BACKEND", "wayland")
+        .env("GSETTINGS_BACKEND", "memory")
+        .env("GTK_A11Y", "none")
+        .env("NO_AT_BRIDGE", "1");
+    let _gtk = bus.spawn_owning("gtk", cmd, GTK).await;
+    let portals = bus.root().join("portals");
+    std::fs::create_dir_all(&portals).unwrap();
+    std::fs::copy(GTK_PORTAL, portals.join("gtk.portal")).unwrap();
+    std::fs::write(portals.join("portals.conf"), "[preferred]\ndefault=gtk\n").unwrap();
+    let mut cmd = bus.command(bin("porthole-portals"));
+    cmd.arg("-v").env("XDG_DESKTOP_PORTAL_DIR", &portals);
+    let _frontend = bus.spawn_owning("portals", cmd, DESKTOP).await;
+
+    // The empty screen, once the shell has drawn its background (two
+    // screenshots alike).
+    let mut empty = screenshot(&bus, "empty");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = screenshot(&bus, "empty");
+        if again.1 == empty.1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "weston's screen never settles");
+        empty = again;
+    }
+    let conn = bus.connection().await;
+    let answers = format!("type='method_return',sender='{GTK}'");
+    let mut from_gtk = bus.monitor(&[answers.as_str()]).await;
+    let path = predicted(&conn, "gtk_dialog");
+    let mut responses = subscribe(&conn, &path).await;
+    let handle = call(
+        &conn,
+        "OpenFile",
+        &options(vec![("handle_token", Value::from("gtk_dialog"))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.as_str(), path);
+
+    // The dialog is up: GTK's Request at the handle.
+    let gtk_request = |conn: zbus::Connection, path: String| async move {
+        let proxy = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(GTK)
+            .unwrap()
+            .path(path)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        proxy
+            .introspect()
+            .await
+            .unwrap_or_default()
+            .contains("org.freedesktop.impl.portal.Request")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gtk_request(conn.clone(), path.clone()).await {
+        assert!(
+            Instant::now() < deadline,
+            "xdg-desktop-portal-gtk never showed the dialog:\n{}",
+            bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And its window is on the screen: the screen differs from the empty
+    // one taken before (a person can look at it: the test keeps it when it
+    // fails; README "Seeing the dialog").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = screenshot(&bus, "dialog");
+        if shown.1 != empty.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window on the screen: {}\n{}",
+            shown.0.display(),
+            bus.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The client closes: no Response; GTK answers its call with 2.
+    assert_eq!(close(&conn, &path).await, None);
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = from_gtk.next().await {
+            let msg = msg.unwrap();
+            if let Ok((code, _)) = msg.body().deserialize::<(u32, Options)>() {
+                return code;
+            }
+        }
+        panic!("the monitor ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("GTK never answered the dialog's call:\n{}", bus.logs()));
+    assert_eq!(answered, 2, "a closed dialog is response 2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gtk_request(conn.clone(), path.clone()).await {
+        assert!(Instant::now() < deadline, "GTK's dialog stays up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        next_response(&mut responses, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "Close must not emit Response"
+    );
+    // The window is gone: the screen is empty again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = screenshot(&bus, "closed");
+        if after.1 == empty.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dialog's window stays on the screen: {}",
+            after.0.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A screenshot of the headless weston (weston-screenshooter), saved as
+/// `shots/NAME.png` in the test's directory: its path and bytes.
+fn screenshot(bus: &Bus, name: &str) -> (PathBuf, Vec<u8>) {
+    let dir = bus.root().join("shots").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = bus.command("/usr/bin/weston-screenshooter");
+    cmd.env("WAYLAND_DISPLAY", WAYLAND_SOCKET).current_dir(&dir);
+    let (status, out, err) = porthole_tests::run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert!(status.success(), "weston-screenshooter: {out}{err}");
+    let shot = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap_or_else(|| panic!("weston-screenshooter wrote no PNG: {out}{err}"));
+    let target = bus.root().join("shots").join(format!("{name}.png"));
+    std::fs::rename(&shot, &target).unwrap();
+    let bytes = std::fs::read(&target).unwrap();
+    (target, bytes)
 }
