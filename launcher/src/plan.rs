@@ -191,6 +191,9 @@ pub struct PlanInput {
     /// The D-Bus proxy's system-bus socket, bound as
     /// /run/dbus/system_bus_socket.
     pub system_bus: Option<PathBuf>,
+    /// Further steps of a Flatpak-installed app (extensions, `persistent=`
+    /// directories), after the app's files and grants.
+    pub extra_ops: Vec<Op>,
 }
 
 /// Paths a `--filesystem` grant may not cover or replace: the sandbox's own
@@ -387,11 +390,6 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
         dest: input.home.clone(),
         mode: 0o755,
     });
-    ops.push(Op::Bind {
-        src: input.app_data.clone(),
-        dest: input.app_data.clone(),
-        attrs: BIND_RW,
-    });
 
     if let Some(files) = &input.app_files {
         ops.push(Op::Bind {
@@ -411,6 +409,14 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
             },
         });
     }
+    // After the grants: a read-only grant of the home (Flatpak's `home:ro`)
+    // must not make the app's own data read-only.
+    ops.push(Op::Bind {
+        src: input.app_data.clone(),
+        dest: input.app_data.clone(),
+        attrs: BIND_RW,
+    });
+    ops.extend(input.extra_ops.iter().cloned());
 
     // /run/user/UID: private, holding only the granted sockets.
     let run_user = PathBuf::from(format!("/run/user/{}", input.uid));
@@ -502,6 +508,7 @@ mod tests {
             x11: None,
             session_bus: None,
             system_bus: None,
+            extra_ops: vec![],
         }
     }
 

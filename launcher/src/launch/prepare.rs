@@ -243,7 +243,10 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     // `DIR/metadata` supplies default permissions.
     let mut perms = Permissions::default();
     let mut app_files = None;
-    if let Some(dir) = &req.app_dir {
+    if let Some(inst) = &req.installed {
+        perms = inst.grants.permissions.clone();
+        app_files = Some(inst.app_files());
+    } else if let Some(dir) = &req.app_dir {
         let c = canonical_dir(dir).map_err(|reason| LaunchError::AppDir {
             path: dir.clone(),
             reason,
@@ -263,7 +266,12 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
 
     // /usr and /etc sources. The runtime's /etc files are looked up inside
     // the runtime (see `Tree`), never through its symlinks onto the host.
-    let (usr, etc_root, tree) = match &req.runtime {
+    // An installed app's runtime, unless a runtime directory is given.
+    let runtime_dir = req
+        .runtime
+        .clone()
+        .or_else(|| req.installed.as_ref().map(|i| i.runtime_files()));
+    let (usr, etc_root, tree) = match &runtime_dir {
         None => (
             PathBuf::from("/usr"),
             PathBuf::from("/etc"),
@@ -382,6 +390,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         permissions: &perms,
         session_bus_proxy: bus.as_ref().is_some_and(|b| b.session.is_some()),
         system_bus_proxy: bus.as_ref().is_some_and(|b| b.system.is_some()),
+        installed: req.installed.as_ref().map(|i| &i.info),
     });
 
     // Landlock's write list: the app's data, the private temporary
@@ -433,10 +442,15 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             .as_ref()
             .and_then(|b| b.system.as_ref())
             .map(|l| l.socket.clone()),
+        extra_ops: req
+            .installed
+            .as_ref()
+            .map(|i| i.extra_ops())
+            .unwrap_or_default(),
     };
     let ops = plan::build(input)?;
 
-    let env = environ::build(
+    let mut env = environ::build(
         std::env::vars(),
         &EnvInput {
             uid,
@@ -451,6 +465,10 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             extra: &perms.env,
         },
     );
+
+    if let Some(inst) = &req.installed {
+        crate::flatpak::apply_env(&mut env, inst, &perms.env);
+    }
 
     // Without multiarch the programs have no i386 branch (shorter, so
     // cheaper to load and JIT); with devel ptrace and perf_event_open pass.

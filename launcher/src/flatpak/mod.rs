@@ -1,0 +1,453 @@
+//! Running apps that Flatpak installed: `porthole run APP_ID [ARGS...]`
+//! without a command finds the app in the Flatpak installations and runs
+//! it as `flatpak run` would, in our sandbox.
+//!
+//! Stages, one module each: [`refs`] (checked ref parts) →
+//! [`installation`] (where apps and runtimes are deployed, their commits) →
+//! [`context`] (the permission layers, merged with Flatpak's rules) →
+//! [`grants`] (what our sandbox provides for them) and [`extension`]
+//! (runtime and app extensions). [`resolve`] ties them together into an
+//! [`Installed`] that the launch uses instead of `--app-dir`.
+
+pub mod context;
+pub mod extension;
+pub mod grants;
+pub mod installation;
+pub mod refs;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use porthole_identity::{AppId, KeyFile};
+
+use crate::exit_code;
+use crate::mount::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::permissions::Permissions;
+use crate::plan::{Access, FsKind, Op};
+use context::{Context, SOCKETS};
+use extension::Extension;
+use grants::{Grants, HostDirs};
+use installation::{Deploy, Installation};
+use refs::{Kind, Ref, RefError};
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub app_id: String,
+    pub arch: Option<String>,
+    pub branch: Option<String>,
+    /// `--runtime=ID[/ARCH[/BRANCH]]`.
+    pub runtime: Option<String>,
+    /// `--command=`.
+    pub command: Option<String>,
+    pub args: Vec<OsString>,
+    /// The command line's grants: the last layer of the context written
+    /// to `/.flatpak-info` (the launch merges them into the permissions
+    /// itself, as for any app).
+    pub cli: Permissions,
+}
+
+/// Why an installed app cannot be run. Each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum FlatpakError {
+    #[error("{what} is not installed (looked in {})", searched(.dirs))]
+    NotInstalled { what: String, dirs: Vec<PathBuf> },
+    #[error("{app} needs runtime {runtime}, which is not installed (looked in {})", searched(.dirs))]
+    RuntimeMissing {
+        app: String,
+        runtime: String,
+        dirs: Vec<PathBuf>,
+    },
+    #[error("damaged installation: {path}: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error(transparent)]
+    BadRef(#[from] RefError),
+}
+
+fn searched(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl FlatpakError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FlatpakError::NotInstalled { .. } => exit_code::NOT_INSTALLED,
+            FlatpakError::RuntimeMissing { .. } => exit_code::RUNTIME_MISSING,
+            FlatpakError::Damaged { .. } => exit_code::DAMAGED_METADATA,
+            FlatpakError::BadRef(_) => exit_code::BAD_REF,
+        }
+    }
+}
+
+impl From<installation::DamagedDeploy> for FlatpakError {
+    fn from(e: installation::DamagedDeploy) -> Self {
+        FlatpakError::Damaged {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
+/// What `/.flatpak-info` says about an installed app beyond our own keys.
+#[derive(Debug, Clone)]
+pub struct InfoExtra {
+    pub runtime_ref: String,
+    pub app_commit: String,
+    pub runtime_commit: String,
+    /// `ID=COMMIT;...` as Flatpak writes them; empty when none.
+    pub app_extensions: String,
+    pub runtime_extensions: String,
+    pub branch: String,
+    pub arch: String,
+    /// The merged context, command line included, as Flatpak writes it.
+    pub context: Context,
+}
+
+/// An installed app, resolved: what the launch needs.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub app: Deploy,
+    pub runtime: Deploy,
+    pub argv: Vec<OsString>,
+    pub grants: Grants,
+    pub extensions: Vec<Extension>,
+    /// Flatpak's default variables for apps (under the context's own).
+    pub env: Vec<(String, String)>,
+    pub info: InfoExtra,
+}
+
+impl Installed {
+    pub fn app_files(&self) -> PathBuf {
+        self.app.files()
+    }
+
+    pub fn runtime_files(&self) -> PathBuf {
+        self.runtime.files()
+    }
+
+    /// Mount-plan steps beyond the usual ones: extensions (a tmpfs first
+    /// for subdirectory ones) and `persistent=` directories.
+    pub fn extra_ops(&self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        let mut tmpfs: Vec<&Path> = Vec::new();
+        for e in &self.extensions {
+            if let Some(t) = &e.tmpfs
+                && !tmpfs.contains(&t.as_path())
+            {
+                tmpfs.push(t);
+                ops.push(Op::Mount {
+                    kind: FsKind::Tmpfs { mode: 0o755 },
+                    dest: t.clone(),
+                    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                });
+            }
+            ops.push(Op::Bind {
+                src: e.files.clone(),
+                dest: e.dest.clone(),
+                attrs: ro,
+            });
+        }
+        for (src, dest, access) in &self.grants.binds {
+            ops.push(Op::Bind {
+                src: src.clone(),
+                dest: dest.clone(),
+                attrs: match access {
+                    Access::ReadOnly => ro,
+                    Access::ReadWrite => MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                },
+            });
+        }
+        ops
+    }
+}
+
+fn read_metadata(path: &Path) -> Result<KeyFile, FlatpakError> {
+    let damaged = |reason: String| FlatpakError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| damaged(e.to_string()))?;
+    KeyFile::parse_bytes(&bytes).map_err(|e| damaged(e.to_string()))
+}
+
+fn load_layer(kf: &KeyFile, path: &Path) -> Result<Context, FlatpakError> {
+    Context::load(kf).map_err(|e| FlatpakError::Damaged {
+        path: path.to_owned(),
+        reason: e.0,
+    })
+}
+
+/// The command line's grants as a context layer (for `/.flatpak-info`).
+fn cli_layer(p: &Permissions) -> Context {
+    let mut c = Context::default();
+    if p.network {
+        Context::grant(&mut c.shares, context::SHARES, "network");
+    }
+    for s in &p.sockets {
+        Context::grant(&mut c.sockets, SOCKETS, s.name());
+    }
+    for f in crate::permissions::feature_names(p.features) {
+        Context::grant(&mut c.features, context::FEATURES, f);
+    }
+    for f in &p.filesystems {
+        let mode = match f.access {
+            Access::ReadOnly => context::FsMode::ReadOnly,
+            Access::ReadWrite => context::FsMode::ReadWrite,
+        };
+        c.filesystems.insert(&f.path.display().to_string(), mode);
+    }
+    for (names, policy) in [
+        (&p.talk_names, context::Policy::Talk),
+        (&p.own_names, context::Policy::Own),
+        (&p.see_names, context::Policy::See),
+    ] {
+        for n in names {
+            c.session_bus.insert(n, policy);
+        }
+    }
+    for (names, policy) in [
+        (&p.system_talk_names, context::Policy::Talk),
+        (&p.system_own_names, context::Policy::Own),
+        (&p.system_see_names, context::Policy::See),
+    ] {
+        for n in names {
+            c.system_bus.insert(n, policy);
+        }
+    }
+    for (k, v) in &p.env {
+        c.env.insert(k, Some(v.clone()));
+    }
+    c
+}
+
+/// Finds the app and its runtime and computes everything `flatpak run`
+/// would: the installations are read from the environment (`env`), the
+/// home is the one the app's data lives under.
+pub fn resolve(
+    q: &Query,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    home: &Path,
+) -> Result<Installed, FlatpakError> {
+    refs::check_id("app id", &q.app_id)?;
+    if let Some(a) = &q.arch {
+        refs::check_arch(a)?;
+    }
+    if let Some(b) = &q.branch {
+        refs::check_branch(b)?;
+    }
+    let dirs = installation::installations(env, home);
+    let paths = || dirs.iter().map(|d| d.path.clone()).collect::<Vec<_>>();
+
+    // Arch and branch: given, else the `current` link's, else the only
+    // branch installed.
+    let current = installation::current(&dirs, &q.app_id);
+    let arch = q
+        .arch
+        .clone()
+        .or_else(|| current.as_ref().map(|c| c.0.clone()))
+        .unwrap_or_else(|| refs::host_arch().to_owned());
+    let branch = match q.branch.clone().or_else(|| {
+        current
+            .as_ref()
+            .filter(|c| c.0 == arch)
+            .map(|c| c.1.clone())
+    }) {
+        Some(b) => b,
+        None => {
+            let found = installation::branches(&dirs, Kind::App, &q.app_id, &arch);
+            match found.as_slice() {
+                [only] => only.clone(),
+                [] => {
+                    return Err(FlatpakError::NotInstalled {
+                        what: format!("app {}", q.app_id),
+                        dirs: paths(),
+                    });
+                }
+                many => {
+                    return Err(FlatpakError::BadRef(RefError {
+                        what: "branch",
+                        value: String::new(),
+                        reason: format!(
+                            "{} has several branches installed ({}) and none is current; choose one with --branch",
+                            q.app_id,
+                            many.join(", ")
+                        ),
+                    }));
+                }
+            }
+        }
+    };
+    let app_ref = Ref::new(Kind::App, &q.app_id, &arch, &branch)?;
+    let app = installation::find_deploy_in(&dirs, &app_ref)?.ok_or_else(|| {
+        FlatpakError::NotInstalled {
+            what: app_ref.to_string(),
+            dirs: paths(),
+        }
+    })?;
+
+    let meta_path = app.metadata_path();
+    let meta = read_metadata(&meta_path)?;
+    let damaged = |reason: &str| FlatpakError::Damaged {
+        path: meta_path.clone(),
+        reason: reason.to_owned(),
+    };
+    match meta.get("Application", "name") {
+        Some(n) if n == q.app_id => {}
+        Some(n) => return Err(damaged(&format!("names app {n:?}, not {:?}", q.app_id))),
+        None => return Err(damaged("no [Application] name")),
+    }
+    let default_runtime = meta
+        .get("Application", "runtime")
+        .ok_or_else(|| damaged("no [Application] runtime"))?;
+    let default_runtime =
+        Ref::runtime_pref(&default_runtime).map_err(|e| damaged(&e.to_string()))?;
+    let runtime_ref = match &q.runtime {
+        Some(o) => Ref::runtime_override(&default_runtime, o)?,
+        None => default_runtime,
+    };
+    let runtime = installation::find_deploy_in(&dirs, &runtime_ref)?.ok_or_else(|| {
+        FlatpakError::RuntimeMissing {
+            app: app_ref.to_string(),
+            runtime: runtime_ref.to_string(),
+            dirs: paths(),
+        }
+    })?;
+    let runtime_meta_path = runtime.metadata_path();
+    let runtime_meta = read_metadata(&runtime_meta_path)?;
+
+    let command = match &q.command {
+        Some(c) => c.clone(),
+        None => meta
+            .get("Application", "command")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| damaged("no [Application] command (give one with --command=)"))?,
+    };
+    let mut argv = vec![OsString::from(command)];
+    argv.extend(q.args.iter().cloned());
+
+    // Permission layers, as flatpak_app_compute_permissions and
+    // flatpak_deploy_get_overrides order them: runtime, app, the system
+    // installation's global and app overrides (for apps installed there),
+    // the user's global and app overrides; the command line last.
+    let mut ctx = load_layer(&runtime_meta, &runtime_meta_path)?;
+    ctx.merge(&load_layer(&meta, &meta_path)?);
+    let user = dirs.iter().find(|d| d.user);
+    let system_default = dirs.iter().find(|d| !d.user);
+    let mut override_dirs: Vec<&Installation> = Vec::new();
+    if !app.installation.user
+        && let Some(s) = system_default
+    {
+        override_dirs.push(s);
+    }
+    if let Some(u) = user {
+        override_dirs.push(u);
+    }
+    for inst in override_dirs {
+        for name in ["global", q.app_id.as_str()] {
+            if let Some(path) = installation::override_file(inst, name) {
+                let kf = read_metadata(&path)?;
+                ctx.merge(&load_layer(&kf, &path)?);
+            }
+        }
+    }
+    let app_data = home.join(".var/app").join(&q.app_id);
+    let grants = grants::grants(&ctx, &HostDirs::current(home), &app_data);
+    let mut info_ctx = ctx.clone();
+    info_ctx.merge(&cli_layer(&q.cli));
+
+    let app_extensions = extension::list(&meta, &app_ref, "/app", &dirs);
+    let runtime_extensions = extension::list(&runtime_meta, &runtime_ref, "/usr", &dirs);
+    let used = |v: &[Extension]| {
+        v.iter()
+            .map(|e| format!("{}={}", e.id, e.commit))
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    // No ld.so.cache of our own making: the library path, as Flatpak sets
+    // it when it does not build one (app extensions, /app/lib, runtime
+    // extensions).
+    let ld: Vec<String> = app_extensions
+        .iter()
+        .filter_map(|e| e.ld_path.as_ref())
+        .map(|p| p.display().to_string())
+        .chain(std::iter::once("/app/lib".to_string()))
+        .chain(
+            runtime_extensions
+                .iter()
+                .filter_map(|e| e.ld_path.as_ref())
+                .map(|p| p.display().to_string()),
+        )
+        .collect();
+    let env = vec![
+        ("FLATPAK_ID".to_string(), q.app_id.clone()),
+        (
+            "XDG_DATA_DIRS".to_string(),
+            "/app/share:/usr/share".to_string(),
+        ),
+        (
+            "XDG_CONFIG_DIRS".to_string(),
+            "/app/etc/xdg:/etc/xdg".to_string(),
+        ),
+        ("SHELL".to_string(), "/bin/sh".to_string()),
+        ("LD_LIBRARY_PATH".to_string(), ld.join(":")),
+    ];
+    let info = InfoExtra {
+        runtime_ref: runtime_ref.to_string(),
+        app_commit: app.commit.clone(),
+        runtime_commit: runtime.commit.clone(),
+        app_extensions: used(&app_extensions),
+        runtime_extensions: used(&runtime_extensions),
+        branch: app_ref.branch.clone(),
+        arch: app_ref.arch.clone(),
+        context: info_ctx,
+    };
+    let mut extensions = app_extensions;
+    extensions.extend(runtime_extensions);
+    extensions.sort_by(|a, b| a.dest.cmp(&b.dest));
+    Ok(Installed {
+        app,
+        runtime,
+        argv,
+        grants,
+        extensions,
+        env,
+        info,
+    })
+}
+
+/// Whether `s` names an installed-app query's `--runtime` (a ref) rather
+/// than a runtime directory: directories are given as paths.
+pub fn is_runtime_ref(s: &std::ffi::OsStr) -> bool {
+    let b = s.as_encoded_bytes();
+    !(b.starts_with(b"/") || b.starts_with(b"./") || b.starts_with(b"../") || b == b".")
+}
+
+/// Checks that `id` is a valid app id (the same rules as for refs).
+pub fn app_id(id: &str) -> Result<AppId, FlatpakError> {
+    refs::check_id("app id", id)?;
+    AppId::parse(id).map_err(|e| {
+        FlatpakError::BadRef(RefError {
+            what: "app id",
+            value: id.to_owned(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// Adds Flatpak's default variables for apps to `env` where the context
+/// (`granted`, already in `env`) did not set them, then removes the
+/// context's `unset-environment` ones.
+pub fn apply_env(env: &mut Vec<(String, String)>, inst: &Installed, granted: &[(String, String)]) {
+    for (k, v) in &inst.env {
+        if granted.iter().any(|(g, _)| g == k) {
+            continue;
+        }
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env.retain(|(k, _)| !inst.grants.unset_env.contains(k));
+}
