@@ -1,0 +1,121 @@
+#!/bin/sh
+# Builds and installs, offline, the Flatpak app the launcher's Flatpak tests
+# and benchmark run under both `flatpak run` and `porthole run`.
+#
+#   flatpak-fixture.sh build WORK PROBE SHARED
+#       WORK/repo: a local, unsigned ostree repo holding
+#         runtime/org.porthole.TestPlatform/ARCH/1: a trimmed copy of the
+#           debootstrapped tree's /usr (bin, sbin, lib, lib64; no share),
+#           exported with `flatpak build-export --runtime`;
+#         app/org.porthole.FlatpakTest/ARCH/stable: built with build-init,
+#           a shell script as its command (`fptest`, which reports what the
+#           app sees), the probe, and build-finish permissions on SHARED.
+#   flatpak-fixture.sh install WORK BASE
+#       BASE/{user,system,config}: a private installation (FLATPAK_USER_DIR
+#       and friends) with the runtime and the app from WORK/repo. Run it as
+#       the user who will run the app.
+#
+# Nothing here uses the network: remote-add and install read WORK/repo.
+set -eu
+RUNTIME_TREE=${PORTHOLE_RUNTIME_TREE:-/var/tmp/porthole-runtime-bookworm}
+APP=org.porthole.FlatpakTest
+RUNTIME=org.porthole.TestPlatform
+ARCH=$(flatpak --default-arch)
+
+flatpak_env() {
+    export FLATPAK_USER_DIR="$1/user" FLATPAK_SYSTEM_DIR="$1/system" FLATPAK_CONFIG_DIR="$1/config"
+}
+
+# A throw-away installation need not survive a crash: ostree skips its
+# fsync calls (seconds each install on a busy disk).
+no_fsync() {
+    sed -i 's/^\[core\]$/[core]\nfsync=false/' "$1"
+}
+
+case "$1" in
+build)
+    work=$2 probe=$3 shared=$4
+    [ -d "$work/repo" ] && exit 0
+    rm -rf "$work/tmp" && mkdir -p "$work/tmp"
+    cd "$work/tmp"
+    # The runtime: build-export --runtime commits usr/ (files/ must exist).
+    mkdir -p rt/usr/etc rt/files
+    for d in bin sbin lib lib64; do
+        cp -a --reflink=auto "$RUNTIME_TREE/usr/$d" rt/usr/
+    done
+    # What the app never uses goes (a third of the size, so of the time).
+    rm -rf rt/usr/lib/x86_64-linux-gnu/gconv rt/usr/lib/x86_64-linux-gnu/perl-base \
+        rt/usr/bin/perl* rt/usr/lib/apt rt/usr/lib/x86_64-linux-gnu/libapt-* \
+        rt/usr/lib/x86_64-linux-gnu/libdb-*
+    cp "$RUNTIME_TREE/etc/ld.so.cache" rt/usr/etc/
+    cat >rt/metadata <<EOF
+[Runtime]
+name=$RUNTIME
+runtime=$RUNTIME/$ARCH/1
+sdk=$RUNTIME/$ARCH/1
+EOF
+    flatpak build-export --runtime --no-update-summary --disable-fsync repo rt 1 >/dev/null
+    flatpak build-update-repo repo >/dev/null
+    # build-init looks the SDK up among installed runtimes.
+    flatpak_env "$work/tmp/build-inst"
+    flatpak --user remote-add --no-gpg-verify build "file://$work/tmp/repo"
+    no_fsync "$FLATPAK_USER_DIR/repo/config"
+    flatpak --user install -y --noninteractive build "runtime/$RUNTIME/$ARCH/1" >/dev/null
+    flatpak build-init app "$APP" "$RUNTIME" "$RUNTIME" 1 >/dev/null
+    mkdir -p app/files/bin app/files/share/fptest app/files/lib
+    strip -o app/files/bin/porthole-probe "$probe"
+    echo hello >app/files/share/fptest/hello
+    # The app reports what it sees, one line per fact, for the test to
+    # compare between `flatpak run` and `porthole run`.
+    cat >app/files/bin/fptest <<'EOF'
+#!/bin/sh
+printf 'ARGS'; for a in "$@"; do printf ' [%s]' "$a"; done; echo
+env | LC_ALL=C sort | sed 's/^/ENV /'
+shared=$(sed -n 's/^SHARED=//p' /app/share/fptest/where)
+uid=$(id -u)
+for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/ldconfig \
+         /etc/passwd /.flatpak-info "$HOME" "$HOME/.var/app/$FLATPAK_ID" \
+         "$HOME/.fptest-persist" "$shared/ro/file" "$shared/rw/file" \
+         "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh; do
+    if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
+done
+for d in ro rw hidden; do
+    if (: >"$shared/$d/written-by-app") 2>/dev/null; then
+        echo "WRITE $d yes"; rm -f "$shared/$d/written-by-app"
+    else
+        echo "WRITE $d no"
+    fi
+done
+sed 's/^/INFO /' /.flatpak-info
+/app/bin/porthole-probe dbus-battery "$FLATPAK_ID" org.example.Granted org.example.Hidden \
+    org.freedesktop.portal.Desktop </dev/null | grep '"REACH\.'
+EOF
+    chmod 755 app/files/bin/fptest
+    echo "SHARED=$shared" >app/files/share/fptest/where
+    flatpak build-finish app --command=fptest --share=network --socket=wayland \
+        --filesystem="$shared/ro:ro" --filesystem="$shared/rw" \
+        --talk-name=org.example.Granted --env=FPTEST_VAR=from-metadata \
+        --persist=.fptest-persist >/dev/null
+    flatpak build-export --no-update-summary --disable-fsync repo app stable >/dev/null
+    flatpak build-update-repo repo >/dev/null
+    chmod -R a+rX repo
+    mv repo "$work/repo"
+    cd "$work" && rm -rf "$work/tmp"
+    ;;
+install)
+    work=$2 base=$3
+    flatpak_env "$base"
+    mkdir -p "$base/user" "$base/config"
+    # Flatpak asks the system bus about parental controls when a user
+    # other than root installs an app; there is no system bus here. Its
+    # own test suite skips the check with this variable.
+    export FLATPAK_SYSTEM_HELPER_ON_SESSION=1
+    flatpak --user remote-add --no-gpg-verify test "file://$work/repo"
+    no_fsync "$FLATPAK_USER_DIR/repo/config"
+    flatpak --user install -y --noninteractive test "runtime/$RUNTIME/$ARCH/1" "app/$APP/$ARCH/stable" >/dev/null
+    ;;
+*)
+    echo "usage: $0 build WORK PROBE SHARED | install WORK BASE" >&2
+    exit 2
+    ;;
+esac
