@@ -32,6 +32,15 @@ no_fsync() {
     sed -i 's/^\[core\]$/[core]\nfsync=false/' "$1"
 }
 
+# extension ID BRANCH OF_REF: exports a runtime ref ID holding a marker file
+# (an [ExtensionOf] runtime is exported from files/, like an extension).
+extension() {
+    mkdir -p "ext-$1/usr" "ext-$1/files/lib"
+    echo "$1" >"ext-$1/files/marker"
+    printf '[Runtime]\nname=%s\n\n[ExtensionOf]\nref=%s\n' "$1" "$3" >"ext-$1/metadata"
+    flatpak build-export --runtime --no-update-summary --disable-fsync repo "ext-$1" "$2" >/dev/null
+}
+
 case "$1" in
 build)
     work=$2 probe=$3 shared=$4
@@ -48,13 +57,28 @@ build)
         rt/usr/bin/perl* rt/usr/lib/apt rt/usr/lib/x86_64-linux-gnu/libapt-* \
         rt/usr/lib/x86_64-linux-gnu/libdb-*
     cp "$RUNTIME_TREE/etc/ld.so.cache" rt/usr/etc/
+    # Extension points: one installed (Ext), one not (Missing, skipped).
+    mkdir -p rt/usr/lib/porthole-ext rt/usr/lib/missing-ext
     cat >rt/metadata <<EOF
 [Runtime]
 name=$RUNTIME
 runtime=$RUNTIME/$ARCH/1
 sdk=$RUNTIME/$ARCH/1
+
+[Extension $RUNTIME.Ext]
+directory=lib/porthole-ext
+add-ld-path=lib
+no-autodownload=true
+
+[Extension $RUNTIME.Missing]
+directory=lib/missing-ext
+no-autodownload=true
 EOF
     flatpak build-export --runtime --no-update-summary --disable-fsync repo rt 1 >/dev/null
+    # The runtime's extension, and a plugin of the app (a subdirectory
+    # extension: /app/plugins/one), each a runtime ref of its own.
+    extension "$RUNTIME.Ext" 1 "runtime/$RUNTIME/$ARCH/1"
+    extension "$APP.Plugin.one" stable "app/$APP/$ARCH/stable"
     flatpak build-update-repo repo >/dev/null
     # build-init looks the SDK up among installed runtimes.
     flatpak_env "$work/tmp/build-inst"
@@ -62,7 +86,7 @@ EOF
     no_fsync "$FLATPAK_USER_DIR/repo/config"
     flatpak --user install -y --noninteractive build "runtime/$RUNTIME/$ARCH/1" >/dev/null
     flatpak build-init app "$APP" "$RUNTIME" "$RUNTIME" 1 >/dev/null
-    mkdir -p app/files/bin app/files/share/fptest app/files/lib
+    mkdir -p app/files/bin app/files/share/fptest app/files/lib app/files/plugins
     strip -o app/files/bin/porthole-probe "$probe"
     echo hello >app/files/share/fptest/hello
     # The app reports what it sees, one line per fact, for the test to
@@ -76,7 +100,8 @@ uid=$(id -u)
 for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/ldconfig \
          /etc/passwd /.flatpak-info "$HOME" "$HOME/.var/app/$FLATPAK_ID" \
          "$HOME/.fptest-persist" "$shared/ro/file" "$shared/rw/file" \
-         "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh; do
+         "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh \
+         /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker; do
     if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
 done
 for d in ro rw hidden; do
@@ -95,7 +120,9 @@ EOF
     flatpak build-finish app --command=fptest --share=network --socket=wayland \
         --filesystem="$shared/ro:ro" --filesystem="$shared/rw" \
         --talk-name=org.example.Granted --env=FPTEST_VAR=from-metadata \
-        --persist=.fptest-persist >/dev/null
+        --persist=.fptest-persist \
+        --extension="$APP.Plugin=directory=plugins" \
+        --extension="$APP.Plugin=subdirectories=true" >/dev/null
     flatpak build-export --no-update-summary --disable-fsync repo app stable >/dev/null
     flatpak build-update-repo repo >/dev/null
     chmod -R a+rX repo
@@ -112,7 +139,9 @@ install)
     export FLATPAK_SYSTEM_HELPER_ON_SESSION=1
     flatpak --user remote-add --no-gpg-verify test "file://$work/repo"
     no_fsync "$FLATPAK_USER_DIR/repo/config"
-    flatpak --user install -y --noninteractive test "runtime/$RUNTIME/$ARCH/1" "app/$APP/$ARCH/stable" >/dev/null
+    flatpak --user install -y --noninteractive test "runtime/$RUNTIME/$ARCH/1" \
+        "runtime/$RUNTIME.Ext/$ARCH/1" "runtime/$APP.Plugin.one/$ARCH/stable" \
+        "app/$APP/$ARCH/stable" >/dev/null
     ;;
 *)
     echo "usage: $0 build WORK PROBE SHARED | install WORK BASE" >&2

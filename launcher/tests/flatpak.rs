@@ -413,6 +413,11 @@ fn same_as_flatpak_run(who: Who) {
         (format!("{s}/hidden/file"), "no"),
         ("/var/lib/flatpak".to_string(), "no"),
         (format!("{}/.fptest-persist", home(who).display()), "yes"),
+        // The runtime's installed extension, its missing one (skipped),
+        // and the app's subdirectory extension.
+        ("/usr/lib/porthole-ext/marker".to_string(), "yes"),
+        ("/usr/lib/missing-ext/marker".to_string(), "no"),
+        ("/app/plugins/one/marker".to_string(), "yes"),
     ] {
         assert_eq!(
             ph.paths.get(&path).map(String::as_str),
@@ -438,6 +443,20 @@ fn same_as_flatpak_run(who: Who) {
         )
     );
     assert_eq!(info["Instance/app-commit"].len(), 64);
+    assert!(
+        info["Instance/runtime-extensions"].starts_with("org.porthole.TestPlatform.Ext="),
+        "{}",
+        ph.info
+    );
+    assert!(
+        info["Instance/app-extensions"].starts_with("org.porthole.FlatpakTest.Plugin.one="),
+        "{}",
+        ph.info
+    );
+    assert_eq!(
+        ph.env["LD_LIBRARY_PATH"],
+        "/app/lib:/usr/lib/porthole-ext/lib"
+    );
     assert!(
         info["Instance/app-path"].ends_with(&format!("/{}/files", info["Instance/app-commit"]))
     );
