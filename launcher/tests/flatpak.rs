@@ -181,6 +181,8 @@ struct Report {
     writes: BTreeMap<String, String>,
     info: String,
     reach: BTreeMap<String, String>,
+    /// porthole's warning lines (stderr).
+    warnings: Vec<String>,
 }
 
 fn report(stdout: &str) -> Report {
@@ -382,14 +384,22 @@ fn both(who: Who, inst: &Installation, name: &str, args: &[&str]) -> (Report, Re
     pargs.extend_from_slice(args);
     let ph = inst.porthole(who, &rt, &pargs, &penv);
     assert_eq!(ph.code, Some(0), "porthole run: {}", ph.stderr);
-    // Wayland is granted but there is no compositor: a note, no warning.
+    // Wayland is granted but there is no compositor: a note. Warnings are
+    // returned for the caller to judge.
+    let mut warnings = Vec::new();
     for line in ph.stderr.lines() {
-        assert!(
-            line.starts_with("porthole: note: "),
-            "unexpected stderr line: {line}"
-        );
+        if let Some(w) = line.strip_prefix("porthole: warning: ") {
+            warnings.push(w.to_owned());
+        } else {
+            assert!(
+                line.starts_with("porthole: note: "),
+                "unexpected stderr line: {line}"
+            );
+        }
     }
-    (report(&fp.stdout), report(&ph.stdout))
+    let mut ph = report(&ph.stdout);
+    ph.warnings = warnings;
+    (report(&fp.stdout), ph)
 }
 
 fn same_as_flatpak_run(who: Who) {
@@ -402,6 +412,7 @@ fn same_as_flatpak_run(who: Who) {
     }
     // What the metadata grants, seen from inside: the facts the comparison
     // rests on, so that two equally broken launchers cannot agree.
+    assert!(ph.warnings.is_empty(), "{:?}", ph.warnings);
     let s = shared();
     let s = s.display();
     assert_eq!(ph.args, "[one] [two words] [--three]");
@@ -484,6 +495,9 @@ fn overrides(who: Who) {
             "--no-talk-name=org.example.Granted".to_string(),
             "--env=FPTEST_VAR=overridden".to_string(),
             "--unshare=network".to_string(),
+            // Not provided by porthole yet: named in one warning line.
+            "--device=dri".to_string(),
+            "--socket=ssh-auth".to_string(),
             APP.to_string(),
         ],
         vec![
@@ -502,6 +516,10 @@ fn overrides(who: Who) {
     for l in &listed {
         eprintln!("  {l}");
     }
+    assert_eq!(
+        ph.warnings,
+        ["not supported by porthole yet, so not granted: sockets=ssh-auth, devices=dri"]
+    );
     assert_eq!(ph.paths[&format!("{s}/ro/file")], "no");
     assert_eq!(ph.paths[&format!("{s}/hidden/file")], "yes");
     assert_eq!(ph.writes["hidden"], "no");
