@@ -256,12 +256,8 @@ pub fn parse_filesystem(item: &str, remove: bool) -> Option<(String, FsMode)> {
     } else {
         FsMode::ReadWrite
     };
-    let mut reset = false;
-    if loc == "host-reset" {
-        if !remove || suffix.is_some() {
-            return None;
-        }
-        reset = true;
+    if loc == "host-reset" && (!remove || suffix.is_some()) {
+        return None;
     }
     if let Some(s) = suffix.as_deref() {
         match s {
@@ -272,13 +268,11 @@ pub fn parse_filesystem(item: &str, remove: bool) -> Option<(String, FsMode)> {
                 if !remove || loc != "host" {
                     return None;
                 }
-                reset = true;
                 loc.push_str("-reset");
             }
             _ => {}
         }
     }
-    let _ = reset;
     if let Some(slash) = loc.find('/') {
         let rest = &loc[slash + 1..];
         if rest.starts_with("../") || rest.ends_with("/..") || rest.contains("/../") || rest == ".."

@@ -266,12 +266,9 @@ pub fn grants(ctx: &Context, host: &HostDirs, app_data: &Path) -> Grants {
             ));
             continue;
         }
-        match std::fs::symlink_metadata(&path) {
-            Err(_) => {
-                tracing::info!(path = %path.display(), "not sharing a location that does not exist");
-                continue;
-            }
-            Ok(_) => {}
+        if std::fs::symlink_metadata(&path).is_err() {
+            tracing::info!(path = %path.display(), "not sharing a location that does not exist");
+            continue;
         }
         // Our binds refuse symlinks anywhere on the path; Flatpak follows
         // them. Named, not silently widened or dropped.
@@ -328,8 +325,7 @@ pub fn grants(ctx: &Context, host: &HostDirs, app_data: &Path) -> Grants {
 
     for (k, v) in ctx.env.iter() {
         match v {
-            Some(v) if crate::permissions::env_forbidden(k) => {
-                let _ = v;
+            Some(_) if crate::permissions::env_forbidden(k) => {
                 unsupported.push(format!("environment {k} (never passed into the sandbox)"));
             }
             Some(v) => p.env.push((k.to_owned(), v.clone())),
