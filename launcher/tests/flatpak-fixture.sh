@@ -43,7 +43,7 @@ extension() {
 
 case "$1" in
 build)
-    work=$2 probe=$3 shared=$4
+    work=$(readlink -f "$2") probe=$(readlink -f "$3") shared=$4
     [ -d "$work/repo" ] && exit 0
     rm -rf "$work/tmp" && mkdir -p "$work/tmp"
     cd "$work/tmp"
