@@ -212,7 +212,9 @@ pub fn branches(dirs: &[Installation], kind: Kind, id: &str, arch: &str) -> Vec<
             continue;
         };
         for e in rd.flatten() {
-            if e.path().join("active").exists()
+            // The link, dangling or not: a damaged deploy is reported
+            // as damaged, not as missing.
+            if std::fs::symlink_metadata(e.path().join("active")).is_ok()
                 && let Some(n) = e.file_name().to_str()
                 && !out.iter().any(|b| b == n)
             {

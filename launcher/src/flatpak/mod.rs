@@ -451,3 +451,199 @@ pub fn apply_env(env: &mut Vec<(String, String)>, inst: &Installed, granted: &[(
     }
     env.retain(|(k, _)| !inst.grants.unset_env.contains(k));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const C2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    const C3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+    /// Deploys `kind/id/arch/branch` at `commit` in `inst` the way Flatpak
+    /// lays it out.
+    fn deploy(inst: &Path, r: &str, commit: &str, metadata: &str) {
+        let base = inst.join(r);
+        let dir = base.join(commit);
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        std::fs::write(dir.join("metadata"), metadata).unwrap();
+        let mut d = b"origin\0".to_vec();
+        d.extend_from_slice(commit.as_bytes());
+        d.extend_from_slice(b"\0\0\0\0\0");
+        std::fs::write(dir.join("deploy"), d).unwrap();
+        std::os::unix::fs::symlink(commit, base.join("active")).unwrap();
+    }
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        home: PathBuf,
+        user: PathBuf,
+        system: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = std::fs::canonicalize(tmp.path()).unwrap();
+            let (home, user, system) = (root.join("home"), root.join("user"), root.join("system"));
+            std::fs::create_dir_all(&home).unwrap();
+            deploy(
+                &system,
+                "runtime/org.example.Platform/x86_64/1",
+                C1,
+                "[Runtime]\nname=org.example.Platform\n\n[Context]\nshared=network;\n\n[Environment]\nFROM_RUNTIME=1\n\n[Extension org.example.Platform.GL]\ndirectory=lib/GL\nadd-ld-path=lib\nversions=1;2;\n",
+            );
+            deploy(
+                &system,
+                "runtime/org.example.Platform.GL/x86_64/2",
+                C3,
+                "[Runtime]\nname=org.example.Platform.GL\n",
+            );
+            deploy(
+                &user,
+                "app/org.example.App/x86_64/stable",
+                C2,
+                "[Application]\nname=org.example.App\nruntime=org.example.Platform/x86_64/1\ncommand=run-me\n\n[Context]\nshared=!network;ipc;\nsockets=wayland;\n\n[Session Bus Policy]\norg.example.Svc=talk\n",
+            );
+            std::os::unix::fs::symlink("x86_64/stable", user.join("app/org.example.App/current"))
+                .unwrap();
+            Fixture {
+                _tmp: tmp,
+                home,
+                user,
+                system,
+            }
+        }
+
+        fn env(&self) -> impl Fn(&str) -> Option<OsString> + '_ {
+            move |k: &str| match k {
+                "FLATPAK_USER_DIR" => Some(self.user.clone().into()),
+                "FLATPAK_SYSTEM_DIR" => Some(self.system.clone().into()),
+                "FLATPAK_CONFIG_DIR" => Some(self.system.join("no-config").into()),
+                _ => None,
+            }
+        }
+
+        fn resolve(&self, q: &Query) -> Result<Installed, FlatpakError> {
+            resolve(q, &self.env(), &self.home)
+        }
+    }
+
+    fn query(args: &[&str]) -> Query {
+        Query {
+            app_id: "org.example.App".into(),
+            args: args.iter().map(OsString::from).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn finds_app_runtime_extensions_and_layers() {
+        let f = Fixture::new();
+        let i = f.resolve(&query(&["--x"])).unwrap();
+        assert_eq!(i.argv, [OsString::from("run-me"), OsString::from("--x")]);
+        assert_eq!(i.app.commit, C2);
+        assert_eq!(i.runtime.commit, C1);
+        assert!(i.app_files().ends_with(format!("stable/{C2}/files")));
+        assert!(i.runtime_files().starts_with(&f.system));
+        // The app's !network takes away the runtime's network.
+        assert!(!i.grants.permissions.network);
+        assert_eq!(i.grants.unsupported, ["shared=ipc"]);
+        assert_eq!(i.grants.permissions.talk_names, ["org.example.Svc"]);
+        assert_eq!(
+            i.grants.permissions.env,
+            [("FROM_RUNTIME".to_string(), "1".to_string())]
+        );
+        // versions=1;2: only 2 is installed.
+        assert_eq!(i.extensions.len(), 1);
+        assert_eq!(i.extensions[0].dest, PathBuf::from("/usr/lib/GL"));
+        assert_eq!(
+            i.info.runtime_extensions,
+            format!("org.example.Platform.GL={C3}")
+        );
+        assert_eq!(i.info.runtime_ref, "runtime/org.example.Platform/x86_64/1");
+        let ld = i.env.iter().find(|(k, _)| k == "LD_LIBRARY_PATH").unwrap();
+        assert_eq!(ld.1, "/app/lib:/usr/lib/GL/lib");
+    }
+
+    #[test]
+    fn overrides_user_over_app_and_system_only_for_system_apps() {
+        let f = Fixture::new();
+        std::fs::create_dir_all(f.user.join("overrides")).unwrap();
+        std::fs::create_dir_all(f.system.join("overrides")).unwrap();
+        std::fs::write(
+            f.user.join("overrides/global"),
+            "[Context]\nsockets=pulseaudio;\n",
+        )
+        .unwrap();
+        std::fs::write(
+            f.user.join("overrides/org.example.App"),
+            "[Context]\nsockets=!wayland;\n\n[Session Bus Policy]\norg.example.Svc=none\n",
+        )
+        .unwrap();
+        // The app is a user installation's: system overrides do not apply.
+        std::fs::write(
+            f.system.join("overrides/org.example.App"),
+            "[Context]\nshared=network;\n",
+        )
+        .unwrap();
+        let i = f.resolve(&query(&[])).unwrap();
+        let p = &i.grants.permissions;
+        assert!(!p.network);
+        assert_eq!(
+            p.sockets.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            ["pulseaudio"]
+        );
+        assert!(p.talk_names.is_empty());
+        let mut kf = KeyFile::new();
+        i.info.context.save(&mut kf);
+        assert_eq!(kf.get_list("Context", "sockets").unwrap(), ["pulseaudio"]);
+        assert_eq!(kf.get("Session Bus Policy", "org.example.Svc"), None);
+    }
+
+    #[test]
+    fn bad_input_has_its_own_error() {
+        let f = Fixture::new();
+        let code = |q: &Query| f.resolve(q).unwrap_err().exit_code();
+        let mut q = query(&[]);
+        q.app_id = "org.example.Other".into();
+        assert_eq!(code(&q), exit_code::NOT_INSTALLED);
+        let mut q = query(&[]);
+        q.runtime = Some("org.example.Nothing".into());
+        assert_eq!(code(&q), exit_code::RUNTIME_MISSING);
+        for (branch, arch, runtime) in [
+            (Some("../../../etc"), None, None),
+            (None, Some(".."), None),
+            (None, None, Some("org.example.Platform//..")),
+            (None, None, Some("../x/y")),
+        ] {
+            let mut q = query(&[]);
+            q.branch = branch.map(Into::into);
+            q.arch = arch.map(Into::into);
+            q.runtime = runtime.map(Into::into);
+            assert_eq!(
+                code(&q),
+                exit_code::BAD_REF,
+                "{branch:?} {arch:?} {runtime:?}"
+            );
+        }
+        // A `current` link pointing out of the installation is a bad ref.
+        let cur = f.user.join("app/org.example.App/current");
+        std::fs::remove_file(&cur).unwrap();
+        std::os::unix::fs::symlink("../../../x", &cur).unwrap();
+        assert_eq!(code(&query(&[])), exit_code::BAD_REF);
+        std::fs::remove_file(&cur).unwrap();
+        // Without `current`, the only branch installed is taken.
+        assert!(f.resolve(&query(&[])).is_ok());
+        // Damaged metadata, and an `active` link out of its directory.
+        let meta = f
+            .user
+            .join(format!("app/org.example.App/x86_64/stable/{C2}/metadata"));
+        std::fs::write(&meta, "not a key file\n").unwrap();
+        assert_eq!(code(&query(&[])), exit_code::DAMAGED_METADATA);
+        let active = f.user.join("app/org.example.App/x86_64/stable/active");
+        std::fs::remove_file(&active).unwrap();
+        std::os::unix::fs::symlink("../../../../system", &active).unwrap();
+        assert_eq!(code(&query(&[])), exit_code::DAMAGED_METADATA);
+    }
+}
