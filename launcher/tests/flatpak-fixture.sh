@@ -113,7 +113,7 @@ for d in ro rw hidden; do
 done
 sed 's/^/INFO /' /.flatpak-info
 /app/bin/porthole-probe dbus-battery "$FLATPAK_ID" org.example.Granted org.example.Hidden \
-    org.freedesktop.portal.Desktop </dev/null | grep '"REACH\.'
+    org.freedesktop.portal.Desktop </dev/null | grep '"\(REACH\|P22\)\.'
 EOF
     chmod 755 app/files/bin/fptest
     echo "SHARED=$shared" >app/files/share/fptest/where

@@ -355,7 +355,13 @@ pub fn resolve(
         }
     }
     let app_data = home.join(".var/app").join(&q.app_id);
-    let grants = grants::grants(&ctx, &HostDirs::current(home), &app_data);
+    let mut grants = grants::grants(&ctx, &HostDirs::current(home), &app_data);
+    // Flatpak's session-bus filter lets every app own its MPRIS name
+    // (flatpak_context_add_bus_filters), beside APP_ID.* which ours has.
+    grants
+        .permissions
+        .own_names
+        .push(format!("org.mpris.MediaPlayer2.{}.*", q.app_id));
     let mut info_ctx = ctx.clone();
     info_ctx.merge(&cli_layer(&q.cli));
 
@@ -550,6 +556,10 @@ mod tests {
         assert!(!i.grants.permissions.network);
         assert_eq!(i.grants.unsupported, ["shared=ipc"]);
         assert_eq!(i.grants.permissions.talk_names, ["org.example.Svc"]);
+        assert_eq!(
+            i.grants.permissions.own_names,
+            ["org.mpris.MediaPlayer2.org.example.App.*"]
+        );
         assert_eq!(
             i.grants.permissions.env,
             [("FROM_RUNTIME".to_string(), "1".to_string())]
