@@ -14,7 +14,9 @@
 # runtime has no /usr/bin/ldconfig, so no ld.so.cache, as for porthole).
 #
 # Timing: interleave.py (each round runs every command once), medians of
-# RUNS.
+# RUNS, of wall time and of CPU time (user+system of the launcher and
+# everything it waited for: the sandbox, the app, the D-Bus proxy), which
+# load from other work on the machine inflates least.
 #
 # Usage (as root): bench_flatpak.sh [PORTHOLE_BIN [PROBE_BIN]]
 # Variables: RUNS (default 30), WARMUP (3), BENCH_USER (porthole-test),
@@ -109,7 +111,9 @@ done; done; done
 echo "# installed-app start-up: porthole run vs flatpak run  $(date -u +%FT%TZ)"
 echo "# $(uname -srm); $(nproc) cores; $(flatpak --version); proxy $PROXY; RUNS=$RUNS"
 for who in root user; do for bus in no yes; do
-  read -r f o < <(/usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus)")
+  read -r f o fc oc < <(INTERLEAVE_CPU=1 /usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus)")
   ratio=$(/usr/bin/python3 -c "print(f'{$o/$f:.2f}')")
-  printf '%-5s bus=%-3s  flatpak run %7.3f ms   porthole run %7.3f ms   porthole/flatpak %sx\n' "$who" "$bus" "$f" "$o" "$ratio"
+  cratio=$(/usr/bin/python3 -c "print(f'{$oc/$fc:.2f}')")
+  printf '%-5s bus=%-3s  wall: flatpak run %7.3f ms  porthole run %7.3f ms  %sx   CPU: %6.2f ms  %6.2f ms  %sx\n' \
+    "$who" "$bus" "$f" "$o" "$ratio" "$fc" "$oc" "$cratio"
 done; done
