@@ -589,6 +589,25 @@ fn bad_input(who: Who) {
     assert!(out.stderr.contains("overrides"), "{}", out.stderr);
     std::fs::remove_file(overrides.join(APP)).unwrap();
 
+    // The runtime gone from the installation (Flatpak refuses to
+    // uninstall it while the app needs it; a removed directory is how it
+    // goes missing): both launchers fail, ours with its code.
+    let runtime = inst.base.join("user/runtime/org.porthole.TestPlatform");
+    let aside = inst.base.join("runtime-aside");
+    std::fs::rename(&runtime, &aside).unwrap();
+    let out = inst.porthole(who, &rt, &["run", APP], &[]);
+    assert_eq!(out.code, Some(118), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("needs runtime runtime/org.porthole.TestPlatform/"),
+        "{}",
+        out.stderr
+    );
+    let fp = inst.flatpak(who, &rt, &["run", APP], &[]);
+    assert_ne!(fp.code, Some(0), "flatpak run without its runtime");
+    std::fs::rename(&aside, &runtime).unwrap();
+
     // Damaged app metadata (a new file: the deployed one is a hard link
     // into the installation's object store).
     let meta = inst.base.join(format!(
