@@ -101,14 +101,17 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          /etc/passwd /.flatpak-info "$HOME" "$HOME/.var/app/$FLATPAK_ID" \
          "$HOME/.fptest-persist" "$shared/ro/file" "$shared/rw/file" \
          "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh \
-         /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker; do
+         /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker \
+         /etc/resolv.conf /etc/hosts /etc/timezone /var/db/zoneinfo /var/run/user \
+         /var/cache /var/data /var/config \
+         /run/host/fonts /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
     if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
 done
-for d in ro rw hidden; do
-    if (: >"$shared/$d/written-by-app") 2>/dev/null; then
-        echo "WRITE $d yes"; rm -f "$shared/$d/written-by-app"
+for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var/cache /var/config; do
+    if (: >"$d/written-by-app") 2>/dev/null; then
+        echo "WRITE ${d##*/} yes"; rm -f "$d/written-by-app"
     else
-        echo "WRITE $d no"
+        echo "WRITE ${d##*/} no"
     fi
 done
 sed 's/^/INFO /' /.flatpak-info

@@ -30,6 +30,33 @@ use grants::{Grants, HostDirs};
 use installation::{Deploy, Installation};
 use refs::{Kind, Ref, RefError};
 
+/// `/etc` files an installed app gets from the host, not its runtime
+/// (with `shared=network`), as `flatpak run` binds them.
+pub const HOST_ETC_FILES: &[&str] = &["resolv.conf", "hosts", "host.conf", "gai.conf"];
+
+/// The host's time zone name as Flatpak finds it (`flatpak_get_timezone`):
+/// `$TZ` without a leading `:` when it names a zone, else the target of
+/// `/etc/localtime` below `zoneinfo/`, else `/etc/timezone`, else UTC.
+pub fn host_timezone() -> String {
+    if let Ok(tz) = std::env::var("TZ") {
+        let tz = tz.strip_prefix(':').unwrap_or(&tz);
+        if !tz.is_empty() && !tz.starts_with('/') && !tz.contains("..") {
+            return tz.to_owned();
+        }
+    }
+    if let Ok(t) = std::fs::read_link("/etc/localtime") {
+        let s = t.to_string_lossy();
+        if let Some(i) = s.find("zoneinfo/") {
+            return s[i + "zoneinfo/".len()..].to_owned();
+        }
+    }
+    std::fs::read_to_string("/etc/timezone")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !s.contains('\n'))
+        .unwrap_or_else(|| "UTC".to_owned())
+}
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -117,6 +144,8 @@ pub struct Installed {
     /// Flatpak's default variables for apps (under the context's own).
     pub env: Vec<(String, String)>,
     pub info: InfoExtra,
+    /// The host's time zone name, for `/etc/timezone`.
+    pub timezone: String,
 }
 
 impl Installed {
@@ -129,10 +158,34 @@ impl Installed {
     }
 
     /// Mount-plan steps beyond the usual ones: extensions (a tmpfs first
-    /// for subdirectory ones) and `persistent=` directories.
-    pub fn extra_ops(&self) -> Vec<Op> {
+    /// for subdirectory ones), `persistent=` directories, and the fixed
+    /// places `flatpak run` gives every app: `/var/cache`, `/var/data`,
+    /// `/var/config` (the app's data directories), `/var/run`,
+    /// `/etc/timezone` (and GLib's `/var/db/zoneinfo`).
+    pub fn extra_ops(&self, app_data: &Path) -> Vec<Op> {
         let mut ops = Vec::new();
         let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        let rw = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        for d in ["cache", "data", "config"] {
+            ops.push(Op::Bind {
+                src: app_data.join(d),
+                dest: PathBuf::from("/var").join(d),
+                attrs: rw,
+            });
+        }
+        ops.push(Op::Symlink {
+            target: PathBuf::from("../run"),
+            dest: PathBuf::from("/var/run"),
+        });
+        ops.push(Op::File {
+            dest: PathBuf::from("/etc/timezone"),
+            contents: format!("{}\n", self.timezone).into_bytes(),
+            mode: 0o644,
+        });
+        ops.push(Op::Symlink {
+            target: PathBuf::from("/etc/timezone"),
+            dest: PathBuf::from("/var/db/zoneinfo"),
+        });
         let mut tmpfs: Vec<&Path> = Vec::new();
         for e in &self.extensions {
             if let Some(t) = &e.tmpfs
@@ -157,7 +210,7 @@ impl Installed {
                 dest: dest.clone(),
                 attrs: match access {
                     Access::ReadOnly => ro,
-                    Access::ReadWrite => MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    Access::ReadWrite => rw,
                 },
             });
         }
@@ -422,6 +475,7 @@ pub fn resolve(
         extensions,
         env,
         info,
+        timezone: host_timezone(),
     })
 }
 

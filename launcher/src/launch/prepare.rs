@@ -326,13 +326,26 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     if perms.network {
         etc_names.extend(["resolv.conf", "hosts", "nsswitch.conf", "gai.conf"]);
     }
+    // An installed app gets the host's name-service files and time zone,
+    // as under `flatpak run`; a runtime directory brings its own.
+    let installed = req.installed.is_some();
+    if installed && perms.network {
+        etc_names.push("host.conf");
+    }
     for name in etc_names {
+        let from_host = installed && crate::flatpak::HOST_ETC_FILES.contains(&name);
         // /etc/alternatives: Debian's /usr/bin has links through it.
-        if let Some(c) = tree.resolve(&Path::new("etc").join(name)) {
+        let t = if from_host { &host_root } else { &tree };
+        if let Some(c) = t.resolve(&Path::new("etc").join(name)) {
             etc_binds.push((c, PathBuf::from("/etc").join(name)));
         }
     }
-    let localtime_link = std::fs::read_link(etc_root.join("localtime"))
+    let zone_etc = if installed {
+        PathBuf::from("/etc")
+    } else {
+        etc_root.clone()
+    };
+    let localtime_link = std::fs::read_link(zone_etc.join("localtime"))
         .ok()
         .and_then(|t| {
             let s = t.to_string_lossy();
@@ -411,6 +424,19 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             .filter(|(_, a)| *a == plan::Access::ReadWrite)
             .map(|(p, _)| p.clone()),
     );
+    // An installed app's further binds; Landlock judges a write by the
+    // path it was made through, so the read-write ones are listed too.
+    let extra_ops = req
+        .installed
+        .as_ref()
+        .map(|i| i.extra_ops(&app_data))
+        .unwrap_or_default();
+    writable.extend(extra_ops.iter().filter_map(|op| match op {
+        Op::Bind { dest, attrs, .. } if attrs & crate::mount::MOUNT_ATTR_RDONLY == 0 => {
+            Some(dest.clone())
+        }
+        _ => None,
+    }));
 
     let passwd = format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", home.display());
     let group = format!("{user}:x:{gid}:\n");
@@ -442,11 +468,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             .as_ref()
             .and_then(|b| b.system.as_ref())
             .map(|l| l.socket.clone()),
-        extra_ops: req
-            .installed
-            .as_ref()
-            .map(|i| i.extra_ops())
-            .unwrap_or_default(),
+        extra_ops,
     };
     let ops = plan::build(input)?;
 
