@@ -674,3 +674,108 @@ as_root_and_user!(
     bad_installed_app_input_is_one_line_and_a_distinct_code_as_root,
     bad_installed_app_input_is_one_line_and_a_distinct_code_as_user: skip_flatpak("flatpak-bad-input") => bad_input
 );
+
+/// What a portal sees: the app calls a service on the bus through its
+/// launcher's proxy; the service's side resolves the caller as every
+/// portal does (the sender's pid from the bus, then that process's
+/// `/.flatpak-info` through a pidfd, porthole-identity), for `flatpak run`
+/// and for `porthole run` of the same installed app.
+fn portal_view(who: Who) {
+    let inst = Installation::new(who, "identity");
+    let bus = Bus::start(who, "fp-identity");
+    let (_svc, rx) = serve(who, &bus, &["org.example.Granted"]);
+    let rt = runtime_dir(who, "fp-identity");
+    let mut seen_by_service = Vec::new();
+    for launcher in ["flatpak", "porthole"] {
+        let program = if launcher == "flatpak" {
+            PathBuf::from(FLATPAK)
+        } else {
+            stage().porthole.clone()
+        };
+        let mut cmd = as_who(who, &program);
+        cmd.args([
+            "run",
+            "--command=porthole-probe",
+            APP,
+            "dbus-battery",
+            APP,
+            "org.example.Granted",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home(who))
+        .env("XDG_RUNTIME_DIR", &rt)
+        .env("LANG", "C.UTF-8")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("PORTHOLE_DBUS_PROXY", proxy().unwrap())
+        .current_dir("/")
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        for (k, v) in inst.env() {
+            cmd.env(k, v);
+        }
+        let mut child = Proc(cmd.spawn().unwrap());
+        let app_rx = lines_of(&mut child.0);
+        // The app holds its connection (and so its proxy) until its stdin
+        // closes, once it printed DBUS.hold.
+        let mut app_lines = Vec::new();
+        assert!(
+            until(&app_rx, &mut app_lines, "DBUS.hold", 30),
+            "{launcher}: the app did not get through: {app_lines:?}"
+        );
+        let mut calls = Vec::new();
+        assert!(until(&rx, &mut calls, "SERVE.call", 10), "{calls:?}");
+        let call: serde_json::Value = calls
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["id"] == "SERVE.call")
+            .unwrap();
+        let sender = call["sender"].as_str().unwrap().to_owned();
+        // The sender's pid, as the bus reports it to a portal.
+        let mut q = clean_as_who(who, Path::new("/usr/bin/gdbus"));
+        q.args([
+            "call",
+            "--address",
+            &bus.address,
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            &sender,
+        ]);
+        let out = run(q, Stdio::null(), 10);
+        let pid: u32 = out
+            .stdout
+            .trim()
+            .trim_start_matches("(uint32 ")
+            .trim_end_matches(",)")
+            .parse()
+            .unwrap_or_else(|_| panic!("{launcher}: pid of {sender}: {out:?}", out = out.stdout));
+        let pidfd = porthole_identity::caller::pidfd_open(pid).unwrap();
+        let info = porthole_identity::caller::identify_pid(pid, &pidfd)
+            .unwrap_or_else(|e| panic!("{launcher}: identify {pid}: {e}"));
+        seen_by_service.push((launcher, info.app_id.clone(), info.network));
+        drop(child);
+        rx.try_iter().for_each(drop);
+    }
+    eprintln!(
+        "[{}] callers as a portal sees them: {seen_by_service:?}",
+        who.label()
+    );
+    assert_eq!(
+        seen_by_service,
+        [
+            ("flatpak", APP.to_string(), true),
+            ("porthole", APP.to_string(), true)
+        ]
+    );
+}
+
+as_root_and_user!(
+    portals_see_the_installed_app_as_under_flatpak_run_as_root,
+    portals_see_the_installed_app_as_under_flatpak_run_as_user: skip_flatpak("flatpak-portal-view") => portal_view
+);
