@@ -57,6 +57,10 @@ build)
         rt/usr/bin/perl* rt/usr/lib/apt rt/usr/lib/x86_64-linux-gnu/libapt-* \
         rt/usr/lib/x86_64-linux-gnu/libdb-*
     cp "$RUNTIME_TREE/etc/ld.so.cache" rt/usr/etc/
+    # The runtime's own etc: a file, a directory, a link (shown in /etc).
+    echo runtime >rt/usr/etc/fptest.conf
+    mkdir -p rt/usr/etc/xdg && echo runtime >rt/usr/etc/xdg/fptest-xdg
+    ln -s ../lib/os-release rt/usr/etc/os-release
     # Extension points: one installed (Ext), one not (Missing, skipped).
     mkdir -p rt/usr/lib/porthole-ext rt/usr/lib/missing-ext
     cat >rt/metadata <<EOF
@@ -103,7 +107,7 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh \
          /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker \
          /etc/resolv.conf /etc/hosts /etc/timezone /var/db/zoneinfo /var/run/user \
-         /var/cache /var/data /var/config \
+         /var/cache /var/data /var/config /etc/fptest.conf /etc/xdg/fptest-xdg /etc/os-release \
          /run/host/fonts /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
     if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
 done

@@ -476,6 +476,10 @@ fn same_as_flatpak_run(who: Who) {
         ("/var/db/zoneinfo".to_string(), "yes"),
         ("/etc/timezone".to_string(), "yes"),
         ("/etc/resolv.conf".to_string(), "yes"),
+        // The runtime's etc.
+        ("/etc/fptest.conf".to_string(), "yes"),
+        ("/etc/xdg/fptest-xdg".to_string(), "yes"),
+        ("/etc/os-release".to_string(), "yes"),
     ] {
         assert_eq!(
             ph.paths.get(&path).map(String::as_str),

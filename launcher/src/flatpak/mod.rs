@@ -34,6 +34,38 @@ use refs::{Kind, Ref, RefError};
 /// (with `shared=network`), as `flatpak run` binds them.
 pub const HOST_ETC_FILES: &[&str] = &["resolv.conf", "hosts", "host.conf", "gai.conf"];
 
+/// Entries of the runtime's `etc` that `/etc` does not link to: made by
+/// the launcher (Flatpak's list, and ld.so.cache, which is copied).
+const OWN_ETC: &[&str] = &[
+    "passwd",
+    "group",
+    "machine-id",
+    "resolv.conf",
+    "host.conf",
+    "hosts",
+    "gai.conf",
+    "localtime",
+    "timezone",
+    "pkcs11",
+    "ld.so.cache",
+];
+
+/// The names in the runtime's `etc` that `/etc` shows (as `flatpak run`
+/// shows each one, bound; here a link into `/usr/etc`, which is the same
+/// file without a mount).
+fn runtime_etc(runtime_files: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(runtime_files.join("etc")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !OWN_ETC.contains(&n.as_str()) && !n.contains('/') && n != "." && n != "..")
+        .collect();
+    names.sort();
+    names
+}
+
 /// The host's time zone name as Flatpak finds it (`flatpak_get_timezone`):
 /// `$TZ` without a leading `:` when it names a zone, else the target of
 /// `/etc/localtime` below `zoneinfo/`, else `/etc/timezone`, else UTC.
@@ -146,6 +178,8 @@ pub struct Installed {
     pub info: InfoExtra,
     /// The host's time zone name, for `/etc/timezone`.
     pub timezone: String,
+    /// The runtime's `etc` entries linked from `/etc`.
+    pub runtime_etc: Vec<String>,
 }
 
 impl Installed {
@@ -186,6 +220,12 @@ impl Installed {
             target: PathBuf::from("/etc/timezone"),
             dest: PathBuf::from("/var/db/zoneinfo"),
         });
+        for name in &self.runtime_etc {
+            ops.push(Op::Symlink {
+                target: PathBuf::from("/usr/etc").join(name),
+                dest: PathBuf::from("/etc").join(name),
+            });
+        }
         let mut tmpfs: Vec<&Path> = Vec::new();
         for e in &self.extensions {
             if let Some(t) = &e.tmpfs
@@ -464,6 +504,7 @@ pub fn resolve(
         arch: app_ref.arch.clone(),
         context: info_ctx,
     };
+    let runtime_etc = runtime_etc(&runtime.files());
     let mut extensions = app_extensions;
     extensions.extend(runtime_extensions);
     extensions.sort_by(|a, b| a.dest.cmp(&b.dest));
@@ -476,6 +517,7 @@ pub fn resolve(
         env,
         info,
         timezone: host_timezone(),
+        runtime_etc,
     })
 }
 

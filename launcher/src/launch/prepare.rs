@@ -322,20 +322,25 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             etc_files.push((PathBuf::from("/etc").join(name), bytes));
         }
     }
+    // An installed app gets the host's name-service files and time zone,
+    // as under `flatpak run`, and the rest of its runtime's etc as links
+    // into /usr/etc (Installed::extra_ops); a runtime directory brings
+    // its own.
+    let installed = req.installed.is_some();
     let mut etc_names = vec!["fonts", "ssl/certs", "alternatives"];
     if perms.network {
         etc_names.extend(["resolv.conf", "hosts", "nsswitch.conf", "gai.conf"]);
     }
-    // An installed app gets the host's name-service files and time zone,
-    // as under `flatpak run`; a runtime directory brings its own.
-    let installed = req.installed.is_some();
-    if installed && perms.network {
-        etc_names.push("host.conf");
+    if installed {
+        etc_names = if perms.network {
+            crate::flatpak::HOST_ETC_FILES.to_vec()
+        } else {
+            Vec::new()
+        };
     }
     for name in etc_names {
-        let from_host = installed && crate::flatpak::HOST_ETC_FILES.contains(&name);
         // /etc/alternatives: Debian's /usr/bin has links through it.
-        let t = if from_host { &host_root } else { &tree };
+        let t = if installed { &host_root } else { &tree };
         if let Some(c) = t.resolve(&Path::new("etc").join(name)) {
             etc_binds.push((c, PathBuf::from("/etc").join(name)));
         }
