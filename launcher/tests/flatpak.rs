@@ -181,6 +181,8 @@ struct Report {
     writes: BTreeMap<String, String>,
     info: String,
     reach: BTreeMap<String, String>,
+    /// `/run/host/font-dirs.xml`.
+    font_dirs: String,
     /// porthole's warning lines (stderr).
     warnings: Vec<String>,
 }
@@ -202,6 +204,9 @@ fn report(stdout: &str) -> Report {
         } else if let Some(i) = line.strip_prefix("INFO ") {
             r.info.push_str(i);
             r.info.push('\n');
+        } else if let Some(f) = line.strip_prefix("FONTDIRS ") {
+            r.font_dirs.push_str(f);
+            r.font_dirs.push('\n');
         } else if line == "INFO" {
             r.info.push('\n');
         } else if line.starts_with('{') {
@@ -251,10 +256,6 @@ const ENV_DIFFERENT: &[(&str, &str)] = &[
 ];
 /// Paths only Flatpak's sandbox has, and why.
 const PATHS_ONLY_FLATPAK: &[(&str, &str)] = &[
-    (
-        "/run/host/fonts",
-        "the host's fonts (and icons, os-release) under /run/host are not provided",
-    ),
     ("/sys/class", "porthole's sandbox has no /sys (DESIGN.md)"),
     (
         "/etc/hosts",
@@ -334,6 +335,7 @@ fn compare(fp: &Report, ph: &Report, system_bus_granted: bool, removed: &[&str])
         }
     }
     assert_eq!(fp.writes.len(), ph.writes.len());
+    assert_eq!(fp.font_dirs, ph.font_dirs, "/run/host/font-dirs.xml");
     for (place, w) in &fp.writes {
         if removed.contains(&place.as_str()) {
             assert_eq!(
@@ -453,6 +455,11 @@ fn same_as_flatpak_run(who: Who) {
     // What the metadata grants, seen from inside: the facts the comparison
     // rests on, so that two equally broken launchers cannot agree.
     assert!(ph.warnings.is_empty(), "{:?}", ph.warnings);
+    assert!(
+        ph.font_dirs.contains(">/run/host/fonts</remap-dir>"),
+        "{}",
+        ph.font_dirs
+    );
     let s = shared();
     let s = s.display();
     assert_eq!(ph.args, "[one] [two words] [--three]");
@@ -480,6 +487,10 @@ fn same_as_flatpak_run(who: Who) {
         ("/etc/fptest.conf".to_string(), "yes"),
         ("/etc/xdg/fptest-xdg".to_string(), "yes"),
         ("/etc/os-release".to_string(), "yes"),
+        // The host's fonts, as Flatpak shows them.
+        ("/run/host/fonts".to_string(), "yes"),
+        ("/run/host/font-dirs.xml".to_string(), "yes"),
+        ("/run/host/os-release".to_string(), "yes"),
     ] {
         assert_eq!(
             ph.paths.get(&path).map(String::as_str),

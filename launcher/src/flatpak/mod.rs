@@ -89,6 +89,75 @@ pub fn host_timezone() -> String {
         .unwrap_or_else(|| "UTC".to_owned())
 }
 
+/// What `flatpak run` shows every app of the host under `/run/host`
+/// (add_font_path_args, add_icon_path_args, os-release): the system and
+/// user fonts and font caches, the icon themes, the host's os-release.
+/// Only what exists, by its real path (our binds refuse symlinks).
+fn host_share(host: &HostDirs) -> Vec<(PathBuf, PathBuf)> {
+    let real =
+        |p: PathBuf| -> Option<PathBuf> { std::fs::canonicalize(&p).ok().filter(|c| *c == p) };
+    let mut out = Vec::new();
+    let mut add = |candidates: Vec<PathBuf>, dest: &str| {
+        if let Some(src) = candidates.into_iter().find_map(real) {
+            out.push((src, PathBuf::from(dest)));
+        }
+    };
+    add(vec!["/usr/share/fonts".into()], "/run/host/fonts");
+    add(
+        vec!["/usr/local/share/fonts".into()],
+        "/run/host/local-fonts",
+    );
+    add(
+        vec![
+            "/var/cache/fontconfig".into(),
+            "/usr/lib/fontconfig/cache".into(),
+        ],
+        "/run/host/fonts-cache",
+    );
+    add(
+        vec![host.data.join("fonts"), host.home.join(".fonts")],
+        "/run/host/user-fonts",
+    );
+    add(
+        vec![host.cache.join("fontconfig")],
+        "/run/host/user-fonts-cache",
+    );
+    add(vec!["/usr/share/icons".into()], "/run/host/share/icons");
+    add(vec![host.data.join("icons")], "/run/host/user-share/icons");
+    add(
+        vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
+        "/run/host/os-release",
+    );
+    out
+}
+
+/// Flatpak's `/run/host/font-dirs.xml`: fontconfig maps the host's font
+/// directories to where the sandbox has them, so caches stay valid.
+fn font_dirs_xml(share: &[(PathBuf, PathBuf)]) -> String {
+    let mut x = String::from(
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n<fontconfig>\n",
+    );
+    for (src, dest) in share {
+        if matches!(
+            dest.to_str(),
+            Some("/run/host/fonts" | "/run/host/local-fonts" | "/run/host/user-fonts")
+        ) {
+            let esc = src
+                .display()
+                .to_string()
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('"', "&quot;");
+            x.push_str(&format!(
+                "\t<remap-dir as-path=\"{esc}\">{}</remap-dir>\n",
+                dest.display()
+            ));
+        }
+    }
+    x.push_str("</fontconfig>\n");
+    x
+}
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -180,6 +249,9 @@ pub struct Installed {
     pub timezone: String,
     /// The runtime's `etc` entries linked from `/etc`.
     pub runtime_etc: Vec<String>,
+    /// Host fonts, icons and os-release shown under `/run/host`, as
+    /// (host path, sandbox path).
+    pub host_share: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Installed {
@@ -219,6 +291,18 @@ impl Installed {
         ops.push(Op::Symlink {
             target: PathBuf::from("/etc/timezone"),
             dest: PathBuf::from("/var/db/zoneinfo"),
+        });
+        for (src, dest) in &self.host_share {
+            ops.push(Op::Bind {
+                src: src.clone(),
+                dest: dest.clone(),
+                attrs: ro,
+            });
+        }
+        ops.push(Op::File {
+            dest: PathBuf::from("/run/host/font-dirs.xml"),
+            contents: font_dirs_xml(&self.host_share).into_bytes(),
+            mode: 0o644,
         });
         for name in &self.runtime_etc {
             ops.push(Op::Symlink {
@@ -518,6 +602,7 @@ pub fn resolve(
         info,
         timezone: host_timezone(),
         runtime_etc,
+        host_share: host_share(&HostDirs::current(home)),
     })
 }
 
