@@ -249,6 +249,19 @@ const BIND_RO: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const BIND_RW: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const TMP: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
+/// Where a step puts something in the new root.
+fn op_dest(op: &Op) -> &Path {
+    match op {
+        Op::Dir { dest, .. }
+        | Op::Symlink { dest, .. }
+        | Op::File { dest, .. }
+        | Op::Mount { dest, .. }
+        | Op::Bind { dest, .. }
+        | Op::ProxySocket { dest, .. }
+        | Op::ReadOnlyIfExists { dest } => dest,
+    }
+}
+
 fn p(s: impl AsRef<Path>) -> PathBuf {
     s.as_ref().to_path_buf()
 }
@@ -416,15 +429,20 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
         dest: input.app_data.clone(),
         attrs: BIND_RW,
     });
-    ops.extend(input.extra_ops.iter().cloned());
-
     // /run/user/UID: private, holding only the granted sockets.
     let run_user = PathBuf::from(format!("/run/user/{}", input.uid));
+    let (in_run_user, extra): (Vec<&Op>, Vec<&Op>) = input
+        .extra_ops
+        .iter()
+        .partition(|op| op_dest(op).starts_with(&run_user));
+    ops.extend(extra.into_iter().cloned());
     ops.push(Op::Mount {
         kind: FsKind::Tmpfs { mode: 0o700 },
         dest: run_user.clone(),
         attrs: TMP | MOUNT_ATTR_NOEXEC,
     });
+    // Extra steps there come once its tmpfs is mounted.
+    ops.extend(in_run_user.into_iter().cloned());
     if let Some(sock) = &input.wayland {
         ops.push(Op::Bind {
             src: sock.clone(),

@@ -111,7 +111,8 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          /run/host/fonts /run/host/font-dirs.xml /run/host/os-release /run/host/share/icons /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
     if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
 done
-for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var/cache /var/config; do
+for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var/cache /var/config \
+         "/run/user/$uid/app/$FLATPAK_ID"; do
     if (: >"$d/written-by-app") 2>/dev/null; then
         echo "WRITE ${d##*/} yes"; rm -f "$d/written-by-app"
     else

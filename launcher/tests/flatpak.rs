@@ -262,14 +262,6 @@ const PATHS_ONLY_FLATPAK: &[(&str, &str)] = &[
         "name-service files only with shared=network (DESIGN.md); Flatpak always binds them",
     ),
     ("/etc/resolv.conf", "as /etc/hosts"),
-    (
-        "/run/user/UID/app/APP",
-        "Flatpak's per-app directory in XDG_RUNTIME_DIR shared with the host is not made",
-    ),
-    (
-        "/run/user/UID/flatpak-info",
-        "only /.flatpak-info, not its link in XDG_RUNTIME_DIR",
-    ),
 ];
 
 /// `/.flatpak-info` keys that differ, and why.
@@ -444,6 +436,18 @@ fn both(who: Who, inst: &Installation, name: &str, args: &[&str]) -> (Report, Re
     (report(&fp.stdout), ph)
 }
 
+fn uid_of(who: Who) -> u32 {
+    match who {
+        Who::Root => 0,
+        Who::User => user_ids().unwrap().0,
+    }
+}
+
+/// The XDG_RUNTIME_DIR `both` uses for `name`.
+fn rt_of(who: Who, name: &str) -> PathBuf {
+    runtime_dir(who, &format!("fp-{name}"))
+}
+
 fn same_as_flatpak_run(who: Who) {
     let inst = Installation::new(who, "compare");
     let (fp, ph) = both(who, &inst, "compare", &["one", "two words", "--three"]);
@@ -491,6 +495,7 @@ fn same_as_flatpak_run(who: Who) {
         ("/run/host/fonts".to_string(), "yes"),
         ("/run/host/font-dirs.xml".to_string(), "yes"),
         ("/run/host/os-release".to_string(), "yes"),
+        (format!("/run/user/{}/flatpak-info", uid_of(who)), "yes"),
     ] {
         assert_eq!(
             ph.paths.get(&path).map(String::as_str),
@@ -501,6 +506,9 @@ fn same_as_flatpak_run(who: Who) {
     assert_eq!(ph.writes[".fptest-persist"], "yes");
     assert_eq!(ph.writes["cache"], "yes");
     assert_eq!(ph.writes["config"], "yes");
+    // Flatpak's per-app directory in XDG_RUNTIME_DIR, shared with the host.
+    assert_eq!(ph.writes[APP], "yes");
+    assert!(rt_of(who, "compare").join("app").join(APP).is_dir());
     assert_eq!(ph.writes["ro"], "no");
     assert_eq!(ph.writes["rw"], "yes");
     assert_eq!(ph.writes["hidden"], "no");

@@ -131,6 +131,36 @@ fn host_share(host: &HostDirs) -> Vec<(PathBuf, PathBuf)> {
     out
 }
 
+/// Makes `$XDG_RUNTIME_DIR/app/APP_ID` (0700) as `flatpak run` does, one
+/// component at a time: only below a runtime directory that is ours and
+/// private, never through a symlink, and the result must be ours.
+fn app_runtime_dir(env: &dyn Fn(&str) -> Option<OsString>, app_id: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::getuid().as_raw();
+    let rt = env("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{uid}")));
+    let rt = std::fs::canonicalize(rt).ok()?;
+    let ours = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+    };
+    if !ours(&rt) {
+        return None;
+    }
+    let mut dir = rt;
+    for part in ["app", app_id] {
+        dir.push(part);
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        if !ours(&dir) {
+            tracing::info!(dir = %dir.display(), "not the app's runtime directory; not shared");
+            return None;
+        }
+    }
+    Some(dir)
+}
+
 /// Flatpak's `/run/host/font-dirs.xml`: fontconfig maps the host's font
 /// directories to where the sandbox has them, so caches stay valid.
 fn font_dirs_xml(share: &[(PathBuf, PathBuf)]) -> String {
@@ -252,6 +282,9 @@ pub struct Installed {
     /// Host fonts, icons and os-release shown under `/run/host`, as
     /// (host path, sandbox path).
     pub host_share: Vec<(PathBuf, PathBuf)>,
+    /// `$XDG_RUNTIME_DIR/app/APP_ID` on the host, made for the app as
+    /// `flatpak run` makes it; None without a usable runtime directory.
+    pub app_runtime_dir: Option<PathBuf>,
 }
 
 impl Installed {
@@ -267,8 +300,10 @@ impl Installed {
     /// for subdirectory ones), `persistent=` directories, and the fixed
     /// places `flatpak run` gives every app: `/var/cache`, `/var/data`,
     /// `/var/config` (the app's data directories), `/var/run`,
-    /// `/etc/timezone` (and GLib's `/var/db/zoneinfo`).
-    pub fn extra_ops(&self, app_data: &Path) -> Vec<Op> {
+    /// `/etc/timezone` (and GLib's `/var/db/zoneinfo`), the host's fonts
+    /// under `/run/host`, `$XDG_RUNTIME_DIR/app/APP_ID` and the
+    /// `flatpak-info` link there.
+    pub fn extra_ops(&self, app_data: &Path, uid: u32) -> Vec<Op> {
         let mut ops = Vec::new();
         let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         let rw = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
@@ -303,6 +338,20 @@ impl Installed {
             dest: PathBuf::from("/run/host/font-dirs.xml"),
             contents: font_dirs_xml(&self.host_share).into_bytes(),
             mode: 0o644,
+        });
+        // Flatpak's per-app directory in XDG_RUNTIME_DIR, shared with the
+        // host, and the link to the instance info beside it.
+        let run_user = PathBuf::from(format!("/run/user/{uid}"));
+        if let Some(dir) = &self.app_runtime_dir {
+            ops.push(Op::Bind {
+                src: dir.clone(),
+                dest: run_user.join("app").join(&self.app.r#ref.id),
+                attrs: rw,
+            });
+        }
+        ops.push(Op::Symlink {
+            target: PathBuf::from("../../../.flatpak-info"),
+            dest: run_user.join("flatpak-info"),
         });
         for name in &self.runtime_etc {
             ops.push(Op::Symlink {
@@ -409,6 +458,7 @@ pub fn resolve(
     env: &dyn Fn(&str) -> Option<OsString>,
     home: &Path,
 ) -> Result<Installed, FlatpakError> {
+    let host_env = env;
     refs::check_id("app id", &q.app_id)?;
     if let Some(a) = &q.arch {
         refs::check_arch(a)?;
@@ -589,6 +639,7 @@ pub fn resolve(
         context: info_ctx,
     };
     let runtime_etc = runtime_etc(&runtime.files());
+    let app_rt = app_runtime_dir(host_env, &q.app_id);
     let mut extensions = app_extensions;
     extensions.extend(runtime_extensions);
     extensions.sort_by(|a, b| a.dest.cmp(&b.dest));
@@ -603,6 +654,7 @@ pub fn resolve(
         timezone: host_timezone(),
         runtime_etc,
         host_share: host_share(&HostDirs::current(home)),
+        app_runtime_dir: app_rt,
     })
 }
 

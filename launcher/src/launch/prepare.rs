@@ -434,7 +434,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     let extra_ops = req
         .installed
         .as_ref()
-        .map(|i| i.extra_ops(&app_data))
+        .map(|i| i.extra_ops(&app_data, uid))
         .unwrap_or_default();
     writable.extend(extra_ops.iter().filter_map(|op| match op {
         Op::Bind { dest, attrs, .. } if attrs & crate::mount::MOUNT_ATTR_RDONLY == 0 => {
