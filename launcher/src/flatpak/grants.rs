@@ -296,6 +296,15 @@ pub fn grants(ctx: &Context, host: &HostDirs, app_data: &Path) -> Grants {
     for rel in &ctx.persistent {
         let src = app_data.join(rel);
         let _ = std::fs::create_dir_all(&src);
+        // The app writes its data directory: a link it planted there
+        // would make our bind fail (it refuses symlinks), so it is named
+        // and skipped instead.
+        if std::fs::canonicalize(&src).ok().as_ref() != Some(&src) {
+            unsupported.push(format!(
+                "persistent={rel} (not a directory of the app's data, or through a symbolic link)"
+            ));
+            continue;
+        }
         g.binds.push((src, host.home.join(rel), Access::ReadWrite));
     }
 
@@ -381,6 +390,13 @@ mod tests {
         let ctx = Context::load(&kf).unwrap();
         let app_data = home.join(".var/app/org.x.Y");
         let g = grants(&ctx, &host, &app_data);
+        // A link the app planted in its data is not followed.
+        let planted =
+            Context::load(&KeyFile::parse("[Context]\npersistent=.ssh;\n").unwrap()).unwrap();
+        std::os::unix::fs::symlink(home.join("Docs"), app_data.join(".ssh")).unwrap();
+        let p2 = grants(&planted, &host, &app_data);
+        assert!(p2.binds.is_empty());
+        assert_eq!(p2.unsupported.len(), 1, "{:?}", p2.unsupported);
         let p = &g.permissions;
         assert!(p.network);
         assert!(p.sockets.contains(&Socket::Wayland));
