@@ -128,8 +128,7 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
 /// than right after APP_ID (an installed app's arguments). clap drops the
 /// `--` it stops at, so the raw command line is asked: the `n` trailing
 /// words are the last `n` of it, and `--` is the word before them.
-fn after_separator(n: usize) -> bool {
-    let raw: Vec<OsString> = std::env::args_os().collect();
+fn after_separator(raw: &[OsString], n: usize) -> bool {
     raw.len() > n && raw[raw.len() - n - 1] == "--"
 }
 
@@ -146,7 +145,8 @@ fn request(args: RunArgs) -> Result<(RunRequest, bool), i32> {
             format!("invalid app id {app_id:?}: {e}"),
         )
     })?;
-    let installed_mode = !after_separator(args.command.len());
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let installed_mode = !after_separator(&raw, args.command.len());
     if !installed_mode {
         if args.command.is_empty() {
             return Err(fail(
@@ -297,5 +297,30 @@ pub fn main(args: RunArgs) -> i32 {
     match launch::execute(prepared, &mut super::print_warning) {
         Ok(code) => code,
         Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<OsString> {
+        s.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_command_is_what_follows_the_separator() {
+        // (command line, trailing words clap kept, after `--`?)
+        for (line, n, after) in [
+            ("porthole run org.a.B", 0, false),
+            ("porthole run org.a.B x --y", 2, false),
+            ("porthole run org.a.B --", 0, true),
+            ("porthole run org.a.B -- /bin/true -x", 2, true),
+            ("porthole run --share=network org.a.B -- --", 1, true),
+            // After the app's first argument, `--` is one of its arguments.
+            ("porthole run org.a.B x -- y", 3, false),
+        ] {
+            assert_eq!(after_separator(&words(line), n), after, "{line}");
+        }
     }
 }
