@@ -6,13 +6,15 @@
 //! [`installation`] (where apps and runtimes are deployed, their commits) →
 //! [`context`] (the permission layers, merged with Flatpak's rules) →
 //! [`grants`] (what our sandbox provides for them) and [`extension`]
-//! (runtime and app extensions). [`resolve`] ties them together into an
+//! (runtime and app extensions), [`places`] (what every app gets beside
+//! its grants). [`resolve`] ties them together into an
 //! [`Installed`] that the launch uses instead of `--app-dir`.
 
 pub mod context;
 pub mod extension;
 pub mod grants;
 pub mod installation;
+pub mod places;
 pub mod refs;
 
 use std::ffi::OsString;
@@ -29,164 +31,6 @@ use extension::Extension;
 use grants::{Grants, HostDirs};
 use installation::{Deploy, Installation};
 use refs::{Kind, Ref, RefError};
-
-/// `/etc` files an installed app gets from the host, not its runtime
-/// (with `shared=network`), as `flatpak run` binds them.
-pub const HOST_ETC_FILES: &[&str] = &["resolv.conf", "hosts", "host.conf", "gai.conf"];
-
-/// Entries of the runtime's `etc` that `/etc` does not link to: made by
-/// the launcher (Flatpak's list, and ld.so.cache, which is copied).
-const OWN_ETC: &[&str] = &[
-    "passwd",
-    "group",
-    "machine-id",
-    "resolv.conf",
-    "host.conf",
-    "hosts",
-    "gai.conf",
-    "localtime",
-    "timezone",
-    "pkcs11",
-    "ld.so.cache",
-];
-
-/// The names in the runtime's `etc` that `/etc` shows (as `flatpak run`
-/// shows each one, bound; here a link into `/usr/etc`, which is the same
-/// file without a mount).
-fn runtime_etc(runtime_files: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(runtime_files.join("etc")) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !OWN_ETC.contains(&n.as_str()) && !n.contains('/') && n != "." && n != "..")
-        .collect();
-    names.sort();
-    names
-}
-
-/// The host's time zone name as Flatpak finds it (`flatpak_get_timezone`):
-/// `$TZ` without a leading `:` when it names a zone, else the target of
-/// `/etc/localtime` below `zoneinfo/`, else `/etc/timezone`, else UTC.
-pub fn host_timezone() -> String {
-    if let Ok(tz) = std::env::var("TZ") {
-        let tz = tz.strip_prefix(':').unwrap_or(&tz);
-        if !tz.is_empty() && !tz.starts_with('/') && !tz.contains("..") {
-            return tz.to_owned();
-        }
-    }
-    if let Ok(t) = std::fs::read_link("/etc/localtime") {
-        let s = t.to_string_lossy();
-        if let Some(i) = s.find("zoneinfo/") {
-            return s[i + "zoneinfo/".len()..].to_owned();
-        }
-    }
-    std::fs::read_to_string("/etc/timezone")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty() && !s.contains('\n'))
-        .unwrap_or_else(|| "UTC".to_owned())
-}
-
-/// What `flatpak run` shows every app of the host under `/run/host`
-/// (add_font_path_args, add_icon_path_args, os-release): the system and
-/// user fonts and font caches, the icon themes, the host's os-release.
-/// Only what exists, by its real path (our binds refuse symlinks).
-fn host_share(host: &HostDirs) -> Vec<(PathBuf, PathBuf)> {
-    let real =
-        |p: PathBuf| -> Option<PathBuf> { std::fs::canonicalize(&p).ok().filter(|c| *c == p) };
-    let mut out = Vec::new();
-    let mut add = |candidates: Vec<PathBuf>, dest: &str| {
-        if let Some(src) = candidates.into_iter().find_map(real) {
-            out.push((src, PathBuf::from(dest)));
-        }
-    };
-    add(vec!["/usr/share/fonts".into()], "/run/host/fonts");
-    add(
-        vec!["/usr/local/share/fonts".into()],
-        "/run/host/local-fonts",
-    );
-    add(
-        vec![
-            "/var/cache/fontconfig".into(),
-            "/usr/lib/fontconfig/cache".into(),
-        ],
-        "/run/host/fonts-cache",
-    );
-    add(
-        vec![host.data.join("fonts"), host.home.join(".fonts")],
-        "/run/host/user-fonts",
-    );
-    add(
-        vec![host.cache.join("fontconfig")],
-        "/run/host/user-fonts-cache",
-    );
-    add(vec!["/usr/share/icons".into()], "/run/host/share/icons");
-    add(vec![host.data.join("icons")], "/run/host/user-share/icons");
-    add(
-        vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
-        "/run/host/os-release",
-    );
-    out
-}
-
-/// Makes `$XDG_RUNTIME_DIR/app/APP_ID` (0700) as `flatpak run` does, one
-/// component at a time: only below a runtime directory that is ours and
-/// private, never through a symlink, and the result must be ours.
-fn app_runtime_dir(env: &dyn Fn(&str) -> Option<OsString>, app_id: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = nix::unistd::getuid().as_raw();
-    let rt = env("XDG_RUNTIME_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{uid}")));
-    let rt = std::fs::canonicalize(rt).ok()?;
-    let ours = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
-    };
-    if !ours(&rt) {
-        return None;
-    }
-    let mut dir = rt;
-    for part in ["app", app_id] {
-        dir.push(part);
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-        if !ours(&dir) {
-            tracing::info!(dir = %dir.display(), "not the app's runtime directory; not shared");
-            return None;
-        }
-    }
-    Some(dir)
-}
-
-/// Flatpak's `/run/host/font-dirs.xml`: fontconfig maps the host's font
-/// directories to where the sandbox has them, so caches stay valid.
-fn font_dirs_xml(share: &[(PathBuf, PathBuf)]) -> String {
-    let mut x = String::from(
-        "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n<fontconfig>\n",
-    );
-    for (src, dest) in share {
-        if matches!(
-            dest.to_str(),
-            Some("/run/host/fonts" | "/run/host/local-fonts" | "/run/host/user-fonts")
-        ) {
-            let esc = src
-                .display()
-                .to_string()
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('"', "&quot;");
-            x.push_str(&format!(
-                "\t<remap-dir as-path=\"{esc}\">{}</remap-dir>\n",
-                dest.display()
-            ));
-        }
-    }
-    x.push_str("</fontconfig>\n");
-    x
-}
 
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
@@ -336,7 +180,7 @@ impl Installed {
         }
         ops.push(Op::File {
             dest: PathBuf::from("/run/host/font-dirs.xml"),
-            contents: font_dirs_xml(&self.host_share).into_bytes(),
+            contents: places::font_dirs_xml(&self.host_share).into_bytes(),
             mode: 0o644,
         });
         // Flatpak's per-app directory in XDG_RUNTIME_DIR, shared with the
@@ -638,8 +482,8 @@ pub fn resolve(
         arch: app_ref.arch.clone(),
         context: info_ctx,
     };
-    let runtime_etc = runtime_etc(&runtime.files());
-    let app_rt = app_runtime_dir(host_env, &q.app_id);
+    let runtime_etc = places::runtime_etc(&runtime.files());
+    let app_rt = places::app_runtime_dir(host_env, &q.app_id);
     let mut extensions = app_extensions;
     extensions.extend(runtime_extensions);
     extensions.sort_by(|a, b| a.dest.cmp(&b.dest));
@@ -651,9 +495,9 @@ pub fn resolve(
         extensions,
         env,
         info,
-        timezone: host_timezone(),
+        timezone: places::host_timezone(),
         runtime_etc,
-        host_share: host_share(&HostDirs::current(home)),
+        host_share: places::host_share(&HostDirs::current(home)),
         app_runtime_dir: app_rt,
     })
 }

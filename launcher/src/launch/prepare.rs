@@ -333,7 +333,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     }
     if installed {
         etc_names = if perms.network {
-            crate::flatpak::HOST_ETC_FILES.to_vec()
+            crate::flatpak::places::HOST_ETC_FILES.to_vec()
         } else {
             Vec::new()
         };
