@@ -20,7 +20,9 @@
 #
 # Usage (as root): bench_flatpak.sh [PORTHOLE_BIN [PROBE_BIN]]
 # Variables: RUNS (default 30), WARMUP (3), BENCH_USER (porthole-test),
-#   PROXY (/usr/bin/xdg-dbus-proxy).
+#   PROXY (/usr/bin/xdg-dbus-proxy), OUR_PROXY (if set and executable,
+#   e.g. target/release/porthole-dbus-proxy: with a bus, porthole runs
+#   with it too, a third timing, as porthole runs by default).
 # Needs: flatpak, xdg-dbus-proxy, dbus-daemon, the runtime tree of
 #   scripts/install-deps (/var/tmp/porthole-runtime-bookworm).
 set -eu
@@ -91,12 +93,15 @@ start_bus user "$WORK/bus-user"
 RT_ROOT="$WORK/rt-root"; mkdir -m 700 "$RT_ROOT"
 RT_USER="$WORK/rt-user"; mkdir -m 700 "$RT_USER"; chown "$BENCH_USER" "$RT_USER"
 
-# cmd WHO LAUNCHER BUS(yes/no)
+OUR_PROXY="${OUR_PROXY:-}"
+if [ -n "$OUR_PROXY" ]; then cp "$OUR_PROXY" "$WORK/our-proxy"; chmod 755 "$WORK/our-proxy"; fi
+
+# cmd WHO LAUNCHER BUS(yes/no) [PROXY]
 cmd() {
-  local who=$1 launcher=$2 bus=$3 base rt home prefix=""
+  local who=$1 launcher=$2 bus=$3 proxy=${4:-$PROXY} base rt home prefix=""
   if [ "$who" = root ]; then base="$WORK/inst-root" rt="$RT_ROOT" home=/root
   else base="$WORK/inst-user" rt="$RT_USER" home="$HOME_USER" prefix="$ASUSER "; fi
-  local env="env -i PATH=/usr/bin:/bin HOME=$home LANG=C.UTF-8 XDG_RUNTIME_DIR=$rt FLATPAK_USER_DIR=$base/user FLATPAK_SYSTEM_DIR=$base/system FLATPAK_CONFIG_DIR=$base/config PORTHOLE_DBUS_PROXY=$PROXY"
+  local env="env -i PATH=/usr/bin:/bin HOME=$home LANG=C.UTF-8 XDG_RUNTIME_DIR=$rt FLATPAK_USER_DIR=$base/user FLATPAK_SYSTEM_DIR=$base/system FLATPAK_CONFIG_DIR=$base/config PORTHOLE_DBUS_PROXY=$proxy"
   [ "$bus" = yes ] && env="$env DBUS_SESSION_BUS_ADDRESS=unix:path=$WORK/bus-$who/bus"
   local bin=/usr/bin/flatpak
   [ "$launcher" = porthole ] && bin="$WORK/porthole"
@@ -116,4 +121,9 @@ for who in root user; do for bus in no yes; do
   cratio=$(/usr/bin/python3 -c "print(f'{$oc/$fc:.2f}')")
   printf '%-5s bus=%-3s  wall: flatpak run %7.3f ms  porthole run %7.3f ms  %sx   CPU: %6.2f ms  %6.2f ms  %sx\n' \
     "$who" "$bus" "$f" "$o" "$ratio" "$fc" "$oc" "$cratio"
+  if [ "$bus" = yes ] && [ -n "$OUR_PROXY" ]; then
+    read -r f o fc oc < <(INTERLEAVE_CPU=1 /usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus "$WORK/our-proxy")")
+    printf '%-5s bus=%-3s  wall: flatpak run %7.3f ms  porthole run + porthole-dbus-proxy %7.3f ms  %sx   CPU: %6.2f ms  %6.2f ms  %sx\n' \
+      "$who" "$bus" "$f" "$o" "$(/usr/bin/python3 -c "print(f'{$o/$f:.2f}')")" "$fc" "$oc" "$(/usr/bin/python3 -c "print(f'{$oc/$fc:.2f}')")"
+  fi
 done; done
