@@ -802,3 +802,89 @@ as_root_and_user!(
     portals_see_the_installed_app_as_under_flatpak_run_as_root,
     portals_see_the_installed_app_as_under_flatpak_run_as_user: skip_flatpak("flatpak-portal-view") => portal_view
 );
+
+/// An app in an extra system installation (`installations.d`), with a
+/// system override: found where `flatpak run` finds it, with the system
+/// overrides that apply to system-installed apps under the user's. Root
+/// only: installing into a system installation needs root (or Flatpak's
+/// system helper on a system bus, which this machine does not run).
+#[test]
+fn app_in_an_extra_system_installation_as_root() {
+    if skip_flatpak("flatpak-extra-installation", Who::Root) {
+        return;
+    }
+    let who = Who::Root;
+    let work = repo_work();
+    let base = stage().dir.join("fp-inst-root-extra");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("config/installations.d")).unwrap();
+    std::fs::write(
+        base.join("config/installations.d/extra.conf"),
+        format!(
+            "[Installation \"extra\"]\nPath={}\nDisplayName=Extra\nStorageType=harddisk\n",
+            base.join("extra").display()
+        ),
+    )
+    .unwrap();
+    let inst = Installation { base: base.clone() };
+    let rt = runtime_dir(who, "fp-extra-set");
+    let repo = format!("file://{}", work.join("repo").display());
+    let arch = std::env::consts::ARCH;
+    for args in [
+        vec!["--system", "remotes"],
+        vec![
+            "--installation=extra",
+            "remote-add",
+            "--no-gpg-verify",
+            "test",
+            repo.as_str(),
+        ],
+    ] {
+        let out = inst.flatpak(who, &rt, &args, &[]);
+        assert_eq!(out.code, Some(0), "flatpak {args:?}: {}", out.stderr);
+    }
+    let refs = [
+        format!("runtime/org.porthole.TestPlatform/{arch}/1"),
+        format!("runtime/org.porthole.TestPlatform.Ext/{arch}/1"),
+        format!("runtime/{APP}.Plugin.one/{arch}/stable"),
+        format!("app/{APP}/{arch}/stable"),
+    ];
+    let mut install = vec![
+        "--installation=extra",
+        "install",
+        "-y",
+        "--noninteractive",
+        "test",
+    ];
+    install.extend(refs.iter().map(String::as_str));
+    let out = inst.flatpak(who, &rt, &install, &[]);
+    assert_eq!(out.code, Some(0), "flatpak install: {}", out.stderr);
+    for args in [
+        vec![
+            "override",
+            "--system",
+            "--env=FPTEST_VAR=system-override",
+            APP,
+        ],
+        vec!["override", "--system", "--env=FPTEST_SYSTEM_GLOBAL=1"],
+        vec!["override", "--user", "--env=FPTEST_USER=1", APP],
+    ] {
+        let out = inst.flatpak(who, &rt, &args, &[]);
+        assert_eq!(out.code, Some(0), "flatpak {args:?}: {}", out.stderr);
+    }
+    let (fp, ph) = both(who, &inst, "extra", &[]);
+    let listed = compare(&fp, &ph, false, &[]);
+    eprintln!("[root] expected differences, extra installation:");
+    for l in &listed {
+        eprintln!("  {l}");
+    }
+    let info = info_map(&ph.info);
+    assert!(
+        info["Instance/app-path"].starts_with(&base.join("extra").display().to_string()),
+        "{}",
+        ph.info
+    );
+    assert_eq!(ph.env["FPTEST_VAR"], "system-override");
+    assert_eq!(ph.env["FPTEST_SYSTEM_GLOBAL"], "1");
+    assert_eq!(ph.env["FPTEST_USER"], "1");
+}
