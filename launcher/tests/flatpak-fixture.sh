@@ -108,7 +108,7 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker \
          /etc/resolv.conf /etc/hosts /etc/timezone /var/db/zoneinfo /var/run/user \
          /var/cache /var/data /var/config /etc/fptest.conf /etc/xdg/fptest-xdg /etc/os-release \
-         /run/host/fonts /run/host/font-dirs.xml /run/host/os-release /run/host/share/icons /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
+         "/tmp/.X11-unix/X${DISPLAY#:}" /run/host/fonts /run/host/font-dirs.xml /run/host/os-release /run/host/share/icons /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
     if [ -e "$p" ]; then echo "PATH $p yes"; else echo "PATH $p no"; fi
 done
 for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var/cache /var/config \

@@ -220,6 +220,39 @@ fn report(stdout: &str) -> Report {
     r
 }
 
+/// A listening socket at /tmp/.X11-unix/XN standing in for an X server
+/// (a display number of this process and identity), removed on drop.
+struct FakeX11 {
+    display: u32,
+    _listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl FakeX11 {
+    fn new(who: Who) -> FakeX11 {
+        let display = 5000 + (std::process::id() % 1000) * 2 + (who == Who::User) as u32;
+        let dir = Path::new("/tmp/.X11-unix");
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        }
+        let path = dir.join(format!("X{display}"));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        FakeX11 {
+            display,
+            _listener: listener,
+            path,
+        }
+    }
+}
+
+impl Drop for FakeX11 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Variables only one side sets, with the reason; every other variable must
 /// be set by both, to the same value (or, for the bus address, each to its
 /// own socket).
@@ -235,6 +268,10 @@ const ENV_ONLY_FLATPAK: &[(&str, &str)] = &[
         "flatpak's per-app sandbox directory (~/.var/app/ID/sandbox) is not made",
     ),
     ("container", "porthole does not claim to be flatpak"),
+    (
+        "XAUTHORITY",
+        "porthole's X11 socket comes without an Xauthority file (flatpak writes one)",
+    ),
     ("PS1", "flatpak's custom shell prompt"),
 ];
 const ENV_ONLY_PORTHOLE: &[(&str, &str)] = &[
@@ -393,6 +430,17 @@ fn compare(fp: &Report, ph: &Report, system_bus_granted: bool, removed: &[&str])
 /// Runs the app with both launchers on a private bus with the stand-in
 /// service, as `who`; returns both reports.
 fn both(who: Who, inst: &Installation, name: &str, args: &[&str]) -> (Report, Report) {
+    both_env(who, inst, name, args, &[])
+}
+
+/// [`both`] with more host variables for both launchers.
+fn both_env(
+    who: Who,
+    inst: &Installation,
+    name: &str,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> (Report, Report) {
     let bus = Bus::start(who, &format!("fp-{name}"));
     let (_svc, _rx) = serve(
         who,
@@ -404,7 +452,8 @@ fn both(who: Who, inst: &Installation, name: &str, args: &[&str]) -> (Report, Re
         ],
     );
     let rt = runtime_dir(who, &format!("fp-{name}"));
-    let bus_env = vec![("DBUS_SESSION_BUS_ADDRESS", bus.address.clone())];
+    let mut bus_env = vec![("DBUS_SESSION_BUS_ADDRESS", bus.address.clone())];
+    bus_env.extend(env.iter().cloned());
     let mut fargs = vec!["run", APP];
     fargs.extend_from_slice(args);
     let fp = inst.flatpak(who, &rt, &fargs, &bus_env);
@@ -573,6 +622,7 @@ fn overrides(who: Who) {
             // Not provided by porthole yet: named in one warning line.
             "--device=dri".to_string(),
             "--socket=ssh-auth".to_string(),
+            "--socket=fallback-x11".to_string(),
             APP.to_string(),
         ],
         vec![
@@ -585,7 +635,19 @@ fn overrides(who: Who) {
         let out = inst.flatpak(who, &rt, &args, &[]);
         assert_eq!(out.code, Some(0), "flatpak override: {}", out.stderr);
     }
-    let (fp, ph) = both(who, &inst, "override", &[]);
+    // fallback-x11 with wayland granted but no compositor: X11, as
+    // Flatpak gives it, on a stand-in X11 socket.
+    let x11 = FakeX11::new(who);
+    let (fp, ph) = both_env(
+        who,
+        &inst,
+        "override",
+        &[],
+        &[("DISPLAY", format!(":{}", x11.display))],
+    );
+    let x11_socket = format!("/tmp/.X11-unix/X{}", x11.display);
+    assert_eq!(ph.paths[&x11_socket], "yes");
+    assert_eq!(ph.env["DISPLAY"], format!(":{}", x11.display));
     let listed = compare(&fp, &ph, false, &["ro"]);
     eprintln!("[{}] expected differences with overrides:", who.label());
     for l in &listed {

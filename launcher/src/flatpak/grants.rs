@@ -112,6 +112,8 @@ pub struct Grants {
     pub unset_env: Vec<String>,
     /// What the context asks for that porthole does not provide yet.
     pub unsupported: Vec<String>,
+    /// `sockets=fallback-x11`: X11 when no Wayland socket is given.
+    pub fallback_x11: bool,
 }
 
 fn special_dir_key(prefix: &str) -> Option<&'static str> {
@@ -157,12 +159,9 @@ pub fn grants(ctx: &Context, host: &HostDirs, app_data: &Path) -> Grants {
             "pulseaudio" => {
                 p.sockets.insert(Socket::PulseAudio);
             }
-            // X11 only for an app that does not get Wayland.
-            "fallback-x11" => {
-                if !ctx.sockets.has(SOCKETS, "wayland") {
-                    p.sockets.insert(Socket::X11);
-                }
-            }
+            // X11 only for an app that gets no Wayland socket: decided
+            // where the host's sockets are looked up (launch::prepare).
+            "fallback-x11" => g.fallback_x11 = true,
             other => unsupported.push(format!("sockets={other}")),
         }
     }
@@ -401,6 +400,7 @@ mod tests {
         assert!(p.network);
         assert!(p.sockets.contains(&Socket::Wayland));
         assert!(!p.sockets.contains(&Socket::X11));
+        assert!(g.fallback_x11);
         assert!(p.features.devel);
         let fs: Vec<(PathBuf, Access)> = p
             .filesystems

@@ -262,7 +262,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         let files = c.join("files");
         app_files = Some(if files.is_dir() { files } else { c });
     }
-    let perms = perms.merge(req.permissions.clone());
+    let mut perms = perms.merge(req.permissions.clone());
 
     // /usr and /etc sources. The runtime's /etc files are looked up inside
     // the runtime (see `Tree`), never through its symlinks onto the host.
@@ -371,12 +371,29 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     let host_runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from(format!("/run/user/{uid}"))));
+    let mut sockets = host_sockets(&perms, host_runtime.as_deref());
+    // Flatpak's fallback-x11: X11 for an app that gets no Wayland socket
+    // (none granted, or none on the host); no note when there is no X11.
+    if req
+        .installed
+        .as_ref()
+        .is_some_and(|i| i.grants.fallback_x11)
+        && sockets.wayland.is_none()
+        && sockets.x11.is_none()
+    {
+        let mut with_x11 = perms.clone();
+        with_x11.sockets.insert(Socket::X11);
+        sockets.x11 = host_sockets(&with_x11, host_runtime.as_deref()).x11;
+        if sockets.x11.is_some() {
+            perms.sockets.insert(Socket::X11);
+        }
+    }
     let HostSockets {
         wayland,
         pulse,
         x11,
         missing: missing_sockets,
-    } = host_sockets(&perms, host_runtime.as_deref());
+    } = sockets;
 
     let documents = if req.documents_portal {
         let view = host_runtime
