@@ -20,7 +20,7 @@ pub mod refs;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use porthole_identity::{AppId, KeyFile};
+use porthole_identity::KeyFile;
 
 use crate::exit_code;
 use crate::mount::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
@@ -507,18 +507,6 @@ pub fn resolve(
 pub fn is_runtime_ref(s: &std::ffi::OsStr) -> bool {
     let b = s.as_encoded_bytes();
     !(b.starts_with(b"/") || b.starts_with(b"./") || b.starts_with(b"../") || b == b".")
-}
-
-/// Checks that `id` is a valid app id (the same rules as for refs).
-pub fn app_id(id: &str) -> Result<AppId, FlatpakError> {
-    refs::check_id("app id", id)?;
-    AppId::parse(id).map_err(|e| {
-        FlatpakError::BadRef(RefError {
-            what: "app id",
-            value: id.to_owned(),
-            reason: e.to_string(),
-        })
-    })
 }
 
 /// Adds Flatpak's default variables for apps to `env` where the context
