@@ -121,6 +121,7 @@ for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var
 done
 sed 's/^/INFO /' /.flatpak-info
 sed 's/^/FONTDIRS /' /run/host/font-dirs.xml
+if [ -n "${XAUTHORITY:-}" ]; then echo "XAUTH $(od -An -tx1 -v "$XAUTHORITY" | tr -d ' \n')"; fi
 /app/bin/porthole-probe dbus-battery "$FLATPAK_ID" org.example.Granted org.example.Hidden \
     org.freedesktop.portal.Desktop </dev/null | grep '"\(REACH\|P22\)\.'
 EOF

@@ -183,6 +183,8 @@ struct Report {
     reach: BTreeMap<String, String>,
     /// `/run/host/font-dirs.xml`.
     font_dirs: String,
+    /// The Xauthority file the app got, in hex.
+    xauth: String,
     /// porthole's warning lines (stderr).
     warnings: Vec<String>,
 }
@@ -207,6 +209,8 @@ fn report(stdout: &str) -> Report {
         } else if let Some(f) = line.strip_prefix("FONTDIRS ") {
             r.font_dirs.push_str(f);
             r.font_dirs.push('\n');
+        } else if let Some(x) = line.strip_prefix("XAUTH ") {
+            r.xauth = x.to_owned();
         } else if line == "INFO" {
             r.info.push('\n');
         } else if line.starts_with('{') {
@@ -226,6 +230,29 @@ struct FakeX11 {
     display: u32,
     _listener: std::os::unix::net::UnixListener,
     path: PathBuf,
+    /// An Xauthority file with a cookie for this display (and one for
+    /// another), readable by the test user.
+    xauthority: PathBuf,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One Xauthority entry (libXau's format) for the local host.
+fn xauth_entry(display: u32, cookie: &[u8]) -> Vec<u8> {
+    let node = nix::sys::utsname::uname().unwrap();
+    let mut v = 256u16.to_be_bytes().to_vec();
+    for f in [
+        node.nodename().as_encoded_bytes(),
+        display.to_string().as_bytes(),
+        b"MIT-MAGIC-COOKIE-1".as_slice(),
+        cookie,
+    ] {
+        v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        v.extend_from_slice(f);
+    }
+    v
 }
 
 impl FakeX11 {
@@ -239,10 +266,16 @@ impl FakeX11 {
         let path = dir.join(format!("X{display}"));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let xauthority = stage().dir.join(format!("Xauthority-{}", who.label()));
+        let mut cookies = xauth_entry(display, b"this-display-cookie");
+        cookies.extend(xauth_entry(display + 100, b"other-display-cookie"));
+        std::fs::write(&xauthority, cookies).unwrap();
+        std::fs::set_permissions(&xauthority, std::fs::Permissions::from_mode(0o644)).unwrap();
         FakeX11 {
             display,
             _listener: listener,
             path,
+            xauthority,
         }
     }
 }
@@ -268,10 +301,6 @@ const ENV_ONLY_FLATPAK: &[(&str, &str)] = &[
         "flatpak's per-app sandbox directory (~/.var/app/ID/sandbox) is not made",
     ),
     ("container", "porthole does not claim to be flatpak"),
-    (
-        "XAUTHORITY",
-        "porthole's X11 socket comes without an Xauthority file (flatpak writes one)",
-    ),
     ("PS1", "flatpak's custom shell prompt"),
 ];
 const ENV_ONLY_PORTHOLE: &[(&str, &str)] = &[
@@ -365,6 +394,7 @@ fn compare(fp: &Report, ph: &Report, system_bus_granted: bool, removed: &[&str])
     }
     assert_eq!(fp.writes.len(), ph.writes.len());
     assert_eq!(fp.font_dirs, ph.font_dirs, "/run/host/font-dirs.xml");
+    assert_eq!(fp.xauth, ph.xauth, "X11 cookies");
     for (place, w) in &fp.writes {
         if removed.contains(&place.as_str()) {
             assert_eq!(
@@ -643,11 +673,26 @@ fn overrides(who: Who) {
         &inst,
         "override",
         &[],
-        &[("DISPLAY", format!(":{}", x11.display))],
+        &[
+            ("DISPLAY", format!(":{}", x11.display)),
+            ("XAUTHORITY", x11.xauthority.display().to_string()),
+        ],
     );
     let x11_socket = format!("/tmp/.X11-unix/X{}", x11.display);
     assert_eq!(ph.paths[&x11_socket], "yes");
     assert_eq!(ph.env["DISPLAY"], format!(":{}", x11.display));
+    // Only this display's cookie of this host reaches the app.
+    assert_eq!(ph.env["XAUTHORITY"], "/run/flatpak/Xauthority");
+    assert!(
+        ph.xauth.contains(&hex(b"this-display-cookie")),
+        "{}",
+        ph.xauth
+    );
+    assert!(
+        !ph.xauth.contains(&hex(b"other-display-cookie")),
+        "{}",
+        ph.xauth
+    );
     let listed = compare(&fp, &ph, false, &["ro"]);
     eprintln!("[{}] expected differences with overrides:", who.label());
     for l in &listed {

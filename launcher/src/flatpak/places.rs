@@ -169,9 +169,97 @@ pub fn font_dirs_xml(share: &[(PathBuf, PathBuf)]) -> String {
     x
 }
 
+/// Where an installed app finds its X11 cookies, as under `flatpak run`.
+pub const XAUTHORITY: &str = "/run/flatpak/Xauthority";
+
+const FAMILY_LOCAL: u16 = 256;
+const FAMILY_WILD: u16 = 65535;
+
+/// The entries of an Xauthority file (`bytes`, libXau's format: a
+/// big-endian u16 family, then address, display number, auth name and
+/// auth data, each a big-endian u16 length and that many bytes) that
+/// `flatpak run` passes to an app on local display `number` of host
+/// `nodename` (write_xauth, xauth_entry_should_propagate): local entries
+/// of this host and wildcard entries, for that display. A truncated file
+/// ends the list where it breaks, as XauReadAuth does.
+pub fn xauth_for_display(bytes: &[u8], number: &str, nodename: &[u8]) -> Vec<u8> {
+    fn field(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let len = u16::from_be_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let rest = b.get(2..)?;
+        Some((rest.get(..len)?, rest.get(len..)?))
+    }
+    let mut out = Vec::new();
+    let mut b = bytes;
+    while b.len() >= 2 {
+        let entry_start = b;
+        let family = u16::from_be_bytes([b[0], b[1]]);
+        let Some((address, r)) = field(&b[2..]) else {
+            break;
+        };
+        let Some((num, r)) = field(r) else { break };
+        let Some((_name, r)) = field(r) else { break };
+        let Some((_data, r)) = field(r) else { break };
+        let entry = &entry_start[..entry_start.len() - r.len()];
+        b = r;
+        let for_us = match family {
+            FAMILY_WILD => true,
+            FAMILY_LOCAL => address == nodename,
+            _ => false,
+        };
+        if for_us && num == number.as_bytes() {
+            out.extend_from_slice(entry);
+        }
+    }
+    out
+}
+
+/// The host's X11 cookies for local display `number`, from `$XAUTHORITY`
+/// or `~/.Xauthority` (libXau's XauFileName); None when there are none.
+pub fn host_xauth(number: u32, home: &Path) -> Option<Vec<u8>> {
+    let file = std::env::var_os("XAUTHORITY")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".Xauthority"));
+    let bytes = std::fs::read(file).ok()?;
+    let node = nix::sys::utsname::uname().ok()?;
+    let out = xauth_for_display(
+        &bytes,
+        &number.to_string(),
+        node.nodename().as_encoded_bytes(),
+    );
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(family: u16, address: &[u8], number: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut v = family.to_be_bytes().to_vec();
+        for f in [address, number, b"MIT-MAGIC-COOKIE-1".as_slice(), data] {
+            v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    #[test]
+    fn xauth_entries_for_this_host_and_display() {
+        let mine = entry(FAMILY_LOCAL, b"box", b"7", b"cookie-7");
+        let wild = entry(FAMILY_WILD, b"", b"7", b"wild-7");
+        let other_display = entry(FAMILY_LOCAL, b"box", b"8", b"cookie-8");
+        let other_host = entry(FAMILY_LOCAL, b"elsewhere", b"7", b"x");
+        let tcp = entry(0, &[10, 0, 0, 1], b"7", b"tcp");
+        let mut file = [mine.clone(), other_display, tcp, other_host, wild.clone()].concat();
+        assert_eq!(
+            xauth_for_display(&file, "7", b"box"),
+            [mine.clone(), wild].concat()
+        );
+        // A truncated file ends the list.
+        file.truncate(mine.len() + 5);
+        assert_eq!(xauth_for_display(&file, "7", b"box"), mine);
+        assert!(xauth_for_display(b"\x01", "7", b"box").is_empty());
+    }
 
     #[test]
     fn font_dirs_map_only_font_directories_and_escape() {

@@ -448,11 +448,24 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     );
     // An installed app's further binds; Landlock judges a write by the
     // path it was made through, so the read-write ones are listed too.
-    let extra_ops = req
+    let mut extra_ops = req
         .installed
         .as_ref()
         .map(|i| i.extra_ops(&app_data, uid))
         .unwrap_or_default();
+    // An installed app with X11 gets the host's cookies for that display,
+    // as under `flatpak run`.
+    let xauth = match (&req.installed, &x11) {
+        (Some(_), Some((_, n))) => crate::flatpak::places::host_xauth(*n, &home),
+        _ => None,
+    };
+    if let Some(bytes) = &xauth {
+        extra_ops.push(Op::File {
+            dest: PathBuf::from(crate::flatpak::places::XAUTHORITY),
+            contents: bytes.clone(),
+            mode: 0o600,
+        });
+    }
     writable.extend(extra_ops.iter().filter_map(|op| match op {
         Op::Bind { dest, attrs, .. } if attrs & crate::mount::MOUNT_ATTR_RDONLY == 0 => {
             Some(dest.clone())
@@ -512,6 +525,13 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
 
     if let Some(inst) = &req.installed {
         crate::flatpak::apply_env(&mut env, inst, &perms.env);
+        if xauth.is_some() {
+            env.retain(|(k, _)| k != "XAUTHORITY");
+            env.push((
+                "XAUTHORITY".to_string(),
+                crate::flatpak::places::XAUTHORITY.to_string(),
+            ));
+        }
     }
 
     // Without multiarch the programs have no i386 branch (shorter, so
