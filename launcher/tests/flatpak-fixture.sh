@@ -35,8 +35,9 @@ no_fsync() {
 # extension ID BRANCH OF_REF: exports a runtime ref ID holding a marker file
 # (an [ExtensionOf] runtime is exported from files/, like an extension).
 extension() {
-    mkdir -p "ext-$1/usr" "ext-$1/files/lib"
+    mkdir -p "ext-$1/usr" "ext-$1/files/lib" "ext-$1/files/merged"
     echo "$1" >"ext-$1/files/marker"
+    echo "$1" >"ext-$1/files/merged/$1.conf"
     printf '[Runtime]\nname=%s\n\n[ExtensionOf]\nref=%s\n' "$1" "$3" >"ext-$1/metadata"
     flatpak build-export --runtime --no-update-summary --disable-fsync repo "ext-$1" "$2" >/dev/null
 }
@@ -106,6 +107,7 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          "$HOME/.fptest-persist" "$shared/ro/file" "$shared/rw/file" \
          "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh \
          /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker \
+         "/app/plugins/merged/$FLATPAK_ID.Plugin.one.conf" \
          /etc/resolv.conf /etc/hosts /etc/timezone /var/db/zoneinfo /var/run/user \
          /var/cache /var/data /var/config /etc/fptest.conf /etc/xdg/fptest-xdg /etc/os-release \
          "/tmp/.X11-unix/X${DISPLAY#:}" /run/host/fonts /run/host/font-dirs.xml /run/host/os-release /run/host/share/icons /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do
@@ -132,7 +134,8 @@ EOF
         --talk-name=org.example.Granted --env=FPTEST_VAR=from-metadata \
         --persist=.fptest-persist \
         --extension="$APP.Plugin=directory=plugins" \
-        --extension="$APP.Plugin=subdirectories=true" >/dev/null
+        --extension="$APP.Plugin=subdirectories=true" \
+        --extension="$APP.Plugin=merge-dirs=merged" >/dev/null
     flatpak build-export --no-update-summary --disable-fsync repo app stable >/dev/null
     flatpak build-update-repo repo >/dev/null
     chmod -R a+rX repo

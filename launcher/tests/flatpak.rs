@@ -559,6 +559,8 @@ fn same_as_flatpak_run(who: Who) {
         ("/usr/lib/porthole-ext/marker".to_string(), "yes"),
         ("/usr/lib/missing-ext/marker".to_string(), "no"),
         ("/app/plugins/one/marker".to_string(), "yes"),
+        // Its merge-dirs entry, linked beside it.
+        (format!("/app/plugins/merged/{APP}.Plugin.one.conf"), "yes"),
         // Flatpak's fixed places, and the host's name service with
         // shared=network.
         ("/var/data".to_string(), "yes"),

@@ -3,8 +3,9 @@
 //! the ref `runtime/NAME/ARCH/BRANCH` for each of `versions=` (or
 //! `version=`, or the asking ref's branch), mounted read-only at
 //! `TARGET/directory`; with `subdirectories=true` and no `NAME` itself,
-//! every installed `NAME.*` at `directory/SUFFIX` on a tmpfs. A missing one
-//! is skipped, as Flatpak skips it. `add-ld-path` adds to the library path.
+//! every installed `NAME.*` at `directory/SUFFIX` on a tmpfs, their
+//! `merge-dirs` entries linked side by side. A missing one is skipped, as
+//! Flatpak skips it. `add-ld-path` adds to the library path.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,12 @@ pub struct Extension {
     pub tmpfs: Option<PathBuf>,
     /// `add-ld-path`, resolved inside the sandbox.
     pub ld_path: Option<PathBuf>,
+    /// The extension's directory before `subdirectory-suffix` (Flatpak's
+    /// `directory`): `merge-dirs` link from beside it into it.
+    pub base: PathBuf,
+    /// `merge-dirs=`: directories whose entries every subdirectory
+    /// extension shows in one place (the first extension's entry wins).
+    pub merge_dirs: Vec<String>,
 }
 
 /// `enable-if=`: the reasons we can judge; a reason we cannot is false.
@@ -100,6 +107,14 @@ pub fn list(meta: &KeyFile, owner: &Ref, target: &str, dirs: &[Installation]) ->
             continue;
         }
         let add_ld_path = meta.get(group, "add-ld-path");
+        let merge_dirs: Vec<String> = meta
+            .get_list(group, "merge-dirs")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| {
+                !d.is_empty() && !d.starts_with('/') && !d.split('/').any(|c| c == ".." || c == ".")
+            })
+            .collect();
         let enable_if = meta.get(group, "enable-if");
         let suffix = meta.get(group, "subdirectory-suffix").unwrap_or_default();
         let branches = meta
@@ -125,7 +140,7 @@ pub fn list(meta: &KeyFile, owner: &Ref, target: &str, dirs: &[Installation]) ->
                     return None;
                 }
                 let full = if suffix.is_empty() {
-                    dest
+                    dest.clone()
                 } else {
                     dest.join(&suffix)
                 };
@@ -134,8 +149,10 @@ pub fn list(meta: &KeyFile, owner: &Ref, target: &str, dirs: &[Installation]) ->
                     commit: d.commit.clone(),
                     files: d.files(),
                     ld_path: add_ld_path.as_ref().map(|p| full.join(p)),
+                    base: dest,
                     dest: full,
                     tmpfs,
+                    merge_dirs: merge_dirs.clone(),
                 })
             };
             let dest = PathBuf::from(target).join(&directory);

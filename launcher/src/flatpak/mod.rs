@@ -221,6 +221,32 @@ impl Installed {
                 attrs: ro,
             });
         }
+        // merge-dirs (flatpak_run_add_extension_args): on the tmpfs of
+        // subdirectory extensions, DIR/MERGE/NAME links to each
+        // extension's DIR/SUB/MERGE/NAME; the first one listed wins.
+        let mut linked: Vec<PathBuf> = Vec::new();
+        for e in self.extensions.iter().filter(|e| e.tmpfs.is_some()) {
+            let Some(parent) = e.base.parent() else {
+                continue;
+            };
+            for md in &e.merge_dirs {
+                let Ok(rd) = std::fs::read_dir(e.files.join(md)) else {
+                    continue;
+                };
+                let mut names: Vec<OsString> = rd.flatten().map(|d| d.file_name()).collect();
+                names.sort();
+                for name in names {
+                    let link = parent.join(md).join(&name);
+                    if !linked.contains(&link) {
+                        ops.push(Op::Symlink {
+                            target: e.base.join(md).join(&name),
+                            dest: link.clone(),
+                        });
+                        linked.push(link);
+                    }
+                }
+            }
+        }
         for (src, dest, access) in &self.grants.binds {
             ops.push(Op::Bind {
                 src: src.clone(),
