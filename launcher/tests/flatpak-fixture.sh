@@ -107,7 +107,7 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
          "$HOME/.fptest-persist" "$shared/ro/file" "$shared/rw/file" \
          "$shared/hidden/file" "/run/user/$uid/bus" /var/lib/flatpak /root/.ssh \
          /usr/lib/porthole-ext/marker /usr/lib/missing-ext/marker /app/plugins/one/marker \
-         "/app/plugins/merged/$FLATPAK_ID.Plugin.one.conf" \
+         "/app/plugins/merged/$FLATPAK_ID.Plugin.one.conf" "/run/user/$uid/fptest-run/file" \
          /etc/resolv.conf /etc/hosts /etc/timezone /var/db/zoneinfo /var/run/user \
          /var/cache /var/data /var/config /etc/fptest.conf /etc/xdg/fptest-xdg /etc/os-release \
          "/tmp/.X11-unix/X${DISPLAY#:}" /run/host/fonts /run/host/font-dirs.xml /run/host/os-release /run/host/share/icons /sys/class "/run/user/$uid/app/$FLATPAK_ID" "/run/user/$uid/flatpak-info"; do

@@ -330,6 +330,13 @@ const PATHS_ONLY_FLATPAK: &[(&str, &str)] = &[
     ("/etc/resolv.conf", "as /etc/hosts"),
 ];
 
+/// Paths only porthole's sandbox has, and why.
+const PATHS_ONLY_PORTHOLE: &[(&str, &str)] = &[(
+    "/run/user/UID/fptest-run/file",
+    "xdg-run/NAME: porthole binds $XDG_RUNTIME_DIR/NAME at /run/user/UID/NAME, Flatpak at \
+     the host path, which is the same where XDG_RUNTIME_DIR is /run/user/UID (not in this test)",
+)];
+
 /// `/.flatpak-info` keys that differ, and why.
 const INFO_DIFFERENT: &[(&str, &str)] = &[
     ("Instance/instance-id", "each launcher's own instance"),
@@ -387,9 +394,14 @@ fn compare(fp: &Report, ph: &Report, system_bus_granted: bool, removed: &[&str])
                 "/run/user/UID",
             )
             .replace(APP, "APP");
-        match PATHS_ONLY_FLATPAK.iter().find(|(p, _)| *p == generic) {
-            Some((_, why)) if seen == "yes" => listed.push(format!("path {path}: {why}")),
-            _ => panic!("{path}: flatpak sees {seen}, porthole {ours}"),
+        let only = if seen == "yes" {
+            PATHS_ONLY_FLATPAK
+        } else {
+            PATHS_ONLY_PORTHOLE
+        };
+        match only.iter().find(|(p, _)| *p == generic) {
+            Some((_, why)) => listed.push(format!("path {path}: {why}")),
+            None => panic!("{path}: flatpak sees {seen}, porthole {ours}"),
         }
     }
     assert_eq!(fp.writes.len(), ph.writes.len());
@@ -655,6 +667,7 @@ fn overrides(who: Who) {
             "--device=dri".to_string(),
             "--socket=ssh-auth".to_string(),
             "--socket=fallback-x11".to_string(),
+            "--filesystem=xdg-run/fptest-run:ro".to_string(),
             APP.to_string(),
         ],
         vec![
@@ -670,6 +683,16 @@ fn overrides(who: Who) {
     // fallback-x11 with wayland granted but no compositor: X11, as
     // Flatpak gives it, on a stand-in X11 socket.
     let x11 = FakeX11::new(who);
+    // What xdg-run/fptest-run names: $XDG_RUNTIME_DIR/fptest-run.
+    let run_dir = rt_of(who, "override").join("fptest-run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("file"), "runtime dir file\n").unwrap();
+    if who == Who::User {
+        let (uid, gid, _) = user_ids().unwrap();
+        for p in [&run_dir, &run_dir.join("file")] {
+            nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).unwrap();
+        }
+    }
     let (fp, ph) = both_env(
         who,
         &inst,
@@ -683,6 +706,10 @@ fn overrides(who: Who) {
     let x11_socket = format!("/tmp/.X11-unix/X{}", x11.display);
     assert_eq!(ph.paths[&x11_socket], "yes");
     assert_eq!(ph.env["DISPLAY"], format!(":{}", x11.display));
+    assert_eq!(
+        ph.paths[&format!("/run/user/{}/fptest-run/file", uid_of(who))],
+        "yes"
+    );
     // Only this display's cookie of this host reaches the app.
     assert_eq!(ph.env["XAUTHORITY"], "/run/flatpak/Xauthority");
     assert!(

@@ -32,6 +32,10 @@ pub struct HostDirs {
     pub cache: PathBuf,
     /// `XDG_*_DIR` from `user-dirs.dirs`, as (key, path).
     pub user_dirs: Vec<(String, PathBuf)>,
+    /// The host's `$XDG_RUNTIME_DIR` (for `xdg-run/NAME`), and our uid:
+    /// the sandbox's is `/run/user/UID`.
+    pub runtime: Option<PathBuf>,
+    pub uid: u32,
 }
 
 impl HostDirs {
@@ -55,6 +59,10 @@ impl HostDirs {
             cache: xdg("XDG_CACHE_HOME", ".cache"),
             config,
             user_dirs,
+            runtime: std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute()),
+            uid: nix::unistd::getuid().as_raw(),
         }
     }
 
@@ -230,8 +238,29 @@ pub fn grants(ctx: &Context, host: &HostDirs, app_data: &Path) -> Grants {
                 "xdg-config" => Some(host.config.clone()),
                 "xdg-data" => Some(host.data.clone()),
                 "xdg-cache" => Some(host.cache.clone()),
+                // $XDG_RUNTIME_DIR/NAME at /run/user/UID/NAME (a socket,
+                // usually: pipewire-0, dconf, gvfsd).
                 "xdg-run" => {
-                    unsupported.push(format!("filesystems={loc}"));
+                    let src = host.runtime.as_ref().map(|r| r.join(rest));
+                    match src {
+                        Some(src) if !rest.is_empty() => {
+                            if mode == FsMode::Create {
+                                let _ = std::fs::create_dir_all(&src);
+                            }
+                            if std::fs::symlink_metadata(&src).is_err() {
+                                continue;
+                            }
+                            if std::fs::canonicalize(&src).ok().as_ref() != Some(&src) {
+                                unsupported.push(format!(
+                                    "filesystems={loc} (a symbolic link or below one)"
+                                ));
+                                continue;
+                            }
+                            let dest = PathBuf::from(format!("/run/user/{}", host.uid)).join(rest);
+                            g.binds.push((src, dest, access(mode)));
+                        }
+                        _ => unsupported.push(format!("filesystems={loc}")),
+                    }
                     continue;
                 }
                 other => match special_dir_key(other) {
@@ -381,6 +410,8 @@ mod tests {
                 ("XDG_DOCUMENTS_DIR".into(), home.join("Docs")),
                 ("XDG_VIDEOS_DIR".into(), home.clone()),
             ],
+            runtime: None,
+            uid: 1000,
         };
         let kf = KeyFile::parse(
             "[Context]\nshared=network;ipc;\nsockets=wayland;fallback-x11;ssh-auth;\ndevices=dri;\nfeatures=devel;bluetooth;\nfilesystems=xdg-documents/sub:ro;xdg-videos;xdg-config/app;~/missing;~/made:create;xdg-run/pipewire-0;/usr/share;\npersistent=.mozilla;\n\n[Session Bus Policy]\norg.a.B=talk\norg.c.D=own\norg.e.F=none\n\n[Environment]\nA=1\nLD_PRELOAD=/x.so\n\n[Context]\nunset-environment=TMPDIR;\n",
