@@ -18,3 +18,11 @@ pub const COMMAND_NOT_EXECUTABLE: i32 = 126;
 pub const COMMAND_NOT_FOUND: i32 = 127;
 /// `ps`/`kill`/`enter`: no such instance.
 pub const NO_SUCH_INSTANCE: i32 = 120;
+/// `porthole run APP_ID` without a command: the app is not installed.
+pub const NOT_INSTALLED: i32 = 119;
+/// The installed app's runtime is not installed.
+pub const RUNTIME_MISSING: i32 = 118;
+/// An installed app's metadata, override or deploy files are damaged.
+pub const DAMAGED_METADATA: i32 = 117;
+/// An app id, arch, branch or runtime ref that is not valid (`..`, `/`).
+pub const BAD_REF: i32 = 116;

@@ -21,16 +21,20 @@ pub struct InfoInput<'a> {
     pub session_bus_proxy: bool,
     /// The system bus reaches the app through our proxy.
     pub system_bus_proxy: bool,
+    /// A Flatpak-installed app: its refs, commits and context as `flatpak
+    /// run` writes them.
+    pub installed: Option<&'a crate::flatpak::InfoExtra>,
 }
 
 /// The keyfile text.
 pub fn render(i: &InfoInput<'_>) -> String {
     let mut kf = KeyFile::new();
     kf.set("Application", "name", i.app_id.as_str());
+    let x = i.installed;
     kf.set(
         "Application",
         "runtime",
-        "runtime/org.porthole.Host/x86_64/host",
+        x.map_or("runtime/org.porthole.Host/x86_64/host", |x| &x.runtime_ref),
     );
     kf.set("Instance", "instance-id", i.instance_id);
     kf.set(
@@ -41,17 +45,39 @@ pub fn render(i: &InfoInput<'_>) -> String {
     if let Some(app) = i.app_path {
         kf.set("Instance", "app-path", &app.display().to_string());
     }
+    // Flatpak's order: app commit and extensions after the app's path,
+    // the runtime's after its path.
+    if let Some(x) = x {
+        kf.set("Instance", "app-commit", &x.app_commit);
+        if !x.app_extensions.is_empty() {
+            kf.set("Instance", "app-extensions", &x.app_extensions);
+        }
+    }
     kf.set(
         "Instance",
         "runtime-path",
         &i.runtime_path.display().to_string(),
     );
-    kf.set("Instance", "branch", "master");
-    kf.set("Instance", "arch", std::env::consts::ARCH);
+    if let Some(x) = x {
+        kf.set("Instance", "runtime-commit", &x.runtime_commit);
+        if !x.runtime_extensions.is_empty() {
+            kf.set("Instance", "runtime-extensions", &x.runtime_extensions);
+        }
+    }
+    kf.set("Instance", "branch", x.map_or("master", |x| &x.branch));
+    kf.set(
+        "Instance",
+        "arch",
+        x.map_or(std::env::consts::ARCH, |x| &x.arch),
+    );
     kf.set("Instance", "sandbox-engine", "porthole");
     let yes_no = |b: bool| if b { "true" } else { "false" };
     kf.set("Instance", "session-bus-proxy", yes_no(i.session_bus_proxy));
     kf.set("Instance", "system-bus-proxy", yes_no(i.system_bus_proxy));
+    if let Some(x) = x {
+        x.context.save(&mut kf);
+        return kf.to_text();
+    }
     let p = i.permissions;
     let mut shared = Vec::new();
     if p.network {
@@ -123,6 +149,7 @@ mod tests {
             permissions: &perms,
             session_bus_proxy: true,
             system_bus_proxy: false,
+            installed: None,
         });
         let kf = KeyFile::parse(&text).unwrap();
         assert_eq!(

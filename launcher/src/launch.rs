@@ -57,6 +57,9 @@ pub struct RunRequest {
     /// Bind the document store's view of this app at /run/user/UID/doc
     /// (false: `--no-documents-portal`).
     pub documents_portal: bool,
+    /// A Flatpak-installed app (`porthole run APP_ID` without a command):
+    /// its files, runtime, permissions and identity replace `app_dir`.
+    pub installed: Option<Box<crate::flatpak::Installed>>,
 }
 
 /// Errors of a launch, each with its exit code.

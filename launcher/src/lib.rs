@@ -19,6 +19,7 @@ pub mod documents;
 pub mod enter;
 pub mod environ;
 pub mod exit_code;
+pub mod flatpak;
 pub mod flatpak_info;
 pub mod init;
 pub mod instance;

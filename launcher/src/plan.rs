@@ -191,6 +191,9 @@ pub struct PlanInput {
     /// The D-Bus proxy's system-bus socket, bound as
     /// /run/dbus/system_bus_socket.
     pub system_bus: Option<PathBuf>,
+    /// Further steps of a Flatpak-installed app (extensions, `persistent=`
+    /// directories), after the app's files and grants.
+    pub extra_ops: Vec<Op>,
 }
 
 /// Paths a `--filesystem` grant may not cover or replace: the sandbox's own
@@ -245,6 +248,19 @@ pub fn check_grant(p: &Path) -> Result<(), PlanError> {
 const BIND_RO: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const BIND_RW: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 const TMP: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
+/// Where a step puts something in the new root.
+fn op_dest(op: &Op) -> &Path {
+    match op {
+        Op::Dir { dest, .. }
+        | Op::Symlink { dest, .. }
+        | Op::File { dest, .. }
+        | Op::Mount { dest, .. }
+        | Op::Bind { dest, .. }
+        | Op::ProxySocket { dest, .. }
+        | Op::ReadOnlyIfExists { dest } => dest,
+    }
+}
 
 fn p(s: impl AsRef<Path>) -> PathBuf {
     s.as_ref().to_path_buf()
@@ -387,11 +403,6 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
         dest: input.home.clone(),
         mode: 0o755,
     });
-    ops.push(Op::Bind {
-        src: input.app_data.clone(),
-        dest: input.app_data.clone(),
-        attrs: BIND_RW,
-    });
 
     if let Some(files) = &input.app_files {
         ops.push(Op::Bind {
@@ -411,14 +422,27 @@ pub fn build(mut input: PlanInput) -> Result<Vec<Op>, PlanError> {
             },
         });
     }
-
+    // After the grants: a read-only grant of the home (Flatpak's `home:ro`)
+    // must not make the app's own data read-only.
+    ops.push(Op::Bind {
+        src: input.app_data.clone(),
+        dest: input.app_data.clone(),
+        attrs: BIND_RW,
+    });
     // /run/user/UID: private, holding only the granted sockets.
     let run_user = PathBuf::from(format!("/run/user/{}", input.uid));
+    let (in_run_user, extra): (Vec<&Op>, Vec<&Op>) = input
+        .extra_ops
+        .iter()
+        .partition(|op| op_dest(op).starts_with(&run_user));
+    ops.extend(extra.into_iter().cloned());
     ops.push(Op::Mount {
         kind: FsKind::Tmpfs { mode: 0o700 },
         dest: run_user.clone(),
         attrs: TMP | MOUNT_ATTR_NOEXEC,
     });
+    // Extra steps there come once its tmpfs is mounted.
+    ops.extend(in_run_user.into_iter().cloned());
     if let Some(sock) = &input.wayland {
         ops.push(Op::Bind {
             src: sock.clone(),
@@ -502,6 +526,7 @@ mod tests {
             x11: None,
             session_bus: None,
             system_bus: None,
+            extra_ops: vec![],
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Warning {
     LimitsNoScope { reason: String },
     /// The systemd scope was created but the sandbox is not in it.
     ScopeMissesSandbox { unit: String },
+    /// A Flatpak-installed app's permissions that porthole does not
+    /// provide yet: one line naming all of them.
+    FlatpakUnsupported { items: Vec<String> },
 }
 
 impl Warning {
@@ -86,6 +89,11 @@ impl fmt::Display for Warning {
             Warning::ScopeMissesSandbox { unit } => write!(
                 f,
                 "{LIMITS}: the systemd scope {unit} does not hold the sandbox"
+            ),
+            Warning::FlatpakUnsupported { items } => write!(
+                f,
+                "not supported by porthole yet, so not granted: {}",
+                items.join(", ")
             ),
         }
     }

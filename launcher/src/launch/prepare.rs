@@ -248,7 +248,10 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     // `DIR/metadata` supplies default permissions.
     let mut perms = Permissions::default();
     let mut app_files = None;
-    if let Some(dir) = &req.app_dir {
+    if let Some(inst) = &req.installed {
+        perms = inst.grants.permissions.clone();
+        app_files = Some(inst.app_files());
+    } else if let Some(dir) = &req.app_dir {
         let c = canonical_dir(dir).map_err(|reason| LaunchError::AppDir {
             path: dir.clone(),
             reason,
@@ -264,11 +267,16 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         let files = c.join("files");
         app_files = Some(if files.is_dir() { files } else { c });
     }
-    let perms = perms.merge(req.permissions.clone());
+    let mut perms = perms.merge(req.permissions.clone());
 
     // /usr and /etc sources. The runtime's /etc files are looked up inside
     // the runtime (see `Tree`), never through its symlinks onto the host.
-    let (usr, etc_root, tree) = match &req.runtime {
+    // An installed app's runtime, unless a runtime directory is given.
+    let runtime_dir = req
+        .runtime
+        .clone()
+        .or_else(|| req.installed.as_ref().map(|i| i.runtime_files()));
+    let (usr, etc_root, tree) = match &runtime_dir {
         None => (
             PathBuf::from("/usr"),
             PathBuf::from("/etc"),
@@ -319,19 +327,37 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             etc_files.push((PathBuf::from("/etc").join(name), bytes));
         }
     }
+    // An installed app gets the host's name-service files and time zone,
+    // as under `flatpak run`, and the rest of its runtime's etc as links
+    // into /usr/etc (Installed::extra_ops); a runtime directory brings
+    // its own.
+    let installed = req.installed.is_some();
     let mut etc_names = vec!["fonts", "ssl/certs", "alternatives"];
     // With network=ask too: the monitor drops them again unless the user
     // says yes (see `network_etc`).
     if perms.network || perms.network_ask {
         etc_names.extend(NETWORK_ETC);
     }
+    if installed {
+        etc_names = if perms.network {
+            crate::flatpak::places::HOST_ETC_FILES.to_vec()
+        } else {
+            Vec::new()
+        };
+    }
     for name in etc_names {
         // /etc/alternatives: Debian's /usr/bin has links through it.
-        if let Some(c) = tree.resolve(&Path::new("etc").join(name)) {
+        let t = if installed { &host_root } else { &tree };
+        if let Some(c) = t.resolve(&Path::new("etc").join(name)) {
             etc_binds.push((c, PathBuf::from("/etc").join(name)));
         }
     }
-    let localtime_link = std::fs::read_link(etc_root.join("localtime"))
+    let zone_etc = if installed {
+        PathBuf::from("/etc")
+    } else {
+        etc_root.clone()
+    };
+    let localtime_link = std::fs::read_link(zone_etc.join("localtime"))
         .ok()
         .and_then(|t| {
             let s = t.to_string_lossy();
@@ -352,12 +378,29 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
     let host_runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from(format!("/run/user/{uid}"))));
+    let mut sockets = host_sockets(&perms, host_runtime.as_deref());
+    // Flatpak's fallback-x11: X11 for an app that gets no Wayland socket
+    // (none granted, or none on the host); no note when there is no X11.
+    if req
+        .installed
+        .as_ref()
+        .is_some_and(|i| i.grants.fallback_x11)
+        && sockets.wayland.is_none()
+        && sockets.x11.is_none()
+    {
+        let mut with_x11 = perms.clone();
+        with_x11.sockets.insert(Socket::X11);
+        sockets.x11 = host_sockets(&with_x11, host_runtime.as_deref()).x11;
+        if sockets.x11.is_some() {
+            perms.sockets.insert(Socket::X11);
+        }
+    }
     let HostSockets {
         wayland,
         pulse,
         x11,
         missing: missing_sockets,
-    } = host_sockets(&perms, host_runtime.as_deref());
+    } = sockets;
 
     let documents = if req.documents_portal {
         let view = host_runtime
@@ -389,6 +432,7 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         permissions: &perms,
         session_bus_proxy: bus.as_ref().is_some_and(|b| b.session.is_some()),
         system_bus_proxy: bus.as_ref().is_some_and(|b| b.system.is_some()),
+        installed: req.installed.as_ref().map(|i| &i.info),
     });
 
     // Landlock's write list: the app's data, the private temporary
@@ -409,6 +453,32 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             .filter(|(_, a)| *a == plan::Access::ReadWrite)
             .map(|(p, _)| p.clone()),
     );
+    // An installed app's further binds; Landlock judges a write by the
+    // path it was made through, so the read-write ones are listed too.
+    let mut extra_ops = req
+        .installed
+        .as_ref()
+        .map(|i| i.extra_ops(&app_data, uid))
+        .unwrap_or_default();
+    // An installed app with X11 gets the host's cookies for that display,
+    // as under `flatpak run`.
+    let xauth = match (&req.installed, &x11) {
+        (Some(_), Some((_, n))) => crate::flatpak::places::host_xauth(*n, &home),
+        _ => None,
+    };
+    if let Some(bytes) = &xauth {
+        extra_ops.push(Op::File {
+            dest: PathBuf::from(crate::flatpak::places::XAUTHORITY),
+            contents: bytes.clone(),
+            mode: 0o600,
+        });
+    }
+    writable.extend(extra_ops.iter().filter_map(|op| match op {
+        Op::Bind { dest, attrs, .. } if attrs & crate::mount::MOUNT_ATTR_RDONLY == 0 => {
+            Some(dest.clone())
+        }
+        _ => None,
+    }));
 
     let passwd = format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", home.display());
     let group = format!("{user}:x:{gid}:\n");
@@ -440,10 +510,11 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
             .as_ref()
             .and_then(|b| b.system.as_ref())
             .map(|l| l.socket.clone()),
+        extra_ops,
     };
     let ops = plan::build(input)?;
 
-    let env = environ::build(
+    let mut env = environ::build(
         std::env::vars(),
         &EnvInput {
             uid,
@@ -459,9 +530,19 @@ pub fn prepare(req: &RunRequest, warn: Warnings<'_>) -> Result<Prepared, LaunchE
         },
     );
 
+    if let Some(inst) = &req.installed {
+        crate::flatpak::apply_env(&mut env, inst, &perms.env);
+        if xauth.is_some() {
+            env.retain(|(k, _)| k != "XAUTHORITY");
+            env.push((
+                "XAUTHORITY".to_string(),
+                crate::flatpak::places::XAUTHORITY.to_string(),
+            ));
+        }
+    }
+
     // Without full network: the SOCKS5 endpoint on the sandbox's lo (an
     // `--env` of the app's own wins).
-    let mut env = env;
     if !perms.network {
         for key in ["ALL_PROXY", "all_proxy"] {
             if !env.iter().any(|(k, _)| k == key) {

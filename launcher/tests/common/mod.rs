@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod bus;
+
 pub const TEST_USER: &str = "porthole-test";
 pub const APP_ID: &str = "org.porthole.Probe";
 /// Owner of the setuid copy of the probe (P18): nobody.
