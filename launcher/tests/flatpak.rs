@@ -309,6 +309,11 @@ const ENV_ONLY_PORTHOLE: &[(&str, &str)] = &[
         "porthole sets the user's name; flatpak copies it from the host when set",
     ),
     ("LOGNAME", "as USER"),
+    (
+        "ALL_PROXY",
+        "without full network porthole serves a SOCKS5 endpoint on the sandbox's lo (per-destination grants); flatpak has no network at all",
+    ),
+    ("all_proxy", "as ALL_PROXY"),
 ];
 const ENV_DIFFERENT: &[(&str, &str)] = &[
     (
