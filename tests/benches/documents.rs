@@ -19,6 +19,7 @@
 //! Env: FILE_MIB (256), ROUNDS (5), LAT_N (5000), ADD_TOTAL (10000),
 //!      ADD_BLOCK (1000).
 
+use porthole_tests::bench::{env_num, median, require_root};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -31,18 +32,6 @@ const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const DOCUMENTS_PATH: &str = "/org/freedesktop/portal/documents";
 const APP_ID: &str = "org.example.Bench";
 const CHUNK: usize = 1 << 20;
-
-fn env_num(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// One document store on its own bus.
 struct Side {
@@ -151,11 +140,7 @@ fn latency(p: &Path, n: usize, open: bool) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("documents bench: run as root (FUSE mounts of a private runtime dir)");
-        std::process::exit(2);
-    }
+    require_root("documents", "FUSE mounts of a private runtime dir");
     let mib = env_num("FILE_MIB", 256);
     let rounds = env_num("ROUNDS", 5);
     let lat_n = env_num("LAT_N", 5000);

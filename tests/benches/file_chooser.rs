@@ -22,6 +22,7 @@
 //!    cargo bench -p porthole-tests --bench file_chooser`
 //! Env: CALLS (200 per round), ROUNDS (5).
 
+use porthole_tests::bench::{env_num, median, require_root};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,18 +36,6 @@ const XDG_DOCUMENT_PORTAL: &str = "/usr/libexec/xdg-document-portal";
 const DESKTOP: &str = "org.freedesktop.portal.Desktop";
 const PROMPT: &str = "org.freedesktop.impl.portal.desktop.porthole";
 const APP_ID: &str = "org.example.ChooserBench";
-
-fn env_num(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// User+system CPU seconds of a live process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -99,15 +88,7 @@ impl Side {
         let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;
         // The backend as each frontend finds it: upstream 1.16 by UseIn
         // and XDG_CURRENT_DESKTOP, ours by portals.conf.
-        let portals = bus.root().join("portals");
-        std::fs::create_dir_all(&portals).unwrap();
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
-        std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
-        std::fs::write(
-            portals.join("portals.conf"),
-            "[preferred]\ndefault=porthole\n",
-        )
-        .unwrap();
+        let portals = bus.porthole_portal_dir();
         let mut cmd = bus.command(frontend);
         cmd.env("XDG_DESKTOP_PORTAL_DIR", &portals)
             .env("XDG_CURRENT_DESKTOP", "porthole");
@@ -196,11 +177,7 @@ async fn backend_alone(side: &Side, calls: usize) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("file_chooser bench: run as root (FUSE mounts, porthole run)");
-        std::process::exit(2);
-    }
+    require_root("file_chooser", "FUSE mounts, porthole run");
     let calls = env_num("CALLS", 200);
     let rounds = env_num("ROUNDS", 5);
     let client: PathBuf = bin_dir().join("examples/file_chooser_client");

@@ -18,6 +18,7 @@
 //!       cargo bench -p porthole-tests --bench network`
 //! Env: SETUPS (set-ups per run, 300), ROUNDS (3), BULK_MIB (256).
 
+use porthole_tests::bench::env_num;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
@@ -27,13 +28,6 @@ use std::time::Duration;
 use porthole_tests::{Bus, bin, run_with_timeout};
 
 const APP: &str = "org.example.NetBench";
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Writes one byte to each connection, then closes it.
 fn first_byte_server() -> u16 {

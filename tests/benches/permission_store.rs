@@ -23,6 +23,7 @@
 //!      BASE_BIN (a porthole-permission-store built from an older commit),
 //!      PIPELINED_ONLY=1 (only the pipelined comparison).
 
+use porthole_tests::bench::{env_num, median};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -34,13 +35,6 @@ use zvariant::Value;
 
 const ANCHOR: &str = "/usr/libexec/xdg-permission-store";
 const WINDOW: usize = 2048;
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -174,11 +168,6 @@ async fn setperm_probe(s: &Loaded, size: u64, probes: u64, cap: Duration) -> (us
         }
     }
     (done, done as f64 / start.elapsed().as_secs_f64())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The pipelined load alone: `rounds` rounds of loading `size` new ids into

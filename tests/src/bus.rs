@@ -206,6 +206,19 @@ impl Bus {
         &self.root
     }
 
+    /// A portals directory for a frontend's `XDG_DESKTOP_PORTAL_DIR`:
+    /// `data/porthole.portal` (our dialog backend) and a `portals.conf`
+    /// that prefers it, so the frontend uses `porthole-prompt` as upstream
+    /// 1.20 would find it.
+    pub fn porthole_portal_dir(&self) -> PathBuf {
+        let dir = self.root.join("portals");
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
+        std::fs::copy(&data, dir.join("porthole.portal")).unwrap();
+        std::fs::write(dir.join("portals.conf"), "[preferred]\ndefault=porthole\n").unwrap();
+        dir
+    }
+
     /// The private `XDG_DATA_HOME` every service on this bus gets.
     pub fn data_home(&self) -> PathBuf {
         self.root.join("data")

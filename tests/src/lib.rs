@@ -3,13 +3,18 @@
 //! ([`bus`], feature `bus`, on by default); our built binaries and commands
 //! run with a hard time-out ([`process`]); and the one rule for a test that
 //! cannot run its real parts here ([`skip`]); a FUSE file that never
-//! answers a read ([`stuck_fuse`], feature `bus`).
+//! answers a read ([`stuck_fuse`], feature `bus`); the options and
+//! request handles of portal calls ([`portal`], feature `bus`); the
+//! settings and medians of the benchmarks ([`bench`]).
 //!
 //! The launcher's tests use this crate without the `bus` feature, so that
 //! the launcher's dependency tree holds no zbus or tokio.
 
+pub mod bench;
 #[cfg(feature = "bus")]
 pub mod bus;
+#[cfg(feature = "bus")]
+pub mod portal;
 pub mod process;
 pub mod skip;
 #[cfg(feature = "bus")]

@@ -45,15 +45,7 @@ async fn portal_with_held_dialog() -> (Bus, Vec<porthole_tests::Service>, zbus::
 {
     const DESKTOP: &str = "org.freedesktop.portal.Desktop";
     let bus = Bus::start();
-    let portals = bus.root().join("portals");
-    std::fs::create_dir_all(&portals).unwrap();
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
-    std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
-    std::fs::write(
-        portals.join("portals.conf"),
-        "[preferred]\ndefault=porthole\n",
-    )
-    .unwrap();
+    let portals = bus.porthole_portal_dir();
     let script = bus.root().join("script");
     std::fs::write(&script, "{\"method\": \"OpenFile\", \"hold\": true}\n").unwrap();
     let mut cmd = bus.command(bin("porthole-prompt"));

@@ -271,15 +271,7 @@ impl Setup {
                 STORE,
             )
             .await;
-        let portals_dir = bus.root().join("portals");
-        std::fs::create_dir_all(&portals_dir).unwrap();
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
-        std::fs::copy(&data, portals_dir.join("porthole.portal")).unwrap();
-        std::fs::write(
-            portals_dir.join("portals.conf"),
-            "[preferred]\ndefault=porthole\n",
-        )
-        .unwrap();
+        let portals_dir = bus.porthole_portal_dir();
         let script_path = bus.root().join("script.jsonl");
         std::fs::write(&script_path, script).unwrap();
         let record = bus.root().join("record.jsonl");

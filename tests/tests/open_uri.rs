@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use porthole_tests::portal::{Options, opt, options, predicted};
 use porthole_tests::{Bus, Service, bin, call_error_name, run_with_timeout};
 use zbus::MatchRule;
 use zbus::message::Type as MessageType;
@@ -30,8 +31,6 @@ const CALLER: &str = "org.example.Caller";
 /// The handlers' ids (desktop ids without `.desktop`).
 const MARKER: &str = "org.example.Marker";
 const OTHER: &str = "org.example.Other";
-
-type Options = HashMap<String, OwnedValue>;
 
 /// The services on one bus, the handlers installed, the marker file.
 /// Fields drop in order: the services stop before the bus goes.
@@ -61,15 +60,7 @@ impl Portal {
         script: Option<&str>,
         test_hook: bool,
     ) -> Portal {
-        let portals = bus.root().join("portals");
-        std::fs::create_dir_all(&portals).unwrap();
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
-        std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
-        std::fs::write(
-            portals.join("portals.conf"),
-            "[preferred]\ndefault=porthole\n",
-        )
-        .unwrap();
+        let portals = bus.porthole_portal_dir();
         // Two handlers of a private scheme, plain text and https; each
         // writes "ID|ARG|PARENT_WINDOW_ID|XDG_ACTIVATION_TOKEN" to the
         // marker.
@@ -252,25 +243,6 @@ impl Drop for Portal {
             let _ = child.wait();
         }
     }
-}
-
-fn opt(value: Value<'_>) -> OwnedValue {
-    OwnedValue::try_from(value).unwrap()
-}
-
-fn options(pairs: Vec<(&str, Value<'_>)>) -> Options {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), opt(v)))
-        .collect()
-}
-
-fn predicted(conn: &zbus::Connection, token: &str) -> String {
-    let sender = conn.unique_name().unwrap().as_str();
-    format!(
-        "/org/freedesktop/portal/desktop/request/{}/{token}",
-        sender.trim_start_matches(':').replace('.', "_")
-    )
 }
 
 /// Calls `method` with `args` (the handle_token `token` added to the

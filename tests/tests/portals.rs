@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use porthole_tests::portal::{Options, opt, options, predicted};
 use porthole_tests::{Bus, Service, bin, call_error_name};
 use zbus::MatchRule;
 use zbus::message::Type as MessageType;
@@ -29,8 +30,6 @@ const PROMPT: &str = "org.freedesktop.impl.portal.desktop.porthole";
 const INVALID_ARGUMENT: &str = "org.freedesktop.portal.Error.InvalidArgument";
 const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
-
-type Options = HashMap<String, OwnedValue>;
 
 /// A bus with the scripted backend and the frontend on it.
 /// Fields drop in order: the services stop before the bus goes.
@@ -69,15 +68,7 @@ impl Portal {
         activated: bool,
         frontend_env: &[(&str, &str)],
     ) -> Portal {
-        let portals = bus.root().join("portals");
-        std::fs::create_dir_all(&portals).unwrap();
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/porthole.portal");
-        std::fs::copy(&data, portals.join("porthole.portal")).unwrap();
-        std::fs::write(
-            portals.join("portals.conf"),
-            "[preferred]\ndefault=porthole\n",
-        )
-        .unwrap();
+        let portals = bus.porthole_portal_dir();
         let script_path = bus.root().join("script.jsonl");
         std::fs::write(&script_path, script).unwrap();
         let record = bus.root().join("record.jsonl");
@@ -146,26 +137,6 @@ impl Portal {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-fn opt(value: Value<'_>) -> OwnedValue {
-    OwnedValue::try_from(value).unwrap()
-}
-
-fn options(pairs: Vec<(&str, Value<'_>)>) -> Options {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), opt(v)))
-        .collect()
-}
-
-/// The handle upstream's formula predicts for this connection and token.
-fn predicted(conn: &zbus::Connection, token: &str) -> String {
-    let sender = conn.unique_name().unwrap().as_str();
-    format!(
-        "/org/freedesktop/portal/desktop/request/{}/{token}",
-        sender.trim_start_matches(':').replace('.', "_")
-    )
 }
 
 /// Subscribes to `Response` on `path` (before the call, as ashpd does).
