@@ -78,6 +78,19 @@ struct Dir {
     mime: Vec<(String, Vec<String>)>,
 }
 
+impl Dir {
+    /// Adds to `blocked` the apps this directory's lists remove from type
+    /// `t`: as GIO, a removal hides the association here and in every less
+    /// important directory after it.
+    fn block_removed<'a>(&'a self, t: &str, blocked: &mut HashSet<&'a str>) {
+        for list in &self.lists {
+            if let Some(removed) = list.removed.get(t) {
+                blocked.extend(removed.iter().map(String::as_str));
+            }
+        }
+    }
+}
+
 /// The installed apps and their associations.
 #[derive(Debug, Default)]
 pub struct MimeApps {
@@ -175,11 +188,7 @@ impl MimeApps {
         for t in types {
             let mut blocked: HashSet<&str> = HashSet::new();
             for dir in &self.dirs {
-                for list in &dir.lists {
-                    if let Some(removed) = list.removed.get(t) {
-                        blocked.extend(removed.iter().map(String::as_str));
-                    }
-                }
+                dir.block_removed(t, &mut blocked);
                 for list in &dir.lists {
                     for id in list.added.get(t).into_iter().flatten() {
                         if !blocked.contains(id.as_str())
@@ -227,11 +236,7 @@ impl MimeApps {
         for t in types {
             let mut blocked: HashSet<&str> = HashSet::new();
             for dir in &self.dirs {
-                for list in &dir.lists {
-                    if let Some(removed) = list.removed.get(t) {
-                        blocked.extend(removed.iter().map(String::as_str));
-                    }
-                }
+                dir.block_removed(t, &mut blocked);
                 for list in &dir.lists {
                     for id in list.defaults.get(t).into_iter().flatten() {
                         if !blocked.contains(id.as_str()) && self.apps.contains_key(id) {
