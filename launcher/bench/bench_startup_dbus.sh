@@ -56,26 +56,7 @@ ASUSER="setpriv --reuid=$BENCH_USER --regid=$BENCH_USER --init-groups"
 UID_USER="$(id -u "$BENCH_USER")"
 HOME_USER="$(getent passwd "$BENCH_USER" | cut -d: -f6)"
 
-# One private session bus per identity, owned by it.
-start_bus() { # WHO DIR
-  local who=$1 dir=$2
-  mkdir -m 700 "$dir"
-  cat > "$dir/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>session</type><listen>unix:path=$dir/bus</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
-EOF
-  if [ "$who" = user ]; then
-    chown -R "$BENCH_USER" "$dir"
-    $ASUSER dbus-daemon --config-file="$dir/bus.conf" --nofork >/dev/null 2>&1 &
-  else
-    dbus-daemon --config-file="$dir/bus.conf" --nofork >/dev/null 2>&1 &
-  fi
-  PIDS="$PIDS $!"
-  for _ in $(seq 100); do [ -S "$dir/bus" ] && return 0; sleep 0.05; done
-  echo "dbus-daemon did not start in $dir" >&2; exit 1
-}
+. "$(dirname "$0")/bench_bus.sh"
 start_bus root "$WORK/bus-root"
 start_bus user "$WORK/bus-user"
 RT_ROOT="$WORK/rt-root"; mkdir -m 700 "$RT_ROOT"
