@@ -420,10 +420,13 @@ impl DocFs {
         let fd = real::open_file(&dir, &real, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
-        if !keep && let Some(n) = lock(&self.notifier).as_ref() {
+        if !keep
+            && self.watches.is_some()
+            && let Some(n) = lock(&self.notifier).as_ref()
+        {
             // Changed since we last saw it: the size the kernel may still
             // cache (until the inotify thread gets to it) must not cut the
-            // reads short. Attributes only (offset -1), which takes no lock
+            // reads short (without watches nothing is cached: nothing to drop). Attributes only (offset -1), which takes no lock
             // a request holds, so it is safe on this thread.
             let _ = n.inval_inode(ino, -1, 0);
         }

@@ -15,7 +15,7 @@
 //! mtime and size are what we saw last), so our own writes do not throw
 //! away what they have just put in the cache.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -161,14 +161,14 @@ impl Watches {
             }
             // Every event waiting now, then the invalidations: each name
             // once however many writes it saw.
-            let mut changed: Vec<(i32, Option<Vec<u8>>, bool)> = Vec::new();
+            let mut changed: HashSet<(i32, Option<Vec<u8>>, bool)> = HashSet::new();
             let mut reader = inotify::Reader::new(self.inotify.as_fd(), &mut buf);
             loop {
                 match reader.next() {
                     Ok(ev) => {
                         let flags = ev.events();
                         if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-                            changed.push((-1, None, true));
+                            changed.insert((-1, None, true));
                             continue;
                         }
                         let entry = flags.intersects(
@@ -184,10 +184,7 @@ impl Watches {
                         if flags.contains(ReadFlags::IGNORED) {
                             self.forget(ev.wd());
                         }
-                        let item = (ev.wd(), name, entry || gone);
-                        if !changed.contains(&item) {
-                            changed.push(item);
-                        }
+                        changed.insert((ev.wd(), name, entry || gone));
                     }
                     Err(Errno::AGAIN) => break,
                     Err(Errno::INTR) => continue,
