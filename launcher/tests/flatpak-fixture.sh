@@ -115,8 +115,10 @@ for p in /app/share/fptest/hello /app/bin/porthole-probe /usr/bin/env /usr/sbin/
 done
 for d in "$shared/ro" "$shared/rw" "$shared/hidden" "$HOME/.fptest-persist" /var/cache /var/config \
          "/run/user/$uid/app/$FLATPAK_ID"; do
-    if (: >"$d/written-by-app") 2>/dev/null; then
-        echo "WRITE ${d##*/} yes"; rm -f "$d/written-by-app"
+    # A name of its own: the root and the user test run at once on the
+    # same shared directories, and neither may open the other's file.
+    if f=$(mktemp "$d/written-by-app.XXXXXX" 2>/dev/null); then
+        echo "WRITE ${d##*/} yes"; rm -f "$f"
     else
         echo "WRITE ${d##*/} no"
     fi
