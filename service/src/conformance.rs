@@ -57,6 +57,13 @@ pub enum Mismatch {
         expected: String,
         found: String,
     },
+    /// Served but absent from the reference: only an error for interfaces
+    /// we define ourselves ([`check_object_exact`]).
+    Undocumented {
+        interface: String,
+        kind: &'static str,
+        member: String,
+    },
 }
 
 impl fmt::Display for Mismatch {
@@ -111,6 +118,11 @@ impl fmt::Display for Mismatch {
                 f,
                 "property {interface}.{property} has access {found}, expected {expected}"
             ),
+            Mismatch::Undocumented {
+                interface,
+                kind,
+                member,
+            } => write!(f, "{kind} {interface}.{member} is served but not in the reference"),
         }
     }
 }
@@ -274,18 +286,12 @@ pub fn reference_path(interface: &str) -> PathBuf {
     Path::new(INTERFACES_DIR).join(format!("{interface}.xml"))
 }
 
-/// Introspects `path` on `destination` and compares it with the reference
-/// file at `reference`.
-pub async fn check_object(
+/// The introspection XML of `path` on `destination`.
+async fn introspect(
     conn: &zbus::Connection,
     destination: &str,
     path: &str,
-    reference: &Path,
-) -> Result<Vec<Mismatch>, ConformanceError> {
-    let text = std::fs::read_to_string(reference).map_err(|source| ConformanceError::Read {
-        path: reference.to_owned(),
-        source,
-    })?;
+) -> Result<String, ConformanceError> {
     let introspect_err = |source: zbus::fdo::Error| ConformanceError::Introspect {
         destination: destination.to_owned(),
         path: path.to_owned(),
@@ -298,13 +304,83 @@ pub async fn check_object(
         .build()
         .await
         .map_err(|e| introspect_err(e.into()))?;
-    let live = proxy.introspect().await.map_err(introspect_err)?;
+    proxy.introspect().await.map_err(introspect_err)
+}
+
+/// Introspects `path` on `destination` and compares it with the reference
+/// file at `reference`.
+pub async fn check_object(
+    conn: &zbus::Connection,
+    destination: &str,
+    path: &str,
+    reference: &Path,
+) -> Result<Vec<Mismatch>, ConformanceError> {
+    let text = std::fs::read_to_string(reference).map_err(|source| ConformanceError::Read {
+        path: reference.to_owned(),
+        source,
+    })?;
+    let live = introspect(conn, destination, path).await?;
     let want = parse("reference", &text)?;
     if want.interfaces().is_empty() {
         return Err(ConformanceError::EmptyReference(reference.to_owned()));
     }
     let have = parse("live", &live)?;
     Ok(compare_nodes(&want, &have))
+}
+
+/// [`check_object`] for an interface we define ourselves: besides every
+/// member of `reference` being served, the object serves no member of those
+/// interfaces that `reference` lacks, so the published XML cannot fall
+/// behind the code.
+pub async fn check_object_exact(
+    conn: &zbus::Connection,
+    destination: &str,
+    path: &str,
+    reference: &Path,
+) -> Result<Vec<Mismatch>, ConformanceError> {
+    let mut mismatches = check_object(conn, destination, path, reference).await?;
+    let text = std::fs::read_to_string(reference).map_err(|source| ConformanceError::Read {
+        path: reference.to_owned(),
+        source,
+    })?;
+    let live = introspect(conn, destination, path).await?;
+    mismatches.extend(undocumented(&parse("reference", &text)?, &parse("live", &live)?));
+    Ok(mismatches)
+}
+
+/// The members `live` serves in the interfaces `reference` declares that
+/// `reference` does not name.
+fn undocumented(reference: &Node<'_>, live: &Node<'_>) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    for want in reference.interfaces() {
+        let Some(have) = live.interfaces().iter().find(|i| i.name() == want.name()) else {
+            continue;
+        };
+        let interface = want.name().to_string();
+        let mut extra = |kind: &'static str, member: String| {
+            out.push(Mismatch::Undocumented {
+                interface: interface.clone(),
+                kind,
+                member,
+            })
+        };
+        for m in have.methods() {
+            if !want.methods().iter().any(|w| w.name() == m.name()) {
+                extra("method", m.name().to_string());
+            }
+        }
+        for sig in have.signals() {
+            if !want.signals().iter().any(|w| w.name() == sig.name()) {
+                extra("signal", sig.name().to_string());
+            }
+        }
+        for p in have.properties() {
+            if !want.properties().iter().any(|w| w.name() == p.name()) {
+                extra("property", p.name().to_string());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -368,6 +444,39 @@ mod tests {
     #[test]
     fn the_same_interface_conforms() {
         assert_eq!(mismatches(|s| s), []);
+    }
+
+    #[test]
+    fn members_beyond_our_own_reference_are_undocumented() {
+        let undoc = |edit: fn(String) -> String| {
+            let reference = parse("reference", REFERENCE).unwrap();
+            let text = live(edit);
+            let live = parse("live", &text).unwrap();
+            undocumented(&reference, &live)
+        };
+        // Other interfaces on the object (Peer here) are not ours to list.
+        assert_eq!(undoc(|s| s), []);
+        let found = undoc(|s| {
+            s.replace(
+                r#"<property name="version""#,
+                r#"<method name="Extra"/><signal name="Gone"/><property name="mode" type="s" access="read"/><property name="version""#,
+            )
+        });
+        let kinds: Vec<(&str, &str)> = found
+            .iter()
+            .map(|m| match m {
+                Mismatch::Undocumented { kind, member, .. } => (*kind, member.as_str()),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [("method", "Extra"), ("signal", "Gone"), ("property", "mode")]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            "method org.example.Iface.Extra is served but not in the reference"
+        );
     }
 
     #[test]

@@ -210,6 +210,14 @@ async fn main() {
             let (t, _) = read_all(p, &mut buf);
             reads[i].push(mib as f64 / t);
         }
+        if std::env::var_os("PER_ROUND").is_some() {
+            let line: Vec<String> = labels
+                .iter()
+                .zip(&reads)
+                .map(|(l, r)| format!("{l} {:.0}", r[r.len() - 1]))
+                .collect();
+            eprintln!("round reads MiB/s: {}", line.join(", "));
+        }
         for (i, p) in paths.iter().enumerate() {
             stats[i].push(latency(p, lat_n, false));
             opens[i].push(latency(p, lat_n, true));

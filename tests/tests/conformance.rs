@@ -134,6 +134,19 @@ async fn the_portal_frontend_and_the_prompt_serve_upstreams_interfaces() {
         }
     }
     let (_bus, _services, conn, handle) = portal_with_held_dialog().await;
+    // Our own interface, against the XML we publish in data/: exactly,
+    // so that the published description cannot fall behind the code.
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/org.porthole.NetworkAccess1.xml");
+    let mismatches = conformance::check_object_exact(
+        &conn,
+        "org.freedesktop.portal.Desktop",
+        "/org/freedesktop/portal/desktop",
+        &ours,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_conforms("the frontend's NetworkAccess1", &ours, mismatches);
     for (dest, refs) in [
         ("org.freedesktop.portal.Desktop", &frontend_refs[..]),
         (porthole_prompt::BUS_NAME, &backend_refs[..]),
