@@ -683,15 +683,66 @@ pub fn serve(listener: OwnedFd, link: Option<PortalLink>) -> io::Result<()> {
     Ok(())
 }
 
+/// Connections served at once (two threads each). Beyond it the accept
+/// loop waits for one to end, and new clients wait in the listen backlog:
+/// an app that opens connections without end slows itself down, and cannot
+/// make the monitor (outside the sandbox) run out of threads or memory.
+pub const MAX_SESSIONS: usize = 256;
+
+/// Counts the sessions running; [`Slots::take`] blocks at the limit.
+struct Slots {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One session's slot, given back when its thread ends (or never starts).
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn take(self: &Arc<Self>) -> Slot {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut warned = false;
+        while *used >= self.max {
+            if !warned {
+                tracing::warn!(
+                    "SOCKS5: {} connections at once; new ones wait for one to end",
+                    self.max
+                );
+                warned = true;
+            }
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        Slot(self.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.used.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>) {
+    let slots = Arc::new(Slots {
+        used: Mutex::new(0),
+        freed: std::sync::Condvar::new(),
+        max: MAX_SESSIONS,
+    });
     loop {
+        let slot = slots.take();
         match listener.accept() {
             Ok((client, _)) => {
                 let endpoint = endpoint.clone();
                 let spawned = std::thread::Builder::new()
                     .name("socks5-client".into())
                     .stack_size(256 * 1024)
-                    .spawn(move || client_session(client, &endpoint));
+                    .spawn(move || {
+                        let _slot = slot;
+                        client_session(client, &endpoint)
+                    });
                 if let Err(e) = spawned {
                     tracing::warn!("SOCKS5: no thread for a client: {e}");
                 }
@@ -856,6 +907,34 @@ mod tests {
         let mut out = Vec::new();
         let r = handshake(&mut &bytes[..], &mut out);
         (r, out)
+    }
+
+    #[test]
+    fn sessions_beyond_the_limit_wait_for_one_to_end() {
+        let slots = Arc::new(Slots {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max: 2,
+        });
+        let a = slots.take();
+        let _b = slots.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = {
+            let slots = slots.clone();
+            std::thread::spawn(move || {
+                let c = slots.take();
+                tx.send(()).unwrap();
+                drop(c);
+            })
+        };
+        // The third waits while two are held...
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        // ...and goes on once one ends.
+        drop(a);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the waiting session got the freed slot");
+        waiting.join().unwrap();
+        assert_eq!(*slots.used.lock().unwrap(), 1);
     }
 
     #[test]

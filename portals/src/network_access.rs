@@ -17,6 +17,16 @@
 //! [`DENIAL_MEMORY`], so a retry loop cannot raise a dialog storm, and
 //! concurrent requests for one destination of one app share one dialog.
 //!
+//! DNS rebinding: a grant on a name that looks public (`example.org:443`)
+//! was given for wherever that name led then. When it leads to this
+//! computer or the local network now, the grant does not cover it: the
+//! user is asked again, with the dialog saying the destination is local.
+//! An answer given with that warning is stored as `["yes", "local"]` and
+//! covers local addresses from then on. IP literals and names that are
+//! local by definition (`localhost`, `.local`, `.home.arpa`, single-label
+//! names, ...) are exempt: the user saw what they are. Each connection goes
+//! to the addresses that were checked, never to a second resolution.
+//!
 //! The caller comes from the message header (through
 //! [`porthole_service::Callers`]), never from an argument: only a sandboxed
 //! app can use this interface, and only with its own grants.
@@ -142,6 +152,29 @@ impl Destination {
     }
 }
 
+/// The second permission stored with `yes` when the user approved the
+/// destination while the dialog said it was local.
+pub const LOCAL_PERMISSION: &str = "local";
+
+/// Names that lead to this computer or the local network by definition
+/// (RFC 6761 `localhost`, mDNS `.local`, RFC 8375 `.home.arpa`, the common
+/// private suffixes, and single-label names, which resolve through the
+/// local search domains): approving one, the user knew it was local.
+pub fn is_local_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.contains('.')
+        || [
+            ".localhost",
+            ".local",
+            ".home.arpa",
+            ".internal",
+            ".lan",
+            ".intranet",
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
 /// A DNS name in the letters-digits-hyphen form (plus `_`, which real
 /// names carry): labels of 1 to 63 bytes, not starting or ending with `-`,
 /// an optional final dot.
@@ -190,6 +223,27 @@ pub fn is_local(ip: IpAddr) -> bool {
 enum Decision {
     Allow,
     Deny,
+}
+
+/// A stored answer: the decision, and whether an approval covers local
+/// addresses (given while the dialog said the destination was local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    decision: Decision,
+    local: bool,
+}
+
+impl Destination {
+    /// Whether an approval of this destination covers `addrs` without
+    /// asking again: always for IP literals and local names; for a public
+    /// name only while it leads to public addresses, unless the approval
+    /// was given for a local destination.
+    fn covers(&self, approved_local: bool, addrs: &[SocketAddr]) -> bool {
+        approved_local
+            || self.literal.is_some()
+            || is_local_name(&self.host)
+            || !addrs.iter().any(|a| is_local(a.ip()))
+    }
 }
 
 /// A (app, id) pair: one dialog's key.
@@ -287,7 +341,7 @@ impl NetworkAccess {
             return Ok(true);
         }
         if let Some(d) = stored(conn, &app.app_id, APP_WIDE).await {
-            return Ok(d == Decision::Allow);
+            return Ok(d.decision == Decision::Allow);
         }
         let key = (app.instance.clone(), APP_WIDE.to_owned());
         if self.shared.recently_denied(&key) {
@@ -297,6 +351,7 @@ impl NetworkAccess {
             app_id: app.app_id.clone(),
             instance: app.instance.clone(),
             id: APP_WIDE.to_owned(),
+            local: false,
             title: format!("Allow {} to use the network?", app.app_id),
             subtitle: format!("{} asks for full network access", app.app_id),
             body: "Without it, the app reaches only the destinations you approve one by one."
@@ -316,6 +371,10 @@ struct Question {
     app_id: String,
     instance: String,
     id: String,
+    /// Whether the dialog says that a public-looking name leads to a local
+    /// address: an approval to remember then covers local addresses
+    /// ([`LOCAL_PERMISSION`]).
+    local: bool,
     title: String,
     subtitle: String,
     body: String,
@@ -341,8 +400,9 @@ impl NetworkAccess {
         }
     }
 
-    /// Ok when `dest` is approved for the app: stored, app-wide, or asked
-    /// (then with the addresses resolved for the dialog).
+    /// Ok when `dest` is approved for the app: stored, app-wide, or asked.
+    /// Some(addresses) when they were resolved and checked here: the
+    /// connection goes to those, not to a second resolution.
     async fn approve(
         &self,
         conn: &zbus::Connection,
@@ -351,13 +411,37 @@ impl NetworkAccess {
     ) -> Result<Option<Vec<SocketAddr>>, PortalError> {
         let id = dest.id();
         let refused = || PortalError::NotAllowed(format!("Network access to {id} is not allowed"));
+        let mut addrs = None;
         match stored(conn, &app.app_id, &id).await {
-            Some(Decision::Allow) => return Ok(None),
-            Some(Decision::Deny) => return Err(refused()),
+            Some(Stored {
+                decision: Decision::Allow,
+                local,
+            }) => {
+                if local || dest.literal.is_some() || is_local_name(&dest.host) {
+                    return Ok(None);
+                }
+                let found = dest.resolve().await?;
+                if dest.covers(false, &found) {
+                    return Ok(Some(found));
+                }
+                // Rebinding: approved as a public name, it leads here now.
+                tracing::warn!(
+                    app = %app.app_id, destination = %id,
+                    "approved while public, now resolves to a local address: asking again"
+                );
+                addrs = Some(found);
+            }
+            Some(Stored {
+                decision: Decision::Deny,
+                ..
+            }) => return Err(refused()),
             None => {}
         }
-        if stored(conn, &app.app_id, APP_WIDE).await == Some(Decision::Allow) {
-            return Ok(None);
+        if stored(conn, &app.app_id, APP_WIDE)
+            .await
+            .is_some_and(|s| s.decision == Decision::Allow)
+        {
+            return Ok(addrs);
         }
         if self
             .shared
@@ -368,7 +452,10 @@ impl NetworkAccess {
         }
         // Resolved before asking, so that the dialog can say when a name
         // leads to this computer or the local network.
-        let addrs = dest.resolve().await?;
+        let addrs = match addrs {
+            Some(a) => a,
+            None => dest.resolve().await?,
+        };
         let local = addrs.iter().any(|a| is_local(a.ip()));
         let where_ = if local {
             format!("{id}, a local destination (this computer or its local network)")
@@ -379,6 +466,9 @@ impl NetworkAccess {
             app_id: app.app_id.clone(),
             instance: app.instance.clone(),
             id: id.clone(),
+            // Only a public-looking name needs the mark: literals and
+            // local names are covered as they are.
+            local: local && !dest.covers(false, &addrs),
             title: format!("Allow {} to connect to {id}?", app.app_id),
             subtitle: format!("{} wants to connect to {where_}", app.app_id),
             body: "The app reaches this destination only; other destinations are asked for separately."
@@ -444,7 +534,7 @@ async fn store(conn: &zbus::Connection) -> zbus::Result<PermissionStoreProxy<'st
 }
 
 /// What the store holds for `app` on `id` (None: nothing, or no store).
-async fn stored(conn: &zbus::Connection, app: &str, id: &str) -> Option<Decision> {
+async fn stored(conn: &zbus::Connection, app: &str, id: &str) -> Option<Stored> {
     let store = match store(conn).await {
         Ok(s) => s,
         Err(e) => {
@@ -460,14 +550,23 @@ async fn stored(conn: &zbus::Connection, app: &str, id: &str) -> Option<Decision
             return None;
         }
     };
-    let perms = apps.get(app)?;
-    if perms.iter().any(|p| p == "yes") {
-        Some(Decision::Allow)
+    parse_stored(apps.get(app)?)
+}
+
+/// `["yes"]`, `["yes", "local"]` or `["no"]` as a [`Stored`]; anything
+/// else is no answer.
+fn parse_stored(perms: &[String]) -> Option<Stored> {
+    let decision = if perms.iter().any(|p| p == "yes") {
+        Decision::Allow
     } else if perms.iter().any(|p| p == "no") {
-        Some(Decision::Deny)
+        Decision::Deny
     } else {
-        None
-    }
+        return None;
+    };
+    Some(Stored {
+        decision,
+        local: perms.iter().any(|p| p == LOCAL_PERMISSION),
+    })
 }
 
 /// A dialog choice as the Access backend takes it: `(ssa(ss)s)`.
@@ -541,15 +640,15 @@ async fn dialog(conn: &zbus::Connection, backend: &str, shared: &Shared, q: &Que
     };
     tracing::info!(app = %q.app_id, id = %q.id, ?decision, always, "answered");
     if always {
-        let perm = if decision == Decision::Allow {
-            "yes"
-        } else {
-            "no"
+        let perms: &[&str] = match decision {
+            Decision::Allow if q.local => &["yes", LOCAL_PERMISSION],
+            Decision::Allow => &["yes"],
+            Decision::Deny => &["no"],
         };
         match store(conn).await {
             Ok(store) => {
                 if let Err(e) = store
-                    .set_permission(TABLE, true, &q.id, &q.app_id, &[perm])
+                    .set_permission(TABLE, true, &q.id, &q.app_id, perms)
                     .await
                 {
                     tracing::warn!(id = %q.id, "storing the answer: {e}");
@@ -632,6 +731,64 @@ mod tests {
         let label = "a".repeat(64);
         assert!(Destination::parse(&label, 1).is_err());
         assert!(Destination::parse("host.example.", 1).is_ok());
+    }
+
+    #[test]
+    fn a_public_name_approval_does_not_cover_local_addresses() {
+        let public: Vec<SocketAddr> = vec!["93.184.215.14:443".parse().unwrap()];
+        let here: Vec<SocketAddr> = vec![
+            "93.184.215.14:443".parse().unwrap(),
+            "127.0.0.1:443".parse().unwrap(),
+        ];
+        let name = Destination::parse("www.example.org", 443).unwrap();
+        assert!(name.covers(false, &public));
+        assert!(!name.covers(false, &here), "rebinding: asked again");
+        assert!(name.covers(true, &here), "approved as local");
+        for exempt in [
+            "127.0.0.1",
+            "localhost",
+            "printer.local",
+            "nas.home.arpa",
+            "router",
+        ] {
+            let d = Destination::parse(exempt, 80).unwrap();
+            assert!(d.covers(false, &here), "{exempt}");
+        }
+        for public in ["example.org", "local.example.org", "localhost.example.org"] {
+            assert!(!is_local_name(public), "{public}");
+        }
+        for local in [
+            "localhost",
+            "localhost.",
+            "a.localhost",
+            "box.local",
+            "x.home.arpa",
+            "nas",
+        ] {
+            assert!(is_local_name(local), "{local}");
+        }
+    }
+
+    #[test]
+    fn stored_answers_parse() {
+        let s = |p: &[&str]| parse_stored(&p.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            s(&["yes"]),
+            Some(Stored {
+                decision: Decision::Allow,
+                local: false
+            })
+        );
+        assert_eq!(
+            s(&["yes", "local"]),
+            Some(Stored {
+                decision: Decision::Allow,
+                local: true
+            })
+        );
+        assert_eq!(s(&["no"]).map(|x| x.decision), Some(Decision::Deny));
+        assert_eq!(s(&[]), None);
+        assert_eq!(s(&["maybe"]), None);
     }
 
     #[test]

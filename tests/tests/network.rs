@@ -100,6 +100,13 @@ fn loopback_up() -> std::io::Result<()> {
 /// Runs `body` in a network namespace of the test's own: the test binary
 /// runs itself again (just this test) under unshare(CLONE_NEWNET).
 fn in_own_netns(test: &str, who: Who, body: impl FnOnce(Who)) {
+    in_own_netns_with_hosts(test, who, None, body)
+}
+
+/// [`in_own_netns`], and with `hosts` a mount namespace of its own too, in
+/// which that text is `/etc/hosts`: names the test controls, resolved by
+/// the services as any name is.
+fn in_own_netns_with_hosts(test: &str, who: Who, hosts: Option<&str>, body: impl FnOnce(Who)) {
     if std::env::var_os(INNER).is_some() {
         body(who);
         return;
@@ -111,12 +118,45 @@ fn in_own_netns(test: &str, who: Who, body: impl FnOnce(Who)) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, "1");
-    // SAFETY: only unshare(2) and the ioctls of loopback_up run between
-    // fork and exec, all async-signal-safe.
+    let hosts_file = hosts.map(|text| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        let c = std::ffi::CString::new(f.path().as_os_str().as_encoded_bytes()).unwrap();
+        (f, c)
+    });
+    let hosts_c = hosts_file.as_ref().map(|(_, c)| c.clone());
+    // SAFETY: only unshare(2), mount(2) on strings made before the fork,
+    // and the ioctls of loopback_up run between fork and exec, all
+    // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+        cmd.pre_exec(move || {
+            let flags = if hosts_c.is_some() {
+                libc::CLONE_NEWNET | libc::CLONE_NEWNS
+            } else {
+                libc::CLONE_NEWNET
+            };
+            if libc::unshare(flags) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(src) = &hosts_c {
+                let none = c"none";
+                if libc::mount(
+                    none.as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                    || libc::mount(
+                        src.as_ptr(),
+                        c"/etc/hosts".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             loopback_up()
         });
@@ -824,6 +864,98 @@ fn network_ask(who: Who) {
         ("[socks5h://127.0.0.1:1080]".into(), "ECONNREFUSED".into())
     );
     s.expect_dialogs(2, "asked again after the revocation");
+}
+
+/// Answers for [`rebinding`]: no once, then yes always.
+const REBIND_SCRIPT: &str = r#"
+{"method": "AccessDialog", "response": 1, "choices": [["remember", "once"]]}
+{"method": "AccessDialog", "response": 0, "choices": [["remember", "always"]]}
+"#;
+
+/// A name that looks public, and resolves (through the test's /etc/hosts)
+/// to this computer.
+const REBOUND: &str = "rebind.example.net";
+
+/// DNS rebinding: a grant given for a public-looking name does not follow
+/// it to a local address; the user is asked again, told it is local, and an
+/// approval then is kept as `["yes", "local"]`. Names that are local by
+/// definition keep their plain grants.
+fn rebinding(who: Who) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(Setup::start(who, REBIND_SCRIPT));
+    let p = http_server("127.0.0.1:0");
+    let id = format!("{REBOUND}:{p}");
+    let served = format!("served by {p}");
+    // Approved beforehand for the name, with nothing said about where it
+    // leads (as a user approving a public site would).
+    s.permctl(&["grant", "network", &id, APP, "yes"]);
+    s.permctl(&["grant", "network", &format!("localhost:{p}"), APP, "yes"]);
+
+    // The plain grant does not reach 127.0.0.1 through the public name:
+    // asked (denied here), and the dialog says the destination is local.
+    let r = s.client(APP, &[format!("connect:3,{REBOUND},{p}")]);
+    assert_eq!(
+        rep(&r[0]),
+        Some(2),
+        "rebound name refused: {r:?}\n{}",
+        s.logs()
+    );
+    let d = s.expect_dialogs(1, "a rebound name is asked again");
+    let text = dialog_text(&d);
+    assert!(text.contains(&id) && text.contains("local"), "{text}");
+    assert_eq!(
+        s.stored(&id, APP),
+        Some(vec!["yes".to_owned()]),
+        "a no once keeps the grant"
+    );
+
+    // localhost, local by definition, keeps its plain grant.
+    let r = s.client(APP, &[format!("connect:3,localhost,{p}")]);
+    assert_eq!(rep(&r[0]), Some(0), "{r:?}");
+    s.expect_dialogs(1, "localhost is not asked");
+
+    // Approved always with the warning shown: stored with "local", and
+    // from then on it connects without asking.
+    let r = s.client(APP, &[format!("connect:3,{REBOUND},{p}")]);
+    assert_eq!(rep(&r[0]), Some(0), "{r:?}");
+    assert!(
+        r[0]["body"].as_str().unwrap_or("").contains(&served),
+        "{r:?}"
+    );
+    s.expect_dialogs(2, "approved as local");
+    assert_eq!(
+        s.stored(&id, APP),
+        Some(vec!["yes".to_owned(), "local".to_owned()])
+    );
+    let r = s.client(APP, &[format!("connect:3,{REBOUND},{p}")]);
+    assert_eq!(rep(&r[0]), Some(0), "{r:?}");
+    s.expect_dialogs(2, "a local approval covers the local address");
+}
+
+const REBIND_HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 rebind.example.net\n";
+
+#[test]
+fn rebinding_to_a_local_address_is_asked_again_as_root() {
+    in_own_netns_with_hosts(
+        "rebinding_to_a_local_address_is_asked_again_as_root",
+        Who::Root,
+        Some(REBIND_HOSTS),
+        rebinding,
+    );
+}
+
+#[test]
+fn rebinding_to_a_local_address_is_asked_again_as_user() {
+    in_own_netns_with_hosts(
+        "rebinding_to_a_local_address_is_asked_again_as_user",
+        Who::User,
+        Some(REBIND_HOSTS),
+        rebinding,
+    );
 }
 
 #[test]
