@@ -122,7 +122,10 @@ impl fmt::Display for Mismatch {
                 interface,
                 kind,
                 member,
-            } => write!(f, "{kind} {interface}.{member} is served but not in the reference"),
+            } => write!(
+                f,
+                "{kind} {interface}.{member} is served but not in the reference"
+            ),
         }
     }
 }
@@ -344,7 +347,10 @@ pub async fn check_object_exact(
         source,
     })?;
     let live = introspect(conn, destination, path).await?;
-    mismatches.extend(undocumented(&parse("reference", &text)?, &parse("live", &live)?));
+    mismatches.extend(undocumented(
+        &parse("reference", &text)?,
+        &parse("live", &live)?,
+    ));
     Ok(mismatches)
 }
 
@@ -471,7 +477,11 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [("method", "Extra"), ("signal", "Gone"), ("property", "mode")]
+            [
+                ("method", "Extra"),
+                ("signal", "Gone"),
+                ("property", "mode")
+            ]
         );
         assert_eq!(
             found[0].to_string(),
