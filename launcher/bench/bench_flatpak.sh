@@ -97,12 +97,18 @@ done; done; done
 
 echo "# installed-app start-up: porthole run vs flatpak run  $(date -u +%FT%TZ)"
 echo "# $(uname -srm); $(nproc) cores; $(flatpak --version); proxy $PROXY; RUNS=$RUNS"
+# The harness alone: the same shell, setpriv and env around /bin/true, so
+# that what both launchers pay for being started here can be taken out.
+harness() { cmd "$@" | sed "s| [^ ]* run --command=true $APP\$| /bin/true|"; }
 for who in root user; do for bus in no yes; do
-  read -r f o fc oc < <(INTERLEAVE_CPU=1 /usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus)")
+  read -r f o b fc oc bc < <(INTERLEAVE_CPU=1 /usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus)" "$(harness $who flatpak $bus)")
   ratio=$(/usr/bin/python3 -c "print(f'{$o/$f:.2f}')")
   cratio=$(/usr/bin/python3 -c "print(f'{$oc/$fc:.2f}')")
   printf '%-5s bus=%-3s  wall: flatpak run %7.3f ms  porthole run %7.3f ms  %sx   CPU: %6.2f ms  %6.2f ms  %sx\n' \
     "$who" "$bus" "$f" "$o" "$ratio" "$fc" "$oc" "$cratio"
+  printf '%-5s bus=%-3s  without the harness (%.3f ms wall, %.2f ms CPU: sh, env%s around /bin/true): wall %sx, CPU %sx\n' \
+    "$who" "$bus" "$b" "$bc" "$([ "$who" = user ] && echo ", setpriv")" \
+    "$(/usr/bin/python3 -c "print(f'{($o-$b)/($f-$b):.2f}')")" "$(/usr/bin/python3 -c "print(f'{($oc-$bc)/($fc-$bc):.2f}')")"
   if [ "$bus" = yes ] && [ -n "$OUR_PROXY" ]; then
     read -r f o fc oc < <(INTERLEAVE_CPU=1 /usr/bin/python3 "$HERE/interleave.py" "$RUNS" "$WARMUP" "$(cmd $who flatpak $bus)" "$(cmd $who porthole $bus "$WORK/our-proxy")")
     printf '%-5s bus=%-3s  wall: flatpak run %7.3f ms  porthole run + porthole-dbus-proxy %7.3f ms  %sx   CPU: %6.2f ms  %6.2f ms  %sx\n' \
