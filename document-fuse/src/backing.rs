@@ -8,7 +8,9 @@
 //!   order the changes were made in memory. As upstream, a method replies
 //!   once memory (and so the file system) has the change, without waiting
 //!   for the store; the writer is drained at exit ([`Writer::flush`]), so a
-//!   clean stop loses no write.
+//!   clean stop loses no write. Past [`BACKLOG_MAX`] queued writes a method
+//!   waits for its own to be answered instead: callers faster than the
+//!   store slow down rather than grow the queue without end.
 //! - [`watch`] applies the store's `Changed` signals for the table (another
 //!   process, such as `permctl`, revoking a grant) to the memory table. A
 //!   signal for an id with writes of ours still in flight is an echo of an
@@ -23,6 +25,7 @@
 //!   is read back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -141,11 +144,17 @@ enum Verdict {
     Reread,
 }
 
+/// Writes queued and not yet answered past which a method waits for its
+/// own: the queue's memory stays bounded (a few hundred KiB) whatever the
+/// callers do, while the usual burst (a dialog's grants) never waits.
+pub const BACKLOG_MAX: usize = 1024;
+
 /// The queue of writes to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<Job>,
     in_flight: Arc<Mutex<InFlight>>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -153,8 +162,25 @@ impl Writer {
     pub fn start(conn: &zbus::Connection, observer: Arc<dyn Observer>) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let in_flight = Arc::new(Mutex::new(InFlight::default()));
-        tokio::spawn(run_writer(conn.clone(), rx, in_flight.clone(), observer));
-        Writer { tx, in_flight }
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run_writer(
+            conn.clone(),
+            rx,
+            in_flight.clone(),
+            queued.clone(),
+            observer,
+        ));
+        Writer {
+            tx,
+            in_flight,
+            queued,
+        }
+    }
+
+    /// Whether the store lags so far behind that a caller should wait for
+    /// its writes ([`BACKLOG_MAX`]).
+    pub fn lagging(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > BACKLOG_MAX
     }
 
     /// Queues `write` (in call order: call this while the table's write lock
@@ -168,7 +194,9 @@ impl Writer {
                 .entry(write.id().to_owned())
                 .or_default() += 1;
         }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError((_, done))) = self.tx.send((write, done)) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             let _ = done.send(Err(BackingError::WriterGone));
         }
         answer
@@ -221,6 +249,7 @@ async fn run_writer(
     conn: zbus::Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
     in_flight: Arc<Mutex<InFlight>>,
+    queued: Arc<AtomicUsize>,
     observer: Arc<dyn Observer>,
 ) {
     let store = match PermissionStoreProxy::new(&conn).await {
@@ -231,6 +260,7 @@ async fn run_writer(
         }
     };
     while let Some((write, done)) = rx.recv().await {
+        queued.fetch_sub(1, Ordering::Relaxed);
         if matches!(write, Write::Flush) {
             let _ = done.send(Ok(()));
             continue;

@@ -215,6 +215,11 @@ impl State {
         waits: &mut Vec<oneshot::Receiver<Result<(), BackingError>>>,
     ) {
         let Some(doc) = table.get_mut(id) else { return };
+        // An app adding its own document again (every save dialog does)
+        // changes nothing: no store write, no Changed for every service.
+        if doc.perms_of(app) == perms {
+            return;
+        }
         doc.set_perms(app, perms);
         if !doc.flags.transient() {
             waits.push(self.writer.queue(Write::Perms {
@@ -269,7 +274,11 @@ impl State {
         waits: Vec<oneshot::Receiver<Result<(), BackingError>>>,
         invalidate: Vec<(String, Vec<String>)>,
     ) {
-        drop(waits);
+        if self.writer.lagging() {
+            for wait in waits {
+                let _ = crate::backing::written(wait).await;
+            }
+        }
         if invalidate.is_empty() {
             return;
         }

@@ -65,8 +65,8 @@ pub enum CallerError {
         pid: u32,
         after: std::time::Duration,
     },
-    #[error("too many callers' instance info reads are stuck; not reading another")]
-    Busy,
+    #[error("too many callers' instance info reads are stuck; none freed a slot within {0:?}")]
+    Busy(std::time::Duration),
     #[error("the instance info read failed: {0}")]
     Panicked(String),
 }
@@ -78,8 +78,11 @@ pub enum CallerError {
 /// mount namespace chooses that file, and a FUSE file that never answers
 /// holds the reading thread until its file system does. So each read runs
 /// on a blocking thread under a deadline, and at most `max_stuck` reads run
-/// at once: a caller that wedges them all gets later callers reported as
-/// [`CallerError::Busy`] at once, not a growing pile of threads or waits.
+/// at once. A lookup that finds every slot taken waits for one (a task
+/// waiting costs no thread), so a hundred apps starting together are all
+/// identified; only when no slot frees within the deadline, because callers
+/// wedged them all, is it reported as [`CallerError::Busy`]: a bounded
+/// wait, not a growing pile of threads.
 #[cfg(feature = "dbus")]
 #[derive(Clone)]
 pub struct CallerLookup {
@@ -103,11 +106,12 @@ impl CallerLookup {
         sender: &str,
     ) -> Result<AppInfo, CallerError> {
         let (pid, pidfd) = sender_process(conn, sender).await?;
-        let slot = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| CallerError::Busy)?;
+        let slot =
+            match tokio::time::timeout(self.deadline, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                // Timed out, or closed (never done; no slot either way).
+                Ok(Err(_)) | Err(_) => return Err(CallerError::Busy(self.deadline)),
+            };
         let read = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             identify_pid(pid, &pidfd)

@@ -106,7 +106,7 @@ impl Caller {
                     Keep::Always,
                 ),
             },
-            Err(e @ CallerError::Busy) => (unidentified(e.to_string()), Keep::Not),
+            Err(e @ CallerError::Busy(_)) => (unidentified(e.to_string()), Keep::Not),
             Err(e @ CallerError::TimedOut { .. }) => (
                 unidentified(e.to_string()),
                 Keep::Until(Instant::now() + RETRY_AFTER_TIMEOUT),
@@ -320,7 +320,7 @@ mod tests {
         assert!(matches!(keep, Keep::Always));
         assert!(matches!(&gone, Caller::Unidentified { sender: Some(s), .. } if s == ":1.5"));
         assert_eq!(gone.app_id_str(), None);
-        let (_, keep) = Caller::from_lookup(":1.5", Err(CallerError::Busy));
+        let (_, keep) = Caller::from_lookup(":1.5", Err(CallerError::Busy(IDENTIFY_DEADLINE)));
         assert!(matches!(keep, Keep::Not));
         let timed_out = CallerError::TimedOut {
             pid: 9,

@@ -1599,7 +1599,8 @@ async fn a_flatpak_info_that_never_answers_costs_bounded_time_and_threads() {
         t.store.log_text()
     );
 
-    // Twelve more at once: at most 8 lookups hang, the rest are refused.
+    // Twelve more at once: at most 8 lookups hang; the rest wait the
+    // deadline for a slot, then are refused.
     let many: Vec<_> = (1..=12).map(hostile).collect();
     for h in many {
         let (ok, took, out) = h.join().unwrap();
