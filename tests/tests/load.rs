@@ -7,8 +7,9 @@
 //! A test runs two identical waves of apps against one set of services:
 //! the first brings the services to their working size, the second must
 //! not grow them (resident memory within [`GROWTH_KIB`] plus a tenth) and
-//! neither may leave file descriptors behind (each service's open fds back
-//! to where they were before the first wave, once the apps are gone).
+//! neither may leave file descriptors behind (each service's open fds after
+//! the second wave no more than after the first, and the first adding at
+//! most [`LAZY_FDS`] opened on first use, once the apps are gone).
 //!
 //! `PORTHOLE_LOAD_APPS` and `PORTHOLE_LOAD_CALLS` (default 100 and 1,000)
 //! scale it down for a quick look; the test prints its figures on stderr
@@ -37,6 +38,10 @@ const WAVE_TIMEOUT: Duration = Duration::from_secs(900);
 /// tenth of it: allocator slack, not a leak. A leak of 64 bytes per call
 /// would add over 6 MiB over the wave's 100,000 calls.
 const GROWTH_KIB: u64 = 3 * 1024;
+
+/// File descriptors a service may open on first use, during the first
+/// wave, and keep.
+const LAZY_FDS: usize = 3;
 
 /// The tests of this file each keep both cores busy: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -180,7 +185,7 @@ fn two_waves(
     let first = wave(bus, apps());
     let after_first = watched.settled(&before);
     let second = wave(bus, apps());
-    let after_second = watched.settled(&before);
+    let after_second = watched.settled(&after_first);
     let calls = apps().len() * calls();
     let _ = writeln!(
         std::io::stderr(),
@@ -210,8 +215,12 @@ fn two_waves(
             f.rss_kib,
             s.rss_kib
         );
+        // The second wave may keep none; the first may leave what a
+        // service opens on first use (the store's second database
+        // connection, say), a few at most: the second wave shows whether
+        // it is a leak.
         assert!(
-            s.fds <= b.fds && f.fds <= b.fds,
+            s.fds <= f.fds && f.fds <= b.fds + LAZY_FDS,
             "{service} kept file descriptors: {} before, {} and {} after the waves",
             b.fds,
             f.fds,
