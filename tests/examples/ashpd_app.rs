@@ -7,30 +7,10 @@
 //! Every step's failure is printed too (as "error: ..."), so the test says
 //! which call went wrong.
 
-use std::path::PathBuf;
-
 use ashpd::desktop::file_chooser::SelectedFiles;
 use ashpd::desktop::network_monitor::NetworkMonitor;
 use ashpd::desktop::settings::Settings;
 use serde_json::{Value, json};
-
-/// The path of a `file://` URI, percent-decoded.
-fn path_of(uri: &str) -> Option<PathBuf> {
-    let rest = uri.strip_prefix("file://")?;
-    let mut bytes = Vec::with_capacity(rest.len());
-    let mut it = rest.bytes();
-    while let Some(b) = it.next() {
-        if b == b'%' {
-            let hex = [it.next()?, it.next()?];
-            let hex = std::str::from_utf8(&hex).ok()?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
-        } else {
-            bytes.push(b);
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
-}
 
 fn uris(files: &SelectedFiles) -> Vec<String> {
     files.uris().iter().map(|u| u.as_str().to_owned()).collect()
@@ -46,11 +26,13 @@ async fn open() -> Result<Value, ashpd::Error> {
     let uris = uris(&files);
     let read: Vec<String> = uris
         .iter()
-        .map(|u| match path_of(u).map(std::fs::read_to_string) {
-            Some(Ok(text)) => text,
-            Some(Err(e)) => format!("error: {e}"),
-            None => format!("error: not a file URI: {u}"),
-        })
+        .map(
+            |u| match porthole_tests::portal::file_uri_path(u).map(std::fs::read_to_string) {
+                Some(Ok(text)) => text,
+                Some(Err(e)) => format!("error: {e}"),
+                None => format!("error: not a file URI: {u}"),
+            },
+        )
         .collect();
     Ok(json!({"uris": uris, "read": read}))
 }
@@ -58,11 +40,13 @@ async fn open() -> Result<Value, ashpd::Error> {
 /// Writes `text` through each URI.
 fn write_all(uris: &[String], text: &str) -> Vec<String> {
     uris.iter()
-        .map(|u| match path_of(u).map(|p| std::fs::write(p, text)) {
-            Some(Ok(())) => "ok".to_owned(),
-            Some(Err(e)) => format!("error: {e}"),
-            None => format!("error: not a file URI: {u}"),
-        })
+        .map(
+            |u| match porthole_tests::portal::file_uri_path(u).map(|p| std::fs::write(p, text)) {
+                Some(Ok(())) => "ok".to_owned(),
+                Some(Err(e)) => format!("error: {e}"),
+                None => format!("error: not a file URI: {u}"),
+            },
+        )
         .collect()
 }
 

@@ -284,29 +284,13 @@ async fn open_file(expected: &str) -> Result<(), String> {
     let [uri] = files.uris() else {
         return Err(format!("OpenFile gave {} URIs", files.uris().len()));
     };
-    let path = path_of(uri.as_str()).ok_or_else(|| format!("not a file URI: {uri}"))?;
+    let path = porthole_tests::portal::file_uri_path(uri.as_str())
+        .ok_or_else(|| format!("not a file URI: {uri}"))?;
     match std::fs::read_to_string(&path) {
         Ok(text) if text == expected => Ok(()),
         Ok(text) => Err(format!("{} holds {text:?}", path.display())),
         Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
-}
-
-/// The path of a `file://` URI, percent-decoded.
-fn path_of(uri: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
-    let rest = uri.strip_prefix("file://")?;
-    let mut bytes = Vec::with_capacity(rest.len());
-    let mut it = rest.bytes();
-    while let Some(b) = it.next() {
-        if b == b'%' {
-            let hex = [it.next()?, it.next()?];
-            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            bytes.push(b);
-        }
-    }
-    Some(std::ffi::OsString::from_vec(bytes).into())
 }
 
 /// NetworkAccess1.Connect to the pre-approved 127.0.0.1:PORT: the fd is

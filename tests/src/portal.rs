@@ -1,5 +1,6 @@
 //! What the portal tests build their calls from: an `a{sv}` of options and
-//! the request handle upstream's formula predicts for a caller.
+//! the request handle upstream's formula predicts for a caller; and the
+//! path a portal's `file://` URI names.
 
 use std::collections::HashMap;
 
@@ -29,4 +30,23 @@ pub fn predicted(conn: &zbus::Connection, token: &str) -> String {
         "/org/freedesktop/portal/desktop/request/{}/{token}",
         sender.trim_start_matches(':').replace('.', "_")
     )
+}
+
+/// The path of a `file://` URI, percent-decoded (None: not a file URI, or
+/// a bad escape).
+pub fn file_uri_path(uri: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let rest = uri.strip_prefix("file://")?;
+    let mut bytes = Vec::with_capacity(rest.len());
+    let mut it = rest.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hex = [it.next()?, it.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    Some(std::ffi::OsString::from_vec(bytes).into())
 }

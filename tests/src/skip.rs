@@ -42,3 +42,16 @@ pub fn running_as_root(test: &str) -> bool {
     }
     root
 }
+
+/// What a test that runs `porthole run` with a document store's FUSE mount
+/// lacks here (it needs root and `/dev/fuse`), or None when it can run.
+pub fn sandbox_with_fuse_missing() -> Option<String> {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (porthole run and the FUSE mount as root here)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing (FUSE)".into());
+    }
+    None
+}

@@ -19,18 +19,6 @@ const DOCUMENTS: &str = "org.freedesktop.portal.Documents";
 const DOCUMENTS_PATH: &str = "/org/freedesktop/portal/documents";
 const ANCHOR: &str = "/usr/libexec/xdg-document-portal";
 
-/// What this test needs and may lack; `None` when it can run.
-fn missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (porthole run and the FUSE mount as root here)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing (FUSE)".into());
-    }
-    None
-}
-
 /// The document stores to run against: ours, and the anchor when
 /// installed (under CI its absence fails the test).
 fn stores() -> Vec<(&'static str, PathBuf)> {
@@ -83,7 +71,7 @@ fn sandboxed(bus: &Bus, extra: &[&str], script: &str) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_sees_its_granted_documents_at_run_user_doc_and_no_other() {
-    if let Some(why) = missing() {
+    if let Some(why) = porthole_tests::skip::sandbox_with_fuse_missing() {
         porthole_tests::skipped(&format!("documents_sandbox: {why}"));
         return;
     }

@@ -61,15 +61,15 @@ fn env_number(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (porthole run and the FUSE mount as root here)".into());
+/// Starts a test named `test`: None, once it has said why, when it cannot
+/// run here; else its turn (one test at a time) and a private bus.
+async fn begin(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, Bus)> {
+    if let Some(why) = porthole_tests::skip::sandbox_with_fuse_missing() {
+        porthole_tests::skipped(&format!("{test}: {why}"));
+        return None;
     }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing (FUSE)".into());
-    }
-    None
+    let turn = ONE_AT_A_TIME.lock().await;
+    Some((turn, Bus::start()))
 }
 
 fn app_id(n: usize) -> String {
@@ -242,12 +242,9 @@ async fn start_store(bus: &Bus) -> Service {
 /// talk to the store: `--talk-name`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_permission_store_holds_a_hundred_apps() {
-    if let Some(why) = missing() {
-        porthole_tests::skipped(&format!("the_permission_store_holds_a_hundred_apps: {why}"));
+    let Some((_turn, bus)) = begin("the_permission_store_holds_a_hundred_apps").await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let bus = Bus::start();
+    };
     let store = start_store(&bus).await;
     let watched = Watched(vec![("porthole-permission-store", &store)]);
     let apps = || {
@@ -266,12 +263,9 @@ async fn the_permission_store_holds_a_hundred_apps() {
 /// adds again, asks the host path of and reads through its FUSE view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_store_holds_a_hundred_apps() {
-    if let Some(why) = missing() {
-        porthole_tests::skipped(&format!("the_document_store_holds_a_hundred_apps: {why}"));
+    let Some((_turn, bus)) = begin("the_document_store_holds_a_hundred_apps").await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let bus = Bus::start();
+    };
     let (store, docs) = bus
         .start_document_store(&bin("porthole-documents"), false)
         .await;
@@ -339,12 +333,9 @@ async fn add_for(conn: &zbus::Connection, path: &Path, app: &str) -> String {
 /// loopback server, Settings reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_frontend_holds_a_hundred_apps() {
-    if let Some(why) = missing() {
-        porthole_tests::skipped(&format!("the_portal_frontend_holds_a_hundred_apps: {why}"));
+    let Some((_turn, bus)) = begin("the_portal_frontend_holds_a_hundred_apps").await else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let bus = Bus::start();
+    };
     let (store, docs) = bus
         .start_document_store(&bin("porthole-documents"), false)
         .await;
