@@ -196,6 +196,13 @@ async fn main() {
         .chain(views.iter().cloned())
         .collect();
 
+    if let Ok(h) = std::env::var("HOLD") {
+        for (s, v) in sides.iter().zip(&views) {
+            eprintln!("HOLD {} pid {} view {}", s.label, s.docs.pid(), v.display());
+        }
+        eprintln!("HOLD direct {}", direct.display());
+        std::thread::sleep(std::time::Duration::from_secs(h.parse().unwrap()));
+    }
     let mut buf = vec![0u8; CHUNK];
     for p in &paths {
         let (_, n) = read_all(p, &mut buf);

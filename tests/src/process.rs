@@ -157,3 +157,42 @@ mod tests {
         );
     }
 }
+
+/// Runs `f` on a thread of its own that holds no capabilities, as an app
+/// (and any ordinary process) holds none: a test running as root then
+/// meets the file modes as a user's process does (root's CAP_DAC_OVERRIDE
+/// would pass over them). Capabilities are per thread, so the rest of the
+/// test keeps its own.
+pub fn without_capabilities<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        drop_capabilities();
+        f()
+    })
+    .join()
+    .expect("the thread without capabilities panicked")
+}
+
+fn drop_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data::default(); 2];
+    // SAFETY: capset(2) reads a version 3 header and two data structs,
+    // both live for the call; pid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use porthole_permission_store_client::PermissionStoreProxy;
 use porthole_service::conformance;
+use porthole_tests::process::without_capabilities;
 use porthole_tests::{Bus, Service, bin, run_with_timeout};
 use store_common::{db_path, permctl, start_store};
 use zvariant::{Fd, OwnedValue};
@@ -102,6 +103,25 @@ fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
         Err(e) => e.raw_os_error().unwrap_or(-1),
         Ok(v) => panic!("expected an error, got {v:?}"),
     }
+}
+
+/// The errno with which a process holding no capabilities (an app, or any
+/// user's process) fails to open `path` with `opts`.
+fn app_open_errno(path: &Path, opts: &OpenOptions) -> i32 {
+    let (path, opts) = (path.to_owned(), opts.clone());
+    without_capabilities(move || errno(opts.open(&path)))
+}
+
+/// Root passes over the modes at open (the kernel opens without asking the
+/// service), but nothing it writes reaches the file, and truncating at
+/// open is refused.
+fn assert_root_cannot_write(path: &Path) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    assert_eq!(errno(f.write_all(b"overwritten")), libc::EACCES);
+    assert_eq!(
+        errno(OpenOptions::new().write(true).truncate(true).open(path)),
+        libc::EACCES
+    );
 }
 
 /// The documents service, the store and a client, on a private bus.
@@ -694,13 +714,21 @@ async fn a_read_only_grant_refuses_every_write() {
     let view = t.app_view(APP, &id, "ro.txt");
     assert_eq!(fs::read_to_string(&view).unwrap(), "original");
     assert_eq!(
-        errno(OpenOptions::new().write(true).open(&view)),
+        app_open_errno(&view, OpenOptions::new().write(true)),
         libc::EACCES
     );
     assert_eq!(
-        errno(OpenOptions::new().read(true).write(true).open(&view)),
+        app_open_errno(&view, OpenOptions::new().read(true).write(true)),
         libc::EACCES
     );
+    assert_eq!(
+        app_open_errno(
+            &view,
+            OpenOptions::new().read(true).custom_flags(libc::O_TRUNC)
+        ),
+        libc::EACCES
+    );
+    assert_root_cannot_write(&view);
     assert_eq!(
         errno(
             OpenOptions::new()
@@ -1215,6 +1243,26 @@ async fn hostile_names_and_fds_are_refused() {
 /// The exported file's directory, or the file itself, swapped for a
 /// symlink after export exposes nothing of the target: the document
 /// vanishes instead. A hard link elsewhere is not reachable either.
+/// Reads of `view` end with ENOENT well under the cache's minute (the
+/// kernel serves the old file's cached entry and pages until inotify drops
+/// them, microseconds later), and no read meanwhile returns `secret`.
+async fn ends_without_exposing(view: &Path, secret: &str) {
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    loop {
+        match fs::read_to_string(view) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return,
+            Ok(s) => assert_ne!(s, secret, "the symlink's target was exposed"),
+            Err(e) => panic!("{}: {e}", view.display()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still readable after 1 s",
+            view.display()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     if !can_run("a_symlink_swapped_in_after_export_exposes_nothing") {
@@ -1237,7 +1285,7 @@ async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     // The directory swapped for a symlink to the secret one.
     fs::rename(&exported, t.files().join("moved")).unwrap();
     std::os::unix::fs::symlink(&secret, &exported).unwrap();
-    assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
+    ends_without_exposing(&view, "SECRET").await;
     assert_eq!(
         errno(fs::read_to_string(t.host_view(&id, "doc.txt"))),
         libc::ENOENT
@@ -1255,7 +1303,7 @@ async fn a_symlink_swapped_in_after_export_exposes_nothing() {
     assert_eq!(fs::read_to_string(&view).unwrap(), "public");
     fs::remove_file(exported.join("doc.txt")).unwrap();
     std::os::unix::fs::symlink(secret.join("doc.txt"), exported.join("doc.txt")).unwrap();
-    assert_eq!(errno(fs::read_to_string(&view)), libc::ENOENT);
+    ends_without_exposing(&view, "SECRET").await;
     // Other names in the document's directory are never reachable.
     fs::write(exported.join("neighbour.txt"), "neighbour").unwrap();
     assert_eq!(
@@ -1510,9 +1558,10 @@ async fn a_directory_document_shows_its_tree() {
     // Read-only: nothing changes.
     assert_eq!(errno(File::create(ro.join("new"))), libc::EACCES);
     assert_eq!(
-        errno(OpenOptions::new().write(true).open(ro.join("README"))),
+        app_open_errno(&ro.join("README"), OpenOptions::new().write(true)),
         libc::EACCES
     );
+    assert_root_cannot_write(&ro.join("README"));
     assert_eq!(errno(fs::remove_file(ro.join("README"))), libc::EACCES);
     assert_eq!(errno(fs::create_dir(ro.join("d"))), libc::EACCES);
     assert_eq!(
@@ -1676,9 +1725,11 @@ async fn file_transfer_between_apps() {
     let view = t.app_view(OTHER, &id, "dragged.txt");
     assert_eq!(fs::read_to_string(&view).unwrap(), "dropped content");
     assert_eq!(
-        errno(OpenOptions::new().write(true).open(&view)),
+        app_open_errno(&view, OpenOptions::new().write(true)),
         libc::EACCES
     );
+    assert_root_cannot_write(&view);
+    assert_eq!(fs::read_to_string(&view).unwrap(), "dropped content");
     let (_, apps) = t.proxy.info(&id).await.unwrap();
     assert_eq!(apps[OTHER], ["read"]);
     // As upstream: the source's file is reopened O_PATH by the service at

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use porthole_tests::process::without_capabilities;
 use porthole_tests::{Bus, Service, bin};
 use zvariant::{Fd, OwnedValue};
 
@@ -1046,11 +1047,8 @@ async fn files_script(s: &mut Side) {
         }
     }
     let ro = s.on_mount(&format!("by-app/{APP}/$DOC{n}/d.txt"));
-    let r = OpenOptions::new()
-        .write(true)
-        .open(&ro)
-        .map(|_| "ok".to_owned());
-    s.record("open O_WRONLY through ro grant", io(r));
+    s.record("open O_WRONLY through ro grant", app_open_for_writing(&ro));
+    s.record("root writes through ro grant", io(root_write(&ro)));
     let r = OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -1182,12 +1180,37 @@ async fn files_script(s: &mut Side) {
     );
     let r = File::create(inner.with_file_name("made-by-ro")).map(|_| "ok".to_owned());
     s.record("create in ro directory document", io(r));
-    let r = OpenOptions::new()
-        .write(true)
-        .open(&inner)
-        .map(|_| "ok".to_owned());
-    s.record("open O_WRONLY in ro directory document", io(r));
+    s.record(
+        "open O_WRONLY in ro directory document",
+        app_open_for_writing(&inner),
+    );
+    s.record(
+        "root writes in ro directory document",
+        io(root_write(&inner)),
+    );
     s.listing("ls doc/ at the end of files", &m);
+}
+
+/// An open for writing by a process holding no capabilities, as an app
+/// holds none.
+fn app_open_for_writing(path: &Path) -> String {
+    let path = path.to_owned();
+    let r = without_capabilities(move || {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map(|_| "ok".to_owned())
+    });
+    io(r)
+}
+
+/// Root opening for writing and writing: root passes over the modes, so
+/// where the refusal comes differs (the anchor refuses the open, ours the
+/// write: the kernel opens without asking us), not whether.
+fn root_write(path: &Path) -> std::io::Result<String> {
+    let mut f = OpenOptions::new().write(true).open(path)?;
+    f.write_all(b"root was here")?;
+    Ok("ok".to_owned())
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -1311,6 +1334,8 @@ async fn ours_behaves_like_xdg_document_portal() {
     for (step, want) in [
         ("read doc/by-app/APP/D/d.txt", r#"ok "delta\n""#),
         ("open O_WRONLY through ro grant", "errno 13 (EACCES)"),
+        ("root writes through ro grant", "errno 13 (EACCES)"),
+        ("root writes in ro directory document", "errno 13 (EACCES)"),
         ("host d.txt after write", r#"ok "written through\n""#),
         ("safe save: host d.txt", r#"ok "saved safely\n""#),
         (

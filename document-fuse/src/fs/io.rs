@@ -5,10 +5,11 @@
 //! parallel. Each job answers its request exactly once (a reply dropped
 //! unanswered is answered EIO by fuser).
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
+
+use super::Target;
 
 use fuser::{ReplyData, ReplyWrite};
 
@@ -56,8 +57,12 @@ impl Pool {
         }
     }
 
-    pub fn read(&self, file: Arc<File>, offset: u64, size: u32, reply: ReplyData) {
+    pub fn read(&self, target: Target, offset: u64, size: u32, reply: ReplyData) {
         self.run(Box::new(move || {
+            let file = match target.open() {
+                Ok(f) => f,
+                Err(e) => return reply.error(e.raw_os_error()),
+            };
             let mut buf = vec![0u8; size as usize];
             let mut filled = 0;
             while filled < buf.len() {
@@ -72,10 +77,16 @@ impl Pool {
         }));
     }
 
-    pub fn write(&self, file: Arc<File>, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
-        self.run(Box::new(move || match file.write_all_at(&data, offset) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
+    pub fn write(&self, target: Target, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
+        self.run(Box::new(move || {
+            let file = match target.open() {
+                Ok(f) => f,
+                Err(e) => return reply.error(e.raw_os_error()),
+            };
+            match file.write_all_at(&data, offset) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
         }));
     }
 }

@@ -33,7 +33,7 @@ mod watch;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,51 +77,57 @@ pub struct Shared {
     pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// An open real file.
-struct Handle {
+/// A real file held open for one of our numbers, until the kernel forgets
+/// the number: one created through us (its creator may write to it
+/// whatever mode it was created with), or one whose name was removed or
+/// replaced through us while a process may still have it open (that
+/// process keeps reading and writing the file itself, as on any file
+/// system).
+struct Held {
     file: Arc<File>,
     view: View,
     id: String,
-    /// The node it was opened through.
-    ino: u64,
+    /// The real file's device and inode.
+    real: (u64, u64),
+    /// Its name is gone: only this fd reaches it.
+    detached: bool,
+}
+
+/// Held files beyond which the created (not detached) ones are let go (they
+/// are reopened by name when next used).
+const HELD_MAX: usize = 1024;
+
+/// Where a read or write goes: a held file, or a real file to open by name
+/// for that one request (on an I/O worker, so a real file that is slow to
+/// open holds a worker, not the mount).
+enum Target {
+    File(Arc<File>),
+    At(OwnedFd, OsString, i32),
 }
 
 /// The file system the FUSE thread runs.
 pub struct DocFs {
     shared: Shared,
-    handles: HashMap<u64, Handle>,
-    next_fh: u64,
+    held: HashMap<u64, Held>,
     /// Temporary files per document directory: visible name -> real name.
     temps: HashMap<(View, String), BTreeMap<OsString, OsString>>,
-    /// (mtime, size) of a real file as last seen through us, per inode.
-    seen: HashMap<u64, (i64, i64, i64)>,
     uid: u32,
     gid: u32,
     io: io::Pool,
     /// The real directories of file documents (None: no inotify).
     watches: Option<watch::Watches>,
-    /// To drop the kernel's attributes of a file found changed at open
-    /// (set once the session exists).
-    notifier: Arc<Mutex<Option<fuser::Notifier>>>,
 }
 
 impl DocFs {
-    fn new(
-        shared: Shared,
-        watches: Option<watch::Watches>,
-        notifier: Arc<Mutex<Option<fuser::Notifier>>>,
-    ) -> DocFs {
+    fn new(shared: Shared, watches: Option<watch::Watches>) -> DocFs {
         DocFs {
             shared,
-            handles: HashMap::new(),
-            next_fh: 1,
+            held: HashMap::new(),
             temps: HashMap::new(),
-            seen: HashMap::new(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             io: io::Pool::new(),
             watches,
-            notifier,
         }
     }
 
@@ -276,26 +282,83 @@ impl DocFs {
         }
     }
 
-    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String, ino: u64) -> u64 {
-        let fh = self.next_fh;
-        self.next_fh += 1;
-        self.handles.insert(
-            fh,
-            Handle {
+    /// Holds `fd` (created through us, or `detached` from its name) for
+    /// number `ino` until the kernel forgets it.
+    fn hold(&mut self, ino: u64, fd: OwnedFd, view: View, id: String, detached: bool) {
+        let Ok(st) = rustix::fs::fstat(&fd) else {
+            return;
+        };
+        if self.held.len() >= HELD_MAX {
+            self.held.retain(|_, h| h.detached);
+        }
+        self.held.insert(
+            ino,
+            Held {
                 file: Arc::new(File::from(fd)),
                 view,
                 id,
-                ino,
+                real: (st.st_dev, st.st_ino),
+                detached,
             },
         );
-        fh
     }
 
-    /// Whether the kernel may keep the page cache of `ino` opened with
-    /// stat `st`: only if the file is as we last saw it.
-    fn keep_cache(&mut self, ino: u64, st: &Stat) -> bool {
-        let now = (st.st_mtime, st.st_mtime_nsec as i64, st.st_size);
-        self.seen.insert(ino, now) == Some(now)
+    /// Before `name` in `dir` loses its name through us: an fd of it, so
+    /// that whoever has number `ino` open keeps the file itself.
+    fn keep_for_detach(dir: impl AsFd + Copy, name: &OsStr) -> Option<OwnedFd> {
+        real::stat_file(dir, name).ok()?;
+        real::open_file(dir, name, libc::O_RDWR, 0)
+            .or_else(|_| real::open_file(dir, name, libc::O_RDONLY, 0))
+            .ok()
+    }
+
+    /// The file a read (`need` READ) or write (WRITE) of number `ino` goes
+    /// to, if its view may still `need` it: a grant revoked or a document
+    /// deleted ends access for open files too. The kernel opens files
+    /// without asking us (see [`Filesystem::open`]), so a request names
+    /// the number only: it reaches the real file by the number's name,
+    /// or the held file when the name is gone.
+    fn io_target(&mut self, ino: u64, need: Perms) -> Result<Target, Errno> {
+        let node = self.node(ino);
+        let (view, id) = match (&node, self.held.get(&ino)) {
+            (Some(Node::File { view, id, .. } | Node::Sub { view, id, .. }), _) => {
+                (view.clone(), id.clone())
+            }
+            (Some(_), _) => return Err(Errno::ISDIR),
+            (None, Some(h)) => (h.view.clone(), h.id.clone()),
+            (None, None) => return Err(Errno::NOENT),
+        };
+        let (_, perms) = self.visible(&view, &id).ok_or(Errno::ACCESS)?;
+        if !perms.contains(need) {
+            return Err(Errno::ACCESS);
+        }
+        let named = match &node {
+            Some(Node::File { view, id, name }) => self
+                .real_file(view, id, name)
+                .map(|(_, _, dir, real, st)| (dir, real, st)),
+            Some(Node::Sub { view, id, rel }) => self.resolve_parent(view, id, rel).and_then(
+                |(_, dir, name): (Perms, OwnedFd, OsString)| {
+                    let st = real::stat_file(&dir, &name)?;
+                    Ok((dir, name, st))
+                },
+            ),
+            _ => Err(Errno::NOENT),
+        };
+        match (named, self.held.get(&ino)) {
+            (Ok((_, _, st)), Some(h)) if h.real == (st.st_dev, st.st_ino) => {
+                Ok(Target::File(h.file.clone()))
+            }
+            (Ok((dir, name, _)), _) => {
+                let flags = if need.contains(Perms::WRITE) {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
+                Ok(Target::At(dir, name, flags))
+            }
+            (Err(Errno::NOENT), Some(h)) => Ok(Target::File(h.file.clone())),
+            (Err(e), _) => Err(e),
+        }
     }
 
     fn lookup_inner(&mut self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
@@ -360,21 +423,21 @@ impl DocFs {
         }
     }
 
-    fn getattr_inner(&mut self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
-        // Through an open file (fstat, or the kernel checking the size at
-        // the end of a read): the file itself, wherever its name went (it
-        // may have been renamed or unlinked since it was opened).
-        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
-            let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
-            let st = rustix::fs::fstat(&*h.file)?;
-            return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
+    fn getattr_inner(&mut self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
+        // A file of a document the view may no longer read, asked by
+        // number (through a file opened before the revocation, or the
+        // kernel checking the size before a read): refused as its reads are.
+        if let Some(Node::File { view, id, .. } | Node::Sub { view, id, .. }) = self.node(ino)
+            && self.visible(&view, &id).is_none()
+        {
+            return Err(Errno::ACCESS);
         }
         match self.getattr_by_name(ino) {
-            // The name is gone (renamed or unlinked through us) but the
-            // file is still open (an fstat, which the kernel sends without
-            // the handle): the open file answers.
+            // The name is gone (unlinked or replaced through us) but the
+            // file may still be open (an fstat, or the kernel checking the
+            // size at the end of a read): the held file answers.
             Err(Errno::NOENT) => {
-                let Some(h) = self.handles.values().find(|h| h.ino == ino) else {
+                let Some(h) = self.held.get(&ino) else {
                     return Err(Errno::NOENT);
                 };
                 let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
@@ -408,46 +471,47 @@ impl DocFs {
         }
     }
 
-    fn open_inner(&mut self, ino: u64, flags: i32) -> Result<(u64, u32), Errno> {
+    /// The number of file `name` of a document directory, if the kernel may
+    /// know it.
+    fn known_file(&self, view: &str, id: &str, name: &OsStr) -> Option<u64> {
+        lock(&self.shared.inodes).known(&Node::File {
+            view: view.to_owned(),
+            id: id.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Number `ino` lost its name through us: whoever has it open keeps the
+    /// file `kept` (opened before the name went).
+    fn detached(&mut self, view: &str, id: &str, ino: Option<u64>, kept: Option<OwnedFd>) {
+        match (ino, kept) {
+            (Some(ino), Some(fd)) => self.hold(ino, fd, view.to_owned(), id.to_owned(), true),
+            (Some(ino), None) => {
+                self.held.remove(&ino);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether number `ino` may be opened with `flags`: the one open the
+    /// kernel sends (see [`Filesystem::open`]) is refused as upstream
+    /// refuses it.
+    fn open_check(&mut self, ino: u64, flags: i32) -> Result<(), Errno> {
         if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
-            return self.tree_open(ino, &view, &id, &rel, flags);
+            return self.tree_open_check(&view, &id, &rel, flags);
         }
         let (view, id, name) = self.file_node(ino)?;
         let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
         if wants_write(flags) && !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
         }
-        let fd = real::open_file(&dir, &real, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
-        let st = rustix::fs::fstat(&fd)?;
-        let keep = self.keep_cache(ino, &st);
-        if !keep
-            && self.watches.is_some()
-            && let Some(n) = lock(&self.notifier).as_ref()
-        {
-            // Changed since we last saw it: the size the kernel may still
-            // cache (until the inotify thread gets to it) must not cut the
-            // reads short (without watches nothing is cached: nothing to drop). Attributes only (offset -1), which takes no lock
-            // a request holds, so it is safe on this thread.
-            let _ = n.inval_inode(ino, -1, 0);
-        }
-        let fh = self.new_handle(fd, view, id, ino);
-        let open_flags = if keep {
-            fuser::consts::FOPEN_KEEP_CACHE
-        } else {
-            0
-        };
-        Ok((fh, open_flags))
-    }
-
-    /// The open file behind `fh`, if its view may still `need` it: a grant
-    /// revoked or a document deleted ends access through open files too.
-    fn handle(&self, fh: u64, need: Perms) -> Result<&Handle, Errno> {
-        let h = self.handles.get(&fh).ok_or(Errno::BADF)?;
-        let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
-        if !perms.contains(need) {
-            return Err(Errno::ACCESS);
-        }
-        Ok(h)
+        real::open_file(
+            &dir,
+            &real,
+            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+            0,
+        )?;
+        Ok(())
     }
 
     fn create_inner(
@@ -456,7 +520,7 @@ impl DocFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<(FileAttr, u64), Errno> {
+    ) -> Result<FileAttr, Errno> {
         if let Some(Node::Sub { view, id, rel }) = self.node(parent) {
             return self.tree_create(&view, &id, &rel, name, mode, flags);
         }
@@ -488,10 +552,9 @@ impl DocFs {
             id: id.clone(),
             name: name.to_owned(),
         });
-        self.seen.remove(&ino);
         let attr = self.file_attr(ino, &st, perms);
-        let fh = self.new_handle(fd, view, id, ino);
-        Ok((attr, fh))
+        self.hold(ino, fd, view, id, false);
+        Ok(attr)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -504,7 +567,6 @@ impl DocFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         if uid.is_some() || gid.is_some() {
             return Err(Errno::PERM);
@@ -513,9 +575,9 @@ impl DocFs {
             last_access: timespec(atime),
             last_modification: timespec(mtime),
         });
-        // Through an open file (ftruncate, fchmod, futimens): the file
-        // itself, wherever its name went since it was opened.
-        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
+        // A file whose name is gone (ftruncate, fchmod, futimens through a
+        // file still open): the held file itself.
+        if let Some(h) = self.held.get(&ino).filter(|_| self.node(ino).is_none()) {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
             if !perms.contains(Perms::WRITE) {
                 return Err(Errno::ACCESS);
@@ -533,7 +595,7 @@ impl DocFs {
             return Ok(self.file_attr(ino, &st, perms));
         }
         if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
-            return self.tree_setattr(ino, &view, &id, &rel, mode, size, times, fh);
+            return self.tree_setattr(ino, &view, &id, &rel, mode, size, times);
         }
         let (view, id, name) = self.file_node(ino)?;
         let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
@@ -541,13 +603,8 @@ impl DocFs {
             return Err(Errno::ACCESS);
         }
         if let Some(size) = size {
-            match fh.and_then(|fh| self.handles.get(&fh)) {
-                Some(h) => rustix::fs::ftruncate(&h.file, size)?,
-                None => {
-                    let fd = real::open_file(&dir, &real, libc::O_WRONLY, 0)?;
-                    rustix::fs::ftruncate(&fd, size)?;
-                }
-            }
+            let fd = real::open_file(&dir, &real, libc::O_WRONLY, 0)?;
+            rustix::fs::ftruncate(&fd, size)?;
         }
         if let Some(mode) = mode {
             let fd = real::open_file(&dir, &real, libc::O_RDONLY, 0)?;
@@ -569,20 +626,21 @@ impl DocFs {
             return Err(Errno::ACCESS);
         }
         let dir = real::open_dir(&doc)?;
-        if name == doc.name() {
+        let real_name = if name == doc.name() {
             real::stat_file(&dir, name)?;
-            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+            name.to_owned()
         } else {
-            let real_name = self
-                .temps
-                .get_mut(&(view.clone(), id.clone()))
-                .and_then(|t| t.remove(name))
-                .ok_or(Errno::NOENT)?;
-            rustix::fs::unlinkat(&dir, &real_name, AtFlags::empty())?;
+            self.real_name(&view, &id, name, &doc).ok_or(Errno::NOENT)?
+        };
+        let kept = self
+            .known_file(&view, &id, name)
+            .and_then(|_| Self::keep_for_detach(&dir, &real_name));
+        rustix::fs::unlinkat(&dir, &real_name, AtFlags::empty())?;
+        if let Some(t) = self.temps.get_mut(&(view.clone(), id.clone())) {
+            t.remove(name);
         }
-        if let Some(ino) = lock(&self.shared.inodes).unlinked(&view, &id, name) {
-            self.seen.remove(&ino);
-        }
+        let gone = lock(&self.shared.inodes).unlinked(&view, &id, name);
+        self.detached(&view, &id, gone, kept);
         Ok(())
     }
 
@@ -629,6 +687,12 @@ impl DocFs {
             return Ok(());
         }
         let dir = real::open_dir(&doc)?;
+        // The file losing its name to this rename, kept for whoever has it
+        // open.
+        let kept = self
+            .known_file(&view, &id, newname)
+            .and_then(|_| self.real_name(&view, &id, newname, &doc))
+            .and_then(|real| Self::keep_for_detach(&dir, &real));
         let key = (view.clone(), id.clone());
         let main = doc.name().to_owned();
         let temps = self.temps.entry(key).or_default();
@@ -659,10 +723,9 @@ impl DocFs {
             temps.insert(newname.to_owned(), real_src);
         }
         // The file keeps its number under the new name, as the kernel
-        // keeps its inode; the one it replaced is gone.
-        if let Some(ino) = lock(&self.shared.inodes).renamed(&view, &id, name, newname) {
-            self.seen.remove(&ino);
-        }
+        // keeps its inode; the one it replaced loses its name.
+        let replaced = lock(&self.shared.inodes).renamed(&view, &id, name, newname);
+        self.detached(&view, &id, replaced, kept);
         Ok(())
     }
 
@@ -916,8 +979,8 @@ impl Filesystem for DocFs {
         }
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
-        match self.getattr_inner(ino, fh) {
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.getattr_inner(ino) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -934,14 +997,14 @@ impl Filesystem for DocFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<u64>,
+        _fh: Option<u64>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        match self.setattr_inner(ino, mode, uid, gid, size, atime, mtime, fh) {
+        match self.setattr_inner(ino, mode, uid, gid, size, atime, mtime) {
             Ok(attr) => reply.attr(&REAL_TTL, &attr),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -970,36 +1033,63 @@ impl Filesystem for DocFs {
         }
     }
 
+    /// Zero-message opens: an open we allow is answered ENOSYS, which the
+    /// kernel takes as success and as a sign never to send OPEN (nor
+    /// RELEASE) again on this mount. Every later open and close then
+    /// costs no round trip to us: the kernel checks the caller against the
+    /// modes we report (`default_permissions`; a view without write
+    /// permission shows no write bits), keeps the page cache (dropped when
+    /// the file changes: [`watch`], `FUSE_AUTO_INVAL_DATA`, and the
+    /// [`Invalidator`] on a revocation), and each read and write names the
+    /// number, checked against the view at that moment ([`DocFs::io_target`]).
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        match self.open_inner(ino, flags) {
-            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+        match self.open_check(ino, flags) {
+            Ok(()) => reply.error(libc::ENOSYS),
             Err(e) => reply.error(e.raw_os_error()),
         }
+    }
+
+    fn init(
+        &mut self,
+        _req: &Request<'_>,
+        config: &mut fuser::KernelConfig,
+    ) -> Result<(), libc::c_int> {
+        // A file changed behind the kernel's back (its mtime or size differs
+        // when the kernel next fetches its attributes) loses its page cache.
+        if let Err(missing) = config.add_capabilities(fuser::consts::FUSE_AUTO_INVAL_DATA) {
+            tracing::warn!(missing, "the kernel lacks FUSE_AUTO_INVAL_DATA");
+        }
+        Ok(())
+    }
+
+    /// The kernel dropped number `ino` (nothing has it open any more): the
+    /// file held for it is let go.
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, _nlookup: u64) {
+        self.held.remove(&ino);
     }
 
     fn read(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
+        ino: u64,
+        _fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let file = match self.handle(fh, Perms::READ) {
-            Ok(h) => h.file.clone(),
-            Err(e) => return reply.error(e.raw_os_error()),
-        };
-        self.io.read(file, offset.max(0) as u64, size, reply);
+        match self.io_target(ino, Perms::READ) {
+            Ok(target) => self.io.read(target, offset.max(0) as u64, size, reply),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
     }
 
     fn write(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
+        ino: u64,
+        _fh: u64,
         offset: i64,
         data: &[u8],
         _write_flags: u32,
@@ -1007,12 +1097,12 @@ impl Filesystem for DocFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let file = match self.handle(fh, Perms::WRITE) {
-            Ok(h) => h.file.clone(),
-            Err(e) => return reply.error(e.raw_os_error()),
-        };
-        self.io
-            .write(file, offset.max(0) as u64, data.to_vec(), reply);
+        match self.io_target(ino, Perms::WRITE) {
+            Ok(target) => self
+                .io
+                .write(target, offset.max(0) as u64, data.to_vec(), reply),
+            Err(e) => reply.error(e.raw_os_error()),
+        }
     }
 
     /// Nothing to do at close (writes went to the real file already; no
@@ -1022,34 +1112,15 @@ impl Filesystem for DocFs {
         reply.error(libc::ENOSYS);
     }
 
-    fn release(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _flags: i32,
-        _lock_owner: Option<u64>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        if let Some(h) = self.handles.remove(&fh) {
-            // What we wrote is in the page cache already: remember the file
-            // as it is now, so the next open keeps that cache.
-            if let Ok(st) = rustix::fs::fstat(&h.file) {
-                self.keep_cache(ino, &st);
-            }
-        }
-        reply.ok();
-    }
-
-    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
-        let Some(h) = self.handles.get(&fh) else {
-            return reply.error(libc::EBADF);
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
+        let file = match self.io_target(ino, Perms::READ).and_then(Target::open) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e.raw_os_error()),
         };
         let r = if datasync {
-            h.file.sync_data()
+            file.sync_data()
         } else {
-            h.file.sync_all()
+            file.sync_all()
         };
         match r {
             Ok(()) => reply.ok(),
@@ -1317,7 +1388,9 @@ impl Filesystem for DocFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(parent, name, mode & !umask, flags) {
-            Ok((attr, fh)) => reply.created(&REAL_TTL, &attr, 0, fh, 0),
+            // No handle: reads and writes name the number (the created
+            // file is held for it).
+            Ok(attr) => reply.created(&REAL_TTL, &attr, 0, 0, 0),
             Err(e) => reply.error(e.raw_os_error()),
         }
     }
@@ -1331,6 +1404,26 @@ impl Filesystem for DocFs {
 pub struct Invalidator {
     shared: Shared,
     notifier: Arc<Mutex<Option<fuser::Notifier>>>,
+}
+
+impl Target {
+    /// The file, opened now if it is reached by name (read-write for a
+    /// write, falling back to write-only for a file its owner may not
+    /// read).
+    fn open(self) -> Result<Arc<File>, Errno> {
+        match self {
+            Target::File(f) => Ok(f),
+            Target::At(dir, name, flags) => {
+                let fd = match real::open_file(&dir, &name, flags, 0) {
+                    Err(Errno::ACCESS) if flags == libc::O_RDWR => {
+                        real::open_file(&dir, &name, libc::O_WRONLY, 0)?
+                    }
+                    other => other?,
+                };
+                Ok(Arc::new(File::from(fd)))
+            }
+        }
+    }
 }
 
 impl Invalidator {
@@ -1493,6 +1586,9 @@ fn mount_with(
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::NoExec,
+        // The kernel checks opens against our modes: it does not ask us
+        // (see `open`).
+        MountOption::DefaultPermissions,
     ];
     // Root mounts directly; an ordinary user (who may not even open
     // /dev/fuse) goes through fusermount3, as libfuse does.
@@ -1505,7 +1601,7 @@ fn mount_with(
         Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
     } else {
         fuser::Session::new(
-            DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+            DocFs::new(shared.clone(), watches.clone()),
             mountpoint,
             &options,
         )
@@ -1516,11 +1612,11 @@ fn mount_with(
             tracing::debug!("mounting directly: {e}; using fusermount3");
             let fd = fusermount::mount(
                 mountpoint,
-                "fsname=portal,subtype=portal,nosuid,nodev,noexec",
+                "fsname=portal,subtype=portal,nosuid,nodev,noexec,default_permissions",
             )
             .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
             let session = fuser::Session::from_fd(
-                DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+                DocFs::new(shared.clone(), watches.clone()),
                 fd,
                 fuser::SessionACL::Owner,
             );

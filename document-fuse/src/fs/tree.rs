@@ -103,7 +103,7 @@ impl DocFs {
 
     /// The directory holding `rel`'s last component (itself checked to be
     /// a directory), and that component's name.
-    fn resolve_parent(
+    pub(super) fn resolve_parent(
         &self,
         view: &str,
         id: &str,
@@ -191,30 +191,24 @@ impl DocFs {
         Ok(out)
     }
 
-    pub(super) fn tree_open(
+    pub(super) fn tree_open_check(
         &mut self,
-        ino: u64,
         view: &str,
         id: &str,
         rel: &Path,
         flags: i32,
-    ) -> Result<(u64, u32), Errno> {
+    ) -> Result<(), Errno> {
         let (perms, parent, name) = self.resolve_parent(view, id, rel)?;
         if wants_write(flags) && !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
         }
-        let fd = real::open_file(&parent, &name, flags & !(libc::O_CREAT | libc::O_EXCL), 0)?;
-        let st = rustix::fs::fstat(&fd)?;
-        let keep = self.keep_cache(ino, &st);
-        let fh = self.new_handle(fd, view.to_owned(), id.to_owned(), ino);
-        Ok((
-            fh,
-            if keep {
-                fuser::consts::FOPEN_KEEP_CACHE
-            } else {
-                0
-            },
-        ))
+        real::open_file(
+            &parent,
+            &name,
+            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+            0,
+        )?;
+        Ok(())
     }
 
     /// The writable directory `parent_rel` and a checked new name in it.
@@ -241,16 +235,15 @@ impl DocFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<(FileAttr, u64), Errno> {
+    ) -> Result<FileAttr, Errno> {
         let dir = self.writable_dir(view, id, parent_rel, name)?;
         let fd = real::open_file(&dir, name, flags | libc::O_CREAT, mode)?;
         let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
         let st = rustix::fs::fstat(&fd)?;
         let ino = self.sub_ino(view, id, parent_rel.join(name), &st);
-        self.seen.remove(&ino);
         let attr = self.file_attr(ino, &st, perms);
-        let fh = self.new_handle(fd, view.to_owned(), id.to_owned(), ino);
-        Ok((attr, fh))
+        self.hold(ino, fd, view.to_owned(), id.to_owned(), false);
+        Ok(attr)
     }
 
     pub(super) fn tree_mkdir(
@@ -349,20 +342,14 @@ impl DocFs {
         mode: Option<u32>,
         size: Option<u64>,
         times: Option<rustix::fs::Timestamps>,
-        fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         let (perms, parent, name) = self.resolve_parent(view, id, rel)?;
         if !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
         }
         if let Some(size) = size {
-            match fh.and_then(|fh| self.handles.get(&fh)) {
-                Some(h) => rustix::fs::ftruncate(&h.file, size)?,
-                None => {
-                    let fd = real::open_file(&parent, &name, libc::O_WRONLY, 0)?;
-                    rustix::fs::ftruncate(&fd, size)?;
-                }
-            }
+            let fd = real::open_file(&parent, &name, libc::O_WRONLY, 0)?;
+            rustix::fs::ftruncate(&fd, size)?;
         }
         if let Some(mode) = mode {
             // Not through a symlink: the node itself, opened without
