@@ -1,5 +1,5 @@
-//! Our built binaries, processes by PID, and commands run with a hard
-//! time-out.
+//! Our built binaries, processes by PID, commands run with a hard
+//! time-out, and threads without capabilities.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -121,43 +121,6 @@ pub fn run_with_timeout(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// More output than a pipe holds (64 KiB) is read while the command
-    /// runs, not reported as a time-out.
-    #[test]
-    fn run_with_timeout_reads_large_output() {
-        let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            "head -c 300000 /dev/zero | tr '\\0' x; head -c 100000 /dev/zero | tr '\\0' y >&2",
-        ]);
-        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
-        assert!(status.success());
-        assert_eq!((out.len(), err.len()), (300_000, 100_000));
-        assert!(out.bytes().all(|b| b == b'x') && err.bytes().all(|b| b == b'y'));
-    }
-
-    /// A command past its time is killed with its children, and the panic
-    /// shows what it printed.
-    #[test]
-    fn run_with_timeout_kills_the_group_and_shows_output() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo started; sleep 60 & sleep 60"]);
-        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_with_timeout(&mut cmd, Duration::from_millis(300))
-        }))
-        .expect_err("the command must time out");
-        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
-        assert!(
-            msg.contains("timed out") && msg.contains("stdout: started"),
-            "{msg}"
-        );
-    }
-}
-
 /// Runs `f` on a thread of its own that holds no capabilities, as an app
 /// (and any ordinary process) holds none: a test running as root then
 /// meets the file modes as a user's process does (root's CAP_DAC_OVERRIDE
@@ -195,4 +158,41 @@ fn drop_capabilities() {
     // both live for the call; pid 0 is the calling thread.
     let r = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
     assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More output than a pipe holds (64 KiB) is read while the command
+    /// runs, not reported as a time-out.
+    #[test]
+    fn run_with_timeout_reads_large_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x; head -c 100000 /dev/zero | tr '\\0' y >&2",
+        ]);
+        let (status, out, err) = run_with_timeout(&mut cmd, Duration::from_secs(20));
+        assert!(status.success());
+        assert_eq!((out.len(), err.len()), (300_000, 100_000));
+        assert!(out.bytes().all(|b| b == b'x') && err.bytes().all(|b| b == b'y'));
+    }
+
+    /// A command past its time is killed with its children, and the panic
+    /// shows what it printed.
+    #[test]
+    fn run_with_timeout_kills_the_group_and_shows_output() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; sleep 60 & sleep 60"]);
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_with_timeout(&mut cmd, Duration::from_millis(300))
+        }))
+        .expect_err("the command must time out");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("timed out") && msg.contains("stdout: started"),
+            "{msg}"
+        );
+    }
 }
