@@ -13,9 +13,10 @@
 //! a file document are cached for a minute while inotify watches its
 //! real directory ([`watch`]), which drops them the moment anyone changes
 //! the file; other real files (temporary files, inside directory
-//! documents) get no entry or attribute caching. The page cache of a real
-//! file is kept across opens only while its mtime and size are what we saw
-//! last (libfuse's `auto_cache`).
+//! documents) get no entry or attribute caching. Opens never reach us after
+//! the first (see [`Filesystem::open`] on [`DocFs`]): reads and writes name
+//! the inode number, and the page cache is dropped whenever the kernel
+//! sees a new mtime or size (`FUSE_AUTO_INVAL_DATA`).
 //!
 //! Safe save: in a document directory the view may create other names.
 //! Each is a real temporary file `.xdp-NAME-XXXXXX` in the document's real

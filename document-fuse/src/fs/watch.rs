@@ -10,10 +10,9 @@
 //! write through a shared mapping, a network file system changed from
 //! another machine) shows once [`FILE_TTL`] has passed.
 //!
-//! Only the attribute and entry caches are dropped here; the page cache
-//! follows the rule it always had (kept across opens while the file's
-//! mtime and size are what we saw last), so our own writes do not throw
-//! away what they have just put in the cache.
+//! Only the attribute and entry caches are dropped here; the kernel drops
+//! the page cache itself when it next fetches the attributes and finds a
+//! new mtime or size (`FUSE_AUTO_INVAL_DATA`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -265,7 +264,8 @@ impl Watches {
             }
         }
         for (dir, ino, doc_name) in nodes {
-            // Offset -1: attributes only, the page cache stays (see above).
+            // Offset -1: attributes only; the kernel drops the pages itself
+            // if the attributes it fetches next differ (see above).
             let _ = notifier.inval_inode(ino, -1, 0);
             if entry && let Some(dir) = dir {
                 let _ = notifier.inval_entry(dir, &doc_name);
