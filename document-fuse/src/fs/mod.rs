@@ -31,6 +31,7 @@ mod real;
 mod tree;
 mod watch;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -92,6 +93,21 @@ struct Held {
     real: (u64, u64),
     /// Its name is gone: only this fd reaches it.
     detached: bool,
+    /// Opened for reading (a file created write-only is not).
+    readable: bool,
+    /// Opened for writing (a file created read-only is not).
+    writable: bool,
+}
+
+impl Held {
+    /// Whether this fd can serve a read (`need` READ) or a write (WRITE).
+    fn serves(&self, need: Perms) -> bool {
+        if need.contains(Perms::WRITE) {
+            self.writable
+        } else {
+            self.readable
+        }
+    }
 }
 
 /// Held files beyond which the created (not detached) ones are let go (they
@@ -117,10 +133,20 @@ pub struct DocFs {
     io: io::Pool,
     /// The real directories of file documents (None: no inotify).
     watches: Option<watch::Watches>,
+    /// (mtime s, mtime ns, size) of a real file as we last told the kernel,
+    /// per number: a read or write finding the file otherwise drops the
+    /// kernel's attributes at once (see [`DocFs::io_target`]).
+    told: RefCell<HashMap<u64, (i64, i64, i64)>>,
+    /// To drop them (set once the session exists).
+    notifier: Arc<Mutex<Option<fuser::Notifier>>>,
 }
 
 impl DocFs {
-    fn new(shared: Shared, watches: Option<watch::Watches>) -> DocFs {
+    fn new(
+        shared: Shared,
+        watches: Option<watch::Watches>,
+        notifier: Arc<Mutex<Option<fuser::Notifier>>>,
+    ) -> DocFs {
         DocFs {
             shared,
             held: HashMap::new(),
@@ -129,6 +155,8 @@ impl DocFs {
             gid: rustix::process::getegid().as_raw(),
             io: io::Pool::new(),
             watches,
+            told: RefCell::default(),
+            notifier,
         }
     }
 
@@ -202,6 +230,7 @@ impl DocFs {
     }
 
     fn file_attr(&self, ino: u64, st: &Stat, perms: Perms) -> FileAttr {
+        self.told.borrow_mut().insert(ino, stat_key(st));
         let time = |s: i64, ns: i64| {
             if s >= 0 {
                 UNIX_EPOCH + Duration::new(s as u64, ns as u32)
@@ -289,6 +318,9 @@ impl DocFs {
         let Ok(st) = rustix::fs::fstat(&fd) else {
             return;
         };
+        let mode = rustix::fs::fcntl_getfl(&fd).map(|f| f & rustix::fs::OFlags::RWMODE);
+        let readable = mode.is_ok_and(|m| m != rustix::fs::OFlags::WRONLY);
+        let writable = mode.is_ok_and(|m| m != rustix::fs::OFlags::RDONLY);
         if self.held.len() >= HELD_MAX {
             self.held.retain(|_, h| h.detached);
         }
@@ -300,12 +332,30 @@ impl DocFs {
                 id,
                 real: (st.st_dev, st.st_ino),
                 detached,
+                readable,
+                writable,
             },
         );
     }
 
+    /// A read or write found the real file of number `ino` as `st`: if that
+    /// is not what the kernel was last told (changed on the host, and
+    /// inotify has not told us yet, or is not watching), its attributes go
+    /// now, so a read until EOF is not cut at the old size (the kernel
+    /// fetches the size again when a read reaches it). Attributes only
+    /// (offset -1) take no lock a request holds: safe on this thread.
+    fn check_told(&self, ino: u64, st: &Stat) {
+        let now = stat_key(st);
+        let old = self.told.borrow_mut().insert(ino, now);
+        if old.is_some_and(|old| old != now)
+            && let Some(n) = lock(&self.notifier).as_ref()
+        {
+            let _ = n.inval_inode(ino, -1, 0);
+        }
+    }
+
     /// Before `name` in `dir` loses its name through us: an fd of it, so
-    /// that whoever has number `ino` open keeps the file itself.
+    /// that a process with it open keeps the file itself.
     fn keep_for_detach(dir: impl AsFd + Copy, name: &OsStr) -> Option<OwnedFd> {
         real::stat_file(dir, name).ok()?;
         real::open_file(dir, name, libc::O_RDWR, 0)
@@ -319,7 +369,7 @@ impl DocFs {
     /// without asking us (see [`Filesystem::open`]), so a request names
     /// the number only: it reaches the real file by the number's name,
     /// or the held file when the name is gone.
-    fn io_target(&mut self, ino: u64, need: Perms) -> Result<Target, Errno> {
+    fn io_target(&self, ino: u64, need: Perms) -> Result<Target, Errno> {
         let node = self.node(ino);
         let (view, id) = match (&node, self.held.get(&ino)) {
             (Some(Node::File { view, id, .. } | Node::Sub { view, id, .. }), _) => {
@@ -345,8 +395,11 @@ impl DocFs {
             ),
             _ => Err(Errno::NOENT),
         };
+        if let Ok((_, _, st)) = &named {
+            self.check_told(ino, st);
+        }
         match (named, self.held.get(&ino)) {
-            (Ok((_, _, st)), Some(h)) if h.real == (st.st_dev, st.st_ino) => {
+            (Ok((_, _, st)), Some(h)) if h.real == (st.st_dev, st.st_ino) && h.serves(need) => {
                 Ok(Target::File(h.file.clone()))
             }
             (Ok((dir, name, _)), _) => {
@@ -884,6 +937,10 @@ impl DocFs {
     }
 }
 
+fn stat_key(st: &Stat) -> (i64, i64, i64) {
+    (st.st_mtime, st.st_mtime_nsec as i64, st.st_size)
+}
+
 fn kind_of(mode: u32) -> FileType {
     match rustix::fs::FileType::from_raw_mode(mode) {
         rustix::fs::FileType::Directory => FileType::Directory,
@@ -1067,6 +1124,7 @@ impl Filesystem for DocFs {
     /// file held for it is let go.
     fn forget(&mut self, _req: &Request<'_>, ino: u64, _nlookup: u64) {
         self.held.remove(&ino);
+        self.told.get_mut().remove(&ino);
     }
 
     fn read(
@@ -1602,7 +1660,7 @@ fn mount_with(
         Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
     } else {
         fuser::Session::new(
-            DocFs::new(shared.clone(), watches.clone()),
+            DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
             mountpoint,
             &options,
         )
@@ -1617,7 +1675,7 @@ fn mount_with(
             )
             .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
             let session = fuser::Session::from_fd(
-                DocFs::new(shared.clone(), watches.clone()),
+                DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
                 fd,
                 fuser::SessionACL::Owner,
             );
