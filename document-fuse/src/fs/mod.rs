@@ -100,6 +100,20 @@ struct Held {
 }
 
 impl Held {
+    fn new(fd: OwnedFd, view: View, id: String, detached: bool) -> Option<Held> {
+        let st = rustix::fs::fstat(&fd).ok()?;
+        let mode = rustix::fs::fcntl_getfl(&fd).map(|f| f & rustix::fs::OFlags::RWMODE);
+        Some(Held {
+            readable: mode.is_ok_and(|m| m != rustix::fs::OFlags::WRONLY),
+            writable: mode.is_ok_and(|m| m != rustix::fs::OFlags::RDONLY),
+            file: Arc::new(File::from(fd)),
+            view,
+            id,
+            real: (st.st_dev, st.st_ino),
+            detached,
+        })
+    }
+
     /// Whether this fd can serve a read (`need` READ) or a write (WRITE).
     fn serves(&self, need: Perms) -> bool {
         if need.contains(Perms::WRITE) {
@@ -126,6 +140,16 @@ enum Target {
 pub struct DocFs {
     shared: Shared,
     held: HashMap<u64, Held>,
+    /// Opens answered ENOSYS, so the kernel opens without asking (see
+    /// [`Filesystem::open`]); else each open gets a handle, as upstream.
+    zero_open: bool,
+    /// Open files by handle (opens asked).
+    handles: HashMap<u64, Held>,
+    next_fh: u64,
+    /// (mtime s, mtime ns, size) of a real file as last seen at an open or
+    /// a release, per number (opens asked: the page cache is kept across
+    /// opens while the file is unchanged).
+    seen: HashMap<u64, (i64, i64, i64)>,
     /// Temporary files per document directory: visible name -> real name.
     temps: HashMap<(View, String), BTreeMap<OsString, OsString>>,
     uid: u32,
@@ -146,10 +170,15 @@ impl DocFs {
         shared: Shared,
         watches: Option<watch::Watches>,
         notifier: Arc<Mutex<Option<fuser::Notifier>>>,
+        zero_open: bool,
     ) -> DocFs {
         DocFs {
             shared,
             held: HashMap::new(),
+            zero_open,
+            handles: HashMap::new(),
+            next_fh: 1,
+            seen: HashMap::new(),
             temps: HashMap::new(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
@@ -315,27 +344,54 @@ impl DocFs {
     /// Holds `fd` (created through us, or `detached` from its name) for
     /// number `ino` until the kernel forgets it.
     fn hold(&mut self, ino: u64, fd: OwnedFd, view: View, id: String, detached: bool) {
-        let Ok(st) = rustix::fs::fstat(&fd) else {
+        let Some(held) = Held::new(fd, view, id, detached) else {
             return;
         };
-        let mode = rustix::fs::fcntl_getfl(&fd).map(|f| f & rustix::fs::OFlags::RWMODE);
-        let readable = mode.is_ok_and(|m| m != rustix::fs::OFlags::WRONLY);
-        let writable = mode.is_ok_and(|m| m != rustix::fs::OFlags::RDONLY);
         if self.held.len() >= HELD_MAX {
             self.held.retain(|_, h| h.detached);
         }
-        self.held.insert(
-            ino,
-            Held {
-                file: Arc::new(File::from(fd)),
-                view,
-                id,
-                real: (st.st_dev, st.st_ino),
-                detached,
-                readable,
-                writable,
-            },
-        );
+        self.held.insert(ino, held);
+    }
+
+    /// A file created through us as number `ino`: with zero-message opens
+    /// held for the number (the kernel will send no RELEASE; handle 0),
+    /// else a handle of its own.
+    fn adopt_created(&mut self, ino: u64, fd: OwnedFd, view: View, id: String) -> u64 {
+        self.seen.remove(&ino);
+        if self.zero_open {
+            self.hold(ino, fd, view, id, false);
+            0
+        } else {
+            self.new_handle(fd, view, id)
+        }
+    }
+
+    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String) -> u64 {
+        let Some(held) = Held::new(fd, view, id, false) else {
+            return 0;
+        };
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, held);
+        fh
+    }
+
+    /// Where an I/O request with handle `fh` goes, if it has one (opens
+    /// asked, [`FileCaching::Off`]), and its view may still `need` it: a
+    /// grant revoked or a document deleted ends access through open files
+    /// too.
+    fn by_handle(&self, fh: u64, need: Perms) -> Option<Result<Target, Errno>> {
+        let h = self.handles.get(&fh)?;
+        Some(match self.visible(&h.view, &h.id) {
+            Some((_, perms)) if perms.contains(need) => Ok(Target::File(h.file.clone())),
+            _ => Err(Errno::ACCESS),
+        })
+    }
+
+    /// Whether the kernel may keep the page cache of `ino` opened with
+    /// stat `st` (opens asked): only if the file is as we last saw it.
+    fn keep_cache(&mut self, ino: u64, st: &Stat) -> bool {
+        self.seen.insert(ino, stat_key(st)) == Some(stat_key(st))
     }
 
     /// A read or write found the real file of number `ino` as `st`: if that
@@ -477,7 +533,15 @@ impl DocFs {
         }
     }
 
-    fn getattr_inner(&mut self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
+    fn getattr_inner(&mut self, ino: u64, fh: Option<u64>) -> Result<(FileAttr, Duration), Errno> {
+        // Through an open file with a handle (fstat, or the kernel checking
+        // the size at the end of a read): the file itself, wherever its
+        // name went.
+        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
+            let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+            let st = rustix::fs::fstat(&*h.file)?;
+            return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
+        }
         // A file of a document the view may no longer read, asked by
         // number (through a file opened before the revocation, or the
         // kernel checking the size before a read): refused as its reads are.
@@ -547,25 +611,40 @@ impl DocFs {
         }
     }
 
-    /// Whether number `ino` may be opened with `flags`: the one open the
-    /// kernel sends (see [`Filesystem::open`]) is refused as upstream
-    /// refuses it.
-    fn open_check(&mut self, ino: u64, flags: i32) -> Result<(), Errno> {
+    /// Number `ino` opened with `flags` as upstream opens it (refused as
+    /// upstream refuses it), with its view and document.
+    fn open_real(&mut self, ino: u64, flags: i32) -> Result<(OwnedFd, View, String), Errno> {
+        // O_TRUNC never reaches us (no FUSE_ATOMIC_O_TRUNC: the kernel
+        // truncates through setattr); dropped anyway, so an open that only
+        // checks never truncates.
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
         if let Some(Node::Sub { view, id, rel }) = self.node(ino) {
-            return self.tree_open_check(&view, &id, &rel, flags);
+            let fd = self.tree_open_real(&view, &id, &rel, flags)?;
+            return Ok((fd, view, id));
         }
         let (view, id, name) = self.file_node(ino)?;
         let (_, perms, dir, real, _) = self.real_file(&view, &id, &name)?;
         if wants_write(flags) && !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
         }
-        real::open_file(
-            &dir,
-            &real,
-            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
-            0,
-        )?;
-        Ok(())
+        Ok((real::open_file(&dir, &real, flags, 0)?, view, id))
+    }
+
+    /// An open that is asked ([`FileCaching::Off`]): a handle of its own,
+    /// the page cache kept only while the file is as we last saw it.
+    fn open_handle(&mut self, ino: u64, flags: i32) -> Result<(u64, u32), Errno> {
+        let (fd, view, id) = self.open_real(ino, flags)?;
+        let st = rustix::fs::fstat(&fd)?;
+        let keep = self.keep_cache(ino, &st);
+        let fh = self.new_handle(fd, view, id);
+        Ok((
+            fh,
+            if keep {
+                fuser::consts::FOPEN_KEEP_CACHE
+            } else {
+                0
+            },
+        ))
     }
 
     fn create_inner(
@@ -574,7 +653,7 @@ impl DocFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<(FileAttr, u64), Errno> {
         if let Some(Node::Sub { view, id, rel }) = self.node(parent) {
             return self.tree_create(&view, &id, &rel, name, mode, flags);
         }
@@ -607,8 +686,8 @@ impl DocFs {
             name: name.to_owned(),
         });
         let attr = self.file_attr(ino, &st, perms);
-        self.hold(ino, fd, view, id, false);
-        Ok(attr)
+        let fh = self.adopt_created(ino, fd, view, id);
+        Ok((attr, fh))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -621,6 +700,7 @@ impl DocFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         if uid.is_some() || gid.is_some() {
             return Err(Errno::PERM);
@@ -629,9 +709,13 @@ impl DocFs {
             last_access: timespec(atime),
             last_modification: timespec(mtime),
         });
-        // A file whose name is gone (ftruncate, fchmod, futimens through a
-        // file still open): the held file itself.
-        if let Some(h) = self.held.get(&ino).filter(|_| self.node(ino).is_none()) {
+        // Through an open file (ftruncate, fchmod, futimens) with a handle,
+        // or a file whose name is gone: the file itself, wherever its name
+        // went since it was opened.
+        let open = fh
+            .and_then(|fh| self.handles.get(&fh))
+            .or_else(|| self.held.get(&ino).filter(|_| self.node(ino).is_none()));
+        if let Some(h) = open {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
             if !perms.contains(Perms::WRITE) {
                 return Err(Errno::ACCESS);
@@ -1037,8 +1121,8 @@ impl Filesystem for DocFs {
         }
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.getattr_inner(ino) {
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+        match self.getattr_inner(ino, fh) {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -1055,14 +1139,14 @@ impl Filesystem for DocFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<u64>,
+        fh: Option<u64>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        match self.setattr_inner(ino, mode, uid, gid, size, atime, mtime) {
+        match self.setattr_inner(ino, mode, uid, gid, size, atime, mtime, fh) {
             Ok(attr) => reply.attr(&REAL_TTL, &attr),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -1100,9 +1184,18 @@ impl Filesystem for DocFs {
     /// the file changes: [`watch`], `FUSE_AUTO_INVAL_DATA`, and the
     /// [`Invalidator`] on a revocation), and each read and write names the
     /// number, checked against the view at that moment ([`DocFs::io_target`]).
+    ///
+    /// With [`FileCaching::Off`] (upstream's way) every open is asked and
+    /// gets a handle, as upstream.
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        match self.open_check(ino, flags) {
-            Ok(()) => reply.error(libc::ENOSYS),
+        if !self.zero_open {
+            return match self.open_handle(ino, flags) {
+                Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+                Err(e) => reply.error(e.raw_os_error()),
+            };
+        }
+        match self.open_real(ino, flags) {
+            Ok(_) => reply.error(libc::ENOSYS),
             Err(e) => reply.error(e.raw_os_error()),
         }
     }
@@ -1114,7 +1207,10 @@ impl Filesystem for DocFs {
     ) -> Result<(), libc::c_int> {
         // A file changed behind the kernel's back (its mtime or size differs
         // when the kernel next fetches its attributes) loses its page cache.
-        if let Err(missing) = config.add_capabilities(fuser::consts::FUSE_AUTO_INVAL_DATA) {
+        // With opens asked, the open decides instead (`keep_cache`).
+        if self.zero_open
+            && let Err(missing) = config.add_capabilities(fuser::consts::FUSE_AUTO_INVAL_DATA)
+        {
             tracing::warn!(missing, "the kernel lacks FUSE_AUTO_INVAL_DATA");
         }
         Ok(())
@@ -1131,14 +1227,17 @@ impl Filesystem for DocFs {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        match self.io_target(ino, Perms::READ) {
+        let target = self
+            .by_handle(fh, Perms::READ)
+            .unwrap_or_else(|| self.io_target(ino, Perms::READ));
+        match target {
             Ok(target) => self.io.read(target, offset.max(0) as u64, size, reply),
             Err(e) => reply.error(e.raw_os_error()),
         }
@@ -1148,7 +1247,7 @@ impl Filesystem for DocFs {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         data: &[u8],
         _write_flags: u32,
@@ -1156,7 +1255,10 @@ impl Filesystem for DocFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        match self.io_target(ino, Perms::WRITE) {
+        let target = self
+            .by_handle(fh, Perms::WRITE)
+            .unwrap_or_else(|| self.io_target(ino, Perms::WRITE));
+        match target {
             Ok(target) => self
                 .io
                 .write(target, offset.max(0) as u64, data.to_vec(), reply),
@@ -1171,8 +1273,31 @@ impl Filesystem for DocFs {
         reply.error(libc::ENOSYS);
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, datasync: bool, reply: ReplyEmpty) {
-        let file = match self.io_target(ino, Perms::READ).and_then(Target::open) {
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = self.handles.remove(&fh) {
+            // What we wrote is in the page cache already: remember the file
+            // as it is now, so the next open keeps that cache.
+            if let Ok(st) = rustix::fs::fstat(&*h.file) {
+                self.keep_cache(ino, &st);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
+        let target = self
+            .by_handle(fh, Perms::READ)
+            .unwrap_or_else(|| self.io_target(ino, Perms::READ));
+        let file = match target.and_then(Target::open) {
             Ok(file) => file,
             Err(e) => return reply.error(e.raw_os_error()),
         };
@@ -1447,9 +1572,9 @@ impl Filesystem for DocFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(parent, name, mode & !umask, flags) {
-            // No handle: reads and writes name the number (the created
-            // file is held for it).
-            Ok(attr) => reply.created(&REAL_TTL, &attr, 0, 0, 0),
+            // Handle 0 with zero-message opens: reads and writes name the
+            // number (the created file is held for it).
+            Ok((attr, fh)) => reply.created(&REAL_TTL, &attr, 0, fh, 0),
             Err(e) => reply.error(e.raw_os_error()),
         }
     }
@@ -1616,17 +1741,21 @@ pub fn mount(
     mount_with(mountpoint, shared, caching, false)
 }
 
-/// Whether the kernel may cache the entries and attributes of file
-/// documents.
+/// What the kernel may cache of real files, and whether it asks us to open
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileCaching {
-    /// For a minute, dropped by inotify the moment the real file
-    /// changes: a stat or open costs no round trip to us, and a change made
-    /// on the host reaches the views within the time inotify takes to tell
-    /// us (tens of microseconds), not in the same instant.
+    /// The entry and attributes of a file document for a minute, dropped
+    /// by inotify the moment the real file changes: a stat costs no round
+    /// trip to us, and a change made on the host reaches the views within
+    /// the time inotify takes to tell us (tens of microseconds), not in the
+    /// same instant. Opens cost none either (zero-message opens, see
+    /// [`Filesystem::open`] on [`DocFs`]): the kernel checks them against
+    /// our modes (`default_permissions`).
     Watched,
-    /// Never (upstream's behaviour): every stat and open asks us, so a file
-    /// removed on the host is gone from the views in the same instant.
+    /// Never (upstream's behaviour): every stat and open asks us, each open
+    /// gets a handle, so a file removed on the host is gone from the views
+    /// in the same instant and an open file stays the file it opened.
     Off,
 }
 
@@ -1639,16 +1768,21 @@ fn mount_with(
     clear_stale(mountpoint);
     std::fs::create_dir_all(mountpoint)
         .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e))?;
-    let options = [
+    let zero_open = caching == FileCaching::Watched;
+    let mut options = vec![
         MountOption::FSName("portal".into()),
         MountOption::Subtype("portal".into()),
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::NoExec,
+    ];
+    let mut fusermount_options = "fsname=portal,subtype=portal,nosuid,nodev,noexec".to_owned();
+    if zero_open {
         // The kernel checks opens against our modes: it does not ask us
         // (see `open`).
-        MountOption::DefaultPermissions,
-    ];
+        options.push(MountOption::DefaultPermissions);
+        fusermount_options.push_str(",default_permissions");
+    }
     // Root mounts directly; an ordinary user (who may not even open
     // /dev/fuse) goes through fusermount3, as libfuse does.
     let watches = match caching {
@@ -1660,7 +1794,12 @@ fn mount_with(
         Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
     } else {
         fuser::Session::new(
-            DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+            DocFs::new(
+                shared.clone(),
+                watches.clone(),
+                notifier_slot.clone(),
+                zero_open,
+            ),
             mountpoint,
             &options,
         )
@@ -1669,13 +1808,15 @@ fn mount_with(
         Ok(session) => (session, false),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             tracing::debug!("mounting directly: {e}; using fusermount3");
-            let fd = fusermount::mount(
-                mountpoint,
-                "fsname=portal,subtype=portal,nosuid,nodev,noexec,default_permissions",
-            )
-            .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
+            let fd = fusermount::mount(mountpoint, &fusermount_options)
+                .map_err(|e| MountError::Fusermount(mountpoint.to_owned(), e))?;
             let session = fuser::Session::from_fd(
-                DocFs::new(shared.clone(), watches.clone(), notifier_slot.clone()),
+                DocFs::new(
+                    shared.clone(),
+                    watches.clone(),
+                    notifier_slot.clone(),
+                    zero_open,
+                ),
                 fd,
                 fuser::SessionACL::Owner,
             );

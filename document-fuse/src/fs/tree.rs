@@ -191,24 +191,18 @@ impl DocFs {
         Ok(out)
     }
 
-    pub(super) fn tree_open_check(
+    pub(super) fn tree_open_real(
         &mut self,
         view: &str,
         id: &str,
         rel: &Path,
         flags: i32,
-    ) -> Result<(), Errno> {
+    ) -> Result<OwnedFd, Errno> {
         let (perms, parent, name) = self.resolve_parent(view, id, rel)?;
         if wants_write(flags) && !perms.contains(Perms::WRITE) {
             return Err(Errno::ACCESS);
         }
-        real::open_file(
-            &parent,
-            &name,
-            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
-            0,
-        )?;
-        Ok(())
+        real::open_file(&parent, &name, flags, 0)
     }
 
     /// The writable directory `parent_rel` and a checked new name in it.
@@ -235,15 +229,15 @@ impl DocFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<(FileAttr, u64), Errno> {
         let dir = self.writable_dir(view, id, parent_rel, name)?;
         let fd = real::open_file(&dir, name, flags | libc::O_CREAT, mode)?;
         let (_, perms) = self.visible(view, id).ok_or(Errno::NOENT)?;
         let st = rustix::fs::fstat(&fd)?;
         let ino = self.sub_ino(view, id, parent_rel.join(name), &st);
         let attr = self.file_attr(ino, &st, perms);
-        self.hold(ino, fd, view.to_owned(), id.to_owned(), false);
-        Ok(attr)
+        let fh = self.adopt_created(ino, fd, view.to_owned(), id.to_owned());
+        Ok((attr, fh))
     }
 
     pub(super) fn tree_mkdir(
