@@ -862,6 +862,44 @@ async fn safe_save_replaces_the_host_file_atomically() {
     );
 }
 
+/// With `--no-file-cache` opens are asked, as upstream: even root (which
+/// the kernel lets pass over file modes) is refused at open for writing a
+/// read-only grant, after other opens too, and an open file stays the file
+/// it opened when the host removes and remakes its name. (By default opens
+/// cost no round trip and these differ, as `document-fuse/README.md`
+/// lists.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_file_cache_opens_are_asked_as_upstream() {
+    if !can_run("without_the_file_cache_opens_are_asked_as_upstream") {
+        return;
+    }
+    let t = Docs::start_with(&["--no-file-cache"]).await;
+    let ro = t.file("ro.txt", "read only");
+    let id = t.export(&ro, APP, &["read"]).await;
+    let view = t.app_view(APP, &id, "ro.txt");
+    // Not the mount's first open: by default only that one is asked.
+    assert_eq!(fs::read_to_string(&view).unwrap(), "read only");
+    assert_eq!(
+        errno(OpenOptions::new().write(true).open(&view)),
+        libc::EACCES
+    );
+    assert_eq!(
+        app_open_errno(&view, OpenOptions::new().read(true).write(true)),
+        libc::EACCES
+    );
+
+    let path = t.file("kept.txt", "the file it opened");
+    let id = t.export(&path, APP, &["read", "write"]).await;
+    let view = t.app_view(APP, &id, "kept.txt");
+    let open = File::open(&view).unwrap();
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, "another file").unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&open, &mut buf, 0).unwrap();
+    assert_eq!(&buf[..n], b"the file it opened");
+    assert_eq!(fs::read_to_string(&view).unwrap(), "another file");
+}
+
 /// By default the kernel may cache a file document's entry and attributes
 /// (so a stat or an open costs no round trip to the service), but a change
 /// made to the real file by anyone shows through every view at once: far
