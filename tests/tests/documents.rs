@@ -853,13 +853,26 @@ async fn safe_save_replaces_the_host_file_atomically() {
     // Writing in place works too, and the next open sees it.
     fs::write(&view, "version 3").unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "version 3");
-    // A change made on the host behind our back is seen at the next open
-    // (the kept page cache is dropped when the file changed).
+    // A change made on the host behind our back is seen as soon as inotify
+    // tells the service (the kept page cache is dropped when the file
+    // changed); until then a read gives the whole old content, never a mix.
     fs::write(&path, "changed on the host, longer").unwrap();
-    assert_eq!(
-        fs::read_to_string(&view).unwrap(),
-        "changed on the host, longer"
-    );
+    settles_to(&view, "version 3", "changed on the host, longer").await;
+}
+
+/// Reads of `view` give `new` well under the cache's minute, and until then
+/// the whole of `old`: never one cut at the other's size.
+async fn settles_to(view: &Path, old: &str, new: &str) {
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    loop {
+        let got = fs::read_to_string(view).unwrap();
+        if got == new {
+            return;
+        }
+        assert_eq!(got, old, "neither the old nor the new content");
+        assert!(Instant::now() < deadline, "still {old:?} after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// With `--no-file-cache` opens are asked, as upstream: even root (which
