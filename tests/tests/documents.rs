@@ -906,6 +906,14 @@ async fn without_the_file_cache_opens_are_asked_as_upstream() {
     let view = t.app_view(APP, &id, "kept.txt");
     let open = File::open(&view).unwrap();
     fs::remove_file(&path).unwrap();
+    // Past the jiffy in which the kernel still counts the attributes it got
+    // with no cache time as fresh, so the fstat asks the service.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        open.metadata().unwrap().len(),
+        18,
+        "fstat after the removal"
+    );
     fs::write(&path, "another file").unwrap();
     let mut buf = vec![0u8; 64];
     let n = std::os::unix::fs::FileExt::read_at(&open, &mut buf, 0).unwrap();

@@ -13,10 +13,11 @@
 //! a file document are cached for a minute while inotify watches its
 //! real directory ([`watch`]), which drops them the moment anyone changes
 //! the file; other real files (temporary files, inside directory
-//! documents) get no entry or attribute caching. Opens never reach us after
-//! the first (see [`Filesystem::open`] on [`DocFs`]): reads and writes name
-//! the inode number, and the page cache is dropped whenever the kernel
-//! sees a new mtime or size (`FUSE_AUTO_INVAL_DATA`).
+//! documents) get no entry or attribute caching. By default opens never
+//! reach us after the first (see [`Filesystem::open`] on [`DocFs`]): reads
+//! and writes name the inode number, and the page cache is dropped whenever
+//! the kernel sees a new mtime or size (`FUSE_AUTO_INVAL_DATA`). With
+//! [`FileCaching::Off`] every open is asked and gets a handle, as upstream.
 //!
 //! Safe save: in a document directory the view may create other names.
 //! Each is a real temporary file `.xdp-NAME-XXXXXX` in the document's real
@@ -143,8 +144,9 @@ pub struct DocFs {
     /// Opens answered ENOSYS, so the kernel opens without asking (see
     /// [`Filesystem::open`]); else each open gets a handle, as upstream.
     zero_open: bool,
-    /// Open files by handle (opens asked).
-    handles: HashMap<u64, Held>,
+    /// Open files by handle, with the number each was opened as (opens
+    /// asked).
+    handles: HashMap<u64, (u64, Held)>,
     next_fh: u64,
     /// (mtime s, mtime ns, size) of a real file as last seen at an open or
     /// a release, per number (opens asked: the page cache is kept across
@@ -362,17 +364,17 @@ impl DocFs {
             self.hold(ino, fd, view, id, false);
             0
         } else {
-            self.new_handle(fd, view, id)
+            self.new_handle(ino, fd, view, id)
         }
     }
 
-    fn new_handle(&mut self, fd: OwnedFd, view: View, id: String) -> u64 {
+    fn new_handle(&mut self, ino: u64, fd: OwnedFd, view: View, id: String) -> u64 {
         let Some(held) = Held::new(fd, view, id, false) else {
             return 0;
         };
         let fh = self.next_fh;
         self.next_fh += 1;
-        self.handles.insert(fh, held);
+        self.handles.insert(fh, (ino, held));
         fh
     }
 
@@ -381,7 +383,7 @@ impl DocFs {
     /// grant revoked or a document deleted ends access through open files
     /// too.
     fn by_handle(&self, fh: u64, need: Perms) -> Option<Result<Target, Errno>> {
-        let h = self.handles.get(&fh)?;
+        let (_, h) = self.handles.get(&fh)?;
         Some(match self.visible(&h.view, &h.id) {
             Some((_, perms)) if perms.contains(need) => Ok(Target::File(h.file.clone())),
             _ => Err(Errno::ACCESS),
@@ -537,7 +539,7 @@ impl DocFs {
         // Through an open file with a handle (fstat, or the kernel checking
         // the size at the end of a read): the file itself, wherever its
         // name went.
-        if let Some(h) = fh.and_then(|fh| self.handles.get(&fh)) {
+        if let Some((_, h)) = fh.and_then(|fh| self.handles.get(&fh)) {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
             let st = rustix::fs::fstat(&*h.file)?;
             return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
@@ -551,11 +553,19 @@ impl DocFs {
             return Err(Errno::ACCESS);
         }
         match self.getattr_by_name(ino) {
-            // The name is gone (unlinked or replaced through us) but the
-            // file may still be open (an fstat, or the kernel checking the
-            // size at the end of a read): the held file answers.
+            // The name is gone (unlinked or replaced, through us or on the
+            // host) but the file may still be open (an fstat, which the
+            // kernel sends without a handle, or the kernel checking the
+            // size at the end of a read): the held file, or an open handle
+            // of that number, answers.
             Err(Errno::NOENT) => {
-                let Some(h) = self.held.get(&ino) else {
+                let held = self.held.get(&ino).or_else(|| {
+                    self.handles
+                        .values()
+                        .find(|(i, _)| *i == ino)
+                        .map(|(_, h)| h)
+                });
+                let Some(h) = held else {
                     return Err(Errno::NOENT);
                 };
                 let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
@@ -636,7 +646,7 @@ impl DocFs {
         let (fd, view, id) = self.open_real(ino, flags)?;
         let st = rustix::fs::fstat(&fd)?;
         let keep = self.keep_cache(ino, &st);
-        let fh = self.new_handle(fd, view, id);
+        let fh = self.new_handle(ino, fd, view, id);
         Ok((
             fh,
             if keep {
@@ -714,6 +724,7 @@ impl DocFs {
         // went since it was opened.
         let open = fh
             .and_then(|fh| self.handles.get(&fh))
+            .map(|(_, h)| h)
             .or_else(|| self.held.get(&ino).filter(|_| self.node(ino).is_none()));
         if let Some(h) = open {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
@@ -1283,7 +1294,7 @@ impl Filesystem for DocFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.handles.remove(&fh) {
+        if let Some((_, h)) = self.handles.remove(&fh) {
             // What we wrote is in the page cache already: remember the file
             // as it is now, so the next open keeps that cache.
             if let Ok(st) = rustix::fs::fstat(&*h.file) {
