@@ -1579,13 +1579,44 @@ async fn a_directory_document_shows_its_tree() {
     );
 
     // Read-write: the editor's safe save, a new directory, a symlink,
-    // removal; all on the host at once.
+    // removal; all on the host at once. A file open while its name is
+    // replaced or removed through the view stays the file it opened.
+    let mut before_save = File::open(rw.join("src/main.rs")).unwrap();
     fs::write(rw.join("src/.main.rs.tmp"), "fn main() { saved() }").unwrap();
     fs::rename(rw.join("src/.main.rs.tmp"), rw.join("src/main.rs")).unwrap();
     assert_eq!(
         fs::read_to_string(project.join("src/main.rs")).unwrap(),
         "fn main() { saved() }"
     );
+    let mut old = String::new();
+    before_save.read_to_string(&mut old).unwrap();
+    assert_eq!(
+        old, "fn main() {}",
+        "the replaced file, through an fd open before"
+    );
+    fs::write(rw.join("src/scratch.txt"), "scratch").unwrap();
+    let scratch = File::open(rw.join("src/scratch.txt")).unwrap();
+    fs::remove_file(rw.join("src/scratch.txt")).unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::os::unix::fs::FileExt::read_at(&scratch, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"scratch",
+        "a removed file, through an fd open before"
+    );
+    fs::write(rw.join("src/moving.txt"), "moving").unwrap();
+    let moving = File::open(rw.join("src/moving.txt")).unwrap();
+    fs::rename(rw.join("src/moving.txt"), rw.join("src/moved.txt")).unwrap();
+    // Past the jiffy in which attributes with no cache time count as
+    // fresh, so the read asks the service by number.
+    std::thread::sleep(Duration::from_millis(20));
+    let n = std::os::unix::fs::FileExt::read_at(&moving, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"moving",
+        "a renamed file, through an fd open before"
+    );
+    fs::remove_file(rw.join("src/moved.txt")).unwrap();
     fs::create_dir(rw.join("docs")).unwrap();
     fs::write(rw.join("docs/guide.md"), "# guide").unwrap();
     assert_eq!(

@@ -345,7 +345,7 @@ impl DocFs {
 
     /// Holds `fd` (created through us, or `detached` from its name) for
     /// number `ino` until the kernel forgets it.
-    fn hold(&mut self, ino: u64, fd: OwnedFd, view: View, id: String, detached: bool) {
+    pub(super) fn hold(&mut self, ino: u64, fd: OwnedFd, view: View, id: String, detached: bool) {
         let Some(held) = Held::new(fd, view, id, detached) else {
             return;
         };
@@ -414,7 +414,7 @@ impl DocFs {
 
     /// Before `name` in `dir` loses its name through us: an fd of it, so
     /// that a process with it open keeps the file itself.
-    fn keep_for_detach(dir: impl AsFd + Copy, name: &OsStr) -> Option<OwnedFd> {
+    pub(super) fn keep_for_detach(dir: impl AsFd + Copy, name: &OsStr) -> Option<OwnedFd> {
         real::stat_file(dir, name).ok()?;
         real::open_file(dir, name, libc::O_RDWR, 0)
             .or_else(|_| real::open_file(dir, name, libc::O_RDONLY, 0))
@@ -440,6 +440,11 @@ impl DocFs {
         let (_, perms) = self.visible(&view, &id).ok_or(Errno::ACCESS)?;
         if !perms.contains(need) {
             return Err(Errno::ACCESS);
+        }
+        // Its name went through us: whatever the name holds now is another
+        // file.
+        if let Some(h) = self.held.get(&ino).filter(|h| h.detached) {
+            return Ok(Target::File(h.file.clone()));
         }
         let named = match &node {
             Some(Node::File { view, id, name }) => self
@@ -540,6 +545,13 @@ impl DocFs {
         // the size at the end of a read): the file itself, wherever its
         // name went.
         if let Some((_, h)) = fh.and_then(|fh| self.handles.get(&fh)) {
+            let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
+            let st = rustix::fs::fstat(&*h.file)?;
+            return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
+        }
+        // A number whose name went through us (the kernel keeps it for a
+        // file still open): the file itself, not what the name holds now.
+        if let Some(h) = self.held.get(&ino).filter(|h| h.detached) {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
             let st = rustix::fs::fstat(&*h.file)?;
             return Ok((self.file_attr(ino, &st, perms), REAL_TTL));
@@ -725,7 +737,7 @@ impl DocFs {
         let open = fh
             .and_then(|fh| self.handles.get(&fh))
             .map(|(_, h)| h)
-            .or_else(|| self.held.get(&ino).filter(|_| self.node(ino).is_none()));
+            .or_else(|| self.held.get(&ino).filter(|h| h.detached));
         if let Some(h) = open {
             let (_, perms) = self.visible(&h.view, &h.id).ok_or(Errno::ACCESS)?;
             if !perms.contains(Perms::WRITE) {

@@ -280,7 +280,9 @@ impl DocFs {
         } else {
             AtFlags::empty()
         };
+        let kept = self.keep_sub(view, id, &parent_rel.join(name), &dir, name);
         rustix::fs::unlinkat(&dir, name, flags)?;
+        self.detach_sub(view, id, kept);
         Ok(())
     }
 
@@ -293,8 +295,40 @@ impl DocFs {
     ) -> Result<(), Errno> {
         let src = self.writable_dir(view, id, from, name)?;
         let dst = self.writable_dir(view, id, to, newname)?;
+        let kept = self.keep_sub(view, id, &to.join(newname), &dst, newname);
+        let moved = rustix::fs::statat(&src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         rustix::fs::renameat(&src, name, &dst, newname)?;
+        self.detach_sub(view, id, kept);
+        // The moved node keeps its number under the new name, as the
+        // kernel keeps its inode (reads of a file open across the rename
+        // name the number).
+        self.sub_ino(view, id, to.join(newname), &moved);
         Ok(())
+    }
+
+    /// Before the file at `rel` (`name` in `dir`) loses its name through
+    /// us: its number, if the kernel may know it, and an fd of it, so that
+    /// a process with it open keeps the file itself.
+    fn keep_sub(
+        &self,
+        view: &str,
+        id: &str,
+        rel: &Path,
+        dir: &OwnedFd,
+        name: &OsStr,
+    ) -> Option<(u64, OwnedFd)> {
+        let n = super::lock(&self.shared.inodes).known(&super::Node::Sub {
+            view: view.to_owned(),
+            id: id.to_owned(),
+            rel: rel.to_owned(),
+        })?;
+        Some((n, Self::keep_for_detach(dir, name)?))
+    }
+
+    fn detach_sub(&mut self, view: &str, id: &str, kept: Option<(u64, OwnedFd)>) {
+        if let Some((n, fd)) = kept {
+            self.hold(n, fd, view.to_owned(), id.to_owned(), true);
+        }
     }
 
     pub(super) fn tree_link(
