@@ -70,19 +70,7 @@ impl Side {
     async fn start(label: &'static str, frontend: &Path, documents: &Path) -> Side {
         let bus = Bus::start();
         let (store, docs) = bus.start_document_store(documents, false).await;
-        let host = bus.root().join("host");
-        std::fs::create_dir_all(&host).unwrap();
-        let picked = host.join("picked.txt");
-        std::fs::write(&picked, "picked on the host\n").unwrap();
-        let script = bus.root().join("script.jsonl");
-        std::fs::write(
-            &script,
-            format!(
-                "{{\"method\": \"OpenFile\", \"uris\": [\"file://{}\"]}}\n",
-                picked.display()
-            ),
-        )
-        .unwrap();
+        let script = bus.picked_file_script("picked on the host\n");
         let mut cmd = bus.command(bin("porthole-prompt"));
         cmd.arg("--script").arg(&script);
         let prompt = bus.spawn_owning("prompt", cmd, PROMPT).await;

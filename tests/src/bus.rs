@@ -219,6 +219,27 @@ impl Bus {
         dir
     }
 
+    /// A host file `host/picked.txt` holding `content`, and a
+    /// `porthole-prompt` script answering OpenFile with it (the scripted
+    /// backend repeats its last answer, so every call picks it); returns
+    /// the script's path.
+    pub fn picked_file_script(&self, content: &str) -> PathBuf {
+        let host = self.root.join("host");
+        std::fs::create_dir_all(&host).unwrap();
+        let picked = host.join("picked.txt");
+        std::fs::write(&picked, content).unwrap();
+        let script = self.root.join("script.jsonl");
+        std::fs::write(
+            &script,
+            format!(
+                "{{\"method\": \"OpenFile\", \"uris\": [\"file://{}\"]}}\n",
+                picked.display()
+            ),
+        )
+        .unwrap();
+        script
+    }
+
     /// The private `XDG_DATA_HOME` every service on this bus gets.
     pub fn data_home(&self) -> PathBuf {
         self.root.join("data")

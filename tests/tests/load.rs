@@ -342,21 +342,8 @@ async fn the_portal_frontend_holds_a_hundred_apps() {
     let (store, docs) = bus
         .start_document_store(&bin("porthole-documents"), false)
         .await;
-    let host = bus.root().join("host");
-    std::fs::create_dir_all(&host).unwrap();
-    let picked = host.join("picked.txt");
     let expected = "the file the dialog picks\n";
-    std::fs::write(&picked, expected).unwrap();
-    // One answer: the scripted backend repeats its last.
-    let script = bus.root().join("script.jsonl");
-    std::fs::write(
-        &script,
-        format!(
-            "{{\"method\": \"OpenFile\", \"uris\": [\"file://{}\"]}}\n",
-            picked.display()
-        ),
-    )
-    .unwrap();
+    let script = bus.picked_file_script(expected);
     let settings = bus.root().join("settings.ini");
     std::fs::write(
         &settings,
